@@ -1,0 +1,128 @@
+//! Starts the roles one process runs (API, dispatcher or both) from an
+//! `AppConfig`; used by the CLI and by the integration tests alike.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::AppConfig;
+use crate::dispatcher;
+use crate::kafka::{self, topics, Producer};
+use crate::store::{self, Store};
+
+/// Failures before the process serves: bad configuration or unreachable
+/// dependencies. The CLI exits 2 on these.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Running {
+    /// Where the API listens, when this process runs it.
+    pub api_addr: Option<SocketAddr>,
+    pub store: Arc<dyn Store>,
+    producer: Producer,
+    api: Option<JoinHandle<std::io::Result<()>>>,
+    dispatcher: Option<JoinHandle<Result<(), dispatcher::Error>>>,
+}
+
+/// Connects, migrates and creates topics as configured, then starts the
+/// roles. `listener`, when given, replaces binding `listen`.
+pub async fn start(
+    config: &AppConfig,
+    listen: SocketAddr,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let store = store::connect(&config.database_url).await?;
+    if config.migrate {
+        store.migrate().await?;
+    }
+    let producer = Producer::new(&config.kafka)?;
+    if config.create_topics {
+        let spec = topics::TopicSpec {
+            partitions: config.topics.partitions,
+            replication: config.topics.replication,
+        };
+        topics::ensure_topics(&config.kafka, &config.topics.to_create(), &spec).await?;
+    }
+
+    let mut running = Running {
+        api_addr: None,
+        store: Arc::clone(&store),
+        producer: producer.clone(),
+        api: None,
+        dispatcher: None,
+    };
+    if let Some(api_config) = &config.api {
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: listen,
+                    source,
+                })?,
+        };
+        running.api_addr = listener.local_addr().ok();
+        let state = AppState {
+            store: Arc::clone(&store),
+            producer: producer.clone(),
+            admin_tokens: api_config.admin_tokens.clone().into(),
+            publish_topic: config.topics.publish.as_str().into(),
+        };
+        running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
+    }
+    if let Some(dispatcher_config) = &config.dispatcher {
+        let (kafka, topics, dispatcher_config) = (
+            config.kafka.clone(),
+            config.topics.clone(),
+            dispatcher_config.clone(),
+        );
+        running.dispatcher = Some(tokio::spawn(async move {
+            dispatcher::run(
+                &kafka,
+                store,
+                producer,
+                &topics,
+                &dispatcher_config,
+                shutdown,
+            )
+            .await
+        }));
+    }
+    Ok(running)
+}
+
+impl Running {
+    /// Waits for the roles to finish (after shutdown), then flushes Kafka.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        if let Some(api) = self.api {
+            if let Err(error) = api.await? {
+                result = Err(anyhow::Error::new(error).context("API server"));
+            }
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            if let Err(error) = dispatcher.await? {
+                result = Err(anyhow::Error::new(error).context("dispatcher"));
+            }
+        }
+        let producer = self.producer;
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?;
+        result
+    }
+}

@@ -1,0 +1,325 @@
+//! The command line: `hookgate serve|api|dispatcher|migrate|dev|listen`.
+//! A bad configuration ends the process with one line and exit code 2.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rand::RngCore;
+use rdkafka::mocking::MockCluster;
+
+use crate::app::{self, StartError};
+use crate::config::{
+    ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, KafkaArgs,
+    TelemetryArgs, TopicArgs, Topics,
+};
+use crate::domain::SigningSecret;
+use crate::kafka::KafkaConfig;
+use crate::{listen, shutdown, store, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Webhook delivery service and event API gateway on Apache Kafka"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// REST API and dispatcher in one process (single node).
+    Serve {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
+    /// REST API only; stateless, scale by replicas.
+    Api {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
+    /// Kafka consumer-group workers that deliver; scale up to the partition count.
+    Dispatcher {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
+    /// Everything in one process on SQLite and an in-process Kafka; nothing to install.
+    Dev(DevArgs),
+    /// A local receiver that verifies signatures and prints deliveries.
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Address the REST API listens on.
+    #[arg(long, env = "HOOKGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Database URL (default: an SQLite file in the working directory).
+    #[arg(
+        long,
+        env = "HOOKGATE_DATABASE_URL",
+        default_value = "sqlite:hookgate-dev.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Admin bearer token (default: generated and printed).
+    #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    #[command(flatten)]
+    topics: TopicArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, Args)]
+struct ListenArgs {
+    /// The subscription's signing secret (`whsec_…`).
+    #[arg(long, env = "HOOKGATE_LISTEN_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+}
+
+/// Exit code 2: the process never started serving.
+const EXIT_CONFIG: u8 = 2;
+
+enum Failure {
+    Config(String),
+    Run(anyhow::Error),
+}
+
+impl From<StartError> for Failure {
+    fn from(error: StartError) -> Self {
+        Self::Config(error.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("hookgate: {}", first_paragraph(&error.render().to_string()));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hookgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(message)) => {
+            eprintln!("hookgate: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Run(error)) => {
+            eprintln!("hookgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Clap's message up to its first blank line, folded onto one line.
+fn first_paragraph(rendered: &str) -> String {
+    let text = rendered.strip_prefix("error: ").unwrap_or(rendered);
+    text.lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve {
+            database,
+            kafka,
+            api,
+            delivery,
+            telemetry,
+        } => {
+            telemetry::init(telemetry.log_format);
+            let config = app_config(database, &kafka, Some(&api), Some(&delivery), true)?;
+            run_roles(&config, api.listen).await
+        }
+        Command::Api {
+            database,
+            kafka,
+            api,
+            telemetry,
+        } => {
+            telemetry::init(telemetry.log_format);
+            let config = app_config(database, &kafka, Some(&api), None, false)?;
+            run_roles(&config, api.listen).await
+        }
+        Command::Dispatcher {
+            database,
+            kafka,
+            delivery,
+            telemetry,
+        } => {
+            telemetry::init(telemetry.log_format);
+            let config = app_config(database, &kafka, None, Some(&delivery), false)?;
+            run_roles(&config, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await
+        }
+        Command::Migrate {
+            database,
+            telemetry,
+        } => {
+            telemetry::init(telemetry.log_format);
+            let store = store::connect(&database.database_url)
+                .await
+                .map_err(|e| Failure::Config(e.to_string()))?;
+            store.migrate().await.map_err(|e| Failure::Run(e.into()))?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Dev(args) => dev(args).await,
+        Command::Listen(args) => {
+            let secret = SigningSecret::parse_lenient(&args.secret)
+                .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;
+            let addr = SocketAddr::new(args.host, args.port);
+            listen::run(addr, secret, shutdown::on_signal())
+                .await
+                .map_err(|e| Failure::Config(format!("cannot listen on {addr}: {e}")))
+        }
+    }
+}
+
+fn app_config(
+    database: DatabaseArgs,
+    kafka: &KafkaArgs,
+    api: Option<&ApiArgs>,
+    delivery: Option<&DeliveryArgs>,
+    migrate: bool,
+) -> Result<AppConfig, Failure> {
+    Ok(AppConfig {
+        database_url: database.database_url,
+        kafka: KafkaConfig::from_env(kafka.kafka_brokers.clone()),
+        topics: Topics::from_args(&kafka.topics).map_err(|e| Failure::Config(e.to_string()))?,
+        api: api.map(|a| ApiConfig {
+            admin_tokens: a.admin_token.clone(),
+        }),
+        dispatcher: delivery.map(DispatcherConfig::from_args),
+        migrate,
+        create_topics: true,
+    })
+}
+
+async fn run_roles(config: &AppConfig, listen: SocketAddr) -> Result<(), Failure> {
+    let shutdown = shutdown::on_signal();
+    let running = app::start(config, listen, None, shutdown).await?;
+    if let Some(addr) = running.api_addr {
+        println!("listening on http://{addr}");
+    }
+    running.wait().await.map_err(Failure::Run)
+}
+
+async fn dev(args: DevArgs) -> Result<(), Failure> {
+    telemetry::init(args.telemetry.log_format);
+    let topics = Topics::from_args(&args.topics).map_err(|e| Failure::Config(e.to_string()))?;
+    // The in-process broker has no CreateTopics API: it makes the topics itself.
+    let mock = MockCluster::new(1).map_err(|e| Failure::Run(e.into()))?;
+    for topic in topics.to_create() {
+        mock.create_topic(&topic, topics.partitions, 1)
+            .map_err(|e| Failure::Run(e.into()))?;
+    }
+    let admin_token = args.admin_token.unwrap_or_else(|| {
+        let mut bytes = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        format!(
+            "hg_admin_{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    });
+    let config = AppConfig {
+        database_url: args.database_url,
+        kafka: KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            properties: Vec::new(),
+        },
+        topics,
+        api: Some(ApiConfig {
+            admin_tokens: vec![admin_token.clone()],
+        }),
+        dispatcher: Some(DispatcherConfig {
+            allow_private_targets: true,
+            ..DispatcherConfig::from_args(&DeliveryArgs {
+                allow_private_targets: true,
+                request_timeout: std::time::Duration::from_secs(15),
+                retry_schedule: crate::config::RetrySchedule(vec![std::time::Duration::from_secs(
+                    5,
+                )]),
+            })
+        }),
+        migrate: true,
+        create_topics: false,
+    };
+    let shutdown = shutdown::on_signal();
+    let running = app::start(&config, args.listen, None, shutdown).await?;
+    let addr = running.api_addr.unwrap_or(args.listen);
+    println!("listening on http://{addr}");
+    print_quickstart(addr, &admin_token);
+    // The mock cluster lives as long as this function: until shutdown.
+    let result = running.wait().await.map_err(Failure::Run);
+    drop(mock);
+    result
+}
+
+fn print_quickstart(addr: SocketAddr, token: &str) {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "hookgate".to_owned());
+    let secret = SigningSecret::generate();
+    let secret = secret.expose();
+    println!(
+        "\nhookgate dev: SQLite store and in-process Kafka; private targets allowed.\n\
+         admin token: {token}\n\n\
+         Quickstart (run each in its own terminal):\n  \
+         {exe} listen --port 9000 --secret {secret}\n  \
+         curl -sS http://{addr}/v1/subscriptions -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"url\":\"http://127.0.0.1:9000/\",\"event_types\":[\"order.*\"],\"secret\":\"{secret}\"}}'\n  \
+         curl -sS http://{addr}/v1/events -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"type\":\"order.created\",\"data\":{{\"order_id\":42}}}}'\n"
+    );
+}

@@ -1,0 +1,188 @@
+//! The dispatchers' copy of the subscriptions, refreshed from the store by
+//! version: in the background, and on demand when an event is newer than the
+//! copy, so that a subscription created before an event was published always
+//! gets it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use http::{HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{
+    EventTypePattern, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
+};
+use crate::store::{self, Store};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+const PAGE: i64 = 1_000;
+/// After a failed refresh, events go on with the copy they have for this
+/// long rather than each waiting on an unreachable database.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A subscription ready for delivery: its secret and headers parsed once.
+pub struct Target {
+    pub subscription: Subscription,
+    pub secret: SigningSecret,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    patterns: Vec<EventTypePattern>,
+}
+
+impl Target {
+    fn new(subscription: Subscription) -> Option<Self> {
+        let secret = SigningSecret::parse(&subscription.secret).ok()?;
+        let patterns = subscription
+            .event_types
+            .iter()
+            .filter_map(|p| EventTypePattern::parse(p))
+            .collect();
+        let headers = subscription
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        Some(Self {
+            subscription,
+            secret,
+            headers,
+            patterns,
+        })
+    }
+
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.subscription.status == SubscriptionStatus::Active
+            && self.patterns.iter().any(|p| p.matches(event_type))
+    }
+}
+
+type Snapshot = HashMap<SubscriptionId, Arc<Target>>;
+
+struct RefreshState {
+    version: i64,
+    failed_at: Option<Instant>,
+}
+
+pub struct SubscriptionCache {
+    store: Arc<dyn Store>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    refresh: tokio::sync::Mutex<RefreshState>,
+    /// Microseconds since the epoch at which the last successful refresh began.
+    fresh_as_of: AtomicI64,
+}
+
+impl SubscriptionCache {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            snapshot: RwLock::new(Arc::default()),
+            refresh: tokio::sync::Mutex::new(RefreshState {
+                version: 0,
+                failed_at: None,
+            }),
+            fresh_as_of: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn matching(&self, event_type: &str) -> Vec<Arc<Target>> {
+        let snapshot = self
+            .snapshot
+            .read()
+            .map(|s| Arc::clone(&s))
+            .unwrap_or_default();
+        snapshot
+            .values()
+            .filter(|t| t.wants(event_type))
+            .cloned()
+            .collect()
+    }
+
+    /// Makes sure every change committed before `time` is in the copy.
+    pub async fn ensure_fresh(&self, time: DateTime<Utc>) {
+        let wanted = time.min(Utc::now()).timestamp_micros();
+        if self.fresh_as_of.load(Ordering::Acquire) >= wanted {
+            return;
+        }
+        let mut state = self.refresh.lock().await;
+        // Another task may have refreshed while this one waited for the lock.
+        if self.fresh_as_of.load(Ordering::Acquire) >= wanted
+            || state
+                .failed_at
+                .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
+        {
+            return;
+        }
+        if let Err(error) = self.refresh_locked(&mut state).await {
+            tracing::warn!(%error, "subscription refresh failed; delivering with the cached copy");
+        }
+    }
+
+    pub async fn refresh(&self) -> store::Result<()> {
+        let mut state = self.refresh.lock().await;
+        self.refresh_locked(&mut state).await
+    }
+
+    async fn refresh_locked(&self, state: &mut RefreshState) -> store::Result<()> {
+        let started = Utc::now().timestamp_micros();
+        let mut changes = Vec::new();
+        loop {
+            let page = match self.store.subscription_changes(state.version, PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    state.failed_at = Some(Instant::now());
+                    return Err(error);
+                }
+            };
+            let done = (page.len() as i64) < PAGE;
+            if let Some(last) = page.last() {
+                state.version = last.version;
+            }
+            changes.extend(page);
+            if done {
+                break;
+            }
+        }
+        state.failed_at = None;
+        if !changes.is_empty() {
+            let mut next: Snapshot = self
+                .snapshot
+                .read()
+                .map(|s| (**s).clone())
+                .unwrap_or_default();
+            for change in changes {
+                let id = change.subscription.id.clone();
+                match (change.deleted, Target::new(change.subscription)) {
+                    (false, Some(target)) => next.insert(id, Arc::new(target)),
+                    _ => next.remove(&id),
+                };
+            }
+            if let Ok(mut snapshot) = self.snapshot.write() {
+                *snapshot = Arc::new(next);
+            }
+        }
+        self.fresh_as_of.fetch_max(started, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Picks up changes (pause, delete, new URL) even when no event comes.
+    pub async fn poll(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(POLL_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if let Err(error) = self.refresh().await {
+                tracing::warn!(%error, "subscription refresh failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The producer: idempotent, `acks=all`, and every send awaited until the
+//! broker acknowledged it, so a 202 always means the event is on the topic.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+
+use super::envelope::encode_headers;
+use super::{Error, KafkaConfig};
+use crate::domain::Event;
+
+/// How long a record may wait for the broker before the send fails; bounds
+/// how long a publish request can hang while the broker is away.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl Producer {
+    pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
+        let inner = config
+            .client_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            .create()?;
+        Ok(Self { inner })
+    }
+
+    /// Writes the event to `topic` in CloudEvents binary mode.
+    pub async fn publish(&self, topic: &str, event: &Event) -> Result<(), KafkaError> {
+        self.send(
+            topic,
+            event.key.as_deref(),
+            encode_headers(event),
+            event.data.get().as_bytes(),
+        )
+        .await
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        headers: OwnedHeaders,
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .payload(payload)
+            .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        // A full local queue fails at once rather than queueing the caller.
+        self.inner
+            .send(record, Timeout::After(Duration::ZERO))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+
+    /// Asks the cluster for metadata; the readiness check.
+    pub async fn check_connection(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .client()
+                .fetch_metadata(None, Timeout::After(timeout))
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// Waits for queued records before exit.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.inner.flush(Timeout::After(timeout)) {
+            tracing::warn!(%error, "producer flush at shutdown did not finish");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Writes delivery attempts in batches, off the delivery path: a database
+//! transaction per attempt would cap delivery at a few hundred per second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Store;
+use crate::domain::Attempt;
+
+const CHANNEL_CAPACITY: usize = 16_384;
+const MAX_BATCH: usize = 1_000;
+const WRITE_TRIES: u32 = 5;
+
+/// The sending side; clone it freely. The writer ends once every clone is
+/// dropped and what was queued is written.
+#[derive(Clone)]
+pub struct AttemptLog {
+    tx: mpsc::Sender<Attempt>,
+}
+
+impl AttemptLog {
+    pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        (Self { tx }, tokio::spawn(write_batches(store, rx)))
+    }
+
+    /// Waits when the writer is behind, so memory stays bounded.
+    pub async fn record(&self, attempt: Attempt) {
+        if self.tx.send(attempt).await.is_err() {
+            tracing::error!("attempt log writer has stopped; attempt not recorded");
+        }
+    }
+}
+
+async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Attempt>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match store.insert_attempts(&batch).await {
+                Ok(()) => break,
+                Err(error) if tries < WRITE_TRIES => {
+                    tracing::warn!(%error, rows = batch.len(), tries, "attempt log write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, rows = batch.len(), "attempt log write failed; rows dropped");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}

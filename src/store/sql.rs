@@ -1,0 +1,170 @@
+//! The SQL both backends run. PostgreSQL and SQLite accept the same `$N`
+//! placeholders and `RETURNING`, so one body, expanded per backend by
+//! `impl_store!`, keeps the two from drifting apart.
+
+pub(super) const SUBSCRIPTION_COLUMNS: &str = "id, tenant_id, url, event_types, secret, \
+     rate_limit_per_second, rate_limit_burst, max_in_flight, ordered, headers, status, \
+     disabled_reason, description, metadata, version, created_at, updated_at, deleted_at";
+
+pub(super) const ATTEMPT_COLUMNS: &str = "id, event_id, webhook_id, subscription_id, tenant_id, \
+     event_type, attempt, outcome, status_code, latency_ms, error, response_excerpt, created_at";
+
+pub(super) const BUMP_VERSION: &str =
+    "UPDATE subscription_version SET version = version + 1 RETURNING version";
+
+/// Expands the `Store` implementation for a backend struct holding
+/// `pool: sqlx::Pool<$db>` and a `MIGRATOR`.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ping(&self) -> $crate::store::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> $crate::store::Result<()> {
+                Self::MIGRATOR.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn tenant_exists(
+                &self,
+                id: &$crate::domain::TenantId,
+            ) -> $crate::store::Result<bool> {
+                let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(found.is_some())
+            }
+
+            async fn create_subscription(
+                &self,
+                s: &$crate::domain::Subscription,
+            ) -> $crate::store::Result<()> {
+                use sqlx::types::Json;
+                let mut tx = self.pool.begin().await?;
+                let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let sql = format!(
+                    "INSERT INTO subscriptions ({}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    $crate::store::sql::SUBSCRIPTION_COLUMNS
+                );
+                sqlx::query(&sql)
+                    .bind(s.id.as_str())
+                    .bind(s.tenant_id.as_str())
+                    .bind(&s.url)
+                    .bind(Json(&s.event_types))
+                    .bind(&s.secret)
+                    .bind(s.rate_limit.map(|r| i64::from(r.per_second)))
+                    .bind(s.rate_limit.map(|r| i64::from(r.burst)))
+                    .bind(s.max_in_flight.map(i64::from))
+                    .bind(s.ordered)
+                    .bind(Json(&s.headers))
+                    .bind(s.status.as_str())
+                    .bind(&s.disabled_reason)
+                    .bind(&s.description)
+                    .bind(Json(&s.metadata))
+                    .bind(version)
+                    .bind(s.created_at)
+                    .bind(s.updated_at)
+                    .bind(None::<chrono::DateTime<chrono::Utc>>)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_subscription(
+                &self,
+                tenant: Option<&$crate::domain::TenantId>,
+                id: &$crate::domain::SubscriptionId,
+            ) -> $crate::store::Result<Option<$crate::domain::Subscription>> {
+                let sql = format!(
+                    "SELECT {} FROM subscriptions WHERE id = $1 AND deleted_at IS NULL \
+                     AND ($2 IS NULL OR tenant_id = $2)",
+                    $crate::store::sql::SUBSCRIPTION_COLUMNS
+                );
+                let row: Option<$crate::store::rows::SubscriptionRow> = sqlx::query_as(&sql)
+                    .bind(id.as_str())
+                    .bind(tenant.map(|t| t.as_str()))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.into_change().map(|c| c.subscription)).transpose()
+            }
+
+            async fn subscription_changes(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::SubscriptionChange>> {
+                let sql = format!(
+                    "SELECT {} FROM subscriptions WHERE version > $1 ORDER BY version LIMIT $2",
+                    $crate::store::sql::SUBSCRIPTION_COLUMNS
+                );
+                let rows: Vec<$crate::store::rows::SubscriptionRow> = sqlx::query_as(&sql)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(|r| r.into_change()).collect()
+            }
+
+            async fn insert_attempts(
+                &self,
+                attempts: &[$crate::domain::Attempt],
+            ) -> $crate::store::Result<()> {
+                if attempts.is_empty() {
+                    return Ok(());
+                }
+                let mut insert = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO attempts ({}) ",
+                    $crate::store::sql::ATTEMPT_COLUMNS
+                ));
+                insert.push_values(attempts, |mut row, a| {
+                    row.push_bind(a.id.as_str())
+                        .push_bind(&a.event_id)
+                        .push_bind(&a.webhook_id)
+                        .push_bind(a.subscription_id.as_str())
+                        .push_bind(a.tenant_id.as_str())
+                        .push_bind(&a.event_type)
+                        .push_bind(i64::from(a.attempt))
+                        .push_bind(a.outcome.as_str())
+                        .push_bind(a.status_code.map(i64::from))
+                        .push_bind(i64::from(a.latency_ms))
+                        .push_bind(&a.error)
+                        .push_bind(&a.response_excerpt)
+                        .push_bind(a.created_at);
+                });
+                // Replays of a batch after a failed write must not fail on
+                // rows that did land.
+                insert.push(" ON CONFLICT (id) DO NOTHING");
+                insert.build().execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn attempts_for_event(
+                &self,
+                tenant: Option<&$crate::domain::TenantId>,
+                event_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::domain::Attempt>> {
+                let sql = format!(
+                    "SELECT {} FROM attempts WHERE event_id = $1 \
+                     AND ($2 IS NULL OR tenant_id = $2) ORDER BY id",
+                    $crate::store::sql::ATTEMPT_COLUMNS
+                );
+                let rows: Vec<$crate::store::rows::AttemptRow> = sqlx::query_as(&sql)
+                    .bind(event_id)
+                    .bind(tenant.map(|t| t.as_str()))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(|r| r.into_attempt()).collect()
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;
