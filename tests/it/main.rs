@@ -1,1 +1,11 @@
+//! Integration tests, one binary. They run against the real PostgreSQL and
+//! Kafka that `scripts/test-env` starts (`HOOKGATE_TEST_DATABASE_URL`,
+//! `HOOKGATE_TEST_KAFKA`), and against the built binary.
 
+mod harness;
+
+mod api;
+mod cli;
+mod delivery;
+mod dev_mode;
+mod store;

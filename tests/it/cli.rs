@@ -1,0 +1,107 @@
+//! The binary's start-up: a bad configuration ends it with one line and exit 2.
+
+use std::process::Command;
+
+fn hookgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run hookgate")
+}
+
+fn assert_config_error(args: &[&str], mentions: &str) {
+    let output = hookgate(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit code for {args:?}; stderr: {stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(mentions),
+        "{stderr:?} mentions {mentions:?}"
+    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+}
+
+const TOKEN: &str = "--admin-token=0123456789abcdef0123";
+
+#[test]
+fn bad_configuration_exits_2_with_one_line() {
+    assert_config_error(
+        &[
+            "serve",
+            "--listen",
+            "not-an-address",
+            "--database-url",
+            "postgres://x/y",
+            "--kafka-brokers",
+            "k:9092",
+            TOKEN,
+        ],
+        "--listen",
+    );
+    assert_config_error(
+        &[
+            "serve",
+            "--database-url",
+            "postgres://x/y",
+            "--kafka-brokers",
+            " , ",
+            TOKEN,
+        ],
+        "broker list is empty",
+    );
+    assert_config_error(
+        &["api", "--kafka-brokers", "k:9092", TOKEN],
+        "--database-url",
+    );
+    assert_config_error(
+        &[
+            "serve",
+            "--database-url",
+            "postgres://x/y",
+            "--kafka-brokers",
+            "k:9092",
+            "--admin-token",
+            "short",
+        ],
+        "at least 16",
+    );
+    assert_config_error(
+        &[
+            "dispatcher",
+            "--database-url",
+            "postgres://x/y",
+            "--kafka-brokers",
+            "k:9092",
+            "--retry-schedule",
+            "5s,soon",
+        ],
+        "soon",
+    );
+    assert_config_error(&["listen", "--secret", "whsec_!!"], "--secret");
+}
+
+#[test]
+fn unreachable_database_exits_2_without_leaking_the_password() {
+    let output = hookgate(&[
+        "serve",
+        "--database-url",
+        "postgres://user:hunter2secret@127.0.0.1:1/db",
+        "--kafka-brokers",
+        "127.0.0.1:1",
+        TOKEN,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or("");
+    assert!(last.contains("cannot connect to the database"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2secret"),
+        "the password is not shown: {stderr}"
+    );
+}

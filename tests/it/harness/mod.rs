@@ -1,0 +1,220 @@
+//! Shared test parts: a database per test, topics per test, the app started
+//! in-process on port 0, a recording webhook receiver, and polling helpers.
+
+pub mod receiver;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookgate::app::{self, Running};
+use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, RetrySchedule, Topics};
+use hookgate::kafka::KafkaConfig;
+use hookgate::store::Store;
+use sqlx::Connection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use receiver::TestReceiver;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn database_url() -> String {
+    std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://hookgate:hookgate@127.0.0.1:5432/hookgate".to_owned())
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("HOOKGATE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+pub fn unique(name: &str) -> String {
+    format!("test-{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `check` until it answers `Some`, or fails the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A database of its own for one test: a fresh PostgreSQL database, or an
+/// SQLite file in a temporary directory.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn postgres() -> Self {
+        let name = format!("hg_test_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = database_url();
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("PostgreSQL from scripts/test-env is reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(&admin_url).expect("valid database URL");
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite:{}", dir.path().join("hookgate.db").display());
+        Self {
+            url,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        let store = hookgate::store::connect(&self.url)
+            .await
+            .expect("connect test store");
+        store.migrate().await.expect("migrate test store");
+        store
+    }
+
+    /// Drops the PostgreSQL database; call at the end of a test.
+    pub async fn drop_db(self) {
+        if let Some(name) = self.pg_name {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+}
+
+/// hookgate's API and dispatcher, in-process, on its own database, topics
+/// and consumer group.
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub topics: Topics,
+    pub kafka: KafkaConfig,
+    shutdown: CancellationToken,
+    running: Option<Running>,
+    db: Option<TestDb>,
+}
+
+impl TestApp {
+    pub async fn spawn(name: &str) -> Self {
+        let db = TestDb::postgres().await;
+        let prefix = unique(name);
+        let topics = Topics {
+            source: vec![format!("{prefix}.events")],
+            publish: format!("{prefix}.events"),
+            dlq: format!("{prefix}.dlq"),
+            partitions: 3,
+            replication: 1,
+            group_id: format!("{prefix}.dispatcher"),
+        };
+        let kafka = KafkaConfig {
+            brokers: kafka_brokers(),
+            properties: Vec::new(),
+        };
+        let config = AppConfig {
+            database_url: db.url.clone(),
+            kafka: kafka.clone(),
+            topics: topics.clone(),
+            api: Some(ApiConfig {
+                admin_tokens: vec![ADMIN_TOKEN.to_owned()],
+            }),
+            dispatcher: Some(DispatcherConfig {
+                allow_private_targets: true,
+                request_timeout: Duration::from_secs(5),
+                retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
+                response_body_cap: 4096,
+            }),
+            migrate: true,
+            create_topics: true,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let shutdown = CancellationToken::new();
+        let running = app::start(
+            &config,
+            listener.local_addr().expect("addr"),
+            Some(listener),
+            shutdown.clone(),
+        )
+        .await
+        .expect("app starts");
+        let addr = running.api_addr.expect("API runs");
+        Self {
+            base_url: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            store: Arc::clone(&running.store),
+            topics,
+            kafka,
+            shutdown,
+            running: Some(running),
+            db: Some(db),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn admin(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder.bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.admin(self.client.post(self.url(path)))
+            .json(&body)
+            .send()
+            .await
+            .expect("request reaches the API")
+    }
+
+    /// Creates a subscription and answers its JSON (with the secret).
+    pub async fn subscribe(&self, body: serde_json::Value) -> serde_json::Value {
+        let response = self.post_json("/v1/subscriptions", body).await;
+        assert_eq!(response.status(), 201, "subscription created");
+        response.json().await.expect("JSON answer")
+    }
+
+    pub async fn publish(&self, body: serde_json::Value) -> String {
+        let response = self.post_json("/v1/events", body).await;
+        assert_eq!(response.status(), 202, "event accepted");
+        let answer: serde_json::Value = response.json().await.expect("JSON answer");
+        answer["id"].as_str().expect("event id").to_owned()
+    }
+
+    /// Stops the app (draining), then drops its database.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await.expect("app stops cleanly");
+        }
+        if let Some(db) = self.db.take() {
+            db.drop_db().await;
+        }
+    }
+}
