@@ -153,7 +153,7 @@ macro_rules! impl_store {
             ) -> $crate::store::Result<Vec<$crate::domain::Attempt>> {
                 let sql = format!(
                     "SELECT {} FROM attempts WHERE event_id = $1 \
-                     AND ($2 IS NULL OR tenant_id = $2) ORDER BY id",
+                     AND ($2 IS NULL OR tenant_id = $2) ORDER BY created_at, id",
                     $crate::store::sql::ATTEMPT_COLUMNS
                 );
                 let rows: Vec<$crate::store::rows::AttemptRow> = sqlx::query_as(&sql)
