@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use serde_json::json;
 
-use crate::harness::{eventually, unique, TestApp, TestReceiver};
+use crate::harness::{unique, TestApp, TestReceiver};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -30,15 +30,7 @@ async fn published_event_arrives_once_signed_and_is_logged() {
         .publish(json!({"type": "order.created", "data": {"order_id": 42, "items": ["a", "b"]}}))
         .await;
 
-    let attempts = eventually("the attempt in the store", DEADLINE, || async {
-        let attempts = app
-            .store
-            .attempts_for_event(None, &event_id)
-            .await
-            .expect("list");
-        (!attempts.is_empty()).then_some(attempts)
-    })
-    .await;
+    let attempts = app.attempts_for(&event_id, DEADLINE).await;
     let received = receiver.received();
     assert_eq!(received.len(), 1, "exactly one POST");
     let webhook = &received[0];
@@ -145,15 +137,7 @@ async fn cloudevents_record_from_a_plain_producer_is_delivered() {
     assert_eq!(body["type"], "shipment.sent");
     assert_eq!(body["data"], json!({"parcel": 9}));
     assert_eq!(body["timestamp"], "2026-01-02T03:04:05.000Z");
-    let attempts = eventually("the attempt in the store", DEADLINE, || async {
-        let attempts = app
-            .store
-            .attempts_for_event(None, "ext-123")
-            .await
-            .expect("list");
-        (!attempts.is_empty()).then_some(attempts)
-    })
-    .await;
+    let attempts = app.attempts_for("ext-123", DEADLINE).await;
     assert_eq!(attempts[0].outcome, Outcome::Success);
     app.stop().await;
 }
@@ -209,15 +193,7 @@ async fn poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
         reason.contains("ce_type"),
         "reason names what is missing: {reason}"
     );
-    let attempts = eventually("the good event's attempt", DEADLINE, || async {
-        let attempts = app
-            .store
-            .attempts_for_event(None, &event_id)
-            .await
-            .expect("list");
-        (!attempts.is_empty()).then_some(attempts)
-    })
-    .await;
+    let attempts = app.attempts_for(&event_id, DEADLINE).await;
     assert_eq!(attempts[0].outcome, Outcome::Success);
     app.stop().await;
 }

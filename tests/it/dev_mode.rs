@@ -113,36 +113,27 @@ async fn listen_refuses_a_bad_signature() {
     let receiver = listen.address().await;
 
     let forger = hookgate::domain::SigningSecret::generate();
-    let now = chrono::Utc::now().timestamp();
-    let body = r#"{"type":"x.y","timestamp":"2026-01-01T00:00:00Z","data":{}}"#;
-    let response = reqwest::Client::new()
-        .post(format!("{receiver}/"))
-        .header("webhook-id", "msg_forged")
-        .header("webhook-timestamp", now.to_string())
-        .header(
-            "webhook-signature",
-            forger.sign("msg_forged", now, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 401);
+    assert_eq!(send_signed(&receiver, "msg_forged", &forger).await, 401);
     let line = listen.line_with("msg_forged").await;
     assert!(line.starts_with("rejected"), "{line}");
 
-    let response = reqwest::Client::new()
+    assert_eq!(send_signed(&receiver, "msg_good", &secret).await, 204);
+    assert!(listen.line_with("msg_good").await.starts_with("verified"));
+}
+
+/// POSTs a webhook signed with `secret`; answers the status.
+async fn send_signed(receiver: &str, id: &str, secret: &hookgate::domain::SigningSecret) -> u16 {
+    let now = chrono::Utc::now().timestamp();
+    let body = r#"{"type":"x.y","timestamp":"2026-01-01T00:00:00Z","data":{}}"#;
+    reqwest::Client::new()
         .post(format!("{receiver}/"))
-        .header("webhook-id", "msg_good")
+        .header("webhook-id", id)
         .header("webhook-timestamp", now.to_string())
-        .header(
-            "webhook-signature",
-            secret.sign("msg_good", now, body.as_bytes()),
-        )
+        .header("webhook-signature", secret.sign(id, now, body.as_bytes()))
         .body(body)
         .send()
         .await
-        .expect("send");
-    assert_eq!(response.status(), 204);
-    assert!(listen.line_with("msg_good").await.starts_with("verified"));
+        .expect("send")
+        .status()
+        .as_u16()
 }

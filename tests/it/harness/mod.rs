@@ -207,6 +207,27 @@ impl TestApp {
         answer["id"].as_str().expect("event id").to_owned()
     }
 
+    /// Waits until the store lists at least one attempt for the event.
+    pub async fn attempts_for(
+        &self,
+        event_id: &str,
+        deadline: Duration,
+    ) -> Vec<hookgate::domain::Attempt> {
+        eventually(
+            &format!("an attempt for {event_id} in the store"),
+            deadline,
+            || async {
+                let attempts = self
+                    .store
+                    .attempts_for_event(None, event_id)
+                    .await
+                    .expect("list attempts");
+                (!attempts.is_empty()).then_some(attempts)
+            },
+        )
+        .await
+    }
+
     /// Stops the app (draining), then drops its database.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
