@@ -23,6 +23,8 @@ pub enum StartError {
     Store(#[from] store::Error),
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -78,12 +80,13 @@ pub async fn start(
                 })?,
         };
         running.api_addr = listener.local_addr().ok();
-        let state = AppState {
-            store: Arc::clone(&store),
-            producer: producer.clone(),
-            admin_tokens: api_config.admin_tokens.clone().into(),
-            publish_topic: config.topics.publish.as_str().into(),
-        };
+        let state = AppState::new(
+            Arc::clone(&store),
+            producer.clone(),
+            api_config.admin_tokens.clone(),
+            &config.topics.publish,
+        )
+        .map_err(StartError::Http)?;
         running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
     }
     if let Some(dispatcher_config) = &config.dispatcher {

@@ -76,6 +76,8 @@ enum Command {
     Dev(DevArgs),
     /// A local receiver that verifies signatures and prints deliveries.
     Listen(ListenArgs),
+    /// Print the OpenAPI 3.1 document of the REST API (YAML), as committed in openapi/hookgate.yaml.
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +218,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Dev(args) => dev(args).await,
+        Command::Openapi => {
+            print!("{}", crate::api::openapi::yaml());
+            Ok(())
+        }
         Command::Listen(args) => {
             let secret = SigningSecret::parse_lenient(&args.secret)
                 .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;

@@ -1,115 +1,318 @@
-//! `POST /v1/events`: publish one event. The answer comes only once Kafka
-//! acknowledged the write.
+//! `POST /v1/events` and `/v1/events/batch`: publish. The answer comes only
+//! once Kafka acknowledged every write, within `PUBLISH_TIMEOUT`; otherwise
+//! 503 with `Retry-After`. `GET /v1/events/{id}/attempts`: its deliveries.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use chrono::Utc;
+use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::extract::Json;
-use super::problem::{ApiError, FieldError};
+use super::event_types::check_data;
+use super::extract::{Json, Path, Query};
+use super::idempotency;
+use super::problem::{ApiError, FieldError, Problem};
+use super::subscription_actions::{attempt_page, list_params, AttemptList, ListAttempts};
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
 use crate::domain::ids::new_event_id;
 use crate::domain::Event;
+use crate::kafka::produce::PUBLISH_TIMEOUT;
+use crate::store::AttemptFilter;
 
 const MAX_ID_LEN: usize = 255;
 const MAX_KEY_LEN: usize = 1024;
+/// The most events one batch may hold (the body limit of 1 MiB holds too).
+pub const MAX_BATCH: usize = 1_000;
 const DEFAULT_SOURCE: &str = "hookgate";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishEvent {
+    /// Dot-separated words: `order.created`. When the type is registered
+    /// with a schema, `data` must satisfy it.
     #[serde(rename = "type")]
+    #[schema(example = "order.created")]
     event_type: String,
+    /// Any JSON; delivered as is.
+    #[schema(value_type = Object)]
     data: Box<RawValue>,
+    /// Partition key: events of one key are ordered (for `ordered` subscriptions).
     key: Option<String>,
+    /// Event id (default: a generated `evt_…`); `webhook-id`s derive from it.
     id: Option<String>,
+    /// CloudEvents `source` (default `hookgate`).
     source: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    /// 1 to 1,000 events.
+    events: Vec<PublishEvent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Published {
+    #[schema(example = "evt_01jd0000000000000000000000")]
     id: String,
 }
 
-pub async fn publish(
-    State(state): State<AppState>,
-    _caller: Caller,
-    Json(req): Json<PublishEvent>,
-) -> Result<(StatusCode, axum::Json<Published>), ApiError> {
-    let event = validate(req)?;
-    state
-        .producer
-        .publish(&state.publish_topic, &event)
-        .await
-        .map_err(publish_error)?;
-    tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event published");
-    Ok((StatusCode::ACCEPTED, axum::Json(Published { id: event.id })))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishedBatch {
+    /// One per event, in the order sent.
+    events: Vec<Published>,
 }
 
-fn validate(req: PublishEvent) -> Result<Event, ApiError> {
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body = PublishEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a publish safely: the same key and body answer the first response and publish nothing new (kept 24 h)")),
+    responses(
+        (status = 202, description = "Written to Kafka", body = Published),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, `data` against the event type's schema, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Kafka did not take the event within 5 s; nothing was published", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+    security(("bearer" = [])))]
+pub async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json { value: req, bytes }: Json<PublishEvent>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency::key(&headers)?;
     let mut errors = Vec::new();
-    if !is_valid_event_type(&req.event_type) {
-        errors.push(FieldError::new(
-            "type",
-            "dot-separated words of letters, digits, `_` and `-`, at most 255 characters",
+    let event = validate(&state, &caller, req, "", &mut errors).await?;
+    let Some(event) = event.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let work = || async {
+        send(&state, std::slice::from_ref(&event)).await?;
+        tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event published");
+        let answer = serde_json::json!({ "id": event.id });
+        Ok((StatusCode::ACCEPTED, answer))
+    };
+    match idempotency_key {
+        Some(key) => {
+            let scope = caller.idempotency_scope();
+            idempotency::once(&state, scope, &key, "/v1/events", &bytes, work).await
+        }
+        None => {
+            let (status, answer) = work().await?;
+            Ok(axum::response::IntoResponse::into_response((
+                status,
+                axum::Json(answer),
+            )))
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events",
+    request_body = PublishBatch,
+    params(("Idempotency-Key" = Option<String>, Header, description = "As for `POST /v1/events`")),
+    responses(
+        (status = 202, description = "Every event written to Kafka", body = PublishedBatch),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Any invalid event (errors name `events/<i>/…`); nothing was published", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Kafka did not take every event within 5 s; some may have been written, so retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+    security(("bearer" = [])))]
+pub async fn publish_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json { value: req, bytes }: Json<PublishBatch>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency::key(&headers)?;
+    if req.events.is_empty() || req.events.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            "events",
+            format!("1 to {MAX_BATCH} events"),
         ));
     }
-    if let Some(id) = &req.id {
-        if !printable_token(id, MAX_ID_LEN) {
-            errors.push(FieldError::new(
-                "id",
-                format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
-            ));
+    let mut errors = Vec::new();
+    let mut events = Vec::with_capacity(req.events.len());
+    for (i, item) in req.events.into_iter().enumerate() {
+        if let Some(event) =
+            validate(&state, &caller, item, &format!("events/{i}/"), &mut errors).await?
+        {
+            events.push(event);
         }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let work = || async {
+        send(&state, &events).await?;
+        tracing::debug!(events = events.len(), "batch published");
+        let ids: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::json!({ "id": e.id }))
+            .collect();
+        Ok((StatusCode::ACCEPTED, serde_json::json!({ "events": ids })))
+    };
+    match idempotency_key {
+        Some(key) => {
+            let scope = caller.idempotency_scope();
+            idempotency::once(&state, scope, &key, "/v1/events/batch", &bytes, work).await
+        }
+        None => {
+            let (status, answer) = work().await?;
+            Ok(axum::response::IntoResponse::into_response((
+                status,
+                axum::Json(answer),
+            )))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events",
+    params(("id" = String, Path, description = "Event id"), ListAttempts),
+    responses(
+        (status = 200, description = "A page of the event's delivery attempts (a tenant key sees its own subscriptions' only)", body = AttemptList),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<ListAttempts>,
+) -> Result<axum::Json<AttemptList>, ApiError> {
+    let page = list_params(&params)?;
+    let filter = AttemptFilter {
+        tenant: caller.scope(),
+        subscription: None,
+        event_id: Some(&id),
+    };
+    attempt_page(&state, &filter, &page).await
+}
+
+/// Checks one event; errors go to `errors` under `prefix` (`events/3/`).
+async fn validate(
+    state: &AppState,
+    caller: &Caller,
+    req: PublishEvent,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) -> Result<Option<Event>, ApiError> {
+    let before = errors.len();
+    let mut error = |field: &str, message: String| {
+        errors.push(FieldError::new(format!("{prefix}{field}"), message));
+    };
+    let valid_type = is_valid_event_type(&req.event_type);
+    if !valid_type {
+        error(
+            "type",
+            "dot-separated words of letters, digits, `_` and `-`, at most 255 characters".into(),
+        );
+    }
+    if req
+        .id
+        .as_ref()
+        .is_some_and(|id| !printable_token(id, MAX_ID_LEN))
+    {
+        error(
+            "id",
+            format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
+        );
     }
     if req
         .key
         .as_ref()
         .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
     {
-        errors.push(FieldError::new("key", format!("1 to {MAX_KEY_LEN} bytes")));
+        error("key", format!("1 to {MAX_KEY_LEN} bytes"));
     }
-    if let Some(source) = &req.source {
-        if !printable_token(source, MAX_ID_LEN) {
-            errors.push(FieldError::new(
-                "source",
-                format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
-            ));
+    if req
+        .source
+        .as_ref()
+        .is_some_and(|s| !printable_token(s, MAX_ID_LEN))
+    {
+        error(
+            "source",
+            format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
+        );
+    }
+    if valid_type {
+        if let Some(validator) = state
+            .schemas
+            .validator(state.store.as_ref(), &req.event_type)
+            .await?
+        {
+            check_data(&validator, &req.data, prefix, errors);
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+    if errors.len() > before {
+        return Ok(None);
     }
-    Ok(Event {
+    Ok(Some(Event {
         id: req.id.unwrap_or_else(new_event_id),
         event_type: req.event_type,
         source: req.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
         time: Utc::now(),
         key: req.key.map(String::into_bytes),
         data: req.data,
-    })
+        tenant_id: caller.scope().cloned(),
+    }))
 }
 
 fn printable_token(value: &str, max_len: usize) -> bool {
     !value.is_empty() && value.len() <= max_len && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Writes every event and waits for the acknowledgements, within a bound.
+async fn send(state: &AppState, events: &[Event]) -> Result<(), ApiError> {
+    let writes = join_all(
+        events
+            .iter()
+            .map(|event| state.producer.publish(&state.publish_topic, event)),
+    );
+    // librdkafka gives up on a record after PUBLISH_TIMEOUT; this guard
+    // bounds the request even if that promise broke.
+    let results = tokio::time::timeout(PUBLISH_TIMEOUT + std::time::Duration::from_secs(1), writes)
+        .await
+        .map_err(|_| unavailable(5))?;
+    for result in results {
+        result.map_err(publish_error)?;
+    }
+    Ok(())
+}
+
+fn unavailable(retry_after_secs: u32) -> ApiError {
+    ApiError::Unavailable {
+        detail: "the event could not be written to Kafka in time; try again".to_owned(),
+        retry_after_secs,
+    }
+}
+
 fn publish_error(error: KafkaError) -> ApiError {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => ApiError::PayloadTooLarge,
+        Some(RDKafkaErrorCode::QueueFull) => {
+            tracing::warn!(%error, "producer queue full");
+            unavailable(1)
+        }
         _ => {
             tracing::warn!(%error, "publish failed");
-            ApiError::Unavailable {
-                detail: "the event could not be written to Kafka; nothing was published, try again"
-                    .to_owned(),
-                retry_after_secs: 5,
-            }
+            unavailable(5)
         }
     }
 }

@@ -1,43 +1,179 @@
 //! Extractors that turn bad input into our problem+json instead of axum's
-//! plain-text rejections.
+//! plain-text rejections, naming the field at fault.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::problem::ApiError;
+use super::problem::{ApiError, FieldError};
 
-/// `axum::Json` with our errors: 415 without a JSON content type, 413 over the
-/// body limit, 400 for malformed JSON, 422 for JSON of the wrong shape.
-pub struct Json<T>(pub T);
+/// A JSON body: 415 without a JSON content type, 413 over the body limit,
+/// 400 for malformed JSON, 422 naming the field for JSON of the wrong shape.
+/// Keeps the raw bytes too (idempotency compares them).
+pub struct Json<T> {
+    pub value: T,
+    pub bytes: Bytes,
+}
+
+/// Like `Json`, but an empty body (with or without a content type) is
+/// `T::default()`: for actions whose body is all optional.
+pub struct OptionalJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-                JsonRejection::JsonDataError(e) => {
-                    ApiError::Validation(vec![super::problem::FieldError::new(
-                        "body",
-                        e.body_text(),
-                    )])
-                }
-                JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge
-                }
-                other => ApiError::BadRequest(other.body_text()),
-            }),
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
         }
+        let bytes = body_bytes(req, state).await?;
+        Ok(Self {
+            value: parse_json(&bytes)?,
+            bytes,
+        })
+    }
+}
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = body_bytes(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        Ok(Self(parse_json(&bytes)?))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })
+}
+
+/// `application/json` or any `application/*+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// Parses JSON, naming the field of a type error (`rate_limit/burst`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => value,
+        Err(error) => {
+            let path = pointer(error.path());
+            let inner = error.into_inner();
+            return Err(match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = without_position(&inner.to_string());
+                    ApiError::Validation(vec![FieldError::new(field_of(&path, &message), message)])
+                }
+                _ => ApiError::BadRequest(format!("the body is not valid JSON: {inner}")),
+            });
+        }
+    };
+    deserializer
+        .end()
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// `serde_path_to_error`'s path as `a/0/b`; empty at the root.
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A missing or unknown field is reported at its parent: name the field.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        Some(name) if !path.ends_with(name) => {
+            if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}/{name}")
+            }
+        }
+        _ if path.is_empty() => "body".to_owned(),
+        _ => path.to_owned(),
+    }
+}
+
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters, with 400 `invalid_query` naming the parameter at fault.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let deserializer =
+            serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|error| {
+                let field = match pointer(error.path()) {
+                    p if p.is_empty() => "query".to_owned(),
+                    p => p,
+                };
+                ApiError::InvalidQuery(vec![FieldError::new(field, error.inner().to_string())])
+            })
     }
 }
 
@@ -56,5 +192,59 @@ where
             .await
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|rejection: PathRejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        burst: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        url: String,
+        limits: Option<Inner>,
+        list: Option<Vec<u32>>,
+    }
+
+    fn field(body: &str) -> String {
+        match parse_json::<Outer>(body.as_bytes()) {
+            Err(ApiError::Validation(errors)) => errors[0].field.clone(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        assert_eq!(field(r#"{"url": 1}"#), "url");
+        assert_eq!(
+            field(r#"{"url": "x", "limits": {"burst": -1}}"#),
+            "limits/burst"
+        );
+        assert_eq!(field(r#"{"url": "x", "list": [1, "a"]}"#), "list/1");
+        assert_eq!(field(r#"{}"#), "url");
+        assert_eq!(field(r#"{"url": "x", "limits": {}}"#), "limits/burst");
+        assert_eq!(field(r#"{"url": "x", "nope": 1}"#), "nope");
+        assert_eq!(field(r#"[]"#), "body");
+    }
+
+    #[test]
+    fn syntax_errors_are_bad_requests() {
+        assert!(matches!(
+            parse_json::<Outer>(b"{\"url\": "),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_json::<Outer>(b"{\"url\": \"x\"} trailing"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

@@ -5,21 +5,31 @@ use std::time::Duration;
 
 use axum::extract::State;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::problem::ApiError;
+use super::problem::{ApiError, Problem};
 use super::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// `ok` (live) or `ready`.
     status: &'static str,
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process runs", body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The database and Kafka are reachable", body = Health),
+        (status = 503, description = "The database or Kafka is not reachable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     let unready = |what: &str| ApiError::Unavailable {
         detail: format!("{what} is not reachable"),

@@ -1,28 +1,43 @@
-//! The REST API (axum): requests → `auth::Caller` → handlers per resource →
-//! store (subscriptions) or Kafka producer (events). Errors leave as
-//! problem+json through `problem::ApiError`.
+//! The REST API (axum): requests → `auth::Caller` (admin token or tenant
+//! key) → handlers per resource → store (tenants, subscriptions, event types,
+//! idempotency records, attempts) or Kafka producer (events). Errors leave as
+//! problem+json through `problem::ApiError`; `openapi` describes it all.
 
 pub mod auth;
+pub mod event_types;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
+pub mod openapi;
+pub mod pagination;
 pub mod problem;
+pub mod subscription_actions;
 pub mod subscriptions;
+pub mod tenants;
+pub mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
+use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 
+use crate::dispatcher::deliver::WebhookSender;
 use crate::kafka::Producer;
 use crate::store::Store;
 use problem::ApiError;
 
-/// The largest request body accepted.
+/// The largest request body accepted (a batch of events included).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Time limit of a `POST /v1/subscriptions/{id}/test` webhook.
+const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const TEST_RESPONSE_CAP: usize = 4096;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,19 +45,82 @@ pub struct AppState {
     pub producer: Producer,
     pub admin_tokens: Arc<[String]>,
     pub publish_topic: Arc<str>,
+    pub schemas: Arc<event_types::SchemaCache>,
+    /// Sends test webhooks, signed as the dispatcher signs.
+    pub webhooks: WebhookSender,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        producer: Producer,
+        admin_tokens: Vec<String>,
+        publish_topic: &str,
+    ) -> reqwest::Result<Self> {
+        Ok(Self {
+            store,
+            producer,
+            admin_tokens: admin_tokens.into(),
+            publish_topic: publish_topic.into(),
+            schemas: Arc::default(),
+            webhooks: WebhookSender::new(TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?,
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/v1/subscriptions", post(subscriptions::create))
-        .route("/v1/subscriptions/{id}", get(subscriptions::get))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{id}", get(tenants::get))
+        .route(
+            "/v1/tenants/{id}/keys",
+            post(tenants::create_key).get(tenants::list_keys),
+        )
+        .route(
+            "/v1/tenants/{id}/keys/{key_id}",
+            delete(tenants::revoke_key),
+        )
+        .route(
+            "/v1/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1/subscriptions/{id}/rotate-secret",
+            post(subscription_actions::rotate_secret),
+        )
+        .route(
+            "/v1/subscriptions/{id}/test",
+            post(subscription_actions::send_test),
+        )
+        .route(
+            "/v1/subscriptions/{id}/attempts",
+            get(subscription_actions::attempts),
+        )
+        .route(
+            "/v1/event-types",
+            post(event_types::create).get(event_types::list),
+        )
+        .route("/v1/event-types/{name}", get(event_types::get))
         .route("/v1/events", post(events::publish))
+        .route("/v1/events/batch", post(events::publish_batch))
+        .route("/v1/events/{id}/attempts", get(events::attempts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi::ApiDoc::openapi())
 }
 
 async fn not_found() -> ApiError {
@@ -53,13 +131,39 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Serves until `shutdown` is cancelled, then finishes the requests under way.
+/// Serves until `shutdown` is cancelled, then finishes the requests under
+/// way. Purges expired idempotency keys meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let purge = tokio::spawn(purge_idempotency_keys(
+        Arc::clone(&state.store),
+        shutdown.clone(),
+    ));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        .await;
+    purge.abort();
+    served
+}
+
+async fn purge_idempotency_keys(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(idempotency::PURGE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match store
+            .purge_idempotency(Utc::now() - idempotency::RETENTION)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
+        }
+    }
 }

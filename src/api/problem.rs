@@ -5,10 +5,13 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One invalid field of a request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct FieldError {
-    /// JSON pointer-like path of the field: `url`, `event_types/1`.
+    /// Path of the field, JSON-pointer-like without the leading slash:
+    /// `url`, `event_types/1`, `events/3/data/amount`.
     pub field: String,
     pub message: String,
 }
@@ -26,14 +29,22 @@ impl FieldError {
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("this operation needs an admin token")]
+    Forbidden,
     #[error("{0}")]
     NotFound(String),
     #[error("the method is not allowed on this resource")]
     MethodNotAllowed,
     #[error("{0}")]
     BadRequest(String),
+    #[error("the query has invalid parameters")]
+    InvalidQuery(Vec<FieldError>),
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyKeyReused,
     #[error("the request body must be JSON (content-type: application/json)")]
     UnsupportedMediaType,
     #[error("the request body is larger than the limit")]
@@ -47,16 +58,26 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error answers (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI of the kind of problem: `urn:hookgate:problem:{code}`.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    code: &'a str,
+    #[schema(example = "urn:hookgate:problem:validation")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// Stable machine-readable code: `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_query`,
+    /// `validation`, `conflict`, `idempotency_in_progress`,
+    /// `idempotency_key_reused`, `unsupported_media_type`,
+    /// `payload_too_large`, `unavailable`, `internal`.
+    pub code: String,
+    /// The invalid fields, for `validation` and `invalid_query`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    pub errors: Option<Vec<FieldError>>,
 }
 
 impl ApiError {
@@ -64,9 +85,34 @@ impl ApiError {
         Self::Internal(Box::new(error))
     }
 
+    /// A store failure: an unreachable database is a 503 the client may
+    /// retry; anything else is our bug.
+    pub fn store(error: crate::store::Error) -> Self {
+        use crate::store::Error as E;
+        match &error {
+            E::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                tracing::warn!(%error, "database unavailable");
+                Self::Unavailable {
+                    detail: "the database is not reachable; try again".to_owned(),
+                    retry_after_secs: 2,
+                }
+            }
+            _ => Self::Internal(Box::new(error)),
+        }
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -74,10 +120,17 @@ impl ApiError {
                 "Method not allowed",
             ),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
+            Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query", "Invalid query"),
             Self::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
                 "Validation failed",
+            ),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency-Key reused",
             ),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -109,16 +162,17 @@ impl IntoResponse for ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = %cause, "request failed");
         }
+        let errors = match &self {
+            Self::Validation(errors) | Self::InvalidQuery(errors) => Some(errors.clone()),
+            _ => None,
+        };
         let problem = Problem {
             kind: format!("urn:hookgate:problem:{code}"),
-            title,
+            title: title.to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),
-            code,
-            errors: match &self {
-                Self::Validation(errors) => Some(errors),
-                _ => None,
-            },
+            code: code.to_owned(),
+            errors,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -135,6 +189,12 @@ impl IntoResponse for ApiError {
                 retry_after_secs, ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Conflict {
+                code: "idempotency_in_progress",
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
             }
             _ => {}
         }

@@ -1,68 +1,97 @@
-//! `/v1/subscriptions`: third parties register where their events go.
+//! `/v1/subscriptions`: third parties register where their events go, list,
+//! change and delete them. Every write bumps the subscription version in its
+//! transaction, which is how dispatchers notice.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Caller;
-use super::extract::{Json, Path};
-use super::problem::{ApiError, FieldError};
-use super::AppState;
+use super::auth::{Caller, TenantChoice};
+use super::extract::{Json, Path, Query};
+use super::pagination::{list_of, PageRequest};
+use super::problem::{ApiError, FieldError, Problem};
+use super::{validate, AppState};
+use crate::domain::event::is_valid_event_type;
 use crate::domain::{
     EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
     TenantId,
 };
+use crate::store::{Page, MAX_PAGE};
 
-const MAX_URL_LEN: usize = 2048;
-const MAX_EVENT_TYPES: usize = 100;
-const MAX_HEADERS: usize = 20;
-const MAX_METADATA: usize = 50;
-const MAX_TEXT_LEN: usize = 1024;
-const MAX_IN_FLIGHT: u32 = 10_000;
+/// At most this many rows are read to fill one page filtered by event type;
+/// past it the page comes back short, with a cursor to go on.
+const MAX_SCAN: usize = 2_000;
 
-/// Headers hookgate sets itself or that HTTP owns.
-const RESERVED_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "connection",
-    "host",
-    "user-agent",
-    "traceparent",
-    "tracestate",
-];
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
+    /// The tenant that owns it (admin only; default `ten_default`). A tenant
+    /// key creates for its own tenant.
     tenant_id: Option<String>,
+    /// Where webhooks are POSTed: http or https.
+    #[schema(example = "https://example.com/hooks")]
     url: String,
+    /// Event type names, `prefix.*` patterns, or `*`.
+    #[schema(example = json!(["order.*", "invoice.paid"]))]
     event_types: Vec<String>,
+    /// `whsec_` and base64 of 24 to 64 bytes; generated when absent.
     secret: Option<String>,
     rate_limit: Option<RateLimit>,
+    #[schema(minimum = 1, maximum = 10000)]
     max_in_flight: Option<u32>,
+    /// Deliver events of one partition key in order.
     #[serde(default)]
     ordered: bool,
+    /// Extra headers on every webhook.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// `active` (default) or `paused`.
     status: Option<SubscriptionStatus>,
     description: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A partial update: absent fields stay; `null` clears the nullable ones.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubscription {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimit>)]
+    rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    max_in_flight: Option<Option<u32>>,
+    ordered: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+    /// `active` or `paused`; `active` also re-enables a disabled one.
+    status: Option<SubscriptionStatus>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionOut {
-    id: SubscriptionId,
-    tenant_id: TenantId,
+    #[schema(example = "sub_01jd0000000000000000000000")]
+    id: String,
+    tenant_id: String,
     url: String,
     event_types: Vec<String>,
     /// Only in the answer to create: the secret is shown once.
@@ -73,6 +102,7 @@ pub struct SubscriptionOut {
     ordered: bool,
     headers: BTreeMap<String, String>,
     status: SubscriptionStatus,
+    /// Why hookgate disabled it (the endpoint answered 410 Gone).
     disabled_reason: Option<String>,
     description: Option<String>,
     metadata: BTreeMap<String, String>,
@@ -80,12 +110,14 @@ pub struct SubscriptionOut {
     updated_at: DateTime<Utc>,
 }
 
+list_of!(SubscriptionList, SubscriptionOut);
+
 impl SubscriptionOut {
-    fn new(s: Subscription, show_secret: bool) -> Self {
+    pub fn new(s: Subscription, show_secret: bool) -> Self {
         Self {
             secret: show_secret.then_some(s.secret),
-            id: s.id,
-            tenant_id: s.tenant_id,
+            id: s.id.as_str().to_owned(),
+            tenant_id: s.tenant_id.as_str().to_owned(),
             url: s.url,
             event_types: s.event_types,
             rate_limit: s.rate_limit,
@@ -102,15 +134,97 @@ impl SubscriptionOut {
     }
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListSubscriptions {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only subscriptions with this status.
+    status: Option<SubscriptionStatus>,
+    /// Only subscriptions that receive events of this type (exactly, by
+    /// pattern, or `*`). A page may then hold fewer than `limit` items even
+    /// when more follow: go on while `next_cursor` is set.
+    event_type: Option<String>,
+    /// Whose subscriptions (admin only; default `ten_default`).
+    tenant_id: Option<String>,
+}
+
+/// Loads a subscription the caller may see, or answers 404.
+pub async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Subscription, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no subscription {id}"));
+    let parsed = SubscriptionId::parse(id).ok_or_else(not_found)?;
+    state
+        .store
+        .get_subscription(caller.scope(), &parsed)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(not_found)
+}
+
+/// The tenant a list acts on; another tenant's or an unknown one is 404.
+pub async fn list_tenant(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<&str>,
+) -> Result<TenantId, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no tenant {}", requested.unwrap_or("")));
+    let tenant = match caller.acting_tenant(requested) {
+        Ok(tenant) => tenant,
+        Err(TenantChoice::Malformed) => {
+            return Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "tenant_id",
+                "not a tenant id (ten_…)",
+            )]))
+        }
+        Err(TenantChoice::NotVisible) => return Err(not_found()),
+    };
+    if requested.is_some()
+        && !state
+            .store
+            .tenant_exists(&tenant)
+            .await
+            .map_err(ApiError::store)?
+    {
+        return Err(not_found());
+    }
+    Ok(tenant)
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions",
+    request_body = CreateSubscription,
+    responses(
+        (status = 201, description = "Created; the answer shows the secret, once", body = SubscriptionOut),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Json(req): Json<CreateSubscription>,
-) -> Result<impl IntoResponse, ApiError> {
+    Json { value: req, .. }: Json<CreateSubscription>,
+) -> Result<(StatusCode, axum::Json<SubscriptionOut>), ApiError> {
     let mut errors = Vec::new();
-    let tenant_id = resolve_tenant(&caller, req.tenant_id.as_deref(), &mut errors);
-    validate_url(&req.url, &mut errors);
-    validate_event_types(&req.event_types, &mut errors);
+    let tenant_id = match caller.acting_tenant(req.tenant_id.as_deref()) {
+        Ok(tenant) => Some(tenant),
+        Err(TenantChoice::Malformed) => {
+            errors.push(FieldError::new("tenant_id", "not a tenant id (ten_…)"));
+            None
+        }
+        Err(TenantChoice::NotVisible) => {
+            errors.push(FieldError::new("tenant_id", "no such tenant"));
+            None
+        }
+    };
     let secret = match req.secret.as_deref().map(SigningSecret::parse) {
         None => Some(SigningSecret::generate()),
         Some(Ok(secret)) => Some(secret),
@@ -119,69 +233,23 @@ pub async fn create(
             None
         }
     };
-    if let Some(limit) = req.rate_limit {
-        if limit.per_second == 0 {
-            errors.push(FieldError::new(
-                "rate_limit/per_second",
-                "must be at least 1",
-            ));
-        }
-        if limit.burst == 0 {
-            errors.push(FieldError::new("rate_limit/burst", "must be at least 1"));
-        }
-    }
-    if let Some(n) = req.max_in_flight {
-        if !(1..=MAX_IN_FLIGHT).contains(&n) {
-            errors.push(FieldError::new(
-                "max_in_flight",
-                format!("must be from 1 to {MAX_IN_FLIGHT}"),
-            ));
-        }
-    }
-    validate_headers(&req.headers, &mut errors);
     if req.status == Some(SubscriptionStatus::Disabled) {
         errors.push(FieldError::new(
             "status",
             "a new subscription is active or paused",
         ));
     }
-    validate_text("description", req.description.as_deref(), &mut errors);
-    if req.metadata.len() > MAX_METADATA {
-        errors.push(FieldError::new(
-            "metadata",
-            format!("at most {MAX_METADATA} entries"),
-        ));
-    }
-    for (key, value) in &req.metadata {
-        if key.len() > 255 || value.len() > MAX_TEXT_LEN {
-            errors.push(FieldError::new(
-                format!("metadata/{key}"),
-                format!("keys are at most 255 and values {MAX_TEXT_LEN} bytes"),
-            ));
-        }
-    }
-    let (Some(tenant_id), Some(secret), true) = (tenant_id, secret, errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
-
-    if !state
-        .store
-        .tenant_exists(&tenant_id)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "tenant_id",
-            "no such tenant",
-        )]));
-    }
     let now = Utc::now();
     let subscription = Subscription {
         id: SubscriptionId::generate(),
-        tenant_id,
+        tenant_id: tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
         url: req.url,
         event_types: req.event_types,
-        secret: secret.expose().to_owned(),
+        secret: secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default(),
+        previous_secrets: Vec::new(),
         rate_limit: req.rate_limit,
         max_in_flight: req.max_in_flight,
         ordered: req.ordered,
@@ -193,11 +261,23 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
+    errors.extend(validate::subscription(&subscription));
+    if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
+        return Err(ApiError::Validation(errors));
+    }
+    if !state
+        .store
+        .tenant_exists(&subscription.tenant_id)
+        .await
+        .map_err(ApiError::store)?
+    {
+        return Err(ApiError::field("tenant_id", "no such tenant"));
+    }
     state
         .store
         .create_subscription(&subscription)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
     Ok((
         StatusCode::CREATED,
@@ -205,105 +285,211 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+    params(ListSubscriptions),
+    responses(
+        (status = 200, description = "A page of subscriptions, oldest first", body = SubscriptionList),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListSubscriptions>,
+) -> Result<axum::Json<SubscriptionList>, ApiError> {
+    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
+    if let Some(event_type) = &params.event_type {
+        if !is_valid_event_type(event_type) {
+            return Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "event_type",
+                "not an event type name",
+            )]));
+        }
+    }
+    let tenant = list_tenant(&state, &caller, params.tenant_id.as_deref()).await?;
+    let Some(event_type) = params.event_type else {
+        let rows = state
+            .store
+            .list_subscriptions(&tenant, params.status, page.store_page())
+            .await
+            .map_err(ApiError::store)?;
+        let (rows, next_cursor) = page.finish(rows, |s| s.id.as_str());
+        return Ok(axum::Json(SubscriptionList {
+            data: rows
+                .into_iter()
+                .map(|s| SubscriptionOut::new(s, false))
+                .collect(),
+            next_cursor,
+        }));
+    };
+
+    // Patterns match in Rust, the same way the dispatcher does: scan pages
+    // until the page is full (plus one, to know more follow) or enough was read.
+    let mut found = Vec::new();
+    let mut after = page.store_page().after.map(str::to_owned);
+    let mut scanned = 0;
+    let mut exhausted = false;
+    while found.len() <= page.limit() && scanned < MAX_SCAN {
+        let rows = state
+            .store
+            .list_subscriptions(
+                &tenant,
+                params.status,
+                Page {
+                    after: after.as_deref(),
+                    limit: MAX_PAGE,
+                },
+            )
+            .await
+            .map_err(ApiError::store)?;
+        exhausted = (rows.len() as i64) < MAX_PAGE;
+        for s in rows {
+            scanned += 1;
+            after = Some(s.id.as_str().to_owned());
+            let wanted = s
+                .event_types
+                .iter()
+                .filter_map(|p| EventTypePattern::parse(p))
+                .any(|p| p.matches(&event_type));
+            if wanted {
+                found.push(s);
+                if found.len() > page.limit() {
+                    break;
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let (rows, mut next_cursor) = page.finish(found, |s| s.id.as_str());
+    if next_cursor.is_none() && !exhausted {
+        next_cursor = after.as_deref().map(super::pagination::encode);
+    }
+    Ok(axum::Json(SubscriptionList {
+        data: rows
+            .into_iter()
+            .map(|s| SubscriptionOut::new(s, false))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    responses(
+        (status = 200, description = "The subscription, without its secret", body = SubscriptionOut),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<SubscriptionOut>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no subscription {id}"));
-    let parsed = SubscriptionId::parse(&id).ok_or_else(not_found)?;
-    let Caller::Admin = caller;
-    let subscription = state
-        .store
-        .get_subscription(None, &parsed)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(not_found)?;
+    let subscription = visible(&state, &caller, &id).await?;
     Ok(axum::Json(SubscriptionOut::new(subscription, false)))
 }
 
-fn resolve_tenant(
-    caller: &Caller,
-    requested: Option<&str>,
-    errors: &mut Vec<FieldError>,
-) -> Option<TenantId> {
-    let Caller::Admin = caller;
-    match requested {
-        None => Some(TenantId::default_tenant()),
-        Some(raw) => {
-            let parsed = TenantId::parse(raw);
-            if parsed.is_none() {
-                errors.push(FieldError::new("tenant_id", "not a tenant id (ten_…)"));
-            }
-            parsed
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    request_body = UpdateSubscription,
+    responses(
+        (status = 200, description = "The updated subscription", body = SubscriptionOut),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json { value: patch, .. }: Json<UpdateSubscription>,
+) -> Result<axum::Json<SubscriptionOut>, ApiError> {
+    let mut s = visible(&state, &caller, &id).await?;
+    let mut errors = Vec::new();
+    if let Some(url) = patch.url {
+        s.url = url;
+    }
+    if let Some(event_types) = patch.event_types {
+        s.event_types = event_types;
+    }
+    if let Some(rate_limit) = patch.rate_limit {
+        s.rate_limit = rate_limit;
+    }
+    if let Some(max_in_flight) = patch.max_in_flight {
+        s.max_in_flight = max_in_flight;
+    }
+    if let Some(ordered) = patch.ordered {
+        s.ordered = ordered;
+    }
+    if let Some(headers) = patch.headers {
+        s.headers = headers;
+    }
+    match patch.status {
+        None => {}
+        Some(SubscriptionStatus::Disabled) => errors.push(FieldError::new(
+            "status",
+            "`disabled` is set by hookgate when the endpoint answers 410; use `paused`",
+        )),
+        Some(status) => {
+            s.status = status;
+            s.disabled_reason = None;
         }
     }
+    if let Some(description) = patch.description {
+        s.description = description;
+    }
+    if let Some(metadata) = patch.metadata {
+        s.metadata = metadata;
+    }
+    errors.extend(validate::subscription(&s));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    s.updated_at = Utc::now();
+    if !state
+        .store
+        .update_subscription(&s)
+        .await
+        .map_err(ApiError::store)?
+    {
+        return Err(ApiError::NotFound(format!("no subscription {id}")));
+    }
+    tracing::info!(subscription_id = %s.id, "subscription updated");
+    Ok(axum::Json(SubscriptionOut::new(s, false)))
 }
 
-fn validate_url(raw: &str, errors: &mut Vec<FieldError>) {
-    let problem = if raw.len() > MAX_URL_LEN {
-        Some(format!("at most {MAX_URL_LEN} characters"))
-    } else {
-        match url::Url::parse(raw) {
-            Err(e) => Some(format!("not a URL: {e}")),
-            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-                Some("the scheme must be http or https".to_owned())
-            }
-            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
-                Some("the URL has no host".to_owned())
-            }
-            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-                Some("credentials do not go in the URL: use `headers`".to_owned())
-            }
-            Ok(_) => None,
-        }
-    };
-    if let Some(message) = problem {
-        errors.push(FieldError::new("url", message));
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    responses(
+        (status = 204, description = "Deleted; nothing more is delivered to it"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no subscription {id}"));
+    let parsed = SubscriptionId::parse(&id).ok_or_else(not_found)?;
+    let deleted = state
+        .store
+        .delete_subscription(caller.scope(), &parsed, Utc::now())
+        .await
+        .map_err(ApiError::store)?;
+    if !deleted {
+        return Err(not_found());
     }
-}
-
-fn validate_event_types(types: &[String], errors: &mut Vec<FieldError>) {
-    if types.is_empty() || types.len() > MAX_EVENT_TYPES {
-        errors.push(FieldError::new(
-            "event_types",
-            format!("list 1 to {MAX_EVENT_TYPES} event types"),
-        ));
-    }
-    for (i, pattern) in types.iter().enumerate() {
-        if EventTypePattern::parse(pattern).is_none() {
-            errors.push(FieldError::new(
-                format!("event_types/{i}"),
-                format!("`{pattern}` is not an event type name, `prefix.*` or `*`"),
-            ));
-        }
-    }
-}
-
-fn validate_headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
-    if headers.len() > MAX_HEADERS {
-        errors.push(FieldError::new(
-            "headers",
-            format!("at most {MAX_HEADERS} headers"),
-        ));
-    }
-    for (name, value) in headers {
-        let field = format!("headers/{name}");
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            errors.push(FieldError::new(field, "not a valid header name"));
-        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            errors.push(FieldError::new(field, "this header is set by hookgate"));
-        } else if http::HeaderValue::from_str(value).is_err() {
-            errors.push(FieldError::new(field, "not a valid header value"));
-        }
-    }
-}
-
-fn validate_text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
-    if value.is_some_and(|v| v.len() > MAX_TEXT_LEN) {
-        errors.push(FieldError::new(
-            field,
-            format!("at most {MAX_TEXT_LEN} bytes"),
-        ));
-    }
+    tracing::info!(subscription_id = %parsed, "subscription deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

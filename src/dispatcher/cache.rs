@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    EventTypePattern, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
+    Event, EventTypePattern, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use crate::store::{self, Store};
 
@@ -23,17 +23,24 @@ const PAGE: i64 = 1_000;
 /// long rather than each waiting on an unreachable database.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
-/// A subscription ready for delivery: its secret and headers parsed once.
+/// A subscription ready for delivery: its secrets and headers parsed once.
 pub struct Target {
     pub subscription: Subscription,
     pub secret: SigningSecret,
+    /// Secrets from rotations, each with the end of its grace period.
+    pub previous_secrets: Vec<(SigningSecret, DateTime<Utc>)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     patterns: Vec<EventTypePattern>,
 }
 
 impl Target {
-    fn new(subscription: Subscription) -> Option<Self> {
+    pub fn new(subscription: Subscription) -> Option<Self> {
         let secret = SigningSecret::parse(&subscription.secret).ok()?;
+        let previous_secrets = subscription
+            .previous_secrets
+            .iter()
+            .filter_map(|p| Some((SigningSecret::parse(&p.secret).ok()?, p.expires_at)))
+            .collect();
         let patterns = subscription
             .event_types
             .iter()
@@ -52,6 +59,7 @@ impl Target {
         Some(Self {
             subscription,
             secret,
+            previous_secrets,
             headers,
             patterns,
         })
@@ -60,6 +68,34 @@ impl Target {
     pub fn wants(&self, event_type: &str) -> bool {
         self.subscription.status == SubscriptionStatus::Active
             && self.patterns.iter().any(|p| p.matches(event_type))
+    }
+
+    /// An event published by a tenant's key goes to that tenant only.
+    pub fn wants_event(&self, event: &Event) -> bool {
+        event
+            .tenant_id
+            .as_ref()
+            .is_none_or(|tenant| *tenant == self.subscription.tenant_id)
+            && self.wants(&event.event_type)
+    }
+
+    /// The `webhook-signature` value: the current secret's signature, then
+    /// one per rotated-out secret still in its grace period, space-separated.
+    pub fn signature(
+        &self,
+        msg_id: &str,
+        timestamp: i64,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> String {
+        let mut signature = self.secret.sign(msg_id, timestamp, body);
+        for (secret, expires_at) in &self.previous_secrets {
+            if *expires_at > now {
+                signature.push(' ');
+                signature.push_str(&secret.sign(msg_id, timestamp, body));
+            }
+        }
+        signature
     }
 }
 
@@ -91,7 +127,7 @@ impl SubscriptionCache {
         }
     }
 
-    pub fn matching(&self, event_type: &str) -> Vec<Arc<Target>> {
+    pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
         let snapshot = self
             .snapshot
             .read()
@@ -99,7 +135,7 @@ impl SubscriptionCache {
             .unwrap_or_default();
         snapshot
             .values()
-            .filter(|t| t.wants(event_type))
+            .filter(|t| t.wants_event(event))
             .cloned()
             .collect()
     }

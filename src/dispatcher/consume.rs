@@ -168,7 +168,7 @@ impl Pipeline {
 
     async fn fan_out(&self, event: crate::domain::Event) {
         self.cache.ensure_fresh(event.time).await;
-        let targets = self.cache.matching(&event.event_type);
+        let targets = self.cache.matching(&event);
         if targets.is_empty() {
             return;
         }

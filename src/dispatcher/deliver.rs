@@ -15,8 +15,15 @@ use crate::store::AttemptLog;
 const USER_AGENT_VALUE: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
 
 pub struct Deliverer {
-    client: reqwest::Client,
+    sender: WebhookSender,
     log: AttemptLog,
+}
+
+/// Signs and sends one webhook and describes the attempt; the dispatcher and
+/// the API's `POST /v1/subscriptions/{id}/test` both send through it.
+#[derive(Clone)]
+pub struct WebhookSender {
+    client: reqwest::Client,
     request_timeout: Duration,
     response_body_cap: usize,
 }
@@ -40,19 +47,9 @@ impl Deliverer {
         request_timeout: Duration,
         response_body_cap: usize,
     ) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
-            // A redirect is a failed attempt: following it would send the
-            // signed payload somewhere the subscriber did not register.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
-            .build()?;
         Ok(Self {
-            client,
+            sender: WebhookSender::new(request_timeout, response_body_cap)?,
             log,
-            request_timeout,
-            response_body_cap,
         })
     }
 
@@ -75,9 +72,43 @@ impl Deliverer {
         target: &Target,
         attempt: u32,
     ) -> Outcome {
-        let webhook_id = Self::webhook_id(&event.id, target);
-        let timestamp = Utc::now().timestamp();
-        let signature = target.secret.sign(&webhook_id, timestamp, body);
+        let attempt = self.sender.send(event, body, target, attempt).await;
+        let outcome = attempt.outcome;
+        self.log.record(attempt).await;
+        outcome
+    }
+}
+
+impl WebhookSender {
+    pub fn new(request_timeout: Duration, response_body_cap: usize) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
+            // A redirect is a failed attempt: following it would send the
+            // signed payload somewhere the subscriber did not register.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            client,
+            request_timeout,
+            response_body_cap,
+        })
+    }
+
+    /// One signed POST of `body` (the event's webhook body); answers the
+    /// attempt for the log, without logging it.
+    pub async fn send(
+        &self,
+        event: &Event,
+        body: &Bytes,
+        target: &Target,
+        attempt: u32,
+    ) -> Attempt {
+        let webhook_id = Deliverer::webhook_id(&event.id, target);
+        let now = Utc::now();
+        let timestamp = now.timestamp();
+        let signature = target.signature(&webhook_id, timestamp, body, now);
         let mut request = self
             .client
             .post(&target.subscription.url)
@@ -91,7 +122,7 @@ impl Deliverer {
         }
 
         let started = Instant::now();
-        let result = self.send(request.body(body.clone())).await;
+        let result = self.exchange(request.body(body.clone())).await;
         let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
 
         let (outcome, status_code, error, response_excerpt) = match result {
@@ -109,28 +140,25 @@ impl Deliverer {
         if let Some(error) = &error {
             tracing::debug!(subscription_id = %target.subscription.id, event_id = %event.id, %error, "delivery attempt failed");
         }
-        self.log
-            .record(Attempt {
-                id: AttemptId::generate(),
-                event_id: event.id.clone(),
-                webhook_id,
-                subscription_id: target.subscription.id.clone(),
-                tenant_id: target.subscription.tenant_id.clone(),
-                event_type: event.event_type.clone(),
-                attempt,
-                outcome,
-                status_code,
-                latency_ms,
-                error: error.map(|e| e.to_string()),
-                response_excerpt,
-                created_at: Utc::now(),
-            })
-            .await;
-        outcome
+        Attempt {
+            id: AttemptId::generate(),
+            event_id: event.id.clone(),
+            webhook_id,
+            subscription_id: target.subscription.id.clone(),
+            tenant_id: target.subscription.tenant_id.clone(),
+            event_type: event.event_type.clone(),
+            attempt,
+            outcome,
+            status_code,
+            latency_ms,
+            error: error.map(|e| e.to_string()),
+            response_excerpt,
+            created_at: Utc::now(),
+        }
     }
 
     /// Sends and reads at most `response_body_cap` bytes of the answer.
-    async fn send(
+    async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(u16, Option<String>), DeliveryError> {

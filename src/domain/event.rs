@@ -4,6 +4,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::TenantId;
+
 /// The longest event type name we accept.
 pub const MAX_TYPE_LEN: usize = 255;
 
@@ -17,6 +19,9 @@ pub struct Event {
     pub key: Option<Vec<u8>>,
     /// Kept as raw JSON so delivery never re-encodes it.
     pub data: Box<RawValue>,
+    /// Set when a tenant's API key published it: only that tenant's
+    /// subscriptions get it. `None` (admin, raw Kafka): every tenant's.
+    pub tenant_id: Option<TenantId>,
 }
 
 #[derive(Serialize)]
@@ -64,6 +69,7 @@ mod tests {
             time: DateTime::from_timestamp(1_700_000_000, 0).expect("valid time"),
             key: None,
             data: RawValue::from_string(r#"{"b":1, "a":2}"#.into()).expect("valid json"),
+            tenant_id: None,
         };
         let body: serde_json::Value =
             serde_json::from_slice(&event.webhook_body()).expect("body is JSON");

@@ -1,7 +1,9 @@
-//! Prefixed, time-sortable ids (`sub_…`, `ten_…`, `att_…`). The ULID part sorts
-//! by creation time, which keeps cursor pagination stable under inserts.
+//! Prefixed, time-sortable ids (`sub_…`, `ten_…`, `att_…`, `key_…`). The ULID
+//! part sorts by creation time and, within a process, strictly increases, so
+//! lists ordered by id and paged by the last id are stable under inserts.
 
 use std::fmt;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,11 +17,7 @@ macro_rules! prefixed_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub fn generate() -> Self {
-                Self(format!(
-                    "{}{}",
-                    $prefix,
-                    ulid::Ulid::new().to_string().to_lowercase()
-                ))
+                Self(format!("{}{}", $prefix, monotonic_ulid()))
             }
 
             /// Accepts only ids of this kind, so a `sub_` id never reaches a
@@ -55,6 +53,23 @@ macro_rules! prefixed_id {
 prefixed_id!(SubscriptionId, "sub_");
 prefixed_id!(TenantId, "ten_");
 prefixed_id!(AttemptId, "att_");
+prefixed_id!(ApiKeyId, "key_");
+
+/// Plain ULIDs made in the same millisecond are random in their order; this
+/// generator increments instead, so ids never go backwards in a process. It is
+/// process-wide because that is the scope of the guarantee.
+static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+
+fn monotonic_ulid() -> String {
+    let ulid = match GENERATOR.lock() {
+        Ok(mut generator) => generator
+            .generate()
+            // Overflow needs 2^80 ids in one millisecond; fall back anyway.
+            .unwrap_or_else(|_| ulid::Ulid::new()),
+        Err(_) => ulid::Ulid::new(),
+    };
+    ulid.to_string().to_lowercase()
+}
 
 impl TenantId {
     /// The built-in tenant an admin acts on when it names none.
@@ -65,7 +80,7 @@ impl TenantId {
 
 /// A new event id, for events published without one.
 pub fn new_event_id() -> String {
-    format!("evt_{}", ulid::Ulid::new().to_string().to_lowercase())
+    format!("evt_{}", monotonic_ulid())
 }
 
 #[cfg(test)]
@@ -79,6 +94,12 @@ mod tests {
         assert!(TenantId::parse(id.as_str()).is_none());
         assert!(SubscriptionId::parse("sub_").is_none());
         assert!(SubscriptionId::parse("sub_a b").is_none());
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_still_increase() {
+        let ids: Vec<AttemptId> = (0..1000).map(|_| AttemptId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -6,9 +6,13 @@ pub mod event;
 pub mod ids;
 pub mod signature;
 pub mod subscription;
+pub mod tenant;
 
 pub use attempt::{Attempt, Outcome};
 pub use event::Event;
-pub use ids::{AttemptId, SubscriptionId, TenantId};
+pub use ids::{ApiKeyId, AttemptId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
-pub use subscription::{EventTypePattern, RateLimit, Subscription, SubscriptionStatus};
+pub use subscription::{
+    EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionStatus,
+};
+pub use tenant::{ApiKey, EventType, NewApiKey, Tenant};

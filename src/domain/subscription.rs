@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::event::is_valid_event_type;
 use super::{SubscriptionId, TenantId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionStatus {
     Active,
@@ -35,11 +35,21 @@ impl SubscriptionStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Deliveries per second, with bursts up to `burst`; absent: unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    #[schema(minimum = 1)]
     pub per_second: u32,
+    #[schema(minimum = 1)]
     pub burst: u32,
+}
+
+/// A secret replaced by a rotation, still signing until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +60,9 @@ pub struct Subscription {
     pub event_types: Vec<String>,
     /// The `whsec_…` text; never logged (see `SigningSecret`'s Debug).
     pub secret: String,
+    /// Secrets replaced by rotations; webhooks carry their signatures too
+    /// until each expires.
+    pub previous_secrets: Vec<PreviousSecret>,
     pub rate_limit: Option<RateLimit>,
     pub max_in_flight: Option<u32>,
     pub ordered: bool,

@@ -6,9 +6,11 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde_json::value::RawValue;
 
 use crate::domain::event::is_valid_event_type;
-use crate::domain::Event;
+use crate::domain::{Event, TenantId};
 
 pub const SPEC_VERSION: &str = "1.0";
+/// CloudEvents extension attribute naming the tenant an event is for.
+pub const TENANT_HEADER: &str = "ce_tenantid";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// Why a record is a poison record. Goes into the dead-letter headers.
@@ -26,17 +28,23 @@ pub enum Poison {
     NoData,
     #[error("the value is not valid JSON: {0}")]
     BadJson(String),
+    #[error("ce_tenantid is not a tenant id")]
+    BadTenant,
 }
 
 pub fn encode_headers(event: &Event) -> OwnedHeaders {
     let time = event.time.to_rfc3339_opts(SecondsFormat::Micros, true);
-    OwnedHeaders::new_with_capacity(6)
+    let headers = OwnedHeaders::new_with_capacity(7)
         .insert(header("ce_specversion", SPEC_VERSION))
         .insert(header("ce_id", &event.id))
         .insert(header("ce_type", &event.event_type))
         .insert(header("ce_source", &event.source))
         .insert(header("ce_time", &time))
-        .insert(header("content-type", CONTENT_TYPE_JSON))
+        .insert(header("content-type", CONTENT_TYPE_JSON));
+    match &event.tenant_id {
+        Some(tenant) => headers.insert(header(TENANT_HEADER, tenant.as_str())),
+        None => headers,
+    }
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
@@ -66,6 +74,7 @@ pub fn decode(
     let mut source = None;
     let mut time = None;
     let mut content_type = None;
+    let mut tenant = None;
     if let Some(headers) = headers {
         for h in headers.iter() {
             let slot = match h.key {
@@ -74,6 +83,7 @@ pub fn decode(
                 "ce_source" => &mut source,
                 "ce_time" => &mut time,
                 "content-type" | "content_type" => &mut content_type,
+                TENANT_HEADER => &mut tenant,
                 _ => continue,
             };
             *slot = h.value;
@@ -129,6 +139,12 @@ pub fn decode(
         time,
         key: key.map(<[u8]>::to_vec),
         data,
+        // Reading a bad tenant as "none" would widen the audience to every
+        // tenant, so such a record is poison instead.
+        tenant_id: match text(tenant, TENANT_HEADER)? {
+            None => None,
+            Some(raw) => Some(TenantId::parse(&raw).ok_or(Poison::BadTenant)?),
+        },
     })
 }
 
@@ -163,6 +179,7 @@ mod tests {
             time: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid"),
             key: Some(b"k1".to_vec()),
             data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
+            tenant_id: Some(TenantId::from_trusted("ten_a".into())),
         }
     }
 
@@ -183,6 +200,7 @@ mod tests {
         assert_eq!(decoded.time, event.time);
         assert_eq!(decoded.key, event.key);
         assert_eq!(decoded.data.get(), r#"{"n":1}"#);
+        assert_eq!(decoded.tenant_id, event.tenant_id);
     }
 
     #[test]
@@ -192,6 +210,7 @@ mod tests {
         assert_eq!(decoded.id, "kafka:t:2:7");
         assert_eq!(decoded.time.timestamp_millis(), 1_700_000_000_000);
         assert_eq!(decoded.source, "t");
+        assert_eq!(decoded.tenant_id, None, "no header: for every tenant");
     }
 
     #[test]

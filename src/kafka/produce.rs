@@ -12,9 +12,10 @@ use super::envelope::encode_headers;
 use super::{Error, KafkaConfig};
 use crate::domain::Event;
 
-/// How long a record may wait for the broker before the send fails; bounds
-/// how long a publish request can hang while the broker is away.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a record may wait for the broker before the send fails
+/// (`message.timeout.ms`): the bound on how long `POST /v1/events` waits
+/// while the broker is away before answering 503.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Producer {
@@ -30,7 +31,7 @@ impl Producer {
             .set("linger.ms", "2")
             .set(
                 "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
+                PUBLISH_TIMEOUT.as_millis().to_string(),
             )
             .create()?;
         Ok(Self { inner })

@@ -11,6 +11,7 @@ mod attempt_log;
 mod postgres;
 mod rows;
 mod sql;
+mod sql_api;
 mod sqlite;
 
 use std::sync::Arc;
@@ -18,10 +19,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use attempt_log::AttemptLog;
+
+/// The largest page a list answers.
+pub const MAX_PAGE: i64 = 200;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{Attempt, Subscription, SubscriptionId, TenantId};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    ApiKey, ApiKeyId, Attempt, EventType, Subscription, SubscriptionId, SubscriptionStatus, Tenant,
+    TenantId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +60,30 @@ pub struct SubscriptionChange {
     pub deleted: bool,
 }
 
+/// Which attempts to list; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter<'a> {
+    pub tenant: Option<&'a TenantId>,
+    pub subscription: Option<&'a SubscriptionId>,
+    pub event_id: Option<&'a str>,
+}
+
+/// A page request: rows with an id (or name) above `after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub after: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// The stored state of an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub request_hash: String,
+    /// The saved answer; `None` while the first request is still at work.
+    pub response: Option<(u16, String)>,
+    pub created_at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
@@ -58,6 +91,29 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> Result<()>;
 
     async fn tenant_exists(&self, id: &TenantId) -> Result<bool>;
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
+
+    async fn list_tenants(&self, page: Page<'_>) -> Result<Vec<Tenant>>;
+
+    /// Stores a key by the hash of its text.
+    async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()>;
+
+    /// A tenant's keys, revoked ones included, by id.
+    async fn list_api_keys(&self, tenant: &TenantId, page: Page<'_>) -> Result<Vec<ApiKey>>;
+
+    /// Answers false when the tenant has no such key (revoking twice is fine).
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &ApiKeyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// The tenant of an unrevoked key with this hash.
+    async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>>;
 
     async fn create_subscription(&self, subscription: &Subscription) -> Result<()>;
 
@@ -69,11 +125,75 @@ pub trait Store: Send + Sync + 'static {
         id: &SubscriptionId,
     ) -> Result<Option<Subscription>>;
 
+    /// A tenant's live subscriptions by id, optionally of one status.
+    async fn list_subscriptions(
+        &self,
+        tenant: &TenantId,
+        status: Option<SubscriptionStatus>,
+        page: Page<'_>,
+    ) -> Result<Vec<Subscription>>;
+
+    /// Writes every mutable field with a new version; false when the
+    /// subscription is gone (deleted meanwhile).
+    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool>;
+
+    /// Soft-deletes with a new version, so dispatchers see it go; false when
+    /// there is no such live subscription for `tenant` (`None`: any).
+    async fn delete_subscription(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &SubscriptionId,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// False when an event type of that name exists.
+    async fn create_event_type(&self, event_type: &EventType) -> Result<bool>;
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
+
+    async fn list_event_types(&self, page: Page<'_>) -> Result<Vec<EventType>>;
+
+    /// Claims `key` for this request: true when it is ours to do (a new key,
+    /// or one whose earlier claim is `in_progress` since before
+    /// `stale_before`, its holder presumably dead); false when it exists.
+    async fn idempotency_claim(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>>;
+
+    /// Saves the answer the key replays from now on.
+    async fn idempotency_complete(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()>;
+
+    /// Forgets a claim whose request failed, so that a retry can run.
+    async fn idempotency_release(&self, scope: &str, key: &str) -> Result<()>;
+
+    /// Deletes records created before `before`; answers how many.
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<u64>;
+
     /// Changes with a version above `after`, oldest first, at most `limit`.
     async fn subscription_changes(&self, after: i64, limit: i64)
         -> Result<Vec<SubscriptionChange>>;
 
     async fn insert_attempts(&self, attempts: &[Attempt]) -> Result<()>;
+
+    /// Attempts by id (oldest first within a process), filtered.
+    async fn list_attempts(
+        &self,
+        filter: &AttemptFilter<'_>,
+        page: Page<'_>,
+    ) -> Result<Vec<Attempt>>;
 
     async fn attempts_for_event(
         &self,

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Error, Result, SubscriptionChange};
+use super::{Error, IdempotencyRecord, Result, SubscriptionChange};
 use crate::domain::{
-    Attempt, AttemptId, Outcome, RateLimit, Subscription, SubscriptionId, SubscriptionStatus,
-    TenantId,
+    ApiKey, ApiKeyId, Attempt, AttemptId, EventType, Outcome, PreviousSecret, RateLimit,
+    Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
 };
 
 #[derive(sqlx::FromRow)]
@@ -31,6 +31,7 @@ pub(super) struct SubscriptionRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     deleted_at: Option<DateTime<Utc>>,
+    previous_secrets: Json<Vec<PreviousSecret>>,
 }
 
 fn to_u32(value: i64, column: &str) -> Result<u32> {
@@ -57,6 +58,7 @@ impl SubscriptionRow {
                 url: self.url,
                 event_types: self.event_types.0,
                 secret: self.secret,
+                previous_secrets: self.previous_secrets.0,
                 rate_limit,
                 max_in_flight: self
                     .max_in_flight
@@ -110,6 +112,97 @@ impl AttemptRow {
             latency_ms: to_u32(self.latency_ms, "latency_ms")?,
             error: self.error,
             response_excerpt: self.response_excerpt,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TenantRow {
+    id: String,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(row: TenantRow) -> Self {
+        Self {
+            id: TenantId::from_trusted(row.id),
+            name: row.name,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ApiKeyRow {
+    id: String,
+    tenant_id: String,
+    name: Option<String>,
+    prefix: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRow> for ApiKey {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: ApiKeyId::from_trusted(row.id),
+            tenant_id: TenantId::from_trusted(row.tenant_id),
+            name: row.name,
+            prefix: row.prefix,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventTypeRow {
+    name: String,
+    description: Option<String>,
+    json_schema: Option<Json<serde_json::Value>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<EventTypeRow> for EventType {
+    fn from(row: EventTypeRow) -> Self {
+        Self {
+            name: row.name,
+            description: row.description,
+            schema: row.json_schema.map(|j| j.0),
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct IdempotencyRow {
+    request_hash: String,
+    status: String,
+    response_status: Option<i64>,
+    response_body: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl IdempotencyRow {
+    pub(super) fn into_record(self) -> Result<IdempotencyRecord> {
+        let response = match (
+            self.status.as_str(),
+            self.response_status,
+            self.response_body,
+        ) {
+            ("done", Some(status), Some(body)) => Some((
+                u16::try_from(status)
+                    .map_err(|_| Error::Corrupt(format!("response_status = {status}")))?,
+                body,
+            )),
+            ("in_progress", _, _) => None,
+            (other, _, _) => return Err(Error::Corrupt(format!("idempotency status = {other}"))),
+        };
+        Ok(IdempotencyRecord {
+            request_hash: self.request_hash,
+            response,
             created_at: self.created_at,
         })
     }

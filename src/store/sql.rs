@@ -4,7 +4,8 @@
 
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "id, tenant_id, url, event_types, secret, \
      rate_limit_per_second, rate_limit_burst, max_in_flight, ordered, headers, status, \
-     disabled_reason, description, metadata, version, created_at, updated_at, deleted_at";
+     disabled_reason, description, metadata, version, created_at, updated_at, deleted_at, \
+     previous_secrets";
 
 pub(super) const ATTEMPT_COLUMNS: &str = "id, event_id, webhook_id, subscription_id, tenant_id, \
      event_type, attempt, outcome, status_code, latency_ms, error, response_excerpt, created_at";
@@ -16,8 +17,17 @@ pub(super) const BUMP_VERSION: &str =
 /// `pool: sqlx::Pool<$db>` and a `MIGRATOR`.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
+        $crate::store::sql_api::api_methods!($store, $db);
+    };
+}
+
+/// `impl_store!`'s body, with the methods `sql_api` adds.
+macro_rules! impl_store_with {
+    ($store:ty, $db:ty, { $($more:tt)* }) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
+            $($more)*
+
             async fn ping(&self) -> $crate::store::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
@@ -50,7 +60,7 @@ macro_rules! impl_store {
                     .await?;
                 let sql = format!(
                     "INSERT INTO subscriptions ({}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
                     $crate::store::sql::SUBSCRIPTION_COLUMNS
                 );
                 sqlx::query(&sql)
@@ -72,6 +82,7 @@ macro_rules! impl_store {
                     .bind(s.created_at)
                     .bind(s.updated_at)
                     .bind(None::<chrono::DateTime<chrono::Utc>>)
+                    .bind(Json(&s.previous_secrets))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -167,4 +178,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(super) use impl_store;
+pub(super) use {impl_store, impl_store_with};

@@ -20,6 +20,7 @@ fn subscription(url: &str) -> Subscription {
         url: url.to_owned(),
         event_types: vec!["order.*".to_owned(), "invoice.paid".to_owned()],
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        previous_secrets: Vec::new(),
         rate_limit: Some(RateLimit {
             per_second: 10,
             burst: 20,

@@ -1,0 +1,270 @@
+//! `/v1/event-types` (admin): named event types with an optional JSON Schema
+//! that published `data` must satisfy. Publishing looks schemas up through
+//! `SchemaCache`, so a publish costs no database read most of the time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::extract::{Json, Path, Query};
+use super::pagination::{list_of, PageRequest};
+use super::problem::{ApiError, FieldError, Problem};
+use super::validate::MAX_TEXT_LEN;
+use super::AppState;
+use crate::domain::event::is_valid_event_type;
+use crate::domain::EventType;
+use crate::store::Store;
+
+/// How long a looked-up schema (or its absence) is trusted. Another API
+/// replica's new event type is enforced here at most this much later.
+const SCHEMA_TTL: Duration = Duration::from_secs(2);
+const MAX_CACHED: usize = 10_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEventType {
+    /// Dot-separated words: `order.created`.
+    #[schema(example = "order.created")]
+    name: String,
+    description: Option<String>,
+    /// A JSON Schema (draft 2020-12 unless `$schema` says otherwise) for `data`.
+    #[schema(value_type = Option<Object>)]
+    schema: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypeOut {
+    name: String,
+    description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    schema: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<EventType> for EventTypeOut {
+    fn from(t: EventType) -> Self {
+        Self {
+            name: t.name,
+            description: t.description,
+            schema: t.schema,
+            created_at: t.created_at,
+        }
+    }
+}
+
+list_of!(EventTypeList, EventTypeOut);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListEventTypes {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/event-types", tag = "event-types",
+    request_body = CreateEventType,
+    responses(
+        (status = 201, description = "Registered", body = EventTypeOut),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An event type of that name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, such as a schema that is not a JSON Schema", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json { value: req, .. }: Json<CreateEventType>,
+) -> Result<(StatusCode, axum::Json<EventTypeOut>), ApiError> {
+    caller.require_admin()?;
+    let mut errors = Vec::new();
+    if !is_valid_event_type(&req.name) {
+        errors.push(FieldError::new(
+            "name",
+            "dot-separated words of letters, digits, `_` and `-`, at most 255 characters",
+        ));
+    }
+    super::validate::text("description", req.description.as_deref(), &mut errors);
+    let validator = match &req.schema {
+        None => None,
+        Some(schema) => match compile(schema) {
+            Ok(validator) => Some(Arc::new(validator)),
+            Err(message) => {
+                errors.push(FieldError::new("schema", message));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let event_type = EventType {
+        name: req.name,
+        description: req.description,
+        schema: req.schema,
+        created_at: Utc::now(),
+    };
+    let created = state
+        .store
+        .create_event_type(&event_type)
+        .await
+        .map_err(ApiError::store)?;
+    if !created {
+        return Err(ApiError::Conflict {
+            code: "conflict",
+            detail: format!("event type {} exists", event_type.name),
+        });
+    }
+    state.schemas.put(&event_type.name, validator);
+    tracing::info!(event_type = %event_type.name, "event type registered");
+    Ok((StatusCode::CREATED, axum::Json(event_type.into())))
+}
+
+#[utoipa::path(get, path = "/v1/event-types", tag = "event-types",
+    params(ListEventTypes),
+    responses(
+        (status = 200, description = "A page of event types, by name", body = EventTypeList),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListEventTypes>,
+) -> Result<axum::Json<EventTypeList>, ApiError> {
+    caller.require_admin()?;
+    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
+    let rows = state
+        .store
+        .list_event_types(page.store_page())
+        .await
+        .map_err(ApiError::store)?;
+    let (rows, next_cursor) = page.finish(rows, |t| t.name.as_str());
+    Ok(axum::Json(EventTypeList {
+        data: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/event-types/{name}", tag = "event-types",
+    params(("name" = String, Path, description = "Event type name")),
+    responses(
+        (status = 200, description = "The event type", body = EventTypeOut),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event type", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::Json<EventTypeOut>, ApiError> {
+    caller.require_admin()?;
+    let event_type = state
+        .store
+        .get_event_type(&name)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::NotFound(format!("no event type {name}")))?;
+    Ok(axum::Json(event_type.into()))
+}
+
+/// Checks that `schema` is a JSON Schema and compiles it.
+fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err("a JSON Schema is an object or a boolean".to_owned());
+    }
+    if serde_json::to_string(schema).map_or(0, |s| s.len()) > 64 * MAX_TEXT_LEN {
+        return Err("at most 64 KiB".to_owned());
+    }
+    jsonschema::meta::validate(schema).map_err(|e| format!("not a valid JSON Schema: {e}"))?;
+    jsonschema::validator_for(schema).map_err(|e| format!("not a usable JSON Schema: {e}"))
+}
+
+type Entry = (Instant, Option<Arc<jsonschema::Validator>>);
+
+/// Compiled schemas by event type name, each trusted for `SCHEMA_TTL`.
+#[derive(Default)]
+pub struct SchemaCache {
+    entries: RwLock<HashMap<String, Entry>>,
+}
+
+impl SchemaCache {
+    fn put(&self, name: &str, validator: Option<Arc<jsonschema::Validator>>) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= MAX_CACHED {
+                entries.clear();
+            }
+            entries.insert(name.to_owned(), (Instant::now(), validator));
+        }
+    }
+
+    /// The validator for an event type; `None` when it has no schema or is
+    /// not registered.
+    pub async fn validator(
+        &self,
+        store: &dyn Store,
+        name: &str,
+    ) -> Result<Option<Arc<jsonschema::Validator>>, ApiError> {
+        let cached = self
+            .entries
+            .read()
+            .ok()
+            .and_then(|entries| entries.get(name).cloned());
+        if let Some((at, validator)) = cached {
+            if at.elapsed() < SCHEMA_TTL {
+                return Ok(validator);
+            }
+        }
+        let event_type = store.get_event_type(name).await.map_err(ApiError::store)?;
+        let validator = match event_type.and_then(|t| t.schema) {
+            // Stored schemas were checked on create; one that no longer
+            // compiles (a newer library) must not block publishing.
+            Some(schema) => match jsonschema::validator_for(&schema) {
+                Ok(validator) => Some(Arc::new(validator)),
+                Err(error) => {
+                    tracing::warn!(event_type = name, %error, "stored schema does not compile; not enforced");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.put(name, validator.clone());
+        Ok(validator)
+    }
+}
+
+/// Validates `data` of an event; errors name `{prefix}/data/<json path>`.
+pub fn check_data(
+    validator: &jsonschema::Validator,
+    data: &serde_json::value::RawValue,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(data.get()) else {
+        errors.push(FieldError::new(format!("{prefix}data"), "not JSON"));
+        return;
+    };
+    for error in validator.iter_errors(&value).take(20) {
+        errors.push(FieldError::new(
+            format!("{prefix}data{}", error.instance_path()),
+            error.to_string(),
+        ));
+    }
+}

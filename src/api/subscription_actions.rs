@@ -1,0 +1,259 @@
+//! Actions on one subscription: rotate its secret, send it a test event,
+//! and list its delivery attempts.
+
+use axum::extract::State;
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::extract::{OptionalJson, Path, Query};
+use super::pagination::{list_of, PageRequest};
+use super::problem::{ApiError, Problem};
+use super::subscriptions::visible;
+use super::AppState;
+use crate::dispatcher::cache::Target;
+use crate::domain::ids::new_event_id;
+use crate::domain::{Attempt, Event, Outcome, PreviousSecret, SigningSecret};
+use crate::store::AttemptFilter;
+
+pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
+pub const MAX_GRACE_SECS: u32 = 7 * 24 * 60 * 60;
+/// Rotated-out secrets kept signing at once; older ones are dropped early.
+const MAX_PREVIOUS_SECRETS: usize = 5;
+pub const TEST_EVENT_TYPE: &str = "hookgate.test";
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new secret (`whsec_…`); generated when absent.
+    secret: Option<String>,
+    /// How long webhooks stay signed with the old secret too (seconds,
+    /// default 86400 = 24 h, at most 604800 = 7 days; 0 drops it at once).
+    #[schema(minimum = 0, maximum = 604800)]
+    grace_period_seconds: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecret {
+    id: String,
+    /// The new secret, shown once.
+    secret: String,
+    /// Until when webhooks also carry the old secret's signature; `null`
+    /// when there is no grace period.
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+/// One delivery attempt, as logged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOut {
+    id: String,
+    event_id: String,
+    /// The `webhook-id` header: the same for every attempt of an event to a subscription.
+    webhook_id: String,
+    subscription_id: String,
+    event_type: String,
+    /// 1 for the first try.
+    attempt: u32,
+    /// `success` or `failed`.
+    outcome: String,
+    /// The endpoint's HTTP status; `null` when it did not answer.
+    status_code: Option<u16>,
+    latency_ms: u32,
+    error: Option<String>,
+    /// The start of the response body (up to 4 KiB).
+    response_excerpt: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Attempt> for AttemptOut {
+    fn from(a: Attempt) -> Self {
+        Self {
+            id: a.id.as_str().to_owned(),
+            event_id: a.event_id,
+            webhook_id: a.webhook_id,
+            subscription_id: a.subscription_id.as_str().to_owned(),
+            event_type: a.event_type,
+            attempt: a.attempt,
+            outcome: a.outcome.as_str().to_owned(),
+            status_code: a.status_code,
+            latency_ms: a.latency_ms,
+            error: a.error,
+            response_excerpt: a.response_excerpt,
+            created_at: a.created_at,
+        }
+    }
+}
+
+list_of!(AttemptList, AttemptOut);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAttempts {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    request_body(content = Option<RotateSecret>, description = "Optional; an empty body generates a secret with a 24 h grace period"),
+    responses(
+        (status = 200, description = "Rotated; the new secret is shown once", body = RotatedSecret),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<RotateSecret>,
+) -> Result<axum::Json<RotatedSecret>, ApiError> {
+    let grace = req.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECS);
+    if grace > MAX_GRACE_SECS {
+        return Err(ApiError::field(
+            "grace_period_seconds",
+            format!("at most {MAX_GRACE_SECS} (7 days)"),
+        ));
+    }
+    let new_secret = match req.secret.as_deref().map(SigningSecret::parse) {
+        None => SigningSecret::generate(),
+        Some(Ok(secret)) => secret,
+        Some(Err(e)) => return Err(ApiError::field("secret", e.to_string())),
+    };
+    let mut s = visible(&state, &caller, &id).await?;
+    if new_secret.expose() == s.secret {
+        return Err(ApiError::field(
+            "secret",
+            "the new secret must differ from the current one",
+        ));
+    }
+    let now = Utc::now();
+    let expires_at = (grace > 0).then(|| now + Duration::seconds(i64::from(grace)));
+    s.previous_secrets.retain(|p| p.expires_at > now);
+    if let Some(expires_at) = expires_at {
+        s.previous_secrets.push(PreviousSecret {
+            secret: std::mem::take(&mut s.secret),
+            expires_at,
+        });
+    }
+    if s.previous_secrets.len() > MAX_PREVIOUS_SECRETS {
+        let extra = s.previous_secrets.len() - MAX_PREVIOUS_SECRETS;
+        s.previous_secrets.drain(..extra);
+    }
+    s.secret = new_secret.expose().to_owned();
+    s.updated_at = now;
+    if !state
+        .store
+        .update_subscription(&s)
+        .await
+        .map_err(ApiError::store)?
+    {
+        return Err(ApiError::NotFound(format!("no subscription {id}")));
+    }
+    tracing::info!(subscription_id = %s.id, grace_period_seconds = grace, "secret rotated");
+    Ok(axum::Json(RotatedSecret {
+        id: s.id.as_str().to_owned(),
+        secret: s.secret,
+        previous_secret_expires_at: expires_at,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    responses(
+        (status = 200, description = "The attempt: a `hookgate.test` event sent to this subscription only, signed like any webhook. The endpoint's failure is an attempt with outcome `failed`, not an error.", body = AttemptOut),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn send_test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<AttemptOut>, ApiError> {
+    let subscription = visible(&state, &caller, &id).await?;
+    let data = serde_json::json!({
+        "message": "a test event from hookgate",
+        "subscription_id": subscription.id.as_str(),
+    });
+    let event = Event {
+        id: new_event_id(),
+        event_type: TEST_EVENT_TYPE.to_owned(),
+        source: "hookgate".to_owned(),
+        time: Utc::now(),
+        key: None,
+        data: RawValue::from_string(data.to_string()).map_err(ApiError::internal)?,
+        tenant_id: Some(subscription.tenant_id.clone()),
+    };
+    let target = Target::new(subscription).ok_or_else(|| {
+        ApiError::Internal("the stored subscription has an unusable secret".into())
+    })?;
+    let body = Bytes::from(event.webhook_body());
+    let attempt = state.webhooks.send(&event, &body, &target, 1).await;
+    if attempt.outcome == Outcome::Failed {
+        tracing::info!(subscription_id = %target.subscription.id, "test delivery failed");
+    }
+    // Logged like any attempt, so it shows in the subscription's attempts.
+    state
+        .store
+        .insert_attempts(std::slice::from_ref(&attempt))
+        .await
+        .map_err(ApiError::store)?;
+    Ok(axum::Json(attempt.into()))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), ListAttempts),
+    responses(
+        (status = 200, description = "A page of the subscription's attempts, oldest first", body = AttemptList),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<ListAttempts>,
+) -> Result<axum::Json<AttemptList>, ApiError> {
+    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
+    let subscription = visible(&state, &caller, &id).await?;
+    let filter = AttemptFilter {
+        tenant: Some(&subscription.tenant_id),
+        subscription: Some(&subscription.id),
+        event_id: None,
+    };
+    attempt_page(&state, &filter, &page).await
+}
+
+pub async fn attempt_page(
+    state: &AppState,
+    filter: &AttemptFilter<'_>,
+    page: &PageRequest,
+) -> Result<axum::Json<AttemptList>, ApiError> {
+    let rows = state
+        .store
+        .list_attempts(filter, page.store_page())
+        .await
+        .map_err(ApiError::store)?;
+    let (rows, next_cursor) = page.finish(rows, |a| a.id.as_str());
+    Ok(axum::Json(AttemptList {
+        data: rows.into_iter().map(AttemptOut::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Parsed once for `attempts` of an event, too.
+pub fn list_params(params: &ListAttempts) -> Result<PageRequest, ApiError> {
+    PageRequest::parse(params.limit, params.cursor.as_deref())
+}

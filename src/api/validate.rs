@@ -1,0 +1,150 @@
+//! Field rules of subscriptions, shared by create and update: the whole
+//! candidate subscription is checked, so both answer the same errors.
+
+use std::collections::BTreeMap;
+
+use super::problem::FieldError;
+use crate::domain::{EventTypePattern, Subscription};
+
+const MAX_URL_LEN: usize = 2048;
+const MAX_EVENT_TYPES: usize = 100;
+const MAX_HEADERS: usize = 20;
+const MAX_METADATA: usize = 50;
+pub const MAX_TEXT_LEN: usize = 1024;
+const MAX_KEY_LEN: usize = 255;
+pub const MAX_IN_FLIGHT: u32 = 10_000;
+const MAX_RATE: u32 = 1_000_000;
+
+/// Headers hookgate sets itself or that HTTP owns.
+const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "host",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+];
+
+pub fn subscription(s: &Subscription) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    url(&s.url, &mut errors);
+    event_types(&s.event_types, &mut errors);
+    if let Some(limit) = s.rate_limit {
+        for (field, value) in [("per_second", limit.per_second), ("burst", limit.burst)] {
+            if !(1..=MAX_RATE).contains(&value) {
+                errors.push(FieldError::new(
+                    format!("rate_limit/{field}"),
+                    format!("from 1 to {MAX_RATE}"),
+                ));
+            }
+        }
+    }
+    if let Some(n) = s.max_in_flight {
+        if !(1..=MAX_IN_FLIGHT).contains(&n) {
+            errors.push(FieldError::new(
+                "max_in_flight",
+                format!("from 1 to {MAX_IN_FLIGHT}"),
+            ));
+        }
+    }
+    headers(&s.headers, &mut errors);
+    text("description", s.description.as_deref(), &mut errors);
+    metadata(&s.metadata, &mut errors);
+    errors
+}
+
+pub fn url(raw: &str, errors: &mut Vec<FieldError>) {
+    let problem = if raw.len() > MAX_URL_LEN {
+        Some(format!("at most {MAX_URL_LEN} characters"))
+    } else {
+        match url::Url::parse(raw) {
+            Err(e) => Some(format!("not a URL: {e}")),
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                Some("the scheme must be http or https".to_owned())
+            }
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                Some("the URL has no host".to_owned())
+            }
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                Some("credentials do not go in the URL: use `headers`".to_owned())
+            }
+            Ok(_) => None,
+        }
+    };
+    if let Some(message) = problem {
+        errors.push(FieldError::new("url", message));
+    }
+}
+
+fn event_types(types: &[String], errors: &mut Vec<FieldError>) {
+    if types.is_empty() || types.len() > MAX_EVENT_TYPES {
+        errors.push(FieldError::new(
+            "event_types",
+            format!("list 1 to {MAX_EVENT_TYPES} event types"),
+        ));
+    }
+    for (i, pattern) in types.iter().enumerate() {
+        if EventTypePattern::parse(pattern).is_none() {
+            errors.push(FieldError::new(
+                format!("event_types/{i}"),
+                "not an event type name, `prefix.*` or `*`",
+            ));
+        }
+    }
+}
+
+fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+    if headers.len() > MAX_HEADERS {
+        errors.push(FieldError::new(
+            "headers",
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    for (name, value) in headers {
+        let field = format!("headers/{}", pointer_escape(name));
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(FieldError::new(field, "not a valid header name"));
+        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            errors.push(FieldError::new(field, "this header is set by hookgate"));
+        } else if value.len() > MAX_TEXT_LEN || http::HeaderValue::from_str(value).is_err() {
+            errors.push(FieldError::new(field, "not a valid header value"));
+        }
+    }
+}
+
+fn metadata(metadata: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+    if metadata.len() > MAX_METADATA {
+        errors.push(FieldError::new(
+            "metadata",
+            format!("at most {MAX_METADATA} entries"),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_KEY_LEN || value.len() > MAX_TEXT_LEN {
+            errors.push(FieldError::new(
+                format!("metadata/{}", pointer_escape(key)),
+                format!("keys are 1 to {MAX_KEY_LEN} and values at most {MAX_TEXT_LEN} bytes"),
+            ));
+        }
+    }
+}
+
+pub fn text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
+    if value.is_some_and(|v| v.len() > MAX_TEXT_LEN) {
+        errors.push(FieldError::new(
+            field,
+            format!("at most {MAX_TEXT_LEN} bytes"),
+        ));
+    }
+}
+
+/// Map keys inside a field path, as JSON Pointer escapes them.
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}

@@ -1,0 +1,393 @@
+//! The SQL of the REST API's resources (tenants, keys, event types,
+//! idempotency records, subscription writes and lists), shared by both
+//! backends like `sql.rs`: these macros expand to methods inside `impl_store!`.
+
+pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
+pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at";
+pub(super) const EVENT_TYPE_COLUMNS: &str = "name, description, json_schema, created_at";
+
+/// Expands `impl_store_with!` with the methods of the API's resources. The
+/// methods go in as tokens, because `#[async_trait]` must see them expanded.
+macro_rules! api_methods {
+    ($store:ty, $db:ty) => {
+        $crate::store::sql::impl_store_with!($store, $db, {
+        async fn create_tenant(
+            &self,
+            tenant: &$crate::domain::Tenant,
+        ) -> $crate::store::Result<()> {
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(tenant.id.as_str())
+                .bind(&tenant.name)
+                .bind(tenant.created_at)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn get_tenant(
+            &self,
+            id: &$crate::domain::TenantId,
+        ) -> $crate::store::Result<Option<$crate::domain::Tenant>> {
+            let sql = format!(
+                "SELECT {} FROM tenants WHERE id = $1",
+                $crate::store::sql_api::TENANT_COLUMNS
+            );
+            let row: Option<$crate::store::rows::TenantRow> = sqlx::query_as(&sql)
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(Into::into))
+        }
+
+        async fn list_tenants(
+            &self,
+            page: $crate::store::Page<'_>,
+        ) -> $crate::store::Result<Vec<$crate::domain::Tenant>> {
+            let sql = format!(
+                "SELECT {} FROM tenants WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2",
+                $crate::store::sql_api::TENANT_COLUMNS
+            );
+            let rows: Vec<$crate::store::rows::TenantRow> = sqlx::query_as(&sql)
+                .bind(page.after)
+                .bind(page.limit)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.into_iter().map(Into::into).collect())
+        }
+
+        async fn create_api_key(
+            &self,
+            key: &$crate::domain::ApiKey,
+            key_hash: &str,
+        ) -> $crate::store::Result<()> {
+            sqlx::query(
+                "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(key.id.as_str())
+            .bind(key.tenant_id.as_str())
+            .bind(&key.name)
+            .bind(&key.prefix)
+            .bind(key_hash)
+            .bind(key.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn list_api_keys(
+            &self,
+            tenant: &$crate::domain::TenantId,
+            page: $crate::store::Page<'_>,
+        ) -> $crate::store::Result<Vec<$crate::domain::ApiKey>> {
+            let sql = format!(
+                "SELECT {} FROM api_keys WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) \
+                 ORDER BY id LIMIT $3",
+                $crate::store::sql_api::API_KEY_COLUMNS
+            );
+            let rows: Vec<$crate::store::rows::ApiKeyRow> = sqlx::query_as(&sql)
+                .bind(tenant.as_str())
+                .bind(page.after)
+                .bind(page.limit)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.into_iter().map(Into::into).collect())
+        }
+
+        async fn revoke_api_key(
+            &self,
+            tenant: &$crate::domain::TenantId,
+            id: &$crate::domain::ApiKeyId,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::Result<bool> {
+            // COALESCE keeps the first revocation time.
+            let done = sqlx::query(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn tenant_for_key(
+            &self,
+            key_hash: &str,
+        ) -> $crate::store::Result<Option<$crate::domain::TenantId>> {
+            let tenant: Option<String> = sqlx::query_scalar(
+                "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(tenant.map($crate::domain::TenantId::from_trusted))
+        }
+        async fn list_subscriptions(
+            &self,
+            tenant: &$crate::domain::TenantId,
+            status: Option<$crate::domain::SubscriptionStatus>,
+            page: $crate::store::Page<'_>,
+        ) -> $crate::store::Result<Vec<$crate::domain::Subscription>> {
+            let sql = format!(
+                "SELECT {} FROM subscriptions WHERE tenant_id = $1 AND deleted_at IS NULL \
+                 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id > $3) \
+                 ORDER BY id LIMIT $4",
+                $crate::store::sql::SUBSCRIPTION_COLUMNS
+            );
+            let rows: Vec<$crate::store::rows::SubscriptionRow> = sqlx::query_as(&sql)
+                .bind(tenant.as_str())
+                .bind(status.map(|s| s.as_str()))
+                .bind(page.after)
+                .bind(page.limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.into_iter()
+                .map(|r| r.into_change().map(|c| c.subscription))
+                .collect()
+        }
+
+        async fn update_subscription(
+            &self,
+            s: &$crate::domain::Subscription,
+        ) -> $crate::store::Result<bool> {
+            use sqlx::types::Json;
+            let mut tx = self.pool.begin().await?;
+            let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "UPDATE subscriptions SET url = $2, event_types = $3, secret = $4, \
+                 rate_limit_per_second = $5, rate_limit_burst = $6, max_in_flight = $7, \
+                 ordered = $8, headers = $9, status = $10, disabled_reason = $11, \
+                 description = $12, metadata = $13, version = $14, updated_at = $15, \
+                 previous_secrets = $16 \
+                 WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(s.id.as_str())
+            .bind(&s.url)
+            .bind(Json(&s.event_types))
+            .bind(&s.secret)
+            .bind(s.rate_limit.map(|r| i64::from(r.per_second)))
+            .bind(s.rate_limit.map(|r| i64::from(r.burst)))
+            .bind(s.max_in_flight.map(i64::from))
+            .bind(s.ordered)
+            .bind(Json(&s.headers))
+            .bind(s.status.as_str())
+            .bind(&s.disabled_reason)
+            .bind(&s.description)
+            .bind(Json(&s.metadata))
+            .bind(version)
+            .bind(s.updated_at)
+            .bind(Json(&s.previous_secrets))
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                // Dropping the transaction rolls the version bump back.
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        async fn delete_subscription(
+            &self,
+            tenant: Option<&$crate::domain::TenantId>,
+            id: &$crate::domain::SubscriptionId,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::Result<bool> {
+            let mut tx = self.pool.begin().await?;
+            let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "UPDATE subscriptions SET deleted_at = $3, updated_at = $3, version = $4 \
+                 WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2) AND deleted_at IS NULL",
+            )
+            .bind(id.as_str())
+            .bind(tenant.map(|t| t.as_str()))
+            .bind(at)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        async fn create_event_type(
+            &self,
+            t: &$crate::domain::EventType,
+        ) -> $crate::store::Result<bool> {
+            let done = sqlx::query(
+                "INSERT INTO event_types (name, description, json_schema, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&t.name)
+            .bind(&t.description)
+            .bind(t.schema.as_ref().map(sqlx::types::Json))
+            .bind(t.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        async fn get_event_type(
+            &self,
+            name: &str,
+        ) -> $crate::store::Result<Option<$crate::domain::EventType>> {
+            let sql = format!(
+                "SELECT {} FROM event_types WHERE name = $1",
+                $crate::store::sql_api::EVENT_TYPE_COLUMNS
+            );
+            let row: Option<$crate::store::rows::EventTypeRow> = sqlx::query_as(&sql)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(Into::into))
+        }
+
+        async fn list_event_types(
+            &self,
+            page: $crate::store::Page<'_>,
+        ) -> $crate::store::Result<Vec<$crate::domain::EventType>> {
+            let sql = format!(
+                "SELECT {} FROM event_types WHERE ($1 IS NULL OR name > $1) \
+                 ORDER BY name LIMIT $2",
+                $crate::store::sql_api::EVENT_TYPE_COLUMNS
+            );
+            let rows: Vec<$crate::store::rows::EventTypeRow> = sqlx::query_as(&sql)
+                .bind(page.after)
+                .bind(page.limit)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.into_iter().map(Into::into).collect())
+        }
+
+        async fn idempotency_claim(
+            &self,
+            scope: &str,
+            key: &str,
+            request_hash: &str,
+            now: chrono::DateTime<chrono::Utc>,
+            stale_before: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::Result<bool> {
+            // The primary key makes exactly one of concurrent inserts win.
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, created_at) \
+                 VALUES ($1, $2, $3, 'in_progress', $4) ON CONFLICT (scope, idem_key) DO NOTHING",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(request_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() > 0 {
+                return Ok(true);
+            }
+            // A claim left by a request that died: the first to update takes it.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET request_hash = $3, created_at = $4 \
+                 WHERE scope = $1 AND idem_key = $2 AND status = 'in_progress' \
+                 AND created_at < $5",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(request_hash)
+            .bind(now)
+            .bind(stale_before)
+            .execute(&self.pool)
+            .await?;
+            Ok(taken.rows_affected() > 0)
+        }
+
+        async fn idempotency_get(
+            &self,
+            scope: &str,
+            key: &str,
+        ) -> $crate::store::Result<Option<$crate::store::IdempotencyRecord>> {
+            let row: Option<$crate::store::rows::IdempotencyRow> = sqlx::query_as(
+                "SELECT request_hash, status, response_status, response_body, created_at \
+                 FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+            )
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|r| r.into_record()).transpose()
+        }
+
+        async fn idempotency_complete(
+            &self,
+            scope: &str,
+            key: &str,
+            status: u16,
+            body: &str,
+        ) -> $crate::store::Result<()> {
+            sqlx::query(
+                "UPDATE idempotency_keys SET status = 'done', response_status = $3, \
+                 response_body = $4 WHERE scope = $1 AND idem_key = $2",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(i64::from(status))
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn idempotency_release(&self, scope: &str, key: &str) -> $crate::store::Result<()> {
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 \
+                 AND status = 'in_progress'",
+            )
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn purge_idempotency(
+            &self,
+            before: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::Result<u64> {
+            let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn list_attempts(
+            &self,
+            filter: &$crate::store::AttemptFilter<'_>,
+            page: $crate::store::Page<'_>,
+        ) -> $crate::store::Result<Vec<$crate::domain::Attempt>> {
+            let sql = format!(
+                "SELECT {} FROM attempts WHERE ($1 IS NULL OR tenant_id = $1) \
+                 AND ($2 IS NULL OR subscription_id = $2) AND ($3 IS NULL OR event_id = $3) \
+                 AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5",
+                $crate::store::sql::ATTEMPT_COLUMNS
+            );
+            let rows: Vec<$crate::store::rows::AttemptRow> = sqlx::query_as(&sql)
+                .bind(filter.tenant.map(|t| t.as_str()))
+                .bind(filter.subscription.map(|s| s.as_str()))
+                .bind(filter.event_id)
+                .bind(page.after)
+                .bind(page.limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.into_iter().map(|r| r.into_attempt()).collect()
+        }
+        });
+    };
+}
+
+pub(super) use api_methods;
