@@ -185,9 +185,10 @@ pub async fn publish_batch(
 #[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events",
     params(("id" = String, Path, description = "Event id"), ListAttempts),
     responses(
-        (status = 200, description = "A page of the event's delivery attempts (a tenant key sees its own subscriptions' only)", body = AttemptList),
+        (status = 200, description = "A page of the event's delivery attempts (a tenant key sees its own subscriptions' only), oldest first", body = AttemptList),
         (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No attempts of this event that the caller may see (yet)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn attempts(
@@ -202,7 +203,13 @@ pub async fn attempts(
         subscription: None,
         event_id: Some(&id),
     };
-    attempt_page(&state, &filter, &page).await
+    let answer = attempt_page(&state, &filter, &page).await?;
+    // Events are not stored, only their attempts: an event with none the
+    // caller may see is, for that caller, not there.
+    if params.cursor.is_none() && answer.data.is_empty() {
+        return Err(ApiError::NotFound(format!("no attempts of event {id}")));
+    }
+    Ok(answer)
 }
 
 /// Checks one event; errors go to `errors` under `prefix` (`events/3/`).

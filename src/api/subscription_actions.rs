@@ -94,9 +94,9 @@ list_of!(AttemptList, AttemptOut);
 pub struct ListAttempts {
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions",

@@ -94,6 +94,17 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+/// Keys are managed by admins; another tenant's id is 404 for a tenant
+/// key (its existence is not told), its own is 403.
+fn admin_of(caller: &Caller, id: &str) -> Result<(), ApiError> {
+    match caller {
+        Caller::Tenant(own) if own.as_str() != id => {
+            Err(ApiError::NotFound(format!("no tenant {id}")))
+        }
+        _ => caller.require_admin(),
+    }
+}
+
 async fn existing_tenant(state: &AppState, id: &str) -> Result<TenantId, ApiError> {
     let not_found = || ApiError::NotFound(format!("no tenant {id}"));
     let tenant = TenantId::parse(id).ok_or_else(not_found)?;
@@ -179,10 +190,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
     params(("id" = String, Path, description = "Tenant id (`ten_…`)")),
     responses(
-        (status = 200, description = "The tenant", body = TenantOut),
+        (status = 200, description = "The tenant (a tenant key reads its own)", body = TenantOut),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn get(
@@ -190,7 +200,12 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TenantOut>, ApiError> {
-    caller.require_admin()?;
+    // A tenant key may read its own tenant; any other is not there for it.
+    if let Caller::Tenant(own) = &caller {
+        if own.as_str() != id {
+            return Err(ApiError::NotFound(format!("no tenant {id}")));
+        }
+    }
     let not_found = || ApiError::NotFound(format!("no tenant {id}"));
     let tenant_id = TenantId::parse(&id).ok_or_else(not_found)?;
     let tenant = state
@@ -221,7 +236,7 @@ pub async fn create_key(
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<CreateApiKey>,
 ) -> Result<(StatusCode, axum::Json<ApiKeyOut>), ApiError> {
-    caller.require_admin()?;
+    admin_of(&caller, &id)?;
     if req.name.as_ref().is_some_and(|n| n.len() > MAX_TEXT_LEN) {
         return Err(ApiError::Validation(vec![FieldError::new(
             "name",
@@ -266,7 +281,7 @@ pub async fn list_keys(
     Path(id): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<ApiKeyList>, ApiError> {
-    caller.require_admin()?;
+    admin_of(&caller, &id)?;
     let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let tenant_id = existing_tenant(&state, &id).await?;
     let rows = state
@@ -295,7 +310,7 @@ pub async fn revoke_key(
     caller: Caller,
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
+    admin_of(&caller, &id)?;
     let not_found = || ApiError::NotFound(format!("no key {key_id} for tenant {id}"));
     let tenant_id = TenantId::parse(&id).ok_or_else(not_found)?;
     let parsed = ApiKeyId::parse(&key_id).ok_or_else(not_found)?;

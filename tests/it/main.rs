@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod backpressure;
 mod cli;
 mod delivery;
 mod dev_mode;

@@ -1,6 +1,7 @@
 //! Shared test parts: a database per test, topics per test, the app started
 //! in-process on port 0, a recording webhook receiver, and polling helpers.
 
+pub mod broker;
 pub mod receiver;
 
 use std::future::Future;
@@ -124,6 +125,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(name: &str) -> Self {
+        Self::spawn_on(name, kafka_brokers()).await
+    }
+
+    /// Like `spawn`, against the Kafka brokers given.
+    pub async fn spawn_on(name: &str, brokers: String) -> Self {
         let db = TestDb::postgres().await;
         let prefix = unique(name);
         let topics = Topics {
@@ -135,7 +141,7 @@ impl TestApp {
             group_id: format!("{prefix}.dispatcher"),
         };
         let kafka = KafkaConfig {
-            brokers: kafka_brokers(),
+            brokers,
             properties: Vec::new(),
         };
         let config = AppConfig {
@@ -205,6 +211,57 @@ impl TestApp {
         assert_eq!(response.status(), 202, "event accepted");
         let answer: serde_json::Value = response.json().await.expect("JSON answer");
         answer["id"].as_str().expect("event id").to_owned()
+    }
+
+    /// Sends a request with `token`; answers the status and the JSON body
+    /// (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the API");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("read body");
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON answer")
+        };
+        (status, json)
+    }
+
+    /// A new tenant and an API key for it: `(tenant_id, key)`.
+    pub async fn tenant_with_key(&self, name: &str) -> (String, String) {
+        let (status, tenant) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/tenants",
+                ADMIN_TOKEN,
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, 201, "tenant created: {tenant}");
+        let id = tenant["id"].as_str().expect("tenant id").to_owned();
+        let (status, key) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/tenants/{id}/keys"),
+                ADMIN_TOKEN,
+                Some(serde_json::json!({ "name": "test" })),
+            )
+            .await;
+        assert_eq!(status, 201, "key created: {key}");
+        (id, key["key"].as_str().expect("key shown once").to_owned())
     }
 
     /// Waits until the store lists at least one attempt for the event.
