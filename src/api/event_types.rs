@@ -71,7 +71,7 @@ pub struct ListEventTypes {
     cursor: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/event-types", tag = "event-types",
+#[utoipa::path(post, path = "/v1/event-types", tag = "event-types", operation_id = "create_event_type",
     request_body = CreateEventType,
     responses(
         (status = 201, description = "Registered", body = EventTypeOut),
@@ -133,7 +133,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(event_type.into())))
 }
 
-#[utoipa::path(get, path = "/v1/event-types", tag = "event-types",
+#[utoipa::path(get, path = "/v1/event-types", tag = "event-types", operation_id = "list_event_types",
     params(ListEventTypes),
     responses(
         (status = 200, description = "A page of event types, by name", body = EventTypeList),
@@ -161,7 +161,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/event-types/{name}", tag = "event-types",
+#[utoipa::path(get, path = "/v1/event-types/{name}", tag = "event-types", operation_id = "get_event_type",
     params(("name" = String, Path, description = "Event type name")),
     responses(
         (status = 200, description = "The event type", body = EventTypeOut),

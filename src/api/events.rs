@@ -70,7 +70,7 @@ pub struct PublishedBatch {
     events: Vec<Published>,
 }
 
-#[utoipa::path(post, path = "/v1/events", tag = "events",
+#[utoipa::path(post, path = "/v1/events", tag = "events", operation_id = "publish_event",
     request_body = PublishEvent,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a publish safely: the same key and body answer the first response and publish nothing new (kept 24 h)")),
     responses(
@@ -118,7 +118,7 @@ pub async fn publish(
     }
 }
 
-#[utoipa::path(post, path = "/v1/events/batch", tag = "events",
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events", operation_id = "publish_events_batch",
     request_body = PublishBatch,
     params(("Idempotency-Key" = Option<String>, Header, description = "As for `POST /v1/events`")),
     responses(
@@ -182,7 +182,7 @@ pub async fn publish_batch(
     }
 }
 
-#[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events",
+#[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events", operation_id = "list_event_attempts",
     params(("id" = String, Path, description = "Event id"), ListAttempts),
     responses(
         (status = 200, description = "A page of the event's delivery attempts (a tenant key sees its own subscriptions' only), oldest first", body = AttemptList),

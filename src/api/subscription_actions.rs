@@ -99,7 +99,7 @@ pub struct ListAttempts {
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions",
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions", operation_id = "rotate_subscription_secret",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
     request_body(content = Option<RotateSecret>, description = "Optional; an empty body generates a secret with a 24 h grace period"),
     responses(
@@ -167,7 +167,7 @@ pub async fn rotate_secret(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions",
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions", operation_id = "test_subscription",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
     responses(
         (status = 200, description = "The attempt: a `hookgate.test` event sent to this subscription only, signed like any webhook. The endpoint's failure is an attempt with outcome `failed`, not an error.", body = AttemptOut),
@@ -211,7 +211,7 @@ pub async fn send_test(
     Ok(axum::Json(attempt.into()))
 }
 
-#[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions",
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions", operation_id = "list_subscription_attempts",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)"), ListAttempts),
     responses(
         (status = 200, description = "A page of the subscription's attempts, oldest first", body = AttemptList),

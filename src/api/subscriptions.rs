@@ -197,7 +197,7 @@ pub async fn list_tenant(
     Ok(tenant)
 }
 
-#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions",
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", operation_id = "create_subscription",
     request_body = CreateSubscription,
     responses(
         (status = 201, description = "Created; the answer shows the secret, once", body = SubscriptionOut),
@@ -285,7 +285,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", operation_id = "list_subscriptions",
     params(ListSubscriptions),
     responses(
         (status = 200, description = "A page of subscriptions, oldest first", body = SubscriptionList),
@@ -377,7 +377,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "get_subscription",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
     responses(
         (status = 200, description = "The subscription, without its secret", body = SubscriptionOut),
@@ -394,7 +394,7 @@ pub async fn get(
     Ok(axum::Json(SubscriptionOut::new(subscription, false)))
 }
 
-#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "update_subscription",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
     request_body = UpdateSubscription,
     responses(
@@ -467,7 +467,7 @@ pub async fn update(
     Ok(axum::Json(SubscriptionOut::new(s, false)))
 }
 
-#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "delete_subscription",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
     responses(
         (status = 204, description = "Deleted; nothing more is delivered to it"),

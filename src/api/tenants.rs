@@ -120,7 +120,7 @@ async fn existing_tenant(state: &AppState, id: &str) -> Result<TenantId, ApiErro
     }
 }
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", operation_id = "create_tenant",
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = TenantOut),
@@ -159,7 +159,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(tenant.into())))
 }
 
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", operation_id = "list_tenants",
     params(ListParams),
     responses(
         (status = 200, description = "A page of tenants", body = TenantList),
@@ -187,7 +187,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", operation_id = "get_tenant",
     params(("id" = String, Path, description = "Tenant id (`ten_…`)")),
     responses(
         (status = 200, description = "The tenant (a tenant key reads its own)", body = TenantOut),
@@ -217,7 +217,7 @@ pub async fn get(
     Ok(axum::Json(tenant.into()))
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "tenants", operation_id = "create_api_key",
     params(("id" = String, Path, description = "Tenant id (`ten_…`)")),
     request_body(content = Option<CreateApiKey>, description = "Optional"),
     responses(
@@ -265,7 +265,7 @@ pub async fn create_key(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "tenants", operation_id = "list_api_keys",
     params(("id" = String, Path, description = "Tenant id (`ten_…`)"), ListParams),
     responses(
         (status = 200, description = "A page of the tenant's keys (prefix only), revoked ones included", body = ApiKeyList),
@@ -296,7 +296,7 @@ pub async fn list_keys(
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "tenants",
+#[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", tag = "tenants", operation_id = "revoke_api_key",
     params(("id" = String, Path, description = "Tenant id (`ten_…`)"), ("key_id" = String, Path, description = "Key id (`key_…`)")),
     responses(
         (status = 204, description = "Revoked: the key no longer authenticates (revoking again is fine)"),
