@@ -115,7 +115,7 @@ pub async fn create(
         name: req.name,
         description: req.description,
         schema: req.schema,
-        created_at: Utc::now(),
+        created_at: super::now(),
     };
     let created = state
         .store

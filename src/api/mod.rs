@@ -119,6 +119,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The current time at the database's precision (microseconds), so that an
+/// answer shows the same timestamps as a later read.
+pub(crate) fn now() -> chrono::DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(openapi::ApiDoc::openapi())
 }

@@ -136,7 +136,7 @@ pub async fn rotate_secret(
             "the new secret must differ from the current one",
         ));
     }
-    let now = Utc::now();
+    let now = super::now();
     let expires_at = (grace > 0).then(|| now + Duration::seconds(i64::from(grace)));
     s.previous_secrets.retain(|p| p.expires_at > now);
     if let Some(expires_at) = expires_at {
@@ -189,7 +189,7 @@ pub async fn send_test(
         id: new_event_id(),
         event_type: TEST_EVENT_TYPE.to_owned(),
         source: "hookgate".to_owned(),
-        time: Utc::now(),
+        time: super::now(),
         key: None,
         data: RawValue::from_string(data.to_string()).map_err(ApiError::internal)?,
         tenant_id: Some(subscription.tenant_id.clone()),

@@ -239,7 +239,7 @@ pub async fn create(
             "a new subscription is active or paused",
         ));
     }
-    let now = Utc::now();
+    let now = super::now();
     let subscription = Subscription {
         id: SubscriptionId::generate(),
         tenant_id: tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
@@ -454,7 +454,7 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    s.updated_at = Utc::now();
+    s.updated_at = super::now();
     if !state
         .store
         .update_subscription(&s)
@@ -484,7 +484,7 @@ pub async fn delete(
     let parsed = SubscriptionId::parse(&id).ok_or_else(not_found)?;
     let deleted = state
         .store
-        .delete_subscription(caller.scope(), &parsed, Utc::now())
+        .delete_subscription(caller.scope(), &parsed, super::now())
         .await
         .map_err(ApiError::store)?;
     if !deleted {

@@ -148,7 +148,7 @@ pub async fn create(
     let tenant = Tenant {
         id: TenantId::generate(),
         name: name.to_owned(),
-        created_at: Utc::now(),
+        created_at: super::now(),
     };
     state
         .store
@@ -250,7 +250,7 @@ pub async fn create_key(
         tenant_id,
         name: req.name,
         prefix: secret.shown_prefix(),
-        created_at: Utc::now(),
+        created_at: super::now(),
         revoked_at: None,
     };
     state
@@ -316,7 +316,7 @@ pub async fn revoke_key(
     let parsed = ApiKeyId::parse(&key_id).ok_or_else(not_found)?;
     let revoked = state
         .store
-        .revoke_api_key(&tenant_id, &parsed, Utc::now())
+        .revoke_api_key(&tenant_id, &parsed, super::now())
         .await
         .map_err(ApiError::store)?;
     if !revoked {

@@ -61,7 +61,10 @@ async fn publishing_answers_503_while_the_broker_is_away_and_recovers() {
             .parse()
             .expect("seconds");
         assert!(retry_after >= 1);
-        assert!(took < bound, "answered in {took:?}, over the bound {bound:?}");
+        assert!(
+            took < bound,
+            "answered in {took:?}, over the bound {bound:?}"
+        );
     }
     let (status, body) = app
         .call(

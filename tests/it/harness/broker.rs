@@ -27,9 +27,11 @@ fn kafka_libs() -> PathBuf {
     if let Ok(libs) = std::env::var("HOOKGATE_TEST_KAFKA_LIBS") {
         return PathBuf::from(libs);
     }
-    let cache = std::env::var("HOOKGATE_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hookgate")
-    });
+    let cache = std::env::var("HOOKGATE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hookgate")
+        });
     let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
         .expect("~/.cache/hookgate exists: run scripts/test-env start")
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -149,10 +151,14 @@ impl PrivateBroker {
             .expect("start the private broker (java)");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        eventually("the private broker to accept connections", START_DEADLINE, || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
-        })
+        eventually(
+            "the private broker to accept connections",
+            START_DEADLINE,
+            || {
+                let addr = addr.clone();
+                async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
+            },
+        )
         .await;
     }
 

@@ -264,6 +264,35 @@ impl TestApp {
         (id, key["key"].as_str().expect("key shown once").to_owned())
     }
 
+    /// How many records the topic holds (sum of high - low watermarks).
+    pub async fn records_on(&self, topic: &str) -> i64 {
+        let brokers = self.kafka.brokers.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .expect("consumer");
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .expect("topic metadata");
+            metadata.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let (low, high) = consumer
+                        .fetch_watermarks(&topic, p.id(), timeout)
+                        .expect("watermarks");
+                    high - low
+                })
+                .sum()
+        })
+        .await
+        .expect("count records")
+    }
+
     /// Waits until the store lists at least one attempt for the event.
     pub async fn attempts_for(
         &self,

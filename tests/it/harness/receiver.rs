@@ -48,6 +48,11 @@ impl TestReceiver {
         Self { url, shared, task }
     }
 
+    /// The status later requests are answered with.
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::Relaxed);
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().expect("lock").clone()
     }

@@ -1,0 +1,90 @@
+//! The committed OpenAPI document is the one the code generates, and the
+//! server serves it.
+
+use hookgate::api::openapi::{yaml, ApiDoc};
+use utoipa::OpenApi;
+
+use crate::harness::TestApp;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/hookgate.yaml");
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    let generated = yaml();
+    if std::env::var_os("HOOKGATE_UPDATE_OPENAPI").is_some() {
+        std::fs::write(COMMITTED, &generated).expect("rewrite openapi/hookgate.yaml");
+    }
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/hookgate.yaml differs from what the code generates. Regenerate it with\n  \
+         cargo run -- openapi > openapi/hookgate.yaml\nor\n  \
+         HOOKGATE_UPDATE_OPENAPI=1 cargo test --test it openapi"
+    );
+}
+
+#[test]
+fn every_operation_is_documented_with_its_errors() {
+    let doc: serde_json::Value =
+        serde_json::to_value(ApiDoc::openapi()).expect("the document is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("post", "/v1/tenants"),
+        ("get", "/v1/tenants"),
+        ("get", "/v1/tenants/{id}"),
+        ("post", "/v1/tenants/{id}/keys"),
+        ("get", "/v1/tenants/{id}/keys"),
+        ("delete", "/v1/tenants/{id}/keys/{key_id}"),
+        ("post", "/v1/subscriptions"),
+        ("get", "/v1/subscriptions"),
+        ("get", "/v1/subscriptions/{id}"),
+        ("patch", "/v1/subscriptions/{id}"),
+        ("delete", "/v1/subscriptions/{id}"),
+        ("post", "/v1/subscriptions/{id}/rotate-secret"),
+        ("post", "/v1/subscriptions/{id}/test"),
+        ("get", "/v1/subscriptions/{id}/attempts"),
+        ("post", "/v1/event-types"),
+        ("get", "/v1/event-types"),
+        ("get", "/v1/event-types/{name}"),
+        ("post", "/v1/events"),
+        ("post", "/v1/events/batch"),
+        ("get", "/v1/events/{id}/attempts"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+    ];
+    for (method, path) in routes {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        if path.starts_with("/v1/") {
+            let unauthorized = &operation["responses"]["401"]["content"];
+            assert!(
+                unauthorized["application/problem+json"].is_object(),
+                "{method} {path} documents its 401 problem"
+            );
+        }
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|item| item.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(documented, routes.len(), "no undocumented extra operations");
+}
+
+#[tokio::test]
+async fn the_server_serves_the_generated_document() {
+    let app = TestApp::spawn("openapi").await;
+    let served: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("JSON");
+    let generated = serde_json::to_value(ApiDoc::openapi()).expect("JSON");
+    assert_eq!(served, generated);
+    app.stop().await;
+}
