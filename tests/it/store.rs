@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use hookgate::domain::{
-    Attempt, AttemptId, Outcome, RateLimit, Subscription, SubscriptionId, SubscriptionStatus,
-    TenantId,
+    ApiKey, ApiKeyId, Attempt, AttemptId, EventType, NewApiKey, Outcome, PreviousSecret, RateLimit,
+    Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
 };
-use hookgate::store::Store;
+use hookgate::store::{AttemptFilter, Page, Store};
 
 use crate::harness::TestDb;
 
@@ -166,6 +166,310 @@ async fn scenarios(store: Arc<dyn Store>) {
         .is_empty());
 }
 
+/// The REST API's resources: tenants and keys, subscription lists and
+/// writes, event types, idempotency records, attempt lists.
+async fn api_scenarios(store: Arc<dyn Store>) {
+    let page = |after: Option<&'static str>, limit: i64| Page { after, limit };
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+
+    // Tenants, by id; keys by hash, revocable.
+    let tenant = Tenant {
+        id: TenantId::generate(),
+        name: "Acme".to_owned(),
+        created_at: now,
+    };
+    store.create_tenant(&tenant).await.expect("create tenant");
+    let read = store
+        .get_tenant(&tenant.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!((read.name.as_str(), read.created_at), ("Acme", now));
+    let tenants = store.list_tenants(page(None, 10)).await.expect("list");
+    let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [tenant.id.as_str(), "ten_default"], "ordered by id");
+    let after_first = store
+        .list_tenants(Page {
+            after: Some(tenant.id.as_str()),
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(after_first.len(), 1);
+
+    let secret = NewApiKey::generate();
+    let key = ApiKey {
+        id: ApiKeyId::generate(),
+        tenant_id: tenant.id.clone(),
+        name: Some("ci".to_owned()),
+        prefix: secret.shown_prefix(),
+        created_at: now,
+        revoked_at: None,
+    };
+    store
+        .create_api_key(&key, &secret.hash)
+        .await
+        .expect("create key");
+    assert_eq!(
+        store.tenant_for_key(&secret.hash).await.expect("lookup"),
+        Some(tenant.id.clone())
+    );
+    assert_eq!(store.tenant_for_key("0000").await.expect("lookup"), None);
+    let keys = store
+        .list_api_keys(&tenant.id, page(None, 10))
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].prefix, key.prefix);
+    assert!(
+        !store
+            .revoke_api_key(&TenantId::default_tenant(), &key.id, now)
+            .await
+            .expect("revoke"),
+        "another tenant's key is not revoked"
+    );
+    assert!(store
+        .revoke_api_key(&tenant.id, &key.id, now)
+        .await
+        .expect("revoke"));
+    assert_eq!(
+        store.tenant_for_key(&secret.hash).await.expect("lookup"),
+        None
+    );
+
+    // Subscriptions: listed per tenant and status, updated and deleted with
+    // a new version each time.
+    let mut first = subscription("https://example.com/1");
+    first.tenant_id = tenant.id.clone();
+    let mut second = subscription("https://example.com/2");
+    second.tenant_id = tenant.id.clone();
+    second.status = SubscriptionStatus::Paused;
+    let other = subscription("https://example.com/other");
+    for s in [&first, &second, &other] {
+        store.create_subscription(s).await.expect("create");
+    }
+    let listed = store
+        .list_subscriptions(&tenant.id, None, page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        [first.id.clone(), second.id.clone()]
+    );
+    let paused = store
+        .list_subscriptions(&tenant.id, Some(SubscriptionStatus::Paused), page(None, 10))
+        .await
+        .expect("list");
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].id, second.id);
+    let version = |changes: &[hookgate::store::SubscriptionChange], id: &SubscriptionId| {
+        changes
+            .iter()
+            .find(|c| c.subscription.id == *id)
+            .map(|c| (c.version, c.deleted))
+    };
+    let before = store.subscription_changes(0, 100).await.expect("changes");
+    let mut updated = first.clone();
+    updated.url = "https://example.com/new".to_owned();
+    updated.previous_secrets = vec![PreviousSecret {
+        secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_owned(),
+        expires_at: now,
+    }];
+    assert!(store.update_subscription(&updated).await.expect("update"));
+    let read = store
+        .get_subscription(Some(&tenant.id), &first.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(read.url, "https://example.com/new");
+    assert_eq!(read.previous_secrets, updated.previous_secrets);
+    let after = store.subscription_changes(0, 100).await.expect("changes");
+    assert!(version(&after, &first.id) > version(&before, &first.id));
+    assert!(
+        !store
+            .delete_subscription(Some(&TenantId::default_tenant()), &first.id, now)
+            .await
+            .expect("delete"),
+        "another tenant's subscription is not deleted"
+    );
+    assert!(store
+        .delete_subscription(Some(&tenant.id), &first.id, now)
+        .await
+        .expect("delete"));
+    assert!(!store
+        .delete_subscription(None, &first.id, now)
+        .await
+        .expect("delete again"));
+    assert!(
+        !store.update_subscription(&updated).await.expect("update"),
+        "gone"
+    );
+    let deleted = store.subscription_changes(0, 100).await.expect("changes");
+    let (v, gone) = version(&deleted, &first.id).expect("listed");
+    assert!(gone && Some((v, true)) > version(&after, &first.id));
+    assert!(store
+        .get_subscription(None, &first.id)
+        .await
+        .expect("get")
+        .is_none());
+
+    // Event types, unique by name.
+    let schema = serde_json::json!({"type": "object"});
+    let event_type = EventType {
+        name: "invoice.paid".to_owned(),
+        description: Some("paid".to_owned()),
+        schema: Some(schema.clone()),
+        created_at: now,
+    };
+    assert!(store.create_event_type(&event_type).await.expect("create"));
+    assert!(!store
+        .create_event_type(&event_type)
+        .await
+        .expect("create again"));
+    let read = store
+        .get_event_type("invoice.paid")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(read.schema, Some(schema));
+    assert!(store
+        .get_event_type("nothing")
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        store
+            .list_event_types(page(None, 5))
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+
+    // Idempotency: one claim wins; the answer is saved; old records purged.
+    let old = now - chrono::Duration::hours(1);
+    assert!(store
+        .idempotency_claim("admin", "k1", "hash-a", now, old)
+        .await
+        .expect("claim"));
+    assert!(!store
+        .idempotency_claim("admin", "k1", "hash-a", now, old)
+        .await
+        .expect("claim again"));
+    assert!(store
+        .idempotency_claim("ten_x", "k1", "hash-a", now, old)
+        .await
+        .expect("another scope"));
+    let record = store
+        .idempotency_get("admin", "k1")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(
+        (record.request_hash.as_str(), record.response),
+        ("hash-a", None)
+    );
+    store
+        .idempotency_complete("admin", "k1", 202, r#"{"id":"evt_1"}"#)
+        .await
+        .expect("complete");
+    let record = store
+        .idempotency_get("admin", "k1")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(record.response, Some((202, r#"{"id":"evt_1"}"#.to_owned())));
+    store
+        .idempotency_release("ten_x", "k1")
+        .await
+        .expect("release");
+    assert!(store
+        .idempotency_get("ten_x", "k1")
+        .await
+        .expect("get")
+        .is_none());
+    // A claim left in progress by a dead request is taken over once stale.
+    assert!(store
+        .idempotency_claim("admin", "k2", "hash-b", old, old)
+        .await
+        .expect("claim"));
+    assert!(!store
+        .idempotency_claim("admin", "k2", "hash-c", now, old)
+        .await
+        .expect("not stale yet"));
+    assert!(store
+        .idempotency_claim("admin", "k2", "hash-c", now, now)
+        .await
+        .expect("stale: taken over"));
+    assert_eq!(
+        store
+            .purge_idempotency(now + chrono::Duration::seconds(1))
+            .await
+            .expect("purge"),
+        2
+    );
+    assert!(store
+        .idempotency_get("admin", "k1")
+        .await
+        .expect("get")
+        .is_none());
+
+    // Attempts, filtered and paged by id.
+    let attempts = vec![
+        attempt(&second, "evt_p", 1, Outcome::Failed),
+        attempt(&second, "evt_p", 2, Outcome::Success),
+        attempt(&other, "evt_p", 1, Outcome::Success),
+    ];
+    store.insert_attempts(&attempts).await.expect("insert");
+    let for_second = AttemptFilter {
+        subscription: Some(&second.id),
+        ..AttemptFilter::default()
+    };
+    let page_one = store
+        .list_attempts(&for_second, page(None, 1))
+        .await
+        .expect("list");
+    assert_eq!(page_one.len(), 1);
+    assert_eq!(page_one[0].id, attempts[0].id);
+    let page_two = store
+        .list_attempts(
+            &for_second,
+            Page {
+                after: Some(page_one[0].id.as_str()),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(page_two.len(), 1);
+    assert_eq!(page_two[0].id, attempts[1].id);
+    let tenant_view = AttemptFilter {
+        tenant: Some(&tenant.id),
+        event_id: Some("evt_p"),
+        ..AttemptFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_attempts(&tenant_view, page(None, 10))
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+    let everyone = AttemptFilter {
+        event_id: Some("evt_p"),
+        ..AttemptFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_attempts(&everyone, page(None, 10))
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+}
+
 #[tokio::test]
 async fn store_scenarios_on_postgres() {
     let db = TestDb::postgres().await;
@@ -177,4 +481,17 @@ async fn store_scenarios_on_postgres() {
 async fn store_scenarios_on_sqlite() {
     let db = TestDb::sqlite();
     scenarios(db.store().await).await;
+}
+
+#[tokio::test]
+async fn api_store_scenarios_on_postgres() {
+    let db = TestDb::postgres().await;
+    api_scenarios(db.store().await).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn api_store_scenarios_on_sqlite() {
+    let db = TestDb::sqlite();
+    api_scenarios(db.store().await).await;
 }
