@@ -222,3 +222,84 @@ impl SubscriptionCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Duration;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::domain::{PreviousSecret, TenantId};
+
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    fn target(tenant: &str, previous: Vec<PreviousSecret>) -> Target {
+        let now = Utc::now();
+        Target::new(Subscription {
+            id: SubscriptionId::generate(),
+            tenant_id: TenantId::from_trusted(tenant.to_owned()),
+            url: "http://127.0.0.1:1/".to_owned(),
+            event_types: vec!["order.*".to_owned()],
+            secret: NEW.to_owned(),
+            previous_secrets: previous,
+            rate_limit: None,
+            max_in_flight: None,
+            ordered: false,
+            headers: BTreeMap::new(),
+            status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            description: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .expect("valid target")
+    }
+
+    fn event(tenant: Option<&str>) -> Event {
+        Event {
+            id: "evt_1".to_owned(),
+            event_type: "order.created".to_owned(),
+            source: "test".to_owned(),
+            time: Utc::now(),
+            key: None,
+            data: RawValue::from_string("{}".to_owned()).expect("JSON"),
+            tenant_id: tenant.map(|t| TenantId::from_trusted(t.to_owned())),
+        }
+    }
+
+    #[test]
+    fn a_tenants_event_goes_to_that_tenant_only() {
+        let mine = target("ten_a", Vec::new());
+        assert!(
+            mine.wants_event(&event(None)),
+            "admin and raw Kafka events: everyone"
+        );
+        assert!(mine.wants_event(&event(Some("ten_a"))));
+        assert!(!mine.wants_event(&event(Some("ten_b"))));
+    }
+
+    #[test]
+    fn signs_with_every_secret_still_in_its_grace_period() {
+        let now = Utc::now();
+        let rotated = target(
+            "ten_a",
+            vec![PreviousSecret {
+                secret: OLD.to_owned(),
+                expires_at: now + Duration::hours(1),
+            }],
+        );
+        let old = SigningSecret::parse(OLD).expect("secret");
+        let new = SigningSecret::parse(NEW).expect("secret");
+        let header = rotated.signature("msg_1", 1, b"{}", now);
+        assert_eq!(header.split(' ').count(), 2);
+        assert!(old.verify("msg_1", 1, b"{}", &header));
+        assert!(new.verify("msg_1", 1, b"{}", &header));
+        let later = rotated.signature("msg_1", 1, b"{}", now + Duration::hours(2));
+        assert_eq!(later, new.sign("msg_1", 1, b"{}"));
+        assert!(!old.verify("msg_1", 1, b"{}", &later));
+    }
+}
