@@ -31,7 +31,11 @@ const MAX_CACHED: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct CreateEventType {
     /// Dot-separated words: `order.created`.
-    #[schema(example = "order.created")]
+    #[schema(
+        example = "order.created",
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        max_length = 255
+    )]
     name: String,
     description: Option<String>,
     /// A JSON Schema (draft 2020-12 unless `$schema` says otherwise) for `data`.
@@ -176,6 +180,9 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<axum::Json<EventTypeOut>, ApiError> {
     caller.require_admin()?;
+    if !is_valid_event_type(&name) {
+        return Err(ApiError::NotFound(format!("no event type {name}")));
+    }
     let event_type = state
         .store
         .get_event_type(&name)
@@ -190,8 +197,12 @@ fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> 
     if !schema.is_object() && !schema.is_boolean() {
         return Err("a JSON Schema is an object or a boolean".to_owned());
     }
-    if serde_json::to_string(schema).map_or(0, |s| s.len()) > 64 * MAX_TEXT_LEN {
+    let text = serde_json::to_string(schema).unwrap_or_default();
+    if text.len() > 64 * MAX_TEXT_LEN {
         return Err("at most 64 KiB".to_owned());
+    }
+    if text.contains("\\u0000") {
+        return Err(super::validate::NUL_MESSAGE.to_owned());
     }
     jsonschema::meta::validate(schema).map_err(|e| format!("not a valid JSON Schema: {e}"))?;
     jsonschema::validator_for(schema).map_err(|e| format!("not a usable JSON Schema: {e}"))

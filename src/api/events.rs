@@ -38,12 +38,17 @@ pub struct PublishEvent {
     /// Dot-separated words: `order.created`. When the type is registered
     /// with a schema, `data` must satisfy it.
     #[serde(rename = "type")]
-    #[schema(example = "order.created")]
+    #[schema(
+        example = "order.created",
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        max_length = 255
+    )]
     event_type: String,
     /// Any JSON; delivered as is.
     #[schema(value_type = Object)]
     data: Box<RawValue>,
     /// Partition key: events of one key are ordered (for `ordered` subscriptions).
+    #[schema(min_length = 1, max_length = 1024)]
     key: Option<String>,
     /// Event id (default: a generated `evt_…`); `webhook-id`s derive from it.
     id: Option<String>,
@@ -55,6 +60,7 @@ pub struct PublishEvent {
 #[serde(deny_unknown_fields)]
 pub struct PublishBatch {
     /// 1 to 1,000 events.
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<PublishEvent>,
 }
 
@@ -198,6 +204,9 @@ pub async fn attempts(
     Query(params): Query<ListAttempts>,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
     let page = list_params(&params)?;
+    if !printable_token(&id, MAX_ID_LEN) {
+        return Err(ApiError::NotFound(format!("no attempts of event {id}")));
+    }
     let filter = AttemptFilter {
         tenant: caller.scope(),
         subscription: None,

@@ -84,7 +84,9 @@ fn decode(cursor: &str) -> Option<String> {
         return None;
     }
     let bytes = B64.decode(cursor).ok()?;
-    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
 }
 
 /// Declares a list answer `{"data": [...], "next_cursor": …}` for an item type.

@@ -90,6 +90,13 @@ impl ApiError {
     pub fn store(error: crate::store::Error) -> Self {
         use crate::store::Error as E;
         match &error {
+            // Text PostgreSQL cannot store (NUL characters); validation
+            // should catch it first, this keeps a miss from becoming a 500.
+            E::Query(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                Self::BadRequest("text values must not contain NUL characters".to_owned())
+            }
             E::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
                 tracing::warn!(%error, "database unavailable");
                 Self::Unavailable {

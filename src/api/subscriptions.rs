@@ -33,10 +33,10 @@ pub struct CreateSubscription {
     /// key creates for its own tenant.
     tenant_id: Option<String>,
     /// Where webhooks are POSTed: http or https.
-    #[schema(example = "https://example.com/hooks")]
+    #[schema(example = "https://example.com/hooks", max_length = 2048)]
     url: String,
     /// Event type names, `prefix.*` patterns, or `*`.
-    #[schema(example = json!(["order.*", "invoice.paid"]))]
+    #[schema(example = json!(["order.*", "invoice.paid"]), min_items = 1, max_items = 100)]
     event_types: Vec<String>,
     /// `whsec_` and base64 of 24 to 64 bytes; generated when absent.
     secret: Option<String>,

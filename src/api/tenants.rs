@@ -10,8 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::pagination::{list_of, PageRequest};
-use super::problem::{ApiError, FieldError, Problem};
-use super::validate::MAX_TEXT_LEN;
+use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::domain::{ApiKey, ApiKeyId, NewApiKey, Tenant, TenantId};
 
@@ -139,10 +138,10 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<TenantOut>), ApiError> {
     caller.require_admin()?;
     let name = req.name.trim();
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || super::validate::has_nul(name) {
         return Err(ApiError::field(
             "name",
-            format!("1 to {MAX_NAME_LEN} bytes, not only spaces"),
+            format!("1 to {MAX_NAME_LEN} bytes, not only spaces, without NUL"),
         ));
     }
     let tenant = Tenant {
@@ -237,11 +236,10 @@ pub async fn create_key(
     OptionalJson(req): OptionalJson<CreateApiKey>,
 ) -> Result<(StatusCode, axum::Json<ApiKeyOut>), ApiError> {
     admin_of(&caller, &id)?;
-    if req.name.as_ref().is_some_and(|n| n.len() > MAX_TEXT_LEN) {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "name",
-            format!("at most {MAX_TEXT_LEN} bytes"),
-        )]));
+    let mut errors = Vec::new();
+    super::validate::text("name", req.name.as_deref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
     }
     let tenant_id = existing_tenant(&state, &id).await?;
     let secret = NewApiKey::generate();

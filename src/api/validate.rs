@@ -62,6 +62,8 @@ pub fn subscription(s: &Subscription) -> Vec<FieldError> {
 pub fn url(raw: &str, errors: &mut Vec<FieldError>) {
     let problem = if raw.len() > MAX_URL_LEN {
         Some(format!("at most {MAX_URL_LEN} characters"))
+    } else if has_nul(raw) {
+        Some(NUL_MESSAGE.to_owned())
     } else {
         match url::Url::parse(raw) {
             Err(e) => Some(format!("not a URL: {e}")),
@@ -126,10 +128,17 @@ fn metadata(metadata: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
         ));
     }
     for (key, value) in metadata {
-        if key.is_empty() || key.len() > MAX_KEY_LEN || value.len() > MAX_TEXT_LEN {
+        if key.is_empty()
+            || key.len() > MAX_KEY_LEN
+            || value.len() > MAX_TEXT_LEN
+            || has_nul(key)
+            || has_nul(value)
+        {
             errors.push(FieldError::new(
                 format!("metadata/{}", pointer_escape(key)),
-                format!("keys are 1 to {MAX_KEY_LEN} and values at most {MAX_TEXT_LEN} bytes"),
+                format!(
+                    "keys are 1 to {MAX_KEY_LEN} and values at most {MAX_TEXT_LEN} bytes, without NUL"
+                ),
             ));
         }
     }
@@ -141,7 +150,16 @@ pub fn text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
             field,
             format!("at most {MAX_TEXT_LEN} bytes"),
         ));
+    } else if value.is_some_and(has_nul) {
+        errors.push(FieldError::new(field, NUL_MESSAGE));
     }
+}
+
+pub const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+/// PostgreSQL stores no NUL in text (nor `\u0000` in JSON).
+pub fn has_nul(value: &str) -> bool {
+    value.contains('\0')
 }
 
 /// Map keys inside a field path, as JSON Pointer escapes them.

@@ -217,6 +217,8 @@ async fn updates_are_partial_validated_and_versioned() {
             "headers/Webhook-Id",
         ),
         (json!({"ordered": "yes"}), "ordered"),
+        (json!({"description": "nul\u{0}"}), "description"),
+        (json!({"metadata": {"k": "nul\u{0}"}}), "metadata/k"),
         (json!({"secret": "whsec_x"}), "secret"),
     ] {
         let (status, problem) = app

@@ -25,7 +25,7 @@ async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
     let tenant_id = tenant["id"].as_str().expect("id").to_owned();
     assert!(tenant_id.starts_with("ten_"));
     assert_eq!(tenant["name"], "Acme");
-    for name in ["", "   ", &"x".repeat(300)] {
+    for name in ["", "   ", &"x".repeat(300), "nul\u{0}inside"] {
         let (status, problem) = app
             .call(
                 Method::POST,
