@@ -26,10 +26,7 @@ pub enum StartError {
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 pub struct Running {
@@ -74,10 +71,7 @@ pub async fn start(
             Some(listener) => listener,
             None => TcpListener::bind(listen)
                 .await
-                .map_err(|source| StartError::Listen {
-                    addr: listen,
-                    source,
-                })?,
+                .map_err(|source| StartError::Listen { addr: listen, source })?,
         };
         running.api_addr = listener.local_addr().ok();
         let state = AppState::new(
@@ -90,21 +84,10 @@ pub async fn start(
         running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
     }
     if let Some(dispatcher_config) = &config.dispatcher {
-        let (kafka, topics, dispatcher_config) = (
-            config.kafka.clone(),
-            config.topics.clone(),
-            dispatcher_config.clone(),
-        );
+        let (kafka, topics, dispatcher_config) =
+            (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone());
         running.dispatcher = Some(tokio::spawn(async move {
-            dispatcher::run(
-                &kafka,
-                store,
-                producer,
-                &topics,
-                &dispatcher_config,
-                shutdown,
-            )
-            .await
+            dispatcher::run(&kafka, store, producer, &topics, &dispatcher_config, shutdown).await
         }));
     }
     Ok(running)

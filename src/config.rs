@@ -127,9 +127,7 @@ pub struct ApiConfig {
 
 impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiConfig")
-            .field("admin_tokens", &"***")
-            .finish()
+        f.debug_struct("ApiConfig").field("admin_tokens", &"***").finish()
     }
 }
 
@@ -182,12 +180,8 @@ impl Topics {
 
     /// The topics to create at start: the named (not regex) ones.
     pub fn to_create(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .source
-            .iter()
-            .filter(|t| !t.starts_with('^'))
-            .cloned()
-            .collect();
+        let mut names: Vec<String> =
+            self.source.iter().filter(|t| !t.starts_with('^')).cloned().collect();
         for extra in [&self.publish, &self.dlq] {
             if !names.contains(extra) {
                 names.push(extra.clone());
@@ -207,10 +201,7 @@ impl KafkaConfig {
                 Some((key.to_ascii_lowercase().replace('_', "."), value))
             })
             .collect();
-        Self {
-            brokers,
-            properties,
-        }
+        Self { brokers, properties }
     }
 }
 
@@ -224,11 +215,7 @@ fn non_empty(value: &str) -> Result<String, String> {
 }
 
 fn broker_list(value: &str) -> Result<String, String> {
-    let brokers: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .collect();
+    let brokers: Vec<&str> = value.split(',').map(str::trim).filter(|b| !b.is_empty()).collect();
     if brokers.is_empty() {
         return Err("the broker list is empty".to_owned());
     }
@@ -299,14 +286,8 @@ mod tests {
         };
         let topics = Topics::from_args(&args).expect("valid");
         assert_eq!(topics.publish, "orders");
-        assert_eq!(
-            topics.to_create(),
-            vec!["orders".to_owned(), "dlq".to_owned()]
-        );
-        let only_regex = TopicArgs {
-            topics: vec!["^x".into()],
-            ..args
-        };
+        assert_eq!(topics.to_create(), vec!["orders".to_owned(), "dlq".to_owned()]);
+        let only_regex = TopicArgs { topics: vec!["^x".into()], ..args };
         assert!(Topics::from_args(&only_regex).is_err());
     }
 }

@@ -53,9 +53,8 @@ impl Caller {
     /// The tenant a create or list acts on: a tenant key's own; for an
     /// admin the one named, or the built-in default tenant.
     pub fn acting_tenant(&self, requested: Option<&str>) -> Result<TenantId, TenantChoice> {
-        let parsed = requested
-            .map(|raw| TenantId::parse(raw).ok_or(TenantChoice::Malformed))
-            .transpose()?;
+        let parsed =
+            requested.map(|raw| TenantId::parse(raw).ok_or(TenantChoice::Malformed)).transpose()?;
         match (self, parsed) {
             (Self::Admin, None) => Ok(TenantId::default_tenant()),
             (Self::Admin, Some(tenant)) => Ok(tenant),

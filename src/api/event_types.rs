@@ -121,11 +121,7 @@ pub async fn create(
         schema: req.schema,
         created_at: super::now(),
     };
-    let created = state
-        .store
-        .create_event_type(&event_type)
-        .await
-        .map_err(ApiError::store)?;
+    let created = state.store.create_event_type(&event_type).await.map_err(ApiError::store)?;
     if !created {
         return Err(ApiError::Conflict {
             code: "conflict",
@@ -153,16 +149,9 @@ pub async fn list(
 ) -> Result<axum::Json<EventTypeList>, ApiError> {
     caller.require_admin()?;
     let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
-    let rows = state
-        .store
-        .list_event_types(page.store_page())
-        .await
-        .map_err(ApiError::store)?;
+    let rows = state.store.list_event_types(page.store_page()).await.map_err(ApiError::store)?;
     let (rows, next_cursor) = page.finish(rows, |t| t.name.as_str());
-    Ok(axum::Json(EventTypeList {
-        data: rows.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    Ok(axum::Json(EventTypeList { data: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/event-types/{name}", tag = "event-types", operation_id = "get_event_type",
@@ -233,11 +222,7 @@ impl SchemaCache {
         store: &dyn Store,
         name: &str,
     ) -> Result<Option<Arc<jsonschema::Validator>>, ApiError> {
-        let cached = self
-            .entries
-            .read()
-            .ok()
-            .and_then(|entries| entries.get(name).cloned());
+        let cached = self.entries.read().ok().and_then(|entries| entries.get(name).cloned());
         if let Some((at, validator)) = cached {
             if at.elapsed() < SCHEMA_TTL {
                 return Ok(validator);

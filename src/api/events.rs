@@ -116,10 +116,7 @@ pub async fn publish(
         }
         None => {
             let (status, answer) = work().await?;
-            Ok(axum::response::IntoResponse::into_response((
-                status,
-                axum::Json(answer),
-            )))
+            Ok(axum::response::IntoResponse::into_response((status, axum::Json(answer))))
         }
     }
 }
@@ -147,10 +144,7 @@ pub async fn publish_batch(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency::key(&headers)?;
     if req.events.is_empty() || req.events.len() > MAX_BATCH {
-        return Err(ApiError::field(
-            "events",
-            format!("1 to {MAX_BATCH} events"),
-        ));
+        return Err(ApiError::field("events", format!("1 to {MAX_BATCH} events")));
     }
     let mut errors = Vec::new();
     let mut events = Vec::with_capacity(req.events.len());
@@ -167,10 +161,8 @@ pub async fn publish_batch(
     let work = || async {
         send(&state, &events).await?;
         tracing::debug!(events = events.len(), "batch published");
-        let ids: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| serde_json::json!({ "id": e.id }))
-            .collect();
+        let ids: Vec<serde_json::Value> =
+            events.iter().map(|e| serde_json::json!({ "id": e.id })).collect();
         Ok((StatusCode::ACCEPTED, serde_json::json!({ "events": ids })))
     };
     match idempotency_key {
@@ -180,10 +172,7 @@ pub async fn publish_batch(
         }
         None => {
             let (status, answer) = work().await?;
-            Ok(axum::response::IntoResponse::into_response((
-                status,
-                axum::Json(answer),
-            )))
+            Ok(axum::response::IntoResponse::into_response((status, axum::Json(answer))))
         }
     }
 }
@@ -207,11 +196,7 @@ pub async fn attempts(
     if !printable_token(&id, MAX_ID_LEN) {
         return Err(ApiError::NotFound(format!("no attempts of event {id}")));
     }
-    let filter = AttemptFilter {
-        tenant: caller.scope(),
-        subscription: None,
-        event_id: Some(&id),
-    };
+    let filter = AttemptFilter { tenant: caller.scope(), subscription: None, event_id: Some(&id) };
     let answer = attempt_page(&state, &filter, &page).await?;
     // Events are not stored, only their attempts: an event with none the
     // caller may see is, for that caller, not there.
@@ -240,38 +225,18 @@ async fn validate(
             "dot-separated words of letters, digits, `_` and `-`, at most 255 characters".into(),
         );
     }
-    if req
-        .id
-        .as_ref()
-        .is_some_and(|id| !printable_token(id, MAX_ID_LEN))
-    {
-        error(
-            "id",
-            format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
-        );
+    if req.id.as_ref().is_some_and(|id| !printable_token(id, MAX_ID_LEN)) {
+        error("id", format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"));
     }
-    if req
-        .key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
-    {
+    if req.key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
         error("key", format!("1 to {MAX_KEY_LEN} bytes"));
     }
-    if req
-        .source
-        .as_ref()
-        .is_some_and(|s| !printable_token(s, MAX_ID_LEN))
-    {
-        error(
-            "source",
-            format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
-        );
+    if req.source.as_ref().is_some_and(|s| !printable_token(s, MAX_ID_LEN)) {
+        error("source", format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"));
     }
     if valid_type {
-        if let Some(validator) = state
-            .schemas
-            .validator(state.store.as_ref(), &req.event_type)
-            .await?
+        if let Some(validator) =
+            state.schemas.validator(state.store.as_ref(), &req.event_type).await?
         {
             check_data(&validator, &req.data, prefix, errors);
         }
@@ -296,11 +261,8 @@ fn printable_token(value: &str, max_len: usize) -> bool {
 
 /// Writes every event and waits for the acknowledgements, within a bound.
 async fn send(state: &AppState, events: &[Event]) -> Result<(), ApiError> {
-    let writes = join_all(
-        events
-            .iter()
-            .map(|event| state.producer.publish(&state.publish_topic, event)),
-    );
+    let writes =
+        join_all(events.iter().map(|event| state.producer.publish(&state.publish_topic, event)));
     // librdkafka gives up on a record after PUBLISH_TIMEOUT; this guard
     // bounds the request even if that promise broke.
     let results = tokio::time::timeout(PUBLISH_TIMEOUT + std::time::Duration::from_secs(1), writes)

@@ -34,10 +34,7 @@ where
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = body_bytes(req, state).await?;
-        Ok(Self {
-            value: parse_json(&bytes)?,
-            bytes,
-        })
+        Ok(Self { value: parse_json(&bytes)?, bytes })
     }
 }
 
@@ -73,18 +70,10 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 
 /// `application/json` or any `application/*+json`.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let media = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
@@ -165,15 +154,13 @@ where
         let query = parts.uri.query().unwrap_or("");
         let deserializer =
             serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer)
-            .map(Self)
-            .map_err(|error| {
-                let field = match pointer(error.path()) {
-                    p if p.is_empty() => "query".to_owned(),
-                    p => p,
-                };
-                ApiError::InvalidQuery(vec![FieldError::new(field, error.inner().to_string())])
-            })
+        serde_path_to_error::deserialize(deserializer).map(Self).map_err(|error| {
+            let field = match pointer(error.path()) {
+                p if p.is_empty() => "query".to_owned(),
+                p => p,
+            };
+            ApiError::InvalidQuery(vec![FieldError::new(field, error.inner().to_string())])
+        })
     }
 }
 
@@ -225,10 +212,7 @@ mod tests {
     #[test]
     fn type_errors_name_the_field() {
         assert_eq!(field(r#"{"url": 1}"#), "url");
-        assert_eq!(
-            field(r#"{"url": "x", "limits": {"burst": -1}}"#),
-            "limits/burst"
-        );
+        assert_eq!(field(r#"{"url": "x", "limits": {"burst": -1}}"#), "limits/burst");
         assert_eq!(field(r#"{"url": "x", "list": [1, "a"]}"#), "list/1");
         assert_eq!(field(r#"{}"#), "url");
         assert_eq!(field(r#"{"url": "x", "limits": {}}"#), "limits/burst");
@@ -238,10 +222,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_bad_requests() {
-        assert!(matches!(
-            parse_json::<Outer>(b"{\"url\": "),
-            Err(ApiError::BadRequest(_))
-        ));
+        assert!(matches!(parse_json::<Outer>(b"{\"url\": "), Err(ApiError::BadRequest(_))));
         assert!(matches!(
             parse_json::<Outer>(b"{\"url\": \"x\"} trailing"),
             Err(ApiError::BadRequest(_))

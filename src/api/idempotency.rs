@@ -83,10 +83,8 @@ where
             let text = answer.to_string();
             // The event is published: failing to save the answer must not
             // turn it into an error the client would retry.
-            if let Err(error) = state
-                .store
-                .idempotency_complete(scope, key, status.as_u16(), &text)
-                .await
+            if let Err(error) =
+                state.store.idempotency_complete(scope, key, status.as_u16(), &text).await
             {
                 tracing::warn!(%error, "saving an idempotent answer failed");
             }
@@ -112,11 +110,7 @@ async fn replay(
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + WAIT_FOR_FIRST;
     loop {
-        let record = state
-            .store
-            .idempotency_get(scope, key)
-            .await
-            .map_err(ApiError::store)?;
+        let record = state.store.idempotency_get(scope, key).await.map_err(ApiError::store)?;
         match record {
             Some(record) if record.request_hash != request_hash => {
                 return Err(ApiError::IdempotencyKeyReused)
@@ -124,12 +118,9 @@ async fn replay(
             Some(record) => {
                 if let Some((status, body)) = record.response {
                     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-                    let mut response = (
-                        status,
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        body,
-                    )
-                        .into_response();
+                    let mut response =
+                        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
+                            .into_response();
                     response
                         .headers_mut()
                         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));

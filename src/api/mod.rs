@@ -75,40 +75,17 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get))
-        .route(
-            "/v1/tenants/{id}/keys",
-            post(tenants::create_key).get(tenants::list_keys),
-        )
-        .route(
-            "/v1/tenants/{id}/keys/{key_id}",
-            delete(tenants::revoke_key),
-        )
-        .route(
-            "/v1/subscriptions",
-            post(subscriptions::create).get(subscriptions::list),
-        )
+        .route("/v1/tenants/{id}/keys", post(tenants::create_key).get(tenants::list_keys))
+        .route("/v1/tenants/{id}/keys/{key_id}", delete(tenants::revoke_key))
+        .route("/v1/subscriptions", post(subscriptions::create).get(subscriptions::list))
         .route(
             "/v1/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
+            get(subscriptions::get).patch(subscriptions::update).delete(subscriptions::delete),
         )
-        .route(
-            "/v1/subscriptions/{id}/rotate-secret",
-            post(subscription_actions::rotate_secret),
-        )
-        .route(
-            "/v1/subscriptions/{id}/test",
-            post(subscription_actions::send_test),
-        )
-        .route(
-            "/v1/subscriptions/{id}/attempts",
-            get(subscription_actions::attempts),
-        )
-        .route(
-            "/v1/event-types",
-            post(event_types::create).get(event_types::list),
-        )
+        .route("/v1/subscriptions/{id}/rotate-secret", post(subscription_actions::rotate_secret))
+        .route("/v1/subscriptions/{id}/test", post(subscription_actions::send_test))
+        .route("/v1/subscriptions/{id}/attempts", get(subscription_actions::attempts))
+        .route("/v1/event-types", post(event_types::create).get(event_types::list))
         .route("/v1/event-types/{name}", get(event_types::get))
         .route("/v1/events", post(events::publish))
         .route("/v1/events/batch", post(events::publish_batch))
@@ -145,10 +122,7 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let purge = tokio::spawn(purge_idempotency_keys(
-        Arc::clone(&state.store),
-        shutdown.clone(),
-    ));
+    let purge = tokio::spawn(purge_idempotency_keys(Arc::clone(&state.store), shutdown.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
@@ -164,10 +138,7 @@ async fn purge_idempotency_keys(store: Arc<dyn Store>, shutdown: CancellationTok
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match store
-            .purge_idempotency(Utc::now() - idempotency::RETENTION)
-            .await
-        {
+        match store.purge_idempotency(Utc::now() - idempotency::RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
             Err(error) => tracing::warn!(%error, "idempotency key purge failed"),

@@ -41,18 +41,12 @@ impl PageRequest {
         if !errors.is_empty() {
             return Err(ApiError::InvalidQuery(errors));
         }
-        Ok(Self {
-            limit: limit as usize,
-            after,
-        })
+        Ok(Self { limit: limit as usize, after })
     }
 
     /// What to ask the store for.
     pub fn store_page(&self) -> Page<'_> {
-        Page {
-            after: self.after.as_deref(),
-            limit: self.limit as i64 + 1,
-        }
+        Page { after: self.after.as_deref(), limit: self.limit as i64 + 1 }
     }
 
     pub fn limit(&self) -> usize {
@@ -84,9 +78,7 @@ fn decode(cursor: &str) -> Option<String> {
         return None;
     }
     let bytes = B64.decode(cursor).ok()?;
-    String::from_utf8(bytes)
-        .ok()
-        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
 }
 
 /// Declares a list answer `{"data": [...], "next_cursor": …}` for an item type.
@@ -120,9 +112,7 @@ mod tests {
         }
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(201), None).is_err());
-        let (_, last) = PageRequest::parse(Some(5), None)
-            .expect("valid")
-            .finish(vec!["a"], |s| s);
+        let (_, last) = PageRequest::parse(Some(5), None).expect("valid").finish(vec!["a"], |s| s);
         assert_eq!(last, None);
     }
 }

@@ -131,19 +131,14 @@ pub async fn rotate_secret(
     };
     let mut s = visible(&state, &caller, &id).await?;
     if new_secret.expose() == s.secret {
-        return Err(ApiError::field(
-            "secret",
-            "the new secret must differ from the current one",
-        ));
+        return Err(ApiError::field("secret", "the new secret must differ from the current one"));
     }
     let now = super::now();
     let expires_at = (grace > 0).then(|| now + Duration::seconds(i64::from(grace)));
     s.previous_secrets.retain(|p| p.expires_at > now);
     if let Some(expires_at) = expires_at {
-        s.previous_secrets.push(PreviousSecret {
-            secret: std::mem::take(&mut s.secret),
-            expires_at,
-        });
+        s.previous_secrets
+            .push(PreviousSecret { secret: std::mem::take(&mut s.secret), expires_at });
     }
     if s.previous_secrets.len() > MAX_PREVIOUS_SECRETS {
         let extra = s.previous_secrets.len() - MAX_PREVIOUS_SECRETS;
@@ -151,12 +146,7 @@ pub async fn rotate_secret(
     }
     s.secret = new_secret.expose().to_owned();
     s.updated_at = now;
-    if !state
-        .store
-        .update_subscription(&s)
-        .await
-        .map_err(ApiError::store)?
-    {
+    if !state.store.update_subscription(&s).await.map_err(ApiError::store)? {
         return Err(ApiError::NotFound(format!("no subscription {id}")));
     }
     tracing::info!(subscription_id = %s.id, grace_period_seconds = grace, "secret rotated");
@@ -203,11 +193,7 @@ pub async fn send_test(
         tracing::info!(subscription_id = %target.subscription.id, "test delivery failed");
     }
     // Logged like any attempt, so it shows in the subscription's attempts.
-    state
-        .store
-        .insert_attempts(std::slice::from_ref(&attempt))
-        .await
-        .map_err(ApiError::store)?;
+    state.store.insert_attempts(std::slice::from_ref(&attempt)).await.map_err(ApiError::store)?;
     Ok(axum::Json(attempt.into()))
 }
 
@@ -241,11 +227,8 @@ pub async fn attempt_page(
     filter: &AttemptFilter<'_>,
     page: &PageRequest,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
-    let rows = state
-        .store
-        .list_attempts(filter, page.store_page())
-        .await
-        .map_err(ApiError::store)?;
+    let rows =
+        state.store.list_attempts(filter, page.store_page()).await.map_err(ApiError::store)?;
     let (rows, next_cursor) = page.finish(rows, |a| a.id.as_str());
     Ok(axum::Json(AttemptList {
         data: rows.into_iter().map(AttemptOut::from).collect(),

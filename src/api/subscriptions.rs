@@ -185,13 +185,7 @@ pub async fn list_tenant(
         }
         Err(TenantChoice::NotVisible) => return Err(not_found()),
     };
-    if requested.is_some()
-        && !state
-            .store
-            .tenant_exists(&tenant)
-            .await
-            .map_err(ApiError::store)?
-    {
+    if requested.is_some() && !state.store.tenant_exists(&tenant).await.map_err(ApiError::store)? {
         return Err(not_found());
     }
     Ok(tenant)
@@ -234,10 +228,7 @@ pub async fn create(
         }
     };
     if req.status == Some(SubscriptionStatus::Disabled) {
-        errors.push(FieldError::new(
-            "status",
-            "a new subscription is active or paused",
-        ));
+        errors.push(FieldError::new("status", "a new subscription is active or paused"));
     }
     let now = super::now();
     let subscription = Subscription {
@@ -245,10 +236,7 @@ pub async fn create(
         tenant_id: tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
         url: req.url,
         event_types: req.event_types,
-        secret: secret
-            .as_ref()
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default(),
+        secret: secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
         previous_secrets: Vec::new(),
         rate_limit: req.rate_limit,
         max_in_flight: req.max_in_flight,
@@ -265,24 +253,12 @@ pub async fn create(
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
-    if !state
-        .store
-        .tenant_exists(&subscription.tenant_id)
-        .await
-        .map_err(ApiError::store)?
-    {
+    if !state.store.tenant_exists(&subscription.tenant_id).await.map_err(ApiError::store)? {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     }
-    state
-        .store
-        .create_subscription(&subscription)
-        .await
-        .map_err(ApiError::store)?;
+    state.store.create_subscription(&subscription).await.map_err(ApiError::store)?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(SubscriptionOut::new(subscription, true)),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(SubscriptionOut::new(subscription, true))))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", operation_id = "list_subscriptions",
@@ -317,10 +293,7 @@ pub async fn list(
             .map_err(ApiError::store)?;
         let (rows, next_cursor) = page.finish(rows, |s| s.id.as_str());
         return Ok(axum::Json(SubscriptionList {
-            data: rows
-                .into_iter()
-                .map(|s| SubscriptionOut::new(s, false))
-                .collect(),
+            data: rows.into_iter().map(|s| SubscriptionOut::new(s, false)).collect(),
             next_cursor,
         }));
     };
@@ -337,10 +310,7 @@ pub async fn list(
             .list_subscriptions(
                 &tenant,
                 params.status,
-                Page {
-                    after: after.as_deref(),
-                    limit: MAX_PAGE,
-                },
+                Page { after: after.as_deref(), limit: MAX_PAGE },
             )
             .await
             .map_err(ApiError::store)?;
@@ -369,10 +339,7 @@ pub async fn list(
         next_cursor = after.as_deref().map(super::pagination::encode);
     }
     Ok(axum::Json(SubscriptionList {
-        data: rows
-            .into_iter()
-            .map(|s| SubscriptionOut::new(s, false))
-            .collect(),
+        data: rows.into_iter().map(|s| SubscriptionOut::new(s, false)).collect(),
         next_cursor,
     }))
 }
@@ -455,12 +422,7 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
     s.updated_at = super::now();
-    if !state
-        .store
-        .update_subscription(&s)
-        .await
-        .map_err(ApiError::store)?
-    {
+    if !state.store.update_subscription(&s).await.map_err(ApiError::store)? {
         return Err(ApiError::NotFound(format!("no subscription {id}")));
     }
     tracing::info!(subscription_id = %s.id, "subscription updated");

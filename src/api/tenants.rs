@@ -34,11 +34,7 @@ pub struct TenantOut {
 
 impl From<Tenant> for TenantOut {
     fn from(t: Tenant) -> Self {
-        Self {
-            id: t.id.as_str().to_owned(),
-            name: t.name,
-            created_at: t.created_at,
-        }
+        Self { id: t.id.as_str().to_owned(), name: t.name, created_at: t.created_at }
     }
 }
 
@@ -107,12 +103,7 @@ fn admin_of(caller: &Caller, id: &str) -> Result<(), ApiError> {
 async fn existing_tenant(state: &AppState, id: &str) -> Result<TenantId, ApiError> {
     let not_found = || ApiError::NotFound(format!("no tenant {id}"));
     let tenant = TenantId::parse(id).ok_or_else(not_found)?;
-    if state
-        .store
-        .tenant_exists(&tenant)
-        .await
-        .map_err(ApiError::store)?
-    {
+    if state.store.tenant_exists(&tenant).await.map_err(ApiError::store)? {
         Ok(tenant)
     } else {
         Err(not_found())
@@ -144,16 +135,9 @@ pub async fn create(
             format!("1 to {MAX_NAME_LEN} bytes, not only spaces, without NUL"),
         ));
     }
-    let tenant = Tenant {
-        id: TenantId::generate(),
-        name: name.to_owned(),
-        created_at: super::now(),
-    };
-    state
-        .store
-        .create_tenant(&tenant)
-        .await
-        .map_err(ApiError::store)?;
+    let tenant =
+        Tenant { id: TenantId::generate(), name: name.to_owned(), created_at: super::now() };
+    state.store.create_tenant(&tenant).await.map_err(ApiError::store)?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     Ok((StatusCode::CREATED, axum::Json(tenant.into())))
 }
@@ -174,16 +158,9 @@ pub async fn list(
 ) -> Result<axum::Json<TenantList>, ApiError> {
     caller.require_admin()?;
     let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
-    let rows = state
-        .store
-        .list_tenants(page.store_page())
-        .await
-        .map_err(ApiError::store)?;
+    let rows = state.store.list_tenants(page.store_page()).await.map_err(ApiError::store)?;
     let (rows, next_cursor) = page.finish(rows, |t| t.id.as_str());
-    Ok(axum::Json(TenantList {
-        data: rows.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    Ok(axum::Json(TenantList { data: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", operation_id = "get_tenant",
@@ -207,12 +184,8 @@ pub async fn get(
     }
     let not_found = || ApiError::NotFound(format!("no tenant {id}"));
     let tenant_id = TenantId::parse(&id).ok_or_else(not_found)?;
-    let tenant = state
-        .store
-        .get_tenant(&tenant_id)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(not_found)?;
+    let tenant =
+        state.store.get_tenant(&tenant_id).await.map_err(ApiError::store)?.ok_or_else(not_found)?;
     Ok(axum::Json(tenant.into()))
 }
 
@@ -251,16 +224,9 @@ pub async fn create_key(
         created_at: super::now(),
         revoked_at: None,
     };
-    state
-        .store
-        .create_api_key(&key, &secret.hash)
-        .await
-        .map_err(ApiError::store)?;
+    state.store.create_api_key(&key, &secret.hash).await.map_err(ApiError::store)?;
     tracing::info!(tenant_id = %key.tenant_id, key_id = %key.id, "API key created");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(ApiKeyOut::new(key, Some(secret.text))),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(ApiKeyOut::new(key, Some(secret.text)))))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "tenants", operation_id = "list_api_keys",
@@ -282,11 +248,8 @@ pub async fn list_keys(
     admin_of(&caller, &id)?;
     let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let tenant_id = existing_tenant(&state, &id).await?;
-    let rows = state
-        .store
-        .list_api_keys(&tenant_id, page.store_page())
-        .await
-        .map_err(ApiError::store)?;
+    let rows =
+        state.store.list_api_keys(&tenant_id, page.store_page()).await.map_err(ApiError::store)?;
     let (rows, next_cursor) = page.finish(rows, |k| k.id.as_str());
     Ok(axum::Json(ApiKeyList {
         data: rows.into_iter().map(|k| ApiKeyOut::new(k, None)).collect(),

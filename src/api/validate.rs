@@ -47,10 +47,7 @@ pub fn subscription(s: &Subscription) -> Vec<FieldError> {
     }
     if let Some(n) = s.max_in_flight {
         if !(1..=MAX_IN_FLIGHT).contains(&n) {
-            errors.push(FieldError::new(
-                "max_in_flight",
-                format!("from 1 to {MAX_IN_FLIGHT}"),
-            ));
+            errors.push(FieldError::new("max_in_flight", format!("from 1 to {MAX_IN_FLIGHT}")));
         }
     }
     headers(&s.headers, &mut errors);
@@ -103,10 +100,7 @@ fn event_types(types: &[String], errors: &mut Vec<FieldError>) {
 
 fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
     if headers.len() > MAX_HEADERS {
-        errors.push(FieldError::new(
-            "headers",
-            format!("at most {MAX_HEADERS} headers"),
-        ));
+        errors.push(FieldError::new("headers", format!("at most {MAX_HEADERS} headers")));
     }
     for (name, value) in headers {
         let field = format!("headers/{}", pointer_escape(name));
@@ -122,10 +116,7 @@ fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
 
 fn metadata(metadata: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
     if metadata.len() > MAX_METADATA {
-        errors.push(FieldError::new(
-            "metadata",
-            format!("at most {MAX_METADATA} entries"),
-        ));
+        errors.push(FieldError::new("metadata", format!("at most {MAX_METADATA} entries")));
     }
     for (key, value) in metadata {
         if key.is_empty()
@@ -146,10 +137,7 @@ fn metadata(metadata: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
 
 pub fn text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
     if value.is_some_and(|v| v.len() > MAX_TEXT_LEN) {
-        errors.push(FieldError::new(
-            field,
-            format!("at most {MAX_TEXT_LEN} bytes"),
-        ));
+        errors.push(FieldError::new(field, format!("at most {MAX_TEXT_LEN} bytes")));
     } else if value.is_some_and(has_nul) {
         errors.push(FieldError::new(field, NUL_MESSAGE));
     }

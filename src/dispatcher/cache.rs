@@ -41,11 +41,8 @@ impl Target {
             .iter()
             .filter_map(|p| Some((SigningSecret::parse(&p.secret).ok()?, p.expires_at)))
             .collect();
-        let patterns = subscription
-            .event_types
-            .iter()
-            .filter_map(|p| EventTypePattern::parse(p))
-            .collect();
+        let patterns =
+            subscription.event_types.iter().filter_map(|p| EventTypePattern::parse(p)).collect();
         let headers = subscription
             .headers
             .iter()
@@ -56,13 +53,7 @@ impl Target {
                 ))
             })
             .collect();
-        Some(Self {
-            subscription,
-            secret,
-            previous_secrets,
-            headers,
-            patterns,
-        })
+        Some(Self { subscription, secret, previous_secrets, headers, patterns })
     }
 
     pub fn wants(&self, event_type: &str) -> bool {
@@ -72,10 +63,7 @@ impl Target {
 
     /// An event published by a tenant's key goes to that tenant only.
     pub fn wants_event(&self, event: &Event) -> bool {
-        event
-            .tenant_id
-            .as_ref()
-            .is_none_or(|tenant| *tenant == self.subscription.tenant_id)
+        event.tenant_id.as_ref().is_none_or(|tenant| *tenant == self.subscription.tenant_id)
             && self.wants(&event.event_type)
     }
 
@@ -119,25 +107,14 @@ impl SubscriptionCache {
         Self {
             store,
             snapshot: RwLock::new(Arc::default()),
-            refresh: tokio::sync::Mutex::new(RefreshState {
-                version: 0,
-                failed_at: None,
-            }),
+            refresh: tokio::sync::Mutex::new(RefreshState { version: 0, failed_at: None }),
             fresh_as_of: AtomicI64::new(i64::MIN),
         }
     }
 
     pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
-        let snapshot = self
-            .snapshot
-            .read()
-            .map(|s| Arc::clone(&s))
-            .unwrap_or_default();
-        snapshot
-            .values()
-            .filter(|t| t.wants_event(event))
-            .cloned()
-            .collect()
+        let snapshot = self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_default();
+        snapshot.values().filter(|t| t.wants_event(event)).cloned().collect()
     }
 
     /// Makes sure every change committed before `time` is in the copy.
@@ -149,9 +126,7 @@ impl SubscriptionCache {
         let mut state = self.refresh.lock().await;
         // Another task may have refreshed while this one waited for the lock.
         if self.fresh_as_of.load(Ordering::Acquire) >= wanted
-            || state
-                .failed_at
-                .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
+            || state.failed_at.is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
         {
             return;
         }
@@ -187,11 +162,8 @@ impl SubscriptionCache {
         }
         state.failed_at = None;
         if !changes.is_empty() {
-            let mut next: Snapshot = self
-                .snapshot
-                .read()
-                .map(|s| (**s).clone())
-                .unwrap_or_default();
+            let mut next: Snapshot =
+                self.snapshot.read().map(|s| (**s).clone()).unwrap_or_default();
             for change in changes {
                 let id = change.subscription.id.clone();
                 match (change.deleted, Target::new(change.subscription)) {
@@ -274,10 +246,7 @@ mod tests {
     #[test]
     fn a_tenants_event_goes_to_that_tenant_only() {
         let mine = target("ten_a", Vec::new());
-        assert!(
-            mine.wants_event(&event(None)),
-            "admin and raw Kafka events: everyone"
-        );
+        assert!(mine.wants_event(&event(None)), "admin and raw Kafka events: everyone");
         assert!(mine.wants_event(&event(Some("ten_a"))));
         assert!(!mine.wants_event(&event(Some("ten_b"))));
     }
@@ -287,10 +256,7 @@ mod tests {
         let now = Utc::now();
         let rotated = target(
             "ten_a",
-            vec![PreviousSecret {
-                secret: OLD.to_owned(),
-                expires_at: now + Duration::hours(1),
-            }],
+            vec![PreviousSecret { secret: OLD.to_owned(), expires_at: now + Duration::hours(1) }],
         );
         let old = SigningSecret::parse(OLD).expect("secret");
         let new = SigningSecret::parse(NEW).expect("secret");

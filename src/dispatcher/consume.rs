@@ -36,11 +36,8 @@ impl ClientContext for DispatchContext {}
 impl ConsumerContext for DispatchContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let revoked: Vec<(String, i32)> = list
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
+            let revoked: Vec<(String, i32)> =
+                list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             tracing::info!(partitions = revoked.len(), "partitions revoked");
             self.tracker.revoke(&revoked);
         }
@@ -66,9 +63,7 @@ pub fn create_consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create_with_context(DispatchContext {
-            tracker: Arc::clone(&tracker),
-        })?;
+        .create_with_context(DispatchContext { tracker: Arc::clone(&tracker) })?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     Ok((Arc::new(consumer), tracker))
@@ -106,9 +101,7 @@ impl Pipeline {
                     continue;
                 }
             };
-            let ticket = self
-                .tracker
-                .begin(message.topic(), message.partition(), message.offset());
+            let ticket = self.tracker.begin(message.topic(), message.partition(), message.offset());
             let work = self.read(&message);
             let pipeline = Arc::clone(&self);
             let shutdown = shutdown.clone();
@@ -127,18 +120,13 @@ impl Pipeline {
             });
         }
         tasks.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait()).await.is_err() {
             tracing::warn!(
                 in_flight = self.tracker.in_flight(),
                 "drain deadline passed; unfinished records will be read again"
             );
         }
-        if let Err(error) = self
-            .consumer
-            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        if let Err(error) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
         {
             // Nothing stored since the last commit is the usual case.
             tracing::debug!(%error, "final offset commit");
@@ -152,12 +140,7 @@ impl Pipeline {
             offset: message.offset(),
             timestamp_ms: message.timestamp().to_millis(),
         };
-        match envelope::decode(
-            message.headers(),
-            message.key(),
-            message.payload(),
-            &position,
-        ) {
+        match envelope::decode(message.headers(), message.key(), message.payload(), &position) {
             Ok(event) => Work::Deliver(event),
             Err(reason) => {
                 tracing::warn!(topic = position.topic, partition = position.partition, offset = position.offset, %reason, "poison record");
@@ -173,12 +156,8 @@ impl Pipeline {
             return;
         }
         let body = Bytes::from(event.webhook_body());
-        join_all(
-            targets
-                .iter()
-                .map(|target| self.deliverer.deliver(&event, &body, target, 1)),
-        )
-        .await;
+        join_all(targets.iter().map(|target| self.deliverer.deliver(&event, &body, target, 1)))
+            .await;
     }
 
     /// Hands a poison record to the dead-letter topic; answers whether it got
@@ -209,8 +188,7 @@ impl Pipeline {
         if let Some(position) = self.tracker.complete(ticket) {
             // librdkafka stores `offset + 1`: pass the last record done.
             if let Err(error) =
-                self.consumer
-                    .store_offset(ticket.topic(), ticket.partition(), position - 1)
+                self.consumer.store_offset(ticket.topic(), ticket.partition(), position - 1)
             {
                 tracing::debug!(%error, "offset store refused (partition revoked?)");
             }
@@ -235,10 +213,7 @@ impl PoisonRecord {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
+                headers = headers.insert(Header { key: h.key, value: h.value });
             }
         }
         let partition = message.partition().to_string();
@@ -251,10 +226,7 @@ impl PoisonRecord {
             ("hookgate_source_partition", partition.as_str()),
             ("hookgate_source_offset", offset.as_str()),
         ] {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
+            headers = headers.insert(Header { key, value: Some(value) });
         }
         Self {
             key: message.key().map(<[u8]>::to_vec),

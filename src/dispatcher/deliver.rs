@@ -47,10 +47,7 @@ impl Deliverer {
         request_timeout: Duration,
         response_body_cap: usize,
     ) -> reqwest::Result<Self> {
-        Ok(Self {
-            sender: WebhookSender::new(request_timeout, response_body_cap)?,
-            log,
-        })
+        Ok(Self { sender: WebhookSender::new(request_timeout, response_body_cap)?, log })
     }
 
     /// The webhook id of an event for a subscription: the same for every
@@ -89,11 +86,7 @@ impl WebhookSender {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64)
             .build()?;
-        Ok(Self {
-            client,
-            request_timeout,
-            response_body_cap,
-        })
+        Ok(Self { client, request_timeout, response_body_cap })
     }
 
     /// One signed POST of `body` (the event's webhook body); answers the
@@ -129,12 +122,9 @@ impl WebhookSender {
             Ok((status, excerpt)) if (200..300).contains(&status) => {
                 (Outcome::Success, Some(status), None, excerpt)
             }
-            Ok((status, excerpt)) => (
-                Outcome::Failed,
-                Some(status),
-                Some(DeliveryError::Status(status)),
-                excerpt,
-            ),
+            Ok((status, excerpt)) => {
+                (Outcome::Failed, Some(status), Some(DeliveryError::Status(status)), excerpt)
+            }
             Err(error) => (Outcome::Failed, None, Some(error), None),
         };
         if let Some(error) = &error {
@@ -162,10 +152,7 @@ impl WebhookSender {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(u16, Option<String>), DeliveryError> {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| classify(e, self.request_timeout))?;
+        let mut response = request.send().await.map_err(|e| classify(e, self.request_timeout))?;
         let status = response.status().as_u16();
         let mut excerpt = Vec::new();
         while excerpt.len() < self.response_body_cap {

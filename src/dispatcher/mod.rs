@@ -42,11 +42,8 @@ pub async fn run(
     let poller = tokio::spawn(Arc::clone(&cache).poll(shutdown.clone()));
 
     let (log, log_writer) = AttemptLog::spawn(store);
-    let deliverer = Arc::new(Deliverer::new(
-        log,
-        config.request_timeout,
-        config.response_body_cap,
-    )?);
+    let deliverer =
+        Arc::new(Deliverer::new(log, config.request_timeout, config.response_body_cap)?);
     let (consumer, tracker) = consume::create_consumer(kafka, &topics.group_id, &topics.source)?;
     tracing::info!(topics = ?topics.source, group = %topics.group_id, "dispatcher started");
 

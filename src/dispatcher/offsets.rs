@@ -41,24 +41,15 @@ impl Ticket {
 impl OffsetTracker {
     pub fn begin(&self, topic: &str, partition: i32, offset: i64) -> Ticket {
         let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = partitions
-            .entry((topic.to_owned(), partition))
-            .or_insert_with(|| Partition {
-                generation: self
-                    .generations
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                in_flight: BTreeSet::new(),
-                next: offset,
-                committed: offset,
-            });
+        let entry = partitions.entry((topic.to_owned(), partition)).or_insert_with(|| Partition {
+            generation: self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            in_flight: BTreeSet::new(),
+            next: offset,
+            committed: offset,
+        });
         entry.in_flight.insert(offset);
         entry.next = entry.next.max(offset + 1);
-        Ticket {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            generation: entry.generation,
-        }
+        Ticket { topic: topic.to_owned(), partition, offset, generation: entry.generation }
     }
 
     /// Marks the record done; answers the new commit position (the next

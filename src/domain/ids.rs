@@ -26,9 +26,7 @@ macro_rules! prefixed_id {
                 let rest = s.strip_prefix($prefix)?;
                 let valid = !rest.is_empty()
                     && rest.len() <= 64
-                    && rest
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 valid.then(|| Self(s.to_owned()))
             }
 

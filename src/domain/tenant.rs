@@ -60,10 +60,7 @@ impl std::fmt::Debug for NewApiKey {
 /// The stored form of a key: hex SHA-256. The key has 256 random bits, so a
 /// fast hash is enough; looking it up by hash needs no constant-time compare.
 pub fn hash_api_key(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A registered event type; `schema`, when set, is the JSON Schema that a

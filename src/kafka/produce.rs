@@ -29,23 +29,15 @@ impl Producer {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
-            .set(
-                "message.timeout.ms",
-                PUBLISH_TIMEOUT.as_millis().to_string(),
-            )
+            .set("message.timeout.ms", PUBLISH_TIMEOUT.as_millis().to_string())
             .create()?;
         Ok(Self { inner })
     }
 
     /// Writes the event to `topic` in CloudEvents binary mode.
     pub async fn publish(&self, topic: &str, event: &Event) -> Result<(), KafkaError> {
-        self.send(
-            topic,
-            event.key.as_deref(),
-            encode_headers(event),
-            event.data.get().as_bytes(),
-        )
-        .await
+        self.send(topic, event.key.as_deref(), encode_headers(event), event.data.get().as_bytes())
+            .await
     }
 
     /// Sends one record and waits for the broker's acknowledgement.
@@ -56,9 +48,7 @@ impl Producer {
         headers: OwnedHeaders,
         payload: &[u8],
     ) -> Result<(), KafkaError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(payload)
-            .headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -74,10 +64,7 @@ impl Producer {
     pub async fn check_connection(&self, timeout: Duration) -> Result<(), KafkaError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            inner
-                .client()
-                .fetch_metadata(None, Timeout::After(timeout))
-                .map(|_| ())
+            inner.client().fetch_metadata(None, Timeout::After(timeout)).map(|_| ())
         })
         .await
         .unwrap_or(Err(KafkaError::Canceled))

@@ -126,11 +126,7 @@ pub(super) struct TenantRow {
 
 impl From<TenantRow> for Tenant {
     fn from(row: TenantRow) -> Self {
-        Self {
-            id: TenantId::from_trusted(row.id),
-            name: row.name,
-            created_at: row.created_at,
-        }
+        Self { id: TenantId::from_trusted(row.id), name: row.name, created_at: row.created_at }
     }
 }
 
@@ -187,11 +183,7 @@ pub(super) struct IdempotencyRow {
 
 impl IdempotencyRow {
     pub(super) fn into_record(self) -> Result<IdempotencyRecord> {
-        let response = match (
-            self.status.as_str(),
-            self.response_status,
-            self.response_body,
-        ) {
+        let response = match (self.status.as_str(), self.response_status, self.response_body) {
             ("done", Some(status), Some(body)) => Some((
                 u16::try_from(status)
                     .map_err(|_| Error::Corrupt(format!("response_status = {status}")))?,

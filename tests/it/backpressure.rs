@@ -21,22 +21,13 @@ async fn publish(app: &TestApp) -> (u16, Option<String>, Duration) {
         .send()
         .await
         .expect("the API answers");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let retry_after =
+        response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
     (response.status().as_u16(), retry_after, started.elapsed())
 }
 
 async fn ready(app: &TestApp) -> u16 {
-    app.client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("the API answers")
-        .status()
-        .as_u16()
+    app.client.get(app.url("/readyz")).send().await.expect("the API answers").status().as_u16()
 }
 
 #[tokio::test]
@@ -56,15 +47,9 @@ async fn publishing_answers_503_while_the_broker_is_away_and_recovers() {
     let answers = futures::future::join_all((0..3).map(|_| publish(&app))).await;
     for (status, retry_after, took) in answers {
         assert_eq!(status, 503, "no 202 for an event that was not written");
-        let retry_after: u32 = retry_after
-            .expect("a Retry-After header")
-            .parse()
-            .expect("seconds");
+        let retry_after: u32 = retry_after.expect("a Retry-After header").parse().expect("seconds");
         assert!(retry_after >= 1);
-        assert!(
-            took < bound,
-            "answered in {took:?}, over the bound {bound:?}"
-        );
+        assert!(took < bound, "answered in {took:?}, over the bound {bound:?}");
     }
     let (status, body) = app
         .call(

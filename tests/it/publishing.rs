@@ -14,10 +14,7 @@ fn fields(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
         .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
+            errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect()
         })
         .unwrap_or_default()
 }
@@ -74,13 +71,10 @@ async fn batches_publish_all_or_nothing() {
         .await;
     assert_eq!(status, 422);
     assert_eq!(fields(&problem), ["events/1/data"]);
-    let too_many: Vec<Value> = (0..1001)
-        .map(|_| json!({"type": "a.b", "data": 0}))
-        .collect();
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"type": "a.b", "data": 0})).collect();
     for body in [json!({"events": []}), json!({"events": too_many})] {
-        let (status, problem) = app
-            .call(Method::POST, "/v1/events/batch", ADMIN_TOKEN, Some(body))
-            .await;
+        let (status, problem) =
+            app.call(Method::POST, "/v1/events/batch", ADMIN_TOKEN, Some(body)).await;
         assert_eq!(status, 422);
         assert_eq!(fields(&problem), ["events"]);
     }
@@ -93,15 +87,8 @@ async fn batches_publish_all_or_nothing() {
         .await
         .expect("send");
     assert_eq!(response.status(), 413);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    assert_eq!(
-        app.records_on(&topic).await,
-        3,
-        "nothing more was published"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(app.records_on(&topic).await, 3, "nothing more was published");
     app.stop().await;
 }
 
@@ -127,56 +114,27 @@ async fn registered_schemas_validate_published_data() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["schema"], schema);
     let (status, problem) = app
-        .call(
-            Method::POST,
-            "/v1/event-types",
-            ADMIN_TOKEN,
-            Some(json!({"name": "invoice.paid"})),
-        )
+        .call(Method::POST, "/v1/event-types", ADMIN_TOKEN, Some(json!({"name": "invoice.paid"})))
         .await;
     assert_eq!((status, problem["code"].as_str()), (409, Some("conflict")));
     for (body, field) in [
-        (
-            json!({"name": "x.y", "schema": {"type": "nonsense"}}),
-            "schema",
-        ),
-        (
-            json!({"name": "x.y", "schema": {"minimum": "zero"}}),
-            "schema",
-        ),
+        (json!({"name": "x.y", "schema": {"type": "nonsense"}}), "schema"),
+        (json!({"name": "x.y", "schema": {"minimum": "zero"}}), "schema"),
         (json!({"name": "x.y", "schema": 7}), "schema"),
         (json!({"name": "x.*", "schema": {}}), "name"),
     ] {
-        let (status, problem) = app
-            .call(
-                Method::POST,
-                "/v1/event-types",
-                ADMIN_TOKEN,
-                Some(body.clone()),
-            )
-            .await;
+        let (status, problem) =
+            app.call(Method::POST, "/v1/event-types", ADMIN_TOKEN, Some(body.clone())).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(fields(&problem), [field], "{body}");
     }
-    app.call(
-        Method::POST,
-        "/v1/event-types",
-        ADMIN_TOKEN,
-        Some(json!({"name": "free.form"})),
-    )
-    .await;
-    let (_, listed) = app
-        .call(Method::GET, "/v1/event-types?limit=1", ADMIN_TOKEN, None)
+    app.call(Method::POST, "/v1/event-types", ADMIN_TOKEN, Some(json!({"name": "free.form"})))
         .await;
+    let (_, listed) = app.call(Method::GET, "/v1/event-types?limit=1", ADMIN_TOKEN, None).await;
     assert_eq!(listed["data"][0]["name"], "free.form");
     let cursor = listed["next_cursor"].as_str().expect("a second page");
     let (_, rest) = app
-        .call(
-            Method::GET,
-            &format!("/v1/event-types?limit=1&cursor={cursor}"),
-            ADMIN_TOKEN,
-            None,
-        )
+        .call(Method::GET, &format!("/v1/event-types?limit=1&cursor={cursor}"), ADMIN_TOKEN, None)
         .await;
     assert_eq!(rest["data"][0]["name"], "invoice.paid");
     assert!(rest["next_cursor"].is_null());
@@ -252,24 +210,13 @@ async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once() {
     let first_id = answers[0].1["id"].as_str().expect("id").to_owned();
     for (status, answer) in &answers {
         assert_eq!(*status, 202, "{answer}");
-        assert_eq!(
-            answer["id"],
-            first_id.as_str(),
-            "every answer is the first one"
-        );
+        assert_eq!(answer["id"], first_id.as_str(), "every answer is the first one");
     }
-    assert_eq!(
-        app.records_on(&app.topics.publish).await,
-        1,
-        "published once"
-    );
+    assert_eq!(app.records_on(&app.topics.publish).await, 1, "published once");
 
     // Later, the same key and body: the first answer, nothing new.
     let (status, again) = send("order-42", ADMIN_TOKEN.to_owned(), body.clone()).await;
-    assert_eq!(
-        (status, again["id"].as_str()),
-        (202, Some(first_id.as_str()))
-    );
+    assert_eq!((status, again["id"].as_str()), (202, Some(first_id.as_str())));
     // The same key with another body: 422.
     let (status, problem) = send(
         "order-42",
@@ -352,34 +299,20 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed() {
 
     // Both in the subscription's attempts, oldest first, one page at a time.
     let attempts = format!("/v1/subscriptions/{id}/attempts");
-    let (status, page) = app
-        .call(
-            Method::GET,
-            &format!("{attempts}?limit=1"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, page) =
+        app.call(Method::GET, &format!("{attempts}?limit=1"), ADMIN_TOKEN, None).await;
     assert_eq!(status, 200);
     assert_eq!(page["data"][0]["id"], attempt["id"]);
     let cursor = page["next_cursor"].as_str().expect("more");
     let (_, page) = app
-        .call(
-            Method::GET,
-            &format!("{attempts}?limit=1&cursor={cursor}"),
-            ADMIN_TOKEN,
-            None,
-        )
+        .call(Method::GET, &format!("{attempts}?limit=1&cursor={cursor}"), ADMIN_TOKEN, None)
         .await;
     assert_eq!(page["data"][0]["id"], failed["id"]);
     assert!(page["next_cursor"].is_null());
     let (status, by_event) = app
         .call(
             Method::GET,
-            &format!(
-                "/v1/events/{}/attempts",
-                attempt["event_id"].as_str().expect("event")
-            ),
+            &format!("/v1/events/{}/attempts", attempt["event_id"].as_str().expect("event")),
             ADMIN_TOKEN,
             None,
         )
@@ -389,23 +322,11 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed() {
     assert_eq!(only["status_code"], 204);
     assert!(only["latency_ms"].is_u64());
     assert!(only["created_at"].is_string());
-    let (status, _) = app
-        .call(
-            Method::GET,
-            "/v1/events/evt_never/attempts",
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, _) =
+        app.call(Method::GET, "/v1/events/evt_never/attempts", ADMIN_TOKEN, None).await;
     assert_eq!(status, 404);
-    let (status, _) = app
-        .call(
-            Method::POST,
-            "/v1/subscriptions/sub_nothing/test",
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, _) =
+        app.call(Method::POST, "/v1/subscriptions/sub_nothing/test", ADMIN_TOKEN, None).await;
     assert_eq!(status, 404);
 
     // A delivered event's attempts, through the API.
@@ -417,18 +338,10 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed() {
         Some(json!({"status": "active"})),
     )
     .await;
-    let event_id = app
-        .publish(json!({"type": "order.created", "data": {}}))
-        .await;
+    let event_id = app.publish(json!({"type": "order.created", "data": {}})).await;
     app.attempts_for(&event_id, DEADLINE).await;
-    let (status, listed) = app
-        .call(
-            Method::GET,
-            &format!("/v1/events/{event_id}/attempts"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, listed) =
+        app.call(Method::GET, &format!("/v1/events/{event_id}/attempts"), ADMIN_TOKEN, None).await;
     assert_eq!(status, 200);
     assert_eq!(listed["data"][0]["outcome"], "success");
     assert_eq!(listed["data"][0]["event_type"], "order.created");

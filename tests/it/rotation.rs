@@ -46,42 +46,24 @@ async fn rotate(app: &TestApp, id: &str, body: serde_json::Value) -> serde_json:
 async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one() {
     let app = TestApp::spawn("rotation").await;
     let receiver = TestReceiver::start().await;
-    let long = app
-        .subscribe(json!({"url": receiver.url, "event_types": ["long.*"], "secret": OLD}))
-        .await;
+    let long =
+        app.subscribe(json!({"url": receiver.url, "event_types": ["long.*"], "secret": OLD})).await;
     let short = app
         .subscribe(json!({"url": receiver.url, "event_types": ["short.*"], "secret": OLD}))
         .await;
 
     // A day of grace: both signatures, each verifies on its own.
-    let rotated = rotate(
-        &app,
-        long["id"].as_str().expect("id"),
-        json!({"secret": NEW}),
-    )
-    .await;
+    let rotated = rotate(&app, long["id"].as_str().expect("id"), json!({"secret": NEW})).await;
     assert_eq!(rotated["secret"], NEW);
-    let expires: chrono::DateTime<chrono::Utc> = rotated["previous_secret_expires_at"]
-        .as_str()
-        .expect("expiry")
-        .parse()
-        .expect("RFC 3339");
+    let expires: chrono::DateTime<chrono::Utc> =
+        rotated["previous_secret_expires_at"].as_str().expect("expiry").parse().expect("RFC 3339");
     let hours = (expires - chrono::Utc::now()).num_minutes() as f64 / 60.0;
-    assert!(
-        (23.9..=24.0).contains(&hours),
-        "default grace is 24 h: {hours}"
-    );
+    assert!((23.9..=24.0).contains(&hours), "default grace is 24 h: {hours}");
     app.publish(json!({"type": "long.lived", "data": {}})).await;
     let webhook = receiver.wait_for(1, DEADLINE).await.remove(0);
     assert_eq!(signatures(&webhook), 2);
-    assert!(
-        verifies(OLD, &webhook),
-        "a receiver still on the old secret accepts"
-    );
-    assert!(
-        verifies(NEW, &webhook),
-        "a receiver on the new secret accepts"
-    );
+    assert!(verifies(OLD, &webhook), "a receiver still on the old secret accepts");
+    assert!(verifies(NEW, &webhook), "a receiver on the new secret accepts");
 
     // A one-second grace: once it is over, only the new secret signs.
     let rotated = rotate(
@@ -91,23 +73,15 @@ async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one() {
     )
     .await;
     assert!(rotated["previous_secret_expires_at"].is_string());
-    let after_grace = eventually(
-        "a webhook signed after the grace period",
-        DEADLINE,
-        || async {
-            let before = receiver.received().len();
-            app.publish(json!({"type": "short.lived", "data": {}}))
-                .await;
-            let webhook = receiver.wait_for(before + 1, DEADLINE).await.pop()?;
-            (signatures(&webhook) == 1).then_some(webhook)
-        },
-    )
+    let after_grace = eventually("a webhook signed after the grace period", DEADLINE, || async {
+        let before = receiver.received().len();
+        app.publish(json!({"type": "short.lived", "data": {}})).await;
+        let webhook = receiver.wait_for(before + 1, DEADLINE).await.pop()?;
+        (signatures(&webhook) == 1).then_some(webhook)
+    })
     .await;
     assert!(verifies(NEW, &after_grace));
-    assert!(
-        !verifies(OLD, &after_grace),
-        "the old secret no longer verifies"
-    );
+    assert!(!verifies(OLD, &after_grace), "the old secret no longer verifies");
 
     // A generated secret, no grace; bad requests change nothing.
     let id = long["id"].as_str().expect("id");
@@ -118,10 +92,7 @@ async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one() {
     for (body, field) in [
         (json!({"secret": "nope"}), "secret"),
         (json!({"secret": generated}), "secret"),
-        (
-            json!({"grace_period_seconds": 604_801}),
-            "grace_period_seconds",
-        ),
+        (json!({"grace_period_seconds": 604_801}), "grace_period_seconds"),
         (json!({"grace_period_seconds": -1}), "grace_period_seconds"),
     ] {
         let (status, problem) = app
@@ -137,10 +108,7 @@ async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one() {
     }
     let stored = app
         .store
-        .get_subscription(
-            None,
-            &hookgate::domain::SubscriptionId::parse(id).expect("id"),
-        )
+        .get_subscription(None, &hookgate::domain::SubscriptionId::parse(id).expect("id"))
         .await
         .expect("read")
         .expect("found");

@@ -21,10 +21,7 @@ fn subscription(url: &str) -> Subscription {
         event_types: vec!["order.*".to_owned(), "invoice.paid".to_owned()],
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
         previous_secrets: Vec::new(),
-        rate_limit: Some(RateLimit {
-            per_second: 10,
-            burst: 20,
-        }),
+        rate_limit: Some(RateLimit { per_second: 10, burst: 20 }),
         max_in_flight: Some(4),
         ordered: true,
         headers: BTreeMap::from([("x-team".to_owned(), "billing".to_owned())]),
@@ -47,11 +44,7 @@ fn attempt(subscription: &Subscription, event_id: &str, n: u32, outcome: Outcome
         event_type: "order.created".to_owned(),
         attempt: n,
         outcome,
-        status_code: Some(if outcome == Outcome::Success {
-            200
-        } else {
-            500
-        }),
+        status_code: Some(if outcome == Outcome::Success { 200 } else { 500 }),
         latency_ms: 12,
         error: (outcome == Outcome::Failed).then(|| "the endpoint answered 500".to_owned()),
         response_excerpt: Some("ok".to_owned()),
@@ -64,32 +57,16 @@ async fn scenarios(store: Arc<dyn Store>) {
     store.migrate().await.expect("second migration is a no-op");
     store.ping().await.expect("ping");
 
-    assert!(store
-        .tenant_exists(&TenantId::default_tenant())
-        .await
-        .expect("query"));
-    assert!(!store
-        .tenant_exists(&TenantId::generate())
-        .await
-        .expect("query"));
+    assert!(store.tenant_exists(&TenantId::default_tenant()).await.expect("query"));
+    assert!(!store.tenant_exists(&TenantId::generate()).await.expect("query"));
 
     let first = subscription("https://example.com/a");
     let second = subscription("https://example.com/b");
-    store
-        .create_subscription(&first)
-        .await
-        .expect("create first");
-    store
-        .create_subscription(&second)
-        .await
-        .expect("create second");
+    store.create_subscription(&first).await.expect("create first");
+    store.create_subscription(&second).await.expect("create second");
 
     // Every field comes back as written.
-    let read = store
-        .get_subscription(None, &first.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
     assert_eq!(read.url, first.url);
     assert_eq!(read.event_types, first.event_types);
     assert_eq!(read.secret, first.secret);
@@ -100,18 +77,11 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(read.status, SubscriptionStatus::Active);
     assert_eq!(read.description, first.description);
     assert_eq!(read.metadata, first.metadata);
-    assert_eq!(
-        read.created_at.timestamp_micros(),
-        first.created_at.timestamp_micros()
-    );
+    assert_eq!(read.created_at.timestamp_micros(), first.created_at.timestamp_micros());
 
     // Another tenant does not see it; an unknown id is not found.
     let other = TenantId::generate();
-    assert!(store
-        .get_subscription(Some(&other), &first.id)
-        .await
-        .expect("get")
-        .is_none());
+    assert!(store.get_subscription(Some(&other), &first.id).await.expect("get").is_none());
     assert!(store
         .get_subscription(Some(&TenantId::default_tenant()), &first.id)
         .await
@@ -128,10 +98,7 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(all.len(), 2);
     assert!(all[0].version < all[1].version);
     assert_eq!(all[0].subscription.id, first.id);
-    let after_first = store
-        .subscription_changes(all[0].version, 100)
-        .await
-        .expect("changes");
+    let after_first = store.subscription_changes(all[0].version, 100).await.expect("changes");
     assert_eq!(after_first.len(), 1);
     assert_eq!(after_first[0].subscription.id, second.id);
     let paged = store.subscription_changes(0, 1).await.expect("changes");
@@ -143,15 +110,9 @@ async fn scenarios(store: Arc<dyn Store>) {
         attempt(&first, "evt_a", 2, Outcome::Success),
         attempt(&second, "evt_b", 1, Outcome::Success),
     ];
-    store
-        .insert_attempts(&attempts)
-        .await
-        .expect("insert attempts");
+    store.insert_attempts(&attempts).await.expect("insert attempts");
     // Writing the same batch again (a retried write) adds nothing.
-    store
-        .insert_attempts(&attempts)
-        .await
-        .expect("insert attempts again");
+    store.insert_attempts(&attempts).await.expect("insert attempts again");
     let for_a = store.attempts_for_event(None, "evt_a").await.expect("list");
     assert_eq!(for_a.len(), 2);
     assert_eq!(for_a[0].attempt, 1);
@@ -159,11 +120,7 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(for_a[0].status_code, Some(500));
     assert_eq!(for_a[0].error.as_deref(), Some("the endpoint answered 500"));
     assert_eq!(for_a[1].outcome, Outcome::Success);
-    assert!(store
-        .attempts_for_event(Some(&other), "evt_a")
-        .await
-        .expect("list")
-        .is_empty());
+    assert!(store.attempts_for_event(Some(&other), "evt_a").await.expect("list").is_empty());
 }
 
 /// The REST API's resources: tenants and keys, subscription lists and
@@ -173,26 +130,15 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
 
     // Tenants, by id; keys by hash, revocable.
-    let tenant = Tenant {
-        id: TenantId::generate(),
-        name: "Acme".to_owned(),
-        created_at: now,
-    };
+    let tenant = Tenant { id: TenantId::generate(), name: "Acme".to_owned(), created_at: now };
     store.create_tenant(&tenant).await.expect("create tenant");
-    let read = store
-        .get_tenant(&tenant.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let read = store.get_tenant(&tenant.id).await.expect("get").expect("found");
     assert_eq!((read.name.as_str(), read.created_at), ("Acme", now));
     let tenants = store.list_tenants(page(None, 10)).await.expect("list");
     let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, [tenant.id.as_str(), "ten_default"], "ordered by id");
     let after_first = store
-        .list_tenants(Page {
-            after: Some(tenant.id.as_str()),
-            limit: 10,
-        })
+        .list_tenants(Page { after: Some(tenant.id.as_str()), limit: 10 })
         .await
         .expect("list");
     assert_eq!(after_first.len(), 1);
@@ -206,36 +152,18 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         created_at: now,
         revoked_at: None,
     };
-    store
-        .create_api_key(&key, &secret.hash)
-        .await
-        .expect("create key");
-    assert_eq!(
-        store.tenant_for_key(&secret.hash).await.expect("lookup"),
-        Some(tenant.id.clone())
-    );
+    store.create_api_key(&key, &secret.hash).await.expect("create key");
+    assert_eq!(store.tenant_for_key(&secret.hash).await.expect("lookup"), Some(tenant.id.clone()));
     assert_eq!(store.tenant_for_key("0000").await.expect("lookup"), None);
-    let keys = store
-        .list_api_keys(&tenant.id, page(None, 10))
-        .await
-        .expect("keys");
+    let keys = store.list_api_keys(&tenant.id, page(None, 10)).await.expect("keys");
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].prefix, key.prefix);
     assert!(
-        !store
-            .revoke_api_key(&TenantId::default_tenant(), &key.id, now)
-            .await
-            .expect("revoke"),
+        !store.revoke_api_key(&TenantId::default_tenant(), &key.id, now).await.expect("revoke"),
         "another tenant's key is not revoked"
     );
-    assert!(store
-        .revoke_api_key(&tenant.id, &key.id, now)
-        .await
-        .expect("revoke"));
-    assert_eq!(
-        store.tenant_for_key(&secret.hash).await.expect("lookup"),
-        None
-    );
+    assert!(store.revoke_api_key(&tenant.id, &key.id, now).await.expect("revoke"));
+    assert_eq!(store.tenant_for_key(&secret.hash).await.expect("lookup"), None);
 
     // Subscriptions: listed per tenant and status, updated and deleted with
     // a new version each time.
@@ -248,10 +176,7 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     for s in [&first, &second, &other] {
         store.create_subscription(s).await.expect("create");
     }
-    let listed = store
-        .list_subscriptions(&tenant.id, None, page(None, 10))
-        .await
-        .expect("list");
+    let listed = store.list_subscriptions(&tenant.id, None, page(None, 10)).await.expect("list");
     assert_eq!(
         listed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         [first.id.clone(), second.id.clone()]
@@ -263,10 +188,7 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     assert_eq!(paused.len(), 1);
     assert_eq!(paused[0].id, second.id);
     let version = |changes: &[hookgate::store::SubscriptionChange], id: &SubscriptionId| {
-        changes
-            .iter()
-            .find(|c| c.subscription.id == *id)
-            .map(|c| (c.version, c.deleted))
+        changes.iter().find(|c| c.subscription.id == *id).map(|c| (c.version, c.deleted))
     };
     let before = store.subscription_changes(0, 100).await.expect("changes");
     let mut updated = first.clone();
@@ -276,11 +198,8 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         expires_at: now,
     }];
     assert!(store.update_subscription(&updated).await.expect("update"));
-    let read = store
-        .get_subscription(Some(&tenant.id), &first.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let read =
+        store.get_subscription(Some(&tenant.id), &first.id).await.expect("get").expect("found");
     assert_eq!(read.url, "https://example.com/new");
     assert_eq!(read.previous_secrets, updated.previous_secrets);
     let after = store.subscription_changes(0, 100).await.expect("changes");
@@ -292,26 +211,13 @@ async fn api_scenarios(store: Arc<dyn Store>) {
             .expect("delete"),
         "another tenant's subscription is not deleted"
     );
-    assert!(store
-        .delete_subscription(Some(&tenant.id), &first.id, now)
-        .await
-        .expect("delete"));
-    assert!(!store
-        .delete_subscription(None, &first.id, now)
-        .await
-        .expect("delete again"));
-    assert!(
-        !store.update_subscription(&updated).await.expect("update"),
-        "gone"
-    );
+    assert!(store.delete_subscription(Some(&tenant.id), &first.id, now).await.expect("delete"));
+    assert!(!store.delete_subscription(None, &first.id, now).await.expect("delete again"));
+    assert!(!store.update_subscription(&updated).await.expect("update"), "gone");
     let deleted = store.subscription_changes(0, 100).await.expect("changes");
     let (v, gone) = version(&deleted, &first.id).expect("listed");
     assert!(gone && Some((v, true)) > version(&after, &first.id));
-    assert!(store
-        .get_subscription(None, &first.id)
-        .await
-        .expect("get")
-        .is_none());
+    assert!(store.get_subscription(None, &first.id).await.expect("get").is_none());
 
     // Event types, unique by name.
     let schema = serde_json::json!({"type": "object"});
@@ -322,36 +228,15 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         created_at: now,
     };
     assert!(store.create_event_type(&event_type).await.expect("create"));
-    assert!(!store
-        .create_event_type(&event_type)
-        .await
-        .expect("create again"));
-    let read = store
-        .get_event_type("invoice.paid")
-        .await
-        .expect("get")
-        .expect("found");
+    assert!(!store.create_event_type(&event_type).await.expect("create again"));
+    let read = store.get_event_type("invoice.paid").await.expect("get").expect("found");
     assert_eq!(read.schema, Some(schema));
-    assert!(store
-        .get_event_type("nothing")
-        .await
-        .expect("get")
-        .is_none());
-    assert_eq!(
-        store
-            .list_event_types(page(None, 5))
-            .await
-            .expect("list")
-            .len(),
-        1
-    );
+    assert!(store.get_event_type("nothing").await.expect("get").is_none());
+    assert_eq!(store.list_event_types(page(None, 5)).await.expect("list").len(), 1);
 
     // Idempotency: one claim wins; the answer is saved; old records purged.
     let old = now - chrono::Duration::hours(1);
-    assert!(store
-        .idempotency_claim("admin", "k1", "hash-a", now, old)
-        .await
-        .expect("claim"));
+    assert!(store.idempotency_claim("admin", "k1", "hash-a", now, old).await.expect("claim"));
     assert!(!store
         .idempotency_claim("admin", "k1", "hash-a", now, old)
         .await
@@ -360,39 +245,15 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         .idempotency_claim("ten_x", "k1", "hash-a", now, old)
         .await
         .expect("another scope"));
-    let record = store
-        .idempotency_get("admin", "k1")
-        .await
-        .expect("get")
-        .expect("found");
-    assert_eq!(
-        (record.request_hash.as_str(), record.response),
-        ("hash-a", None)
-    );
-    store
-        .idempotency_complete("admin", "k1", 202, r#"{"id":"evt_1"}"#)
-        .await
-        .expect("complete");
-    let record = store
-        .idempotency_get("admin", "k1")
-        .await
-        .expect("get")
-        .expect("found");
+    let record = store.idempotency_get("admin", "k1").await.expect("get").expect("found");
+    assert_eq!((record.request_hash.as_str(), record.response), ("hash-a", None));
+    store.idempotency_complete("admin", "k1", 202, r#"{"id":"evt_1"}"#).await.expect("complete");
+    let record = store.idempotency_get("admin", "k1").await.expect("get").expect("found");
     assert_eq!(record.response, Some((202, r#"{"id":"evt_1"}"#.to_owned())));
-    store
-        .idempotency_release("ten_x", "k1")
-        .await
-        .expect("release");
-    assert!(store
-        .idempotency_get("ten_x", "k1")
-        .await
-        .expect("get")
-        .is_none());
+    store.idempotency_release("ten_x", "k1").await.expect("release");
+    assert!(store.idempotency_get("ten_x", "k1").await.expect("get").is_none());
     // A claim left in progress by a dead request is taken over once stale.
-    assert!(store
-        .idempotency_claim("admin", "k2", "hash-b", old, old)
-        .await
-        .expect("claim"));
+    assert!(store.idempotency_claim("admin", "k2", "hash-b", old, old).await.expect("claim"));
     assert!(!store
         .idempotency_claim("admin", "k2", "hash-c", now, old)
         .await
@@ -402,17 +263,10 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         .await
         .expect("stale: taken over"));
     assert_eq!(
-        store
-            .purge_idempotency(now + chrono::Duration::seconds(1))
-            .await
-            .expect("purge"),
+        store.purge_idempotency(now + chrono::Duration::seconds(1)).await.expect("purge"),
         2
     );
-    assert!(store
-        .idempotency_get("admin", "k1")
-        .await
-        .expect("get")
-        .is_none());
+    assert!(store.idempotency_get("admin", "k1").await.expect("get").is_none());
 
     // Attempts, filtered and paged by id.
     let attempts = vec![
@@ -421,24 +275,12 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         attempt(&other, "evt_p", 1, Outcome::Success),
     ];
     store.insert_attempts(&attempts).await.expect("insert");
-    let for_second = AttemptFilter {
-        subscription: Some(&second.id),
-        ..AttemptFilter::default()
-    };
-    let page_one = store
-        .list_attempts(&for_second, page(None, 1))
-        .await
-        .expect("list");
+    let for_second = AttemptFilter { subscription: Some(&second.id), ..AttemptFilter::default() };
+    let page_one = store.list_attempts(&for_second, page(None, 1)).await.expect("list");
     assert_eq!(page_one.len(), 1);
     assert_eq!(page_one[0].id, attempts[0].id);
     let page_two = store
-        .list_attempts(
-            &for_second,
-            Page {
-                after: Some(page_one[0].id.as_str()),
-                limit: 10,
-            },
-        )
+        .list_attempts(&for_second, Page { after: Some(page_one[0].id.as_str()), limit: 10 })
         .await
         .expect("list");
     assert_eq!(page_two.len(), 1);
@@ -448,26 +290,9 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         event_id: Some("evt_p"),
         ..AttemptFilter::default()
     };
-    assert_eq!(
-        store
-            .list_attempts(&tenant_view, page(None, 10))
-            .await
-            .expect("list")
-            .len(),
-        2
-    );
-    let everyone = AttemptFilter {
-        event_id: Some("evt_p"),
-        ..AttemptFilter::default()
-    };
-    assert_eq!(
-        store
-            .list_attempts(&everyone, page(None, 10))
-            .await
-            .expect("list")
-            .len(),
-        3
-    );
+    assert_eq!(store.list_attempts(&tenant_view, page(None, 10)).await.expect("list").len(), 2);
+    let everyone = AttemptFilter { event_id: Some("evt_p"), ..AttemptFilter::default() };
+    assert_eq!(store.list_attempts(&everyone, page(None, 10)).await.expect("list").len(), 3);
 }
 
 #[tokio::test]

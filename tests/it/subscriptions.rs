@@ -11,10 +11,7 @@ use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn create(app: &TestApp, body: Value) -> String {
-    app.subscribe(body).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
+    app.subscribe(body).await["id"].as_str().expect("id").to_owned()
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -38,13 +35,8 @@ async fn lists_filter_and_page_stably_while_rows_are_inserted() {
         (json!(["order.created"]), "paused"),
         (json!(["user.deleted"]), "active"),
     ] {
-        created.push(
-            create(
-                &app,
-                json!({"url": url, "event_types": types, "status": status}),
-            )
-            .await,
-        );
+        created
+            .push(create(&app, json!({"url": url, "event_types": types, "status": status})).await);
     }
 
     // Walk two at a time, inserting a row between pages: every row once, in order.
@@ -67,27 +59,13 @@ async fn lists_filter_and_page_stably_while_rows_are_inserted() {
     expected.push(inserted.expect("inserted"));
     assert_eq!(seen, expected);
 
-    let (_, paused) = app
-        .call(
-            Method::GET,
-            "/v1/subscriptions?status=paused",
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (_, paused) =
+        app.call(Method::GET, "/v1/subscriptions?status=paused", ADMIN_TOKEN, None).await;
     assert_eq!(ids(&paused), [created[1].clone(), created[3].clone()]);
     let (_, orders) = app
-        .call(
-            Method::GET,
-            "/v1/subscriptions?event_type=order.created",
-            ADMIN_TOKEN,
-            None,
-        )
+        .call(Method::GET, "/v1/subscriptions?event_type=order.created", ADMIN_TOKEN, None)
         .await;
-    assert_eq!(
-        ids(&orders),
-        [created[0].clone(), created[2].clone(), created[3].clone()]
-    );
+    assert_eq!(ids(&orders), [created[0].clone(), created[2].clone(), created[3].clone()]);
     let (_, both) = app
         .call(
             Method::GET,
@@ -123,26 +101,14 @@ async fn lists_filter_and_page_stably_while_rows_are_inserted() {
         ("event_type=a.*.b", "event_type"),
         ("tenant_id=nope", "tenant_id"),
     ] {
-        let (status, problem) = app
-            .call(
-                Method::GET,
-                &format!("/v1/subscriptions?{query}"),
-                ADMIN_TOKEN,
-                None,
-            )
-            .await;
+        let (status, problem) =
+            app.call(Method::GET, &format!("/v1/subscriptions?{query}"), ADMIN_TOKEN, None).await;
         assert_eq!(status, 400, "{query}: {problem}");
         assert_eq!(problem["code"], "invalid_query", "{query}");
         assert_eq!(problem["errors"][0]["field"], field, "{query}");
     }
-    let (status, _) = app
-        .call(
-            Method::GET,
-            "/v1/subscriptions?tenant_id=ten_nobody",
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, _) =
+        app.call(Method::GET, "/v1/subscriptions?tenant_id=ten_nobody", ADMIN_TOKEN, None).await;
     assert_eq!(status, 404);
     app.stop().await;
 }
@@ -157,22 +123,15 @@ async fn updates_are_partial_validated_and_versioned() {
     )
     .await;
     let path = format!("/v1/subscriptions/{id}");
-    let version_before = app
-        .store
-        .subscription_changes(0, 100)
-        .await
-        .expect("changes")[0]
-        .version;
+    let version_before = app.store.subscription_changes(0, 100).await.expect("changes")[0].version;
 
     let (status, updated) = app
         .call(
             Method::PATCH,
             &path,
             ADMIN_TOKEN,
-            Some(
-                json!({"url": "https://example.com/b", "description": null, "status": "paused",
-                        "rate_limit": null, "max_in_flight": 3}),
-            ),
+            Some(json!({"url": "https://example.com/b", "description": null, "status": "paused",
+                        "rate_limit": null, "max_in_flight": 3})),
         )
         .await;
     assert_eq!(status, 200, "{updated}");
@@ -184,16 +143,9 @@ async fn updates_are_partial_validated_and_versioned() {
     assert_eq!(updated["event_types"], json!(["order.*"]), "untouched");
     assert_eq!(updated["metadata"], json!({"team": "billing"}), "untouched");
     assert!(updated.get("secret").is_none());
-    let changes = app
-        .store
-        .subscription_changes(0, 100)
-        .await
-        .expect("changes");
+    let changes = app.store.subscription_changes(0, 100).await.expect("changes");
     assert_eq!(changes.len(), 1);
-    assert!(
-        changes[0].version > version_before,
-        "the write bumped the version"
-    );
+    assert!(changes[0].version > version_before, "the write bumped the version");
 
     // Invalid patches name each field and change nothing.
     for (patch, field) in [
@@ -201,29 +153,19 @@ async fn updates_are_partial_validated_and_versioned() {
         (json!({"url": 42}), "url"),
         (json!({"event_types": ["a.*.b"]}), "event_types/0"),
         (json!({"event_types": []}), "event_types"),
-        (
-            json!({"rate_limit": {"per_second": -1, "burst": 1}}),
-            "rate_limit/per_second",
-        ),
-        (
-            json!({"rate_limit": {"per_second": 0, "burst": 1}}),
-            "rate_limit/per_second",
-        ),
+        (json!({"rate_limit": {"per_second": -1, "burst": 1}}), "rate_limit/per_second"),
+        (json!({"rate_limit": {"per_second": 0, "burst": 1}}), "rate_limit/per_second"),
         (json!({"max_in_flight": 0}), "max_in_flight"),
         (json!({"status": "disabled"}), "status"),
         (json!({"status": "sleepy"}), "status"),
-        (
-            json!({"headers": {"Webhook-Id": "x"}}),
-            "headers/Webhook-Id",
-        ),
+        (json!({"headers": {"Webhook-Id": "x"}}), "headers/Webhook-Id"),
         (json!({"ordered": "yes"}), "ordered"),
         (json!({"description": "nul\u{0}"}), "description"),
         (json!({"metadata": {"k": "nul\u{0}"}}), "metadata/k"),
         (json!({"secret": "whsec_x"}), "secret"),
     ] {
-        let (status, problem) = app
-            .call(Method::PATCH, &path, ADMIN_TOKEN, Some(patch.clone()))
-            .await;
+        let (status, problem) =
+            app.call(Method::PATCH, &path, ADMIN_TOKEN, Some(patch.clone())).await;
         assert_eq!(status, 422, "{patch}: {problem}");
         let fields: Vec<&str> = problem["errors"]
             .as_array()
@@ -236,20 +178,11 @@ async fn updates_are_partial_validated_and_versioned() {
     let (_, read) = app.call(Method::GET, &path, ADMIN_TOKEN, None).await;
     assert_eq!(read, updated, "nothing changed");
     assert_eq!(
-        app.store
-            .subscription_changes(0, 100)
-            .await
-            .expect("changes")[0]
-            .version,
+        app.store.subscription_changes(0, 100).await.expect("changes")[0].version,
         changes[0].version
     );
     let (status, _) = app
-        .call(
-            Method::PATCH,
-            "/v1/subscriptions/sub_nothing",
-            ADMIN_TOKEN,
-            Some(json!({})),
-        )
+        .call(Method::PATCH, "/v1/subscriptions/sub_nothing", ADMIN_TOKEN, Some(json!({})))
         .await;
     assert_eq!(status, 404);
     app.stop().await;
@@ -270,15 +203,9 @@ async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher() {
         let (status, _) = app.call(method, &path, ADMIN_TOKEN, Some(json!({}))).await;
         assert_eq!(status, 404);
     }
-    let (_, listed) = app
-        .call(Method::GET, "/v1/subscriptions", ADMIN_TOKEN, None)
-        .await;
+    let (_, listed) = app.call(Method::GET, "/v1/subscriptions", ADMIN_TOKEN, None).await;
     assert!(!ids(&listed).contains(&doomed_id));
-    let changes = app
-        .store
-        .subscription_changes(0, 100)
-        .await
-        .expect("changes");
+    let changes = app.store.subscription_changes(0, 100).await.expect("changes");
     let change = changes
         .iter()
         .find(|c| c.subscription.id.as_str() == doomed_id)
@@ -286,8 +213,7 @@ async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher() {
     assert!(change.deleted);
 
     // Both were matched together before; now only the live one is.
-    app.publish(json!({"type": "order.created", "data": {}}))
-        .await;
+    app.publish(json!({"type": "order.created", "data": {}})).await;
     alive.wait_for(1, DEADLINE).await;
     assert!(doomed.received().is_empty());
     app.stop().await;

@@ -13,40 +13,22 @@ const DEADLINE: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
     let app = TestApp::spawn("tenants").await;
-    let (status, tenant) = app
-        .call(
-            Method::POST,
-            "/v1/tenants",
-            ADMIN_TOKEN,
-            Some(json!({"name": "Acme"})),
-        )
-        .await;
+    let (status, tenant) =
+        app.call(Method::POST, "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": "Acme"}))).await;
     assert_eq!(status, 201);
     let tenant_id = tenant["id"].as_str().expect("id").to_owned();
     assert!(tenant_id.starts_with("ten_"));
     assert_eq!(tenant["name"], "Acme");
     for name in ["", "   ", &"x".repeat(300), "nul\u{0}inside"] {
-        let (status, problem) = app
-            .call(
-                Method::POST,
-                "/v1/tenants",
-                ADMIN_TOKEN,
-                Some(json!({"name": name})),
-            )
-            .await;
+        let (status, problem) =
+            app.call(Method::POST, "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": name}))).await;
         assert_eq!(status, 422);
         assert_eq!(problem["errors"][0]["field"], "name");
     }
 
     // Listed with the built-in default tenant, one page at a time.
     for name in ["B", "C"] {
-        app.call(
-            Method::POST,
-            "/v1/tenants",
-            ADMIN_TOKEN,
-            Some(json!({"name": name})),
-        )
-        .await;
+        app.call(Method::POST, "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": name}))).await;
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -59,10 +41,7 @@ async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
         assert_eq!(status, 200);
         let data = page["data"].as_array().expect("data");
         assert!(data.len() <= 2);
-        seen.extend(
-            data.iter()
-                .map(|t| t["id"].as_str().expect("id").to_owned()),
-        );
+        seen.extend(data.iter().map(|t| t["id"].as_str().expect("id").to_owned()));
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => break,
@@ -73,14 +52,8 @@ async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
 
     // A key is shown once; lists show its prefix only.
     let keys = format!("/v1/tenants/{tenant_id}/keys");
-    let (status, created) = app
-        .call(
-            Method::POST,
-            &keys,
-            ADMIN_TOKEN,
-            Some(json!({"name": "ci"})),
-        )
-        .await;
+    let (status, created) =
+        app.call(Method::POST, &keys, ADMIN_TOKEN, Some(json!({"name": "ci"}))).await;
     assert_eq!(status, 201);
     let key = created["key"].as_str().expect("key shown").to_owned();
     assert!(key.starts_with("hgk_") && key.len() > 40);
@@ -97,22 +70,16 @@ async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
     let (status, subs) = app.call(Method::GET, "/v1/subscriptions", &key, None).await;
     assert_eq!(status, 200);
     assert_eq!(subs["data"], json!([]));
-    let (status, own) = app
-        .call(Method::GET, &format!("/v1/tenants/{tenant_id}"), &key, None)
-        .await;
-    assert_eq!(
-        (status, own["id"].as_str()),
-        (200, Some(tenant_id.as_str()))
-    );
+    let (status, own) =
+        app.call(Method::GET, &format!("/v1/tenants/{tenant_id}"), &key, None).await;
+    assert_eq!((status, own["id"].as_str()), (200, Some(tenant_id.as_str())));
     for (method, path) in [
         (Method::POST, "/v1/tenants"),
         (Method::GET, "/v1/tenants"),
         (Method::POST, "/v1/event-types"),
         (Method::GET, "/v1/event-types"),
     ] {
-        let (status, problem) = app
-            .call(method, path, &key, Some(json!({"name": "x"})))
-            .await;
+        let (status, problem) = app.call(method, path, &key, Some(json!({"name": "x"}))).await;
         assert_eq!(status, 403, "{path}");
         assert_eq!(problem["code"], "forbidden");
     }
@@ -127,30 +94,19 @@ async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
     let (status, _) = app.call(Method::DELETE, &revoke, ADMIN_TOKEN, None).await;
     assert_eq!(status, 204);
     let (status, problem) = app.call(Method::GET, "/v1/subscriptions", &key, None).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("unauthorized"))
-    );
+    assert_eq!((status, problem["code"].as_str()), (401, Some("unauthorized")));
     let (_, listed) = app.call(Method::GET, &keys, ADMIN_TOKEN, None).await;
     assert!(listed["data"][0]["revoked_at"].is_string());
 
     // Unknown tenants and keys.
-    for path in [
-        "/v1/tenants/ten_nobody",
-        "/v1/tenants/ten_nobody/keys",
-        "/v1/tenants/sub_wrongkind",
-    ] {
+    for path in
+        ["/v1/tenants/ten_nobody", "/v1/tenants/ten_nobody/keys", "/v1/tenants/sub_wrongkind"]
+    {
         let (status, _) = app.call(Method::GET, path, ADMIN_TOKEN, None).await;
         assert_eq!(status, 404, "{path}");
     }
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("{keys}/key_nothing"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, _) =
+        app.call(Method::DELETE, &format!("{keys}/key_nothing"), ADMIN_TOKEN, None).await;
     assert_eq!(status, 404);
     app.stop().await;
 }
@@ -200,9 +156,7 @@ async fn a_tenant_key_sees_only_its_own_tenant() {
     app.attempts_for(&event_a, DEADLINE).await;
     // An admin's event goes to every tenant; once B has it, B would long
     // have had A's event too had it been sent there.
-    let admin_event = app
-        .publish(json!({"type": "order.created", "data": {"for": "all"}}))
-        .await;
+    let admin_event = app.publish(json!({"type": "order.created", "data": {"for": "all"}})).await;
     receiver_b.wait_for(1, DEADLINE).await;
     receiver_a.wait_for(2, DEADLINE).await;
     let b_got: Vec<serde_json::Value> = receiver_b
@@ -220,20 +174,14 @@ async fn a_tenant_key_sees_only_its_own_tenant() {
         (Method::GET, format!("/v1/subscriptions/{sub_a}")),
         (Method::PATCH, format!("/v1/subscriptions/{sub_a}")),
         (Method::DELETE, format!("/v1/subscriptions/{sub_a}")),
-        (
-            Method::POST,
-            format!("/v1/subscriptions/{sub_a}/rotate-secret"),
-        ),
+        (Method::POST, format!("/v1/subscriptions/{sub_a}/rotate-secret")),
         (Method::POST, format!("/v1/subscriptions/{sub_a}/test")),
         (Method::GET, format!("/v1/subscriptions/{sub_a}/attempts")),
         (Method::GET, format!("/v1/events/{event_a}/attempts")),
         (Method::GET, format!("/v1/tenants/{tenant_a}")),
         (Method::GET, format!("/v1/tenants/{tenant_a}/keys")),
         (Method::POST, format!("/v1/tenants/{tenant_a}/keys")),
-        (
-            Method::GET,
-            format!("/v1/subscriptions?tenant_id={tenant_a}"),
-        ),
+        (Method::GET, format!("/v1/subscriptions?tenant_id={tenant_a}")),
     ];
     for (method, path) in &a_routes {
         let body = (*method == Method::PATCH).then(|| json!({"description": "mine now"}));
@@ -256,52 +204,23 @@ async fn a_tenant_key_sees_only_its_own_tenant() {
 
     // B's list holds B's subscription only; A's is untouched and still
     // visible to A and to the admin.
-    let (_, listed) = app
-        .call(Method::GET, "/v1/subscriptions", &key_b, None)
-        .await;
-    let ids: Vec<&str> = listed["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .filter_map(|s| s["id"].as_str())
-        .collect();
+    let (_, listed) = app.call(Method::GET, "/v1/subscriptions", &key_b, None).await;
+    let ids: Vec<&str> =
+        listed["data"].as_array().expect("data").iter().filter_map(|s| s["id"].as_str()).collect();
     assert_eq!(ids, [sub_b.as_str()]);
-    let (status, own) = app
-        .call(
-            Method::GET,
-            &format!("/v1/subscriptions/{sub_a}"),
-            &key_a,
-            None,
-        )
-        .await;
+    let (status, own) =
+        app.call(Method::GET, &format!("/v1/subscriptions/{sub_a}"), &key_a, None).await;
     assert_eq!(status, 200);
     assert!(own["description"].is_null());
-    let (status, _) = app
-        .call(
-            Method::GET,
-            &format!("/v1/subscriptions/{sub_a}"),
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
+    let (status, _) =
+        app.call(Method::GET, &format!("/v1/subscriptions/{sub_a}"), ADMIN_TOKEN, None).await;
     assert_eq!(status, 200);
-    let (status, attempts) = app
-        .call(
-            Method::GET,
-            &format!("/v1/events/{event_a}/attempts"),
-            &key_a,
-            None,
-        )
-        .await;
+    let (status, attempts) =
+        app.call(Method::GET, &format!("/v1/events/{event_a}/attempts"), &key_a, None).await;
     assert_eq!(status, 200);
     assert_eq!(attempts["data"][0]["subscription_id"], sub_a.as_str());
     let (_, admin_list) = app
-        .call(
-            Method::GET,
-            &format!("/v1/subscriptions?tenant_id={tenant_b}"),
-            ADMIN_TOKEN,
-            None,
-        )
+        .call(Method::GET, &format!("/v1/subscriptions?tenant_id={tenant_b}"), ADMIN_TOKEN, None)
         .await;
     assert_eq!(admin_list["data"][0]["id"], sub_b.as_str());
     app.stop().await;

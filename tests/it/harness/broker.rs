@@ -27,26 +27,20 @@ fn kafka_libs() -> PathBuf {
     if let Ok(libs) = std::env::var("HOOKGATE_TEST_KAFKA_LIBS") {
         return PathBuf::from(libs);
     }
-    let cache = std::env::var("HOOKGATE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hookgate")
-        });
+    let cache = std::env::var("HOOKGATE_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hookgate")
+    });
     let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
         .expect("~/.cache/hookgate exists: run scripts/test-env start")
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("kafka-"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("kafka-"))
                 && p.join("libs").is_dir()
         })
         .map(|p| p.join("libs"))
         .collect();
     found.sort();
-    found
-        .pop()
-        .expect("cached Kafka jars: run scripts/test-env start")
+    found.pop().expect("cached Kafka jars: run scripts/test-env start")
 }
 
 fn free_port() -> u16 {
@@ -94,12 +88,7 @@ impl PrivateBroker {
              rootLogger.level = warn\nrootLogger.appenderRef.out.ref = OUT\n",
         )
         .expect("write log config");
-        let mut broker = Self {
-            libs: kafka_libs(),
-            dir,
-            port,
-            child: None,
-        };
+        let mut broker = Self { libs: kafka_libs(), dir, port, child: None };
         let format = broker
             .java("kafka.tools.StorageTool")
             .args(["format", "-t", CLUSTER_ID, "-c"])
@@ -151,14 +140,10 @@ impl PrivateBroker {
             .expect("start the private broker (java)");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        eventually(
-            "the private broker to accept connections",
-            START_DEADLINE,
-            || {
-                let addr = addr.clone();
-                async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
-            },
-        )
+        eventually("the private broker to accept connections", START_DEADLINE, || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
+        })
         .await;
     }
 

@@ -44,10 +44,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -73,27 +70,17 @@ impl TestDb {
             .expect("create test database");
         let mut url = url::Url::parse(&admin_url).expect("valid database URL");
         url.set_path(&name);
-        Self {
-            url: url.to_string(),
-            pg_name: Some(name),
-            _dir: None,
-        }
+        Self { url: url.to_string(), pg_name: Some(name), _dir: None }
     }
 
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite:{}", dir.path().join("hookgate.db").display());
-        Self {
-            url,
-            pg_name: None,
-            _dir: Some(dir),
-        }
+        Self { url, pg_name: None, _dir: Some(dir) }
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
-        let store = hookgate::store::connect(&self.url)
-            .await
-            .expect("connect test store");
+        let store = hookgate::store::connect(&self.url).await.expect("connect test store");
         store.migrate().await.expect("migrate test store");
         store
     }
@@ -140,17 +127,12 @@ impl TestApp {
             replication: 1,
             group_id: format!("{prefix}.dispatcher"),
         };
-        let kafka = KafkaConfig {
-            brokers,
-            properties: Vec::new(),
-        };
+        let kafka = KafkaConfig { brokers, properties: Vec::new() };
         let config = AppConfig {
             database_url: db.url.clone(),
             kafka: kafka.clone(),
             topics: topics.clone(),
-            api: Some(ApiConfig {
-                admin_tokens: vec![ADMIN_TOKEN.to_owned()],
-            }),
+            api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
             dispatcher: Some(DispatcherConfig {
                 allow_private_targets: true,
                 request_timeout: Duration::from_secs(5),
@@ -222,10 +204,7 @@ impl TestApp {
         token: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -275,16 +254,13 @@ impl TestApp {
                 .create()
                 .expect("consumer");
             let timeout = Duration::from_secs(10);
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .expect("topic metadata");
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout).expect("topic metadata");
             metadata.topics()[0]
                 .partitions()
                 .iter()
                 .map(|p| {
-                    let (low, high) = consumer
-                        .fetch_watermarks(&topic, p.id(), timeout)
-                        .expect("watermarks");
+                    let (low, high) =
+                        consumer.fetch_watermarks(&topic, p.id(), timeout).expect("watermarks");
                     high - low
                 })
                 .sum()
@@ -299,18 +275,11 @@ impl TestApp {
         event_id: &str,
         deadline: Duration,
     ) -> Vec<hookgate::domain::Attempt> {
-        eventually(
-            &format!("an attempt for {event_id} in the store"),
-            deadline,
-            || async {
-                let attempts = self
-                    .store
-                    .attempts_for_event(None, event_id)
-                    .await
-                    .expect("list attempts");
-                (!attempts.is_empty()).then_some(attempts)
-            },
-        )
+        eventually(&format!("an attempt for {event_id} in the store"), deadline, || async {
+            let attempts =
+                self.store.attempts_for_event(None, event_id).await.expect("list attempts");
+            (!attempts.is_empty()).then_some(attempts)
+        })
         .await
     }
 
