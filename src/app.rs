@@ -24,10 +24,7 @@ pub enum StartError {
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 pub struct Running {
@@ -57,7 +54,9 @@ pub async fn start(
             partitions: config.topics.partitions,
             replication: config.topics.replication,
         };
-        topics::ensure_topics(&config.kafka, &config.topics.to_create(), &spec).await?;
+        let schedule =
+            config.dispatcher.as_ref().map(|d| d.retry_schedule.clone()).unwrap_or_default();
+        topics::ensure_topics(&config.kafka, &config.topics.to_create(&schedule), &spec).await?;
     }
 
     let mut running = Running {
@@ -72,10 +71,7 @@ pub async fn start(
             Some(listener) => listener,
             None => TcpListener::bind(listen)
                 .await
-                .map_err(|source| StartError::Listen {
-                    addr: listen,
-                    source,
-                })?,
+                .map_err(|source| StartError::Listen { addr: listen, source })?,
         };
         running.api_addr = listener.local_addr().ok();
         let state = AppState {
@@ -87,21 +83,10 @@ pub async fn start(
         running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
     }
     if let Some(dispatcher_config) = &config.dispatcher {
-        let (kafka, topics, dispatcher_config) = (
-            config.kafka.clone(),
-            config.topics.clone(),
-            dispatcher_config.clone(),
-        );
+        let (kafka, topics, dispatcher_config) =
+            (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone());
         running.dispatcher = Some(tokio::spawn(async move {
-            dispatcher::run(
-                &kafka,
-                store,
-                producer,
-                &topics,
-                &dispatcher_config,
-                shutdown,
-            )
-            .await
+            dispatcher::run(&kafka, store, producer, &topics, &dispatcher_config, shutdown).await
         }));
     }
     Ok(running)

@@ -97,6 +97,8 @@ struct DevArgs {
     #[command(flatten)]
     topics: TopicArgs,
     #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
     telemetry: TelemetryArgs,
 }
 
@@ -172,41 +174,22 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve {
-            database,
-            kafka,
-            api,
-            delivery,
-            telemetry,
-        } => {
+        Command::Serve { database, kafka, api, delivery, telemetry } => {
             telemetry::init(telemetry.log_format);
             let config = app_config(database, &kafka, Some(&api), Some(&delivery), true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api {
-            database,
-            kafka,
-            api,
-            telemetry,
-        } => {
+        Command::Api { database, kafka, api, telemetry } => {
             telemetry::init(telemetry.log_format);
             let config = app_config(database, &kafka, Some(&api), None, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher {
-            database,
-            kafka,
-            delivery,
-            telemetry,
-        } => {
+        Command::Dispatcher { database, kafka, delivery, telemetry } => {
             telemetry::init(telemetry.log_format);
             let config = app_config(database, &kafka, None, Some(&delivery), false)?;
             run_roles(&config, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await
         }
-        Command::Migrate {
-            database,
-            telemetry,
-        } => {
+        Command::Migrate { database, telemetry } => {
             telemetry::init(telemetry.log_format);
             let store = store::connect(&database.database_url)
                 .await
@@ -238,9 +221,7 @@ fn app_config(
         database_url: database.database_url,
         kafka: KafkaConfig::from_env(kafka.kafka_brokers.clone()),
         topics: Topics::from_args(&kafka.topics).map_err(|e| Failure::Config(e.to_string()))?,
-        api: api.map(|a| ApiConfig {
-            admin_tokens: a.admin_token.clone(),
-        }),
+        api: api.map(|a| ApiConfig { admin_tokens: a.admin_token.clone() }),
         dispatcher: delivery.map(DispatcherConfig::from_args),
         migrate,
         create_topics: true,
@@ -261,38 +242,22 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
     let topics = Topics::from_args(&args.topics).map_err(|e| Failure::Config(e.to_string()))?;
     // The in-process broker has no CreateTopics API: it makes the topics itself.
     let mock = MockCluster::new(1).map_err(|e| Failure::Run(e.into()))?;
-    for topic in topics.to_create() {
-        mock.create_topic(&topic, topics.partitions, 1)
-            .map_err(|e| Failure::Run(e.into()))?;
+    let dispatcher = DispatcherConfig::from_args(&args.delivery);
+    for topic in topics.to_create(&dispatcher.retry_schedule) {
+        mock.create_topic(&topic, topics.partitions, 1).map_err(|e| Failure::Run(e.into()))?;
     }
     let admin_token = args.admin_token.unwrap_or_else(|| {
         let mut bytes = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut bytes);
-        format!(
-            "hg_admin_{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        )
+        format!("hg_admin_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
     });
     let config = AppConfig {
         database_url: args.database_url,
-        kafka: KafkaConfig {
-            brokers: mock.bootstrap_servers(),
-            properties: Vec::new(),
-        },
+        kafka: KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() },
         topics,
-        api: Some(ApiConfig {
-            admin_tokens: vec![admin_token.clone()],
-        }),
-        dispatcher: Some(DispatcherConfig {
-            allow_private_targets: true,
-            ..DispatcherConfig::from_args(&DeliveryArgs {
-                allow_private_targets: true,
-                request_timeout: std::time::Duration::from_secs(15),
-                retry_schedule: crate::config::RetrySchedule(vec![std::time::Duration::from_secs(
-                    5,
-                )]),
-            })
-        }),
+        api: Some(ApiConfig { admin_tokens: vec![admin_token.clone()] }),
+        // Locally, webhooks go to local receivers.
+        dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
         migrate: true,
         create_topics: false,
     };

@@ -39,15 +39,11 @@ pub fn verify(
     now: i64,
 ) -> Result<String, Rejection> {
     let header = |name: &'static str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(Rejection::MissingHeader(name))
+        headers.get(name).and_then(|v| v.to_str().ok()).ok_or(Rejection::MissingHeader(name))
     };
     let id = header("webhook-id")?;
-    let timestamp: i64 = header("webhook-timestamp")?
-        .parse()
-        .map_err(|_| Rejection::BadTimestamp)?;
+    let timestamp: i64 =
+        header("webhook-timestamp")?.parse().map_err(|_| Rejection::BadTimestamp)?;
     let signature = header("webhook-signature")?;
     if (now - timestamp).abs() > TOLERANCE_SECS {
         return Err(Rejection::StaleTimestamp);
@@ -67,9 +63,7 @@ pub async fn run(
     let listener = TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let app = Router::new().fallback(receive).with_state(Arc::new(secret));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 async fn receive(
@@ -79,17 +73,11 @@ async fn receive(
 ) -> StatusCode {
     match verify(&secret, &headers, &body, Utc::now().timestamp()) {
         Ok(id) => {
-            println!(
-                "verified webhook-id={id} body={}",
-                String::from_utf8_lossy(&body)
-            );
+            println!("verified webhook-id={id} body={}", String::from_utf8_lossy(&body));
             StatusCode::NO_CONTENT
         }
         Err(rejection) => {
-            let id = headers
-                .get("webhook-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
+            let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             println!("rejected webhook-id={id}: {rejection}");
             StatusCode::UNAUTHORIZED
         }
@@ -104,10 +92,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("webhook-id", "msg_1".parse().expect("valid"));
         headers.insert("webhook-timestamp", ts.to_string().parse().expect("valid"));
-        headers.insert(
-            "webhook-signature",
-            secret.sign("msg_1", ts, body).parse().expect("valid"),
-        );
+        headers.insert("webhook-signature", secret.sign("msg_1", ts, body).parse().expect("valid"));
         headers
     }
 
@@ -115,10 +100,7 @@ mod tests {
     fn accepts_good_and_refuses_bad_requests() {
         let secret = SigningSecret::generate();
         let now = 1_700_000_000;
-        assert_eq!(
-            verify(&secret, &signed(&secret, now, b"{}"), b"{}", now),
-            Ok("msg_1".into())
-        );
+        assert_eq!(verify(&secret, &signed(&secret, now, b"{}"), b"{}", now), Ok("msg_1".into()));
         assert_eq!(
             verify(&secret, &signed(&secret, now, b"{}"), b"{ }", now),
             Err(Rejection::BadSignature)

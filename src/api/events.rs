@@ -43,11 +43,7 @@ pub async fn publish(
     Json(req): Json<PublishEvent>,
 ) -> Result<(StatusCode, axum::Json<Published>), ApiError> {
     let event = validate(req)?;
-    state
-        .producer
-        .publish(&state.publish_topic, &event)
-        .await
-        .map_err(publish_error)?;
+    state.producer.publish(&state.publish_topic, &event).await.map_err(publish_error)?;
     tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event published");
     Ok((StatusCode::ACCEPTED, axum::Json(Published { id: event.id })))
 }
@@ -68,11 +64,7 @@ fn validate(req: PublishEvent) -> Result<Event, ApiError> {
             ));
         }
     }
-    if req
-        .key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
-    {
+    if req.key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
         errors.push(FieldError::new("key", format!("1 to {MAX_KEY_LEN} bytes")));
     }
     if let Some(source) = &req.source {

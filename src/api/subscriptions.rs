@@ -121,10 +121,7 @@ pub async fn create(
     };
     if let Some(limit) = req.rate_limit {
         if limit.per_second == 0 {
-            errors.push(FieldError::new(
-                "rate_limit/per_second",
-                "must be at least 1",
-            ));
+            errors.push(FieldError::new("rate_limit/per_second", "must be at least 1"));
         }
         if limit.burst == 0 {
             errors.push(FieldError::new("rate_limit/burst", "must be at least 1"));
@@ -140,17 +137,11 @@ pub async fn create(
     }
     validate_headers(&req.headers, &mut errors);
     if req.status == Some(SubscriptionStatus::Disabled) {
-        errors.push(FieldError::new(
-            "status",
-            "a new subscription is active or paused",
-        ));
+        errors.push(FieldError::new("status", "a new subscription is active or paused"));
     }
     validate_text("description", req.description.as_deref(), &mut errors);
     if req.metadata.len() > MAX_METADATA {
-        errors.push(FieldError::new(
-            "metadata",
-            format!("at most {MAX_METADATA} entries"),
-        ));
+        errors.push(FieldError::new("metadata", format!("at most {MAX_METADATA} entries")));
     }
     for (key, value) in &req.metadata {
         if key.len() > 255 || value.len() > MAX_TEXT_LEN {
@@ -164,16 +155,8 @@ pub async fn create(
         return Err(ApiError::Validation(errors));
     };
 
-    if !state
-        .store
-        .tenant_exists(&tenant_id)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "tenant_id",
-            "no such tenant",
-        )]));
+    if !state.store.tenant_exists(&tenant_id).await.map_err(ApiError::internal)? {
+        return Err(ApiError::Validation(vec![FieldError::new("tenant_id", "no such tenant")]));
     }
     let now = Utc::now();
     let subscription = Subscription {
@@ -193,16 +176,9 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state
-        .store
-        .create_subscription(&subscription)
-        .await
-        .map_err(ApiError::internal)?;
+    state.store.create_subscription(&subscription).await.map_err(ApiError::internal)?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(SubscriptionOut::new(subscription, true)),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(SubscriptionOut::new(subscription, true))))
 }
 
 pub async fn get(
@@ -282,10 +258,7 @@ fn validate_event_types(types: &[String], errors: &mut Vec<FieldError>) {
 
 fn validate_headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
     if headers.len() > MAX_HEADERS {
-        errors.push(FieldError::new(
-            "headers",
-            format!("at most {MAX_HEADERS} headers"),
-        ));
+        errors.push(FieldError::new("headers", format!("at most {MAX_HEADERS} headers")));
     }
     for (name, value) in headers {
         let field = format!("headers/{name}");
@@ -301,9 +274,6 @@ fn validate_headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldEr
 
 fn validate_text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
     if value.is_some_and(|v| v.len() > MAX_TEXT_LEN) {
-        errors.push(FieldError::new(
-            field,
-            format!("at most {MAX_TEXT_LEN} bytes"),
-        ));
+        errors.push(FieldError::new(field, format!("at most {MAX_TEXT_LEN} bytes")));
     }
 }

@@ -4,6 +4,7 @@
 //! gets it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -29,16 +30,14 @@ pub struct Target {
     pub secret: SigningSecret,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     patterns: Vec<EventTypePattern>,
+    literal_ip: Option<IpAddr>,
 }
 
 impl Target {
     fn new(subscription: Subscription) -> Option<Self> {
         let secret = SigningSecret::parse(&subscription.secret).ok()?;
-        let patterns = subscription
-            .event_types
-            .iter()
-            .filter_map(|p| EventTypePattern::parse(p))
-            .collect();
+        let patterns =
+            subscription.event_types.iter().filter_map(|p| EventTypePattern::parse(p)).collect();
         let headers = subscription
             .headers
             .iter()
@@ -49,17 +48,28 @@ impl Target {
                 ))
             })
             .collect();
-        Some(Self {
-            subscription,
-            secret,
-            headers,
-            patterns,
-        })
+        let literal_ip =
+            url::Url::parse(&subscription.url).ok().and_then(|url| match url.host()? {
+                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+                url::Host::Domain(_) => None,
+            });
+        Some(Self { subscription, secret, headers, patterns, literal_ip })
     }
 
     pub fn wants(&self, event_type: &str) -> bool {
         self.subscription.status == SubscriptionStatus::Active
             && self.patterns.iter().any(|p| p.matches(event_type))
+    }
+
+    /// The `webhook-signature` header value.
+    pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+        self.secret.sign(webhook_id, timestamp, body)
+    }
+
+    /// The destination's address when the URL names one instead of a host.
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        self.literal_ip
     }
 }
 
@@ -83,25 +93,27 @@ impl SubscriptionCache {
         Self {
             store,
             snapshot: RwLock::new(Arc::default()),
-            refresh: tokio::sync::Mutex::new(RefreshState {
-                version: 0,
-                failed_at: None,
-            }),
+            refresh: tokio::sync::Mutex::new(RefreshState { version: 0, failed_at: None }),
             fresh_as_of: AtomicI64::new(i64::MIN),
         }
     }
 
     pub fn matching(&self, event_type: &str) -> Vec<Arc<Target>> {
-        let snapshot = self
-            .snapshot
-            .read()
-            .map(|s| Arc::clone(&s))
-            .unwrap_or_default();
-        snapshot
-            .values()
-            .filter(|t| t.wants(event_type))
-            .cloned()
-            .collect()
+        self.current().values().filter(|t| t.wants(event_type)).cloned().collect()
+    }
+
+    /// The subscription as last seen, refreshing once when it is unknown
+    /// (created since the last refresh, by another process).
+    pub async fn get(&self, id: &SubscriptionId) -> Option<Arc<Target>> {
+        if let Some(target) = self.current().get(id) {
+            return Some(Arc::clone(target));
+        }
+        self.ensure_fresh(Utc::now()).await;
+        self.current().get(id).cloned()
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_default()
     }
 
     /// Makes sure every change committed before `time` is in the copy.
@@ -113,9 +125,7 @@ impl SubscriptionCache {
         let mut state = self.refresh.lock().await;
         // Another task may have refreshed while this one waited for the lock.
         if self.fresh_as_of.load(Ordering::Acquire) >= wanted
-            || state
-                .failed_at
-                .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
+            || state.failed_at.is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
         {
             return;
         }
@@ -151,11 +161,8 @@ impl SubscriptionCache {
         }
         state.failed_at = None;
         if !changes.is_empty() {
-            let mut next: Snapshot = self
-                .snapshot
-                .read()
-                .map(|s| (**s).clone())
-                .unwrap_or_default();
+            let mut next: Snapshot =
+                self.snapshot.read().map(|s| (**s).clone()).unwrap_or_default();
             for change in changes {
                 let id = change.subscription.id.clone();
                 match (change.deleted, Target::new(change.subscription)) {

@@ -45,9 +45,7 @@ pub fn is_valid_event_type(name: &str) -> bool {
         && name.len() <= MAX_TYPE_LEN
         && name.split('.').all(|part| {
             !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
 }
 

@@ -15,11 +15,7 @@ macro_rules! prefixed_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub fn generate() -> Self {
-                Self(format!(
-                    "{}{}",
-                    $prefix,
-                    ulid::Ulid::new().to_string().to_lowercase()
-                ))
+                Self(format!("{}{}", $prefix, ulid::Ulid::new().to_string().to_lowercase()))
             }
 
             /// Accepts only ids of this kind, so a `sub_` id never reaches a
@@ -28,9 +24,7 @@ macro_rules! prefixed_id {
                 let rest = s.strip_prefix($prefix)?;
                 let valid = !rest.is_empty()
                     && rest.len() <= 64
-                    && rest
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 valid.then(|| Self(s.to_owned()))
             }
 

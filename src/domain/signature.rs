@@ -37,9 +37,7 @@ impl std::fmt::Debug for SigningSecret {
 
 impl SigningSecret {
     pub fn parse(text: &str) -> Result<Self, SignatureError> {
-        let encoded = text
-            .strip_prefix(PREFIX)
-            .ok_or(SignatureError::MissingPrefix)?;
+        let encoded = text.strip_prefix(PREFIX).ok_or(SignatureError::MissingPrefix)?;
         let key = B64.decode(encoded).map_err(|_| SignatureError::NotBase64)?;
         if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
             return Err(SignatureError::BadLength);
@@ -93,12 +91,10 @@ impl SigningSecret {
     pub fn verify(&self, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
         let expected = self.digest(msg_id, timestamp, body);
         header.split(' ').any(|sig| {
-            sig.strip_prefix("v1,")
-                .and_then(|b64| B64.decode(b64).ok())
-                .is_some_and(|given| {
-                    use subtle::ConstantTimeEq;
-                    given.ct_eq(expected.as_slice()).into()
-                })
+            sig.strip_prefix("v1,").and_then(|b64| B64.decode(b64).ok()).is_some_and(|given| {
+                use subtle::ConstantTimeEq;
+                given.ct_eq(expected.as_slice()).into()
+            })
         })
     }
 }
@@ -117,21 +113,15 @@ mod tests {
     #[test]
     fn signs_the_specification_test_vector() {
         let secret = SigningSecret::parse(SPEC_SECRET).expect("spec secret parses");
-        assert_eq!(
-            secret.sign(SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes()),
-            SPEC_SIGNATURE
-        );
+        assert_eq!(secret.sign(SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes()), SPEC_SIGNATURE);
     }
 
     #[test]
     fn verifies_any_of_several_signatures() {
         let secret = SigningSecret::parse(SPEC_SECRET).expect("spec secret parses");
         let other = SigningSecret::generate();
-        let header = format!(
-            "{} {}",
-            other.sign(SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes()),
-            SPEC_SIGNATURE
-        );
+        let header =
+            format!("{} {}", other.sign(SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes()), SPEC_SIGNATURE);
         assert!(secret.verify(SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes(), &header));
         assert!(!secret.verify(SPEC_ID, SPEC_TS + 1, SPEC_BODY.as_bytes(), &header));
         assert!(!secret.verify(SPEC_ID, SPEC_TS, b"{}", SPEC_SIGNATURE));
@@ -139,18 +129,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_secrets() {
-        assert_eq!(
-            SigningSecret::parse("abc").unwrap_err(),
-            SignatureError::MissingPrefix
-        );
-        assert_eq!(
-            SigningSecret::parse("whsec_!!").unwrap_err(),
-            SignatureError::NotBase64
-        );
-        assert_eq!(
-            SigningSecret::parse("whsec_YWJj").unwrap_err(),
-            SignatureError::BadLength
-        );
+        assert_eq!(SigningSecret::parse("abc").unwrap_err(), SignatureError::MissingPrefix);
+        assert_eq!(SigningSecret::parse("whsec_!!").unwrap_err(), SignatureError::NotBase64);
+        assert_eq!(SigningSecret::parse("whsec_YWJj").unwrap_err(), SignatureError::BadLength);
         let generated = SigningSecret::generate();
         assert!(SigningSecret::parse(generated.expose()).is_ok());
     }

@@ -40,10 +40,7 @@ pub fn encode_headers(event: &Event) -> OwnedHeaders {
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
+    Header { key, value: Some(value) }
 }
 
 /// Where a record came from, to name events that carry no `ce_id`.
@@ -81,11 +78,7 @@ pub fn decode(
     }
     let text = |value: Option<&[u8]>, name: &'static str| -> Result<Option<String>, Poison> {
         value
-            .map(|v| {
-                std::str::from_utf8(v)
-                    .map(str::to_owned)
-                    .map_err(|_| Poison::NotUtf8(name))
-            })
+            .map(|v| std::str::from_utf8(v).map(str::to_owned).map_err(|_| Poison::NotUtf8(name)))
             .transpose()
     };
 
@@ -104,22 +97,13 @@ pub fn decode(
 
     // An id is what makes the webhook-id stable across redeliveries; a record
     // without one is named by its position, which is just as stable.
-    let id = text(id, "ce_id")?
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| {
-            format!(
-                "kafka:{}:{}:{}",
-                position.topic, position.partition, position.offset
-            )
-        });
+    let id = text(id, "ce_id")?.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        format!("kafka:{}:{}:{}", position.topic, position.partition, position.offset)
+    });
     let time = text(time, "ce_time")?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc))
-        .or_else(|| {
-            position
-                .timestamp_ms
-                .and_then(DateTime::from_timestamp_millis)
-        })
+        .or_else(|| position.timestamp_ms.and_then(DateTime::from_timestamp_millis))
         .unwrap_or_else(Utc::now);
 
     Ok(Event {
@@ -133,12 +117,7 @@ pub fn decode(
 }
 
 fn is_json(content_type: &str) -> bool {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     media == CONTENT_TYPE_JSON || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
@@ -170,13 +149,8 @@ mod tests {
     fn round_trips_through_headers() {
         let event = sample();
         let headers = encode_headers(&event);
-        let decoded = decode(
-            Some(&headers),
-            Some(b"k1"),
-            Some(br#"{"n":1}"#),
-            &position(),
-        )
-        .expect("decodes");
+        let decoded =
+            decode(Some(&headers), Some(b"k1"), Some(br#"{"n":1}"#), &position()).expect("decodes");
         assert_eq!(decoded.id, event.id);
         assert_eq!(decoded.event_type, event.event_type);
         assert_eq!(decoded.source, event.source);
@@ -198,14 +172,8 @@ mod tests {
     fn poison_records() {
         let typed = OwnedHeaders::new().insert(header("ce_type", "a.b"));
         let no_headers: Option<&OwnedHeaders> = None;
-        assert_eq!(
-            decode(no_headers, None, Some(b"{}"), &position()).unwrap_err(),
-            Poison::NoType
-        );
-        assert_eq!(
-            decode(Some(&typed), None, None, &position()).unwrap_err(),
-            Poison::NoData
-        );
+        assert_eq!(decode(no_headers, None, Some(b"{}"), &position()).unwrap_err(), Poison::NoType);
+        assert_eq!(decode(Some(&typed), None, None, &position()).unwrap_err(), Poison::NoData);
         assert!(matches!(
             decode(Some(&typed), None, Some(b"{nope"), &position()).unwrap_err(),
             Poison::BadJson(_)
@@ -219,10 +187,7 @@ mod tests {
         ));
         let vendor_json = OwnedHeaders::new()
             .insert(header("ce_type", "a.b"))
-            .insert(header(
-                "content-type",
-                "application/vnd.shop+json; charset=utf-8",
-            ));
+            .insert(header("content-type", "application/vnd.shop+json; charset=utf-8"));
         assert!(decode(Some(&vendor_json), None, Some(b"{}"), &position()).is_ok());
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use super::envelope::encode_headers;
@@ -15,6 +16,7 @@ use crate::domain::Event;
 /// How long a record may wait for the broker before the send fails; bounds
 /// how long a publish request can hang while the broker is away.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 #[derive(Clone)]
 pub struct Producer {
@@ -28,23 +30,15 @@ impl Producer {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
-            .set(
-                "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
-            )
+            .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
             .create()?;
         Ok(Self { inner })
     }
 
     /// Writes the event to `topic` in CloudEvents binary mode.
     pub async fn publish(&self, topic: &str, event: &Event) -> Result<(), KafkaError> {
-        self.send(
-            topic,
-            event.key.as_deref(),
-            encode_headers(event),
-            event.data.get().as_bytes(),
-        )
-        .await
+        self.send(topic, event.key.as_deref(), encode_headers(event), event.data.get().as_bytes())
+            .await
     }
 
     /// Sends one record and waits for the broker's acknowledgement.
@@ -55,9 +49,7 @@ impl Producer {
         headers: OwnedHeaders,
         payload: &[u8],
     ) -> Result<(), KafkaError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(payload)
-            .headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -69,14 +61,32 @@ impl Producer {
             .map_err(|(error, _)| error)
     }
 
+    /// Queues one record and answers the future of its acknowledgement; waits
+    /// while the local queue is full. Records queued in order stay in order.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        key: &[u8],
+        headers: OwnedHeaders,
+        payload: &[u8],
+    ) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers.clone());
+            match self.inner.send_result(record) {
+                Ok(acknowledgement) => return Ok(acknowledgement),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
     /// Asks the cluster for metadata; the readiness check.
     pub async fn check_connection(&self, timeout: Duration) -> Result<(), KafkaError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            inner
-                .client()
-                .fetch_metadata(None, Timeout::After(timeout))
-                .map(|_| ())
+            inner.client().fetch_metadata(None, Timeout::After(timeout)).map(|_| ())
         })
         .await
         .unwrap_or(Err(KafkaError::Canceled))

@@ -22,13 +22,7 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                spec.partitions,
-                TopicReplication::Fixed(spec.replication),
-            )
-        })
+        .map(|name| NewTopic::new(name, spec.partitions, TopicReplication::Fixed(spec.replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
     let results = admin.create_topics(&topics, &options).await?;
@@ -36,10 +30,7 @@ pub async fn ensure_topics(
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(Error::CreateTopic {
-                    topic,
-                    reason: code.to_string(),
-                })
+                return Err(Error::CreateTopic { topic, reason: code.to_string() })
             }
         }
     }

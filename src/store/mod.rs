@@ -21,7 +21,7 @@ pub use attempt_log::AttemptLog;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{Attempt, Subscription, SubscriptionId, TenantId};
+use crate::domain::{Attempt, Subscription, SubscriptionId, SubscriptionStatus, TenantId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,6 +60,14 @@ pub trait Store: Send + Sync + 'static {
     async fn tenant_exists(&self, id: &TenantId) -> Result<bool>;
 
     async fn create_subscription(&self, subscription: &Subscription) -> Result<()>;
+
+    /// Sets a subscription's status (and why, for `disabled`).
+    async fn set_subscription_status(
+        &self,
+        id: &SubscriptionId,
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+    ) -> Result<()>;
 
     /// `tenant: None` looks across tenants (admin); otherwise another
     /// tenant's subscription is not found.

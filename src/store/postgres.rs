@@ -20,10 +20,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| Error::Connect {
-                url: redact(url),
-                source,
-            })?;
+            .map_err(|source| Error::Connect { url: redact(url), source })?;
         Ok(Self { pool })
     }
 }

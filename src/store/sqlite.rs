@@ -16,10 +16,7 @@ impl SqliteStore {
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
     pub async fn connect(url: &str) -> Result<Self> {
-        let connect_error = |source| Error::Connect {
-            url: url.to_owned(),
-            source,
-        };
+        let connect_error = |source| Error::Connect { url: url.to_owned(), source };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(connect_error)?
             .create_if_missing(true)

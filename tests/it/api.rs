@@ -7,17 +7,12 @@ use crate::harness::TestApp;
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
     let body: Value = response.json().await.expect("problem JSON");
     assert_eq!(body["status"], status);
-    assert!(body["type"]
-        .as_str()
-        .is_some_and(|t| t.starts_with("urn:hookgate:problem:")));
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:hookgate:problem:")));
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     body
 }
@@ -29,13 +24,7 @@ async fn subscriptions_and_events_answer_clear_errors() {
     let valid = json!({"url": "https://example.com/hook", "event_types": ["order.*"]});
 
     // No token, a wrong token.
-    let response = app
-        .client
-        .post(&subscriptions)
-        .json(&valid)
-        .send()
-        .await
-        .expect("send");
+    let response = app.client.post(&subscriptions).json(&valid).send().await.expect("send");
     assert_eq!(problem(response, 401).await["code"], "unauthorized");
     let response = app
         .client
@@ -56,12 +45,8 @@ async fn subscriptions_and_events_answer_clear_errors() {
         .await
         .expect("send");
     problem(response, 400).await;
-    let response = app
-        .admin(app.client.post(&subscriptions))
-        .body("url=x")
-        .send()
-        .await
-        .expect("send");
+    let response =
+        app.admin(app.client.post(&subscriptions)).body("url=x").send().await.expect("send");
     problem(response, 415).await;
 
     // Field errors name each bad field.
@@ -79,55 +64,32 @@ async fn subscriptions_and_events_answer_clear_errors() {
         .iter()
         .filter_map(|e| e["field"].as_str())
         .collect();
-    for field in [
-        "url",
-        "event_types/0",
-        "secret",
-        "headers/webhook-signature",
-        "max_in_flight",
-    ] {
+    for field in ["url", "event_types/0", "secret", "headers/webhook-signature", "max_in_flight"] {
         assert!(fields.contains(&field), "{field} in {fields:?}");
     }
     assert!(!fields.contains(&"event_types/1"));
 
     // Unknown subscription, unknown route, wrong method.
     let response = app
-        .admin(
-            app.client
-                .get(app.url("/v1/subscriptions/sub_01jxxxxxxxxxxxxxxxxxxxxxxx")),
-        )
+        .admin(app.client.get(app.url("/v1/subscriptions/sub_01jxxxxxxxxxxxxxxxxxxxxxxx")))
         .send()
         .await
         .expect("send");
     problem(response, 404).await;
-    let response = app
-        .admin(app.client.get(app.url("/v1/nothing")))
-        .send()
-        .await
-        .expect("send");
+    let response = app.admin(app.client.get(app.url("/v1/nothing"))).send().await.expect("send");
     problem(response, 404).await;
-    let response = app
-        .admin(app.client.delete(app.url("/v1/events")))
-        .send()
-        .await
-        .expect("send");
+    let response = app.admin(app.client.delete(app.url("/v1/events"))).send().await.expect("send");
     problem(response, 405).await;
 
     // Bad events.
-    let response = app
-        .post_json("/v1/events", json!({"type": "no spaces", "data": {}}))
-        .await;
+    let response = app.post_json("/v1/events", json!({"type": "no spaces", "data": {}})).await;
     let body = problem(response, 422).await;
     assert_eq!(body["errors"][0]["field"], "type");
     let response = app.post_json("/v1/events", json!({"type": "a.b"})).await;
     problem(response, 422).await;
 
     // None of that created anything.
-    let changes = app
-        .store
-        .subscription_changes(0, 10)
-        .await
-        .expect("changes");
+    let changes = app.store.subscription_changes(0, 10).await.expect("changes");
     assert!(changes.is_empty());
     app.stop().await;
 }
@@ -144,10 +106,7 @@ async fn created_subscription_reads_back_without_its_secret() {
     let id = created["id"].as_str().expect("id");
     assert!(id.starts_with("sub_"));
     let secret = created["secret"].as_str().expect("generated secret");
-    assert!(
-        hookgate::domain::SigningSecret::parse(secret).is_ok(),
-        "a usable whsec_ secret"
-    );
+    assert!(hookgate::domain::SigningSecret::parse(secret).is_ok(), "a usable whsec_ secret");
     assert_eq!(created["tenant_id"], "ten_default");
     assert_eq!(created["status"], "active");
 
@@ -161,10 +120,7 @@ async fn created_subscription_reads_back_without_its_secret() {
     assert_eq!(read["url"], "https://example.com/hook");
     assert_eq!(read["event_types"], json!(["order.*", "invoice.paid"]));
     assert_eq!(read["rate_limit"], json!({"per_second": 5, "burst": 10}));
-    assert!(
-        read.get("secret").is_none(),
-        "the secret is shown once, on create"
-    );
+    assert!(read.get("secret").is_none(), "the secret is shown once, on create");
 
     let response = app
         .post_json(
@@ -172,33 +128,17 @@ async fn created_subscription_reads_back_without_its_secret() {
             json!({"url": "https://example.com", "event_types": ["a"], "tenant_id": "ten_nobody"}),
         )
         .await;
-    assert_eq!(
-        problem(response, 422).await["errors"][0]["field"],
-        "tenant_id"
-    );
+    assert_eq!(problem(response, 422).await["errors"][0]["field"], "tenant_id");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::spawn("api-health").await;
-    let response = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("send");
+    let response = app.client.get(app.url("/healthz")).send().await.expect("send");
     assert_eq!(response.status(), 200);
-    let response = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("send");
+    let response = app.client.get(app.url("/readyz")).send().await.expect("send");
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.json::<Value>().await.expect("JSON")["status"],
-        "ready"
-    );
+    assert_eq!(response.json::<Value>().await.expect("JSON")["status"], "ready");
     app.stop().await;
 }

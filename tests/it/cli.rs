@@ -14,16 +14,9 @@ fn hookgate(args: &[&str]) -> std::process::Output {
 fn assert_config_error(args: &[&str], mentions: &str) {
     let output = hookgate(args);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "exit code for {args:?}; stderr: {stderr}"
-    );
+    assert_eq!(output.status.code(), Some(2), "exit code for {args:?}; stderr: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    assert!(
-        stderr.contains(mentions),
-        "{stderr:?} mentions {mentions:?}"
-    );
+    assert!(stderr.contains(mentions), "{stderr:?} mentions {mentions:?}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
 }
 
@@ -45,20 +38,10 @@ fn bad_configuration_exits_2_with_one_line() {
         "--listen",
     );
     assert_config_error(
-        &[
-            "serve",
-            "--database-url",
-            "postgres://x/y",
-            "--kafka-brokers",
-            " , ",
-            TOKEN,
-        ],
+        &["serve", "--database-url", "postgres://x/y", "--kafka-brokers", " , ", TOKEN],
         "broker list is empty",
     );
-    assert_config_error(
-        &["api", "--kafka-brokers", "k:9092", TOKEN],
-        "--database-url",
-    );
+    assert_config_error(&["api", "--kafka-brokers", "k:9092", TOKEN], "--database-url");
     assert_config_error(
         &[
             "serve",
@@ -100,8 +83,5 @@ fn unreachable_database_exits_2_without_leaking_the_password() {
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or("");
     assert!(last.contains("cannot connect to the database"), "{stderr}");
-    assert!(
-        !stderr.contains("hunter2secret"),
-        "the password is not shown: {stderr}"
-    );
+    assert!(!stderr.contains("hunter2secret"), "the password is not shown: {stderr}");
 }

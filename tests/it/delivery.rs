@@ -23,8 +23,7 @@ async fn published_event_arrives_once_signed_and_is_logged() {
         .subscribe(json!({"url": receiver.url, "event_types": ["order.*"], "secret": SECRET}))
         .await;
     let other = TestReceiver::start().await;
-    app.subscribe(json!({"url": other.url, "event_types": ["invoice.paid"]}))
-        .await;
+    app.subscribe(json!({"url": other.url, "event_types": ["invoice.paid"]})).await;
 
     let event_id = app
         .publish(json!({"type": "order.created", "data": {"order_id": 42, "items": ["a", "b"]}}))
@@ -50,13 +49,7 @@ async fn published_event_arrives_once_signed_and_is_logged() {
         chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().expect("string")).is_ok()
     );
 
-    let header = |name: &str| {
-        webhook
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
+    let header = |name: &str| webhook.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     assert_eq!(header("content-type"), "application/json");
     assert!(header("webhook-id").starts_with("msg_"));
     let timestamp: i64 = header("webhook-timestamp").parse().expect("unix seconds");
@@ -69,15 +62,9 @@ async fn published_event_arrives_once_signed_and_is_logged() {
     assert_eq!(attempt.outcome, Outcome::Success);
     assert_eq!(attempt.status_code, Some(204));
     assert_eq!(attempt.attempt, 1);
-    assert_eq!(
-        attempt.subscription_id.as_str(),
-        subscription["id"].as_str().expect("id")
-    );
+    assert_eq!(attempt.subscription_id.as_str(), subscription["id"].as_str().expect("id"));
     assert_eq!(attempt.webhook_id, header("webhook-id"));
-    assert!(
-        other.received().is_empty(),
-        "the invoice subscription gets no order event"
-    );
+    assert!(other.received().is_empty(), "the invoice subscription gets no order event");
     app.stop().await;
 }
 
@@ -93,30 +80,12 @@ async fn cloudevents_record_from_a_plain_producer_is_delivered() {
         .create()
         .expect("plain producer");
     let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "ce_specversion",
-            value: Some("1.0"),
-        })
-        .insert(Header {
-            key: "ce_id",
-            value: Some("ext-123"),
-        })
-        .insert(Header {
-            key: "ce_type",
-            value: Some("shipment.sent"),
-        })
-        .insert(Header {
-            key: "ce_source",
-            value: Some("/warehouse"),
-        })
-        .insert(Header {
-            key: "ce_time",
-            value: Some("2026-01-02T03:04:05Z"),
-        })
-        .insert(Header {
-            key: "content-type",
-            value: Some("application/json"),
-        });
+        .insert(Header { key: "ce_specversion", value: Some("1.0") })
+        .insert(Header { key: "ce_id", value: Some("ext-123") })
+        .insert(Header { key: "ce_type", value: Some("shipment.sent") })
+        .insert(Header { key: "ce_source", value: Some("/warehouse") })
+        .insert(Header { key: "ce_time", value: Some("2026-01-02T03:04:05Z") })
+        .insert(Header { key: "content-type", value: Some("application/json") });
     producer
         .send(
             FutureRecord::to(&app.topics.publish)
@@ -146,8 +115,7 @@ async fn cloudevents_record_from_a_plain_producer_is_delivered() {
 async fn poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on() {
     let app = TestApp::spawn("poison").await;
     let receiver = TestReceiver::start().await;
-    app.subscribe(json!({"url": receiver.url, "event_types": ["*"]}))
-        .await;
+    app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &app.kafka.brokers)
@@ -156,16 +124,12 @@ async fn poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
     // Same key, so the same partition: the good record sits behind the bad one.
     producer
         .send(
-            FutureRecord::to(&app.topics.publish)
-                .key("k")
-                .payload("not json at all"),
+            FutureRecord::to(&app.topics.publish).key("k").payload("not json at all"),
             Duration::from_secs(10),
         )
         .await
         .expect("poison written");
-    let event_id = app
-        .publish(json!({"type": "after.poison", "key": "k", "data": {}}))
-        .await;
+    let event_id = app.publish(json!({"type": "after.poison", "key": "k", "data": {}})).await;
 
     receiver.wait_for(1, DEADLINE).await;
     let consumer: StreamConsumer = ClientConfig::new()
@@ -174,9 +138,7 @@ async fn poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    consumer
-        .subscribe(&[app.topics.dlq.as_str()])
-        .expect("subscribe");
+    consumer.subscribe(&[app.topics.dlq.as_str()]).expect("subscribe");
     let message = tokio::time::timeout(DEADLINE, consumer.recv())
         .await
         .expect("a dead letter within the deadline")
@@ -189,10 +151,7 @@ async fn poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .expect("reason header");
-    assert!(
-        reason.contains("ce_type"),
-        "reason names what is missing: {reason}"
-    );
+    assert!(reason.contains("ce_type"), "reason names what is missing: {reason}");
     let attempts = app.attempts_for(&event_id, DEADLINE).await;
     assert_eq!(attempts[0].outcome, Outcome::Success);
     app.stop().await;

@@ -31,10 +31,7 @@ impl Process {
             .spawn()
             .expect("start hookgate");
         let stdout = child.stdout.take().expect("stdout");
-        Self {
-            _child: child,
-            lines: BufReader::new(stdout).lines(),
-        }
+        Self { _child: child, lines: BufReader::new(stdout).lines() }
     }
 
     /// Reads stdout until a line contains `needle`; answers that line.
@@ -70,10 +67,8 @@ async fn dev_mode_delivers_to_listen() {
     );
 
     let secret = hookgate::domain::SigningSecret::generate();
-    let mut listen = Process::start(
-        &["listen", "--port", "0", "--secret", secret.expose()],
-        dir.path(),
-    );
+    let mut listen =
+        Process::start(&["listen", "--port", "0", "--secret", secret.expose()], dir.path());
     let receiver = listen.address().await;
 
     let client = reqwest::Client::new();
@@ -106,10 +101,8 @@ async fn dev_mode_delivers_to_listen() {
 async fn listen_refuses_a_bad_signature() {
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = hookgate::domain::SigningSecret::generate();
-    let mut listen = Process::start(
-        &["listen", "--port", "0", "--secret", secret.expose()],
-        dir.path(),
-    );
+    let mut listen =
+        Process::start(&["listen", "--port", "0", "--secret", secret.expose()], dir.path());
     let receiver = listen.address().await;
 
     let forger = hookgate::domain::SigningSecret::generate();

@@ -20,10 +20,7 @@ fn subscription(url: &str) -> Subscription {
         url: url.to_owned(),
         event_types: vec!["order.*".to_owned(), "invoice.paid".to_owned()],
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        rate_limit: Some(RateLimit {
-            per_second: 10,
-            burst: 20,
-        }),
+        rate_limit: Some(RateLimit { per_second: 10, burst: 20 }),
         max_in_flight: Some(4),
         ordered: true,
         headers: BTreeMap::from([("x-team".to_owned(), "billing".to_owned())]),
@@ -46,11 +43,7 @@ fn attempt(subscription: &Subscription, event_id: &str, n: u32, outcome: Outcome
         event_type: "order.created".to_owned(),
         attempt: n,
         outcome,
-        status_code: Some(if outcome == Outcome::Success {
-            200
-        } else {
-            500
-        }),
+        status_code: Some(if outcome == Outcome::Success { 200 } else { 500 }),
         latency_ms: 12,
         error: (outcome == Outcome::Failed).then(|| "the endpoint answered 500".to_owned()),
         response_excerpt: Some("ok".to_owned()),
@@ -63,32 +56,16 @@ async fn scenarios(store: Arc<dyn Store>) {
     store.migrate().await.expect("second migration is a no-op");
     store.ping().await.expect("ping");
 
-    assert!(store
-        .tenant_exists(&TenantId::default_tenant())
-        .await
-        .expect("query"));
-    assert!(!store
-        .tenant_exists(&TenantId::generate())
-        .await
-        .expect("query"));
+    assert!(store.tenant_exists(&TenantId::default_tenant()).await.expect("query"));
+    assert!(!store.tenant_exists(&TenantId::generate()).await.expect("query"));
 
     let first = subscription("https://example.com/a");
     let second = subscription("https://example.com/b");
-    store
-        .create_subscription(&first)
-        .await
-        .expect("create first");
-    store
-        .create_subscription(&second)
-        .await
-        .expect("create second");
+    store.create_subscription(&first).await.expect("create first");
+    store.create_subscription(&second).await.expect("create second");
 
     // Every field comes back as written.
-    let read = store
-        .get_subscription(None, &first.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
     assert_eq!(read.url, first.url);
     assert_eq!(read.event_types, first.event_types);
     assert_eq!(read.secret, first.secret);
@@ -99,18 +76,11 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(read.status, SubscriptionStatus::Active);
     assert_eq!(read.description, first.description);
     assert_eq!(read.metadata, first.metadata);
-    assert_eq!(
-        read.created_at.timestamp_micros(),
-        first.created_at.timestamp_micros()
-    );
+    assert_eq!(read.created_at.timestamp_micros(), first.created_at.timestamp_micros());
 
     // Another tenant does not see it; an unknown id is not found.
     let other = TenantId::generate();
-    assert!(store
-        .get_subscription(Some(&other), &first.id)
-        .await
-        .expect("get")
-        .is_none());
+    assert!(store.get_subscription(Some(&other), &first.id).await.expect("get").is_none());
     assert!(store
         .get_subscription(Some(&TenantId::default_tenant()), &first.id)
         .await
@@ -127,10 +97,7 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(all.len(), 2);
     assert!(all[0].version < all[1].version);
     assert_eq!(all[0].subscription.id, first.id);
-    let after_first = store
-        .subscription_changes(all[0].version, 100)
-        .await
-        .expect("changes");
+    let after_first = store.subscription_changes(all[0].version, 100).await.expect("changes");
     assert_eq!(after_first.len(), 1);
     assert_eq!(after_first[0].subscription.id, second.id);
     let paged = store.subscription_changes(0, 1).await.expect("changes");
@@ -142,15 +109,9 @@ async fn scenarios(store: Arc<dyn Store>) {
         attempt(&first, "evt_a", 2, Outcome::Success),
         attempt(&second, "evt_b", 1, Outcome::Success),
     ];
-    store
-        .insert_attempts(&attempts)
-        .await
-        .expect("insert attempts");
+    store.insert_attempts(&attempts).await.expect("insert attempts");
     // Writing the same batch again (a retried write) adds nothing.
-    store
-        .insert_attempts(&attempts)
-        .await
-        .expect("insert attempts again");
+    store.insert_attempts(&attempts).await.expect("insert attempts again");
     let for_a = store.attempts_for_event(None, "evt_a").await.expect("list");
     assert_eq!(for_a.len(), 2);
     assert_eq!(for_a[0].attempt, 1);
@@ -158,11 +119,7 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(for_a[0].status_code, Some(500));
     assert_eq!(for_a[0].error.as_deref(), Some("the endpoint answered 500"));
     assert_eq!(for_a[1].outcome, Outcome::Success);
-    assert!(store
-        .attempts_for_event(Some(&other), "evt_a")
-        .await
-        .expect("list")
-        .is_empty());
+    assert!(store.attempts_for_event(Some(&other), "evt_a").await.expect("list").is_empty());
 }
 
 #[tokio::test]

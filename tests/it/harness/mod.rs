@@ -43,10 +43,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -72,27 +69,17 @@ impl TestDb {
             .expect("create test database");
         let mut url = url::Url::parse(&admin_url).expect("valid database URL");
         url.set_path(&name);
-        Self {
-            url: url.to_string(),
-            pg_name: Some(name),
-            _dir: None,
-        }
+        Self { url: url.to_string(), pg_name: Some(name), _dir: None }
     }
 
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite:{}", dir.path().join("hookgate.db").display());
-        Self {
-            url,
-            pg_name: None,
-            _dir: Some(dir),
-        }
+        Self { url, pg_name: None, _dir: Some(dir) }
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
-        let store = hookgate::store::connect(&self.url)
-            .await
-            .expect("connect test store");
+        let store = hookgate::store::connect(&self.url).await.expect("connect test store");
         store.migrate().await.expect("migrate test store");
         store
     }
@@ -129,26 +116,24 @@ impl TestApp {
         let topics = Topics {
             source: vec![format!("{prefix}.events")],
             publish: format!("{prefix}.events"),
+            deliveries: format!("{prefix}.deliveries"),
+            retry_prefix: format!("{prefix}.retry."),
             dlq: format!("{prefix}.dlq"),
             partitions: 3,
             replication: 1,
             group_id: format!("{prefix}.dispatcher"),
         };
-        let kafka = KafkaConfig {
-            brokers: kafka_brokers(),
-            properties: Vec::new(),
-        };
+        let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
         let config = AppConfig {
             database_url: db.url.clone(),
             kafka: kafka.clone(),
             topics: topics.clone(),
-            api: Some(ApiConfig {
-                admin_tokens: vec![ADMIN_TOKEN.to_owned()],
-            }),
+            api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
             dispatcher: Some(DispatcherConfig {
                 allow_private_targets: true,
                 request_timeout: Duration::from_secs(5),
                 retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
+                max_delivery_age: Duration::from_secs(3600),
                 response_body_cap: 4096,
             }),
             migrate: true,
@@ -213,18 +198,11 @@ impl TestApp {
         event_id: &str,
         deadline: Duration,
     ) -> Vec<hookgate::domain::Attempt> {
-        eventually(
-            &format!("an attempt for {event_id} in the store"),
-            deadline,
-            || async {
-                let attempts = self
-                    .store
-                    .attempts_for_event(None, event_id)
-                    .await
-                    .expect("list attempts");
-                (!attempts.is_empty()).then_some(attempts)
-            },
-        )
+        eventually(&format!("an attempt for {event_id} in the store"), deadline, || async {
+            let attempts =
+                self.store.attempts_for_event(None, event_id).await.expect("list attempts");
+            (!attempts.is_empty()).then_some(attempts)
+        })
         .await
     }
 

@@ -31,17 +31,10 @@ pub struct TestReceiver {
 
 impl TestReceiver {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-        let shared = Arc::new(Shared {
-            status: AtomicU16::new(204),
-            ..Default::default()
-        });
-        let app = Router::new()
-            .fallback(record)
-            .with_state(Arc::clone(&shared));
+        let shared = Arc::new(Shared { status: AtomicU16::new(204), ..Default::default() });
+        let app = Router::new().fallback(record).with_state(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -54,14 +47,10 @@ impl TestReceiver {
 
     /// Waits until at least `n` requests came in and answers them all.
     pub async fn wait_for(&self, n: usize, deadline: Duration) -> Vec<Received> {
-        super::eventually(
-            &format!("{n} webhook(s) at the receiver"),
-            deadline,
-            || async {
-                let received = self.received();
-                (received.len() >= n).then_some(received)
-            },
-        )
+        super::eventually(&format!("{n} webhook(s) at the receiver"), deadline, || async {
+            let received = self.received();
+            (received.len() >= n).then_some(received)
+        })
         .await
     }
 }
@@ -73,10 +62,6 @@ impl Drop for TestReceiver {
 }
 
 async fn record(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    shared
-        .received
-        .lock()
-        .expect("lock")
-        .push(Received { headers, body });
+    shared.received.lock().expect("lock").push(Received { headers, body });
     StatusCode::from_u16(shared.status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK)
 }
