@@ -47,7 +47,8 @@ impl Handler for FanOut {
         };
         // When the record was written, not what `ce_time` claims: a
         // subscription made before the write must see the event.
-        let written = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
+        let written =
+            message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
         self.cache.ensure_fresh(written.unwrap_or_else(chrono::Utc::now)).await;
         let targets = self.cache.matching(&event.event_type);
         if targets.is_empty() {

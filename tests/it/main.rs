@@ -8,4 +8,5 @@ mod api;
 mod cli;
 mod delivery;
 mod dev_mode;
+mod dispatch;
 mod store;

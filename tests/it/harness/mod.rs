@@ -1,6 +1,8 @@
 //! Shared test parts: a database per test, topics per test, the app started
 //! in-process on port 0, a recording webhook receiver, and polling helpers.
 
+pub mod kafka;
+pub mod process;
 pub mod receiver;
 
 use std::future::Future;
@@ -15,7 +17,7 @@ use sqlx::Connection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use receiver::TestReceiver;
+pub use receiver::{Reply, TestReceiver};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -99,6 +101,7 @@ impl TestDb {
 /// hookgate's API and dispatcher, in-process, on its own database, topics
 /// and consumer group.
 pub struct TestApp {
+    pub config: AppConfig,
     pub base_url: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
@@ -111,6 +114,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(name: &str) -> Self {
+        Self::spawn_with(name, |_| {}).await
+    }
+
+    /// Starts the app with a configuration the test adjusts first.
+    pub async fn spawn_with(name: &str, adjust: impl FnOnce(&mut AppConfig)) -> Self {
         let db = TestDb::postgres().await;
         let prefix = unique(name);
         let topics = Topics {
@@ -124,7 +132,7 @@ impl TestApp {
             group_id: format!("{prefix}.dispatcher"),
         };
         let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
-        let config = AppConfig {
+        let mut config = AppConfig {
             database_url: db.url.clone(),
             kafka: kafka.clone(),
             topics: topics.clone(),
@@ -139,6 +147,7 @@ impl TestApp {
             migrate: true,
             create_topics: true,
         };
+        adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let shutdown = CancellationToken::new();
         let running = app::start(
@@ -151,6 +160,7 @@ impl TestApp {
         .expect("app starts");
         let addr = running.api_addr.expect("API runs");
         Self {
+            config,
             base_url: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store: Arc::clone(&running.store),
