@@ -60,6 +60,9 @@ impl ConsumerContext for StageContext {
 
 pub type StageConsumer = StreamConsumer<StageContext>;
 
+/// How long the loop waits after a consumer error before reading again.
+const ERROR_PAUSE: Duration = Duration::from_millis(500);
+
 /// After an abort, how long the last hand-offs get to give up.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -99,7 +102,8 @@ impl<H: Handler> Stage<H> {
             .client_config()
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
+            // Often: what is done but not committed is redone after a crash.
+            .set("auto.commit.interval.ms", "250")
             // Offsets are stored by hand once a record's work is done.
             .set("enable.auto.offset.store", "false")
             // A new group starts at the beginning: nothing published is skipped.
@@ -138,8 +142,13 @@ impl<H: Handler> Stage<H> {
             let message = match message {
                 Ok(message) => message.detach(),
                 Err(error) => {
+                    // Errors repeat while the broker is away: pause, and say it once a pause.
                     tracing::warn!(stage = stage.name, %error, "kafka consumer error");
-                    continue;
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ERROR_PAUSE) => continue,
+                    }
                 }
             };
             let ticket =
