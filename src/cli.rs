@@ -76,6 +76,8 @@ enum Command {
     Dev(DevArgs),
     /// A local receiver that verifies signatures and prints deliveries.
     Listen(ListenArgs),
+    /// Measures the performance figures against the test environment's broker and database.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +201,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Dev(args) => dev(args).await,
+        Command::Bench(args) => {
+            telemetry::init(crate::config::LogFormat::Text);
+            crate::bench::run(args).await.map_err(Failure::Run)
+        }
         Command::Listen(args) => {
             let secret = SigningSecret::parse_lenient(&args.secret)
                 .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;
