@@ -56,7 +56,9 @@ pub async fn start(
             partitions: config.topics.partitions,
             replication: config.topics.replication,
         };
-        topics::ensure_topics(&config.kafka, &config.topics.to_create(), &spec).await?;
+        let schedule =
+            config.dispatcher.as_ref().map(|d| d.retry_schedule.clone()).unwrap_or_default();
+        topics::ensure_topics(&config.kafka, &config.topics.to_create(&schedule), &spec).await?;
     }
 
     let mut running = Running {
@@ -74,11 +76,15 @@ pub async fn start(
                 .map_err(|source| StartError::Listen { addr: listen, source })?,
         };
         running.api_addr = listener.local_addr().ok();
+        // Its own producer: publishing gives up sooner than the dispatcher's
+        // writes do (PUBLISH_TIMEOUT), so that requests answer in time.
         let state = AppState::new(
             Arc::clone(&store),
-            producer.clone(),
+            Producer::for_publishing(&config.kafka)?,
             api_config.admin_tokens.clone(),
             &config.topics.publish,
+            // An API without a dispatcher (`hookgate api`) keeps the guard on.
+            config.dispatcher.as_ref().is_some_and(|d| d.allow_private_targets),
         )
         .map_err(StartError::Http)?;
         running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));

@@ -78,6 +78,8 @@ enum Command {
     Listen(ListenArgs),
     /// Print the OpenAPI 3.1 document of the REST API (YAML), as committed in openapi/hookgate.yaml.
     Openapi,
+    /// Measures the performance figures against the test environment's broker and database.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +100,8 @@ struct DevArgs {
     admin_token: Option<String>,
     #[command(flatten)]
     topics: TopicArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -203,6 +207,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             print!("{}", crate::api::openapi::yaml());
             Ok(())
         }
+        Command::Bench(args) => {
+            telemetry::init(crate::config::LogFormat::Text);
+            crate::bench::run(args).await.map_err(Failure::Run)
+        }
         Command::Listen(args) => {
             let secret = SigningSecret::parse_lenient(&args.secret)
                 .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;
@@ -246,7 +254,8 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
     let topics = Topics::from_args(&args.topics).map_err(|e| Failure::Config(e.to_string()))?;
     // The in-process broker has no CreateTopics API: it makes the topics itself.
     let mock = MockCluster::new(1).map_err(|e| Failure::Run(e.into()))?;
-    for topic in topics.to_create() {
+    let dispatcher = DispatcherConfig::from_args(&args.delivery);
+    for topic in topics.to_create(&dispatcher.retry_schedule) {
         mock.create_topic(&topic, topics.partitions, 1).map_err(|e| Failure::Run(e.into()))?;
     }
     let admin_token = args.admin_token.unwrap_or_else(|| {
@@ -259,16 +268,8 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         kafka: KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() },
         topics,
         api: Some(ApiConfig { admin_tokens: vec![admin_token.clone()] }),
-        dispatcher: Some(DispatcherConfig {
-            allow_private_targets: true,
-            ..DispatcherConfig::from_args(&DeliveryArgs {
-                allow_private_targets: true,
-                request_timeout: std::time::Duration::from_secs(15),
-                retry_schedule: crate::config::RetrySchedule(vec![std::time::Duration::from_secs(
-                    5,
-                )]),
-            })
-        }),
+        // Locally, webhooks go to local receivers.
+        dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
         migrate: true,
         create_topics: false,
     };

@@ -39,6 +39,12 @@ pub struct TopicArgs {
     /// Topic that `POST /v1/events` writes to (default: the first source topic that is not a regex).
     #[arg(long, env = "HOOKGATE_PUBLISH_TOPIC")]
     pub publish_topic: Option<String>,
+    /// Topic of delivery records (one per event and subscription).
+    #[arg(long, env = "HOOKGATE_DELIVERIES_TOPIC", default_value = "hookgate.deliveries", value_parser = non_empty)]
+    pub deliveries_topic: String,
+    /// Prefix of the retry tier topics (one per delay: `hookgate.retry.5s`, …).
+    #[arg(long, env = "HOOKGATE_RETRY_TOPIC_PREFIX", default_value = "hookgate.retry.", value_parser = non_empty)]
+    pub retry_topic_prefix: String,
     /// Dead-letter topic.
     #[arg(long, env = "HOOKGATE_DLQ_TOPIC", default_value = "hookgate.dlq", value_parser = non_empty)]
     pub dlq_topic: String,
@@ -74,6 +80,9 @@ pub struct DeliveryArgs {
     /// Delays between attempts, comma-separated.
     #[arg(long, env = "HOOKGATE_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = retry_schedule)]
     pub retry_schedule: RetrySchedule,
+    /// Age after which a delivery that still fails goes to the dead-letter topic.
+    #[arg(long, env = "HOOKGATE_MAX_DELIVERY_AGE", default_value = "3d", value_parser = duration)]
+    pub max_delivery_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -90,8 +99,24 @@ pub struct TelemetryArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetrySchedule(pub Vec<Duration>);
+
+impl RetrySchedule {
+    /// The wait after attempt `attempt` (from 1) failed; `None` once the
+    /// schedule is used up.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        self.0.get(usize::try_from(attempt).ok()?.checked_sub(1)?).copied()
+    }
+
+    /// The distinct delays: one retry topic each.
+    pub fn tiers(&self) -> Vec<Duration> {
+        let mut tiers = self.0.clone();
+        tiers.sort();
+        tiers.dedup();
+        tiers
+    }
+}
 
 /// Everything the roles of one process need, whatever started it.
 #[derive(Debug, Clone)]
@@ -114,6 +139,8 @@ pub struct AppConfig {
 pub struct Topics {
     pub source: Vec<String>,
     pub publish: String,
+    pub deliveries: String,
+    pub retry_prefix: String,
     pub dlq: String,
     pub partitions: i32,
     pub replication: i32,
@@ -136,6 +163,7 @@ pub struct DispatcherConfig {
     pub allow_private_targets: bool,
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
+    pub max_delivery_age: Duration,
     /// How much of a response body is kept in the attempt log.
     pub response_body_cap: usize,
 }
@@ -146,6 +174,7 @@ impl DispatcherConfig {
             allow_private_targets: args.allow_private_targets,
             request_timeout: args.request_timeout,
             retry_schedule: args.retry_schedule.clone(),
+            max_delivery_age: args.max_delivery_age,
             response_body_cap: 4096,
         }
     }
@@ -171,6 +200,8 @@ impl Topics {
         Ok(Self {
             source: args.topics.clone(),
             publish,
+            deliveries: args.deliveries_topic.clone(),
+            retry_prefix: args.retry_topic_prefix.clone(),
             dlq: args.dlq_topic.clone(),
             partitions: args.partitions,
             replication: args.replication_factor,
@@ -178,16 +209,33 @@ impl Topics {
         })
     }
 
-    /// The topics to create at start: the named (not regex) ones.
-    pub fn to_create(&self) -> Vec<String> {
+    /// The topics to create at start: the named (not regex) source topics,
+    /// the deliveries and dead-letter topics, and a retry topic per tier.
+    pub fn to_create(&self, schedule: &RetrySchedule) -> Vec<String> {
         let mut names: Vec<String> =
             self.source.iter().filter(|t| !t.starts_with('^')).cloned().collect();
-        for extra in [&self.publish, &self.dlq] {
-            if !names.contains(extra) {
-                names.push(extra.clone());
+        let retries = schedule.tiers().into_iter().map(|d| self.retry_topic(d));
+        for extra in [self.publish.clone(), self.deliveries.clone(), self.dlq.clone()]
+            .into_iter()
+            .chain(retries)
+        {
+            if !names.contains(&extra) {
+                names.push(extra);
             }
         }
         names
+    }
+
+    /// The retry topic of a delay: `hookgate.retry.5s`, `hookgate.retry.2h`.
+    pub fn retry_topic(&self, delay: Duration) -> String {
+        let ms = delay.as_millis();
+        let label = match ms {
+            ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+            ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+            ms => format!("{ms}ms"),
+        };
+        format!("{}{label}", self.retry_prefix)
     }
 }
 
@@ -269,6 +317,15 @@ mod tests {
     }
 
     #[test]
+    fn schedule_gives_the_delay_after_each_attempt() {
+        let schedule = retry_schedule("5s,5m").expect("valid");
+        assert_eq!(schedule.delay_after(1), Some(Duration::from_secs(5)));
+        assert_eq!(schedule.delay_after(2), Some(Duration::from_secs(300)));
+        assert_eq!(schedule.delay_after(3), None);
+        assert_eq!(schedule.delay_after(0), None);
+    }
+
+    #[test]
     fn broker_lists_are_trimmed_and_never_empty() {
         assert_eq!(broker_list(" a:1, b:2 ,").expect("valid"), "a:1,b:2");
         assert!(broker_list(" , ").is_err());
@@ -279,6 +336,8 @@ mod tests {
         let args = TopicArgs {
             topics: vec!["^events\\..*".into(), "orders".into()],
             publish_topic: None,
+            deliveries_topic: "deliveries".into(),
+            retry_topic_prefix: "retry.".into(),
             dlq_topic: "dlq".into(),
             partitions: 3,
             replication_factor: -1,
@@ -286,7 +345,11 @@ mod tests {
         };
         let topics = Topics::from_args(&args).expect("valid");
         assert_eq!(topics.publish, "orders");
-        assert_eq!(topics.to_create(), vec!["orders".to_owned(), "dlq".to_owned()]);
+        let schedule = retry_schedule("5s,500ms,2h,5s,90s").expect("valid");
+        assert_eq!(
+            topics.to_create(&schedule),
+            ["orders", "deliveries", "dlq", "retry.500ms", "retry.5s", "retry.90s", "retry.2h"]
+        );
         let only_regex = TopicArgs { topics: vec!["^x".into()], ..args };
         assert!(Topics::from_args(&only_regex).is_err());
     }

@@ -28,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use crate::dispatcher::deliver::WebhookSender;
+use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
-use crate::store::Store;
+use crate::store::{AttemptLog, Store};
 use problem::ApiError;
 
 /// The largest request body accepted (a batch of events included).
@@ -46,24 +46,32 @@ pub struct AppState {
     pub admin_tokens: Arc<[String]>,
     pub publish_topic: Arc<str>,
     pub schemas: Arc<event_types::SchemaCache>,
-    /// Sends test webhooks, signed as the dispatcher signs.
-    pub webhooks: WebhookSender,
+    /// Sends test webhooks, as the dispatcher sends them.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl AppState {
+    /// `allow_private_targets` as for the dispatcher: test sends go where
+    /// deliveries may go, through the same SSRF guard.
     pub fn new(
         store: Arc<dyn Store>,
         producer: Producer,
         admin_tokens: Vec<String>,
         publish_topic: &str,
+        allow_private_targets: bool,
     ) -> reqwest::Result<Self> {
+        // Test sends write their attempt themselves (the caller lists it
+        // next); the log only satisfies `Webhooks`.
+        let (log, _writer) = AttemptLog::spawn(Arc::clone(&store));
+        let webhooks =
+            Webhooks::new(log, allow_private_targets, TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
         Ok(Self {
             store,
             producer,
             admin_tokens: admin_tokens.into(),
             publish_topic: publish_topic.into(),
             schemas: Arc::default(),
-            webhooks: WebhookSender::new(TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?,
+            webhooks: Arc::new(webhooks),
         })
     }
 }

@@ -2,7 +2,6 @@
 //! and list its delivery attempts.
 
 use axum::extract::State;
-use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -16,7 +15,7 @@ use super::subscriptions::visible;
 use super::AppState;
 use crate::dispatcher::cache::Target;
 use crate::domain::ids::new_event_id;
-use crate::domain::{Attempt, Event, Outcome, PreviousSecret, SigningSecret};
+use crate::domain::{Attempt, Event, PreviousSecret, SigningSecret};
 use crate::store::AttemptFilter;
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
@@ -187,10 +186,9 @@ pub async fn send_test(
     let target = Target::new(subscription).ok_or_else(|| {
         ApiError::Internal("the stored subscription has an unusable secret".into())
     })?;
-    let body = Bytes::from(event.webhook_body());
-    let attempt = state.webhooks.send(&event, &body, &target, 1).await;
-    if attempt.outcome == Outcome::Failed {
-        tracing::info!(subscription_id = %target.subscription.id, "test delivery failed");
+    let (attempt, result) = state.webhooks.attempt_unlogged(&event, &target, 1).await;
+    if let Err(error) = result {
+        tracing::info!(subscription_id = %target.subscription.id, %error, "test delivery failed");
     }
     // Logged like any attempt, so it shows in the subscription's attempts.
     state.store.insert_attempts(std::slice::from_ref(&attempt)).await.map_err(ApiError::store)?;

@@ -4,6 +4,7 @@
 //! gets it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ pub struct Target {
     pub previous_secrets: Vec<(SigningSecret, DateTime<Utc>)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     patterns: Vec<EventTypePattern>,
+    literal_ip: Option<IpAddr>,
 }
 
 impl Target {
@@ -53,7 +55,13 @@ impl Target {
                 ))
             })
             .collect();
-        Some(Self { subscription, secret, previous_secrets, headers, patterns })
+        let literal_ip =
+            url::Url::parse(&subscription.url).ok().and_then(|url| match url.host()? {
+                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+                url::Host::Domain(_) => None,
+            });
+        Some(Self { subscription, secret, previous_secrets, headers, patterns, literal_ip })
     }
 
     pub fn wants(&self, event_type: &str) -> bool {
@@ -67,23 +75,29 @@ impl Target {
             && self.wants(&event.event_type)
     }
 
-    /// The `webhook-signature` value: the current secret's signature, then
-    /// one per rotated-out secret still in its grace period, space-separated.
-    pub fn signature(
+    /// The `webhook-signature` header value: the current secret's signature,
+    /// then one per rotated-out secret still in its grace period at `now`,
+    /// space-separated.
+    pub fn sign(
         &self,
-        msg_id: &str,
+        webhook_id: &str,
         timestamp: i64,
         body: &[u8],
         now: DateTime<Utc>,
     ) -> String {
-        let mut signature = self.secret.sign(msg_id, timestamp, body);
+        let mut signature = self.secret.sign(webhook_id, timestamp, body);
         for (secret, expires_at) in &self.previous_secrets {
             if *expires_at > now {
                 signature.push(' ');
-                signature.push_str(&secret.sign(msg_id, timestamp, body));
+                signature.push_str(&secret.sign(webhook_id, timestamp, body));
             }
         }
         signature
+    }
+
+    /// The destination's address when the URL names one instead of a host.
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        self.literal_ip
     }
 }
 
@@ -112,9 +126,24 @@ impl SubscriptionCache {
         }
     }
 
+    /// The targets an event goes to: by type, and by tenant when a tenant
+    /// published it.
     pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
-        let snapshot = self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_default();
-        snapshot.values().filter(|t| t.wants_event(event)).cloned().collect()
+        self.current().values().filter(|t| t.wants_event(event)).cloned().collect()
+    }
+
+    /// The subscription as last seen, refreshing once when it is unknown
+    /// (created since the last refresh, by another process).
+    pub async fn get(&self, id: &SubscriptionId) -> Option<Arc<Target>> {
+        if let Some(target) = self.current().get(id) {
+            return Some(Arc::clone(target));
+        }
+        self.ensure_fresh(Utc::now()).await;
+        self.current().get(id).cloned()
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_default()
     }
 
     /// Makes sure every change committed before `time` is in the copy.
@@ -260,11 +289,11 @@ mod tests {
         );
         let old = SigningSecret::parse(OLD).expect("secret");
         let new = SigningSecret::parse(NEW).expect("secret");
-        let header = rotated.signature("msg_1", 1, b"{}", now);
+        let header = rotated.sign("msg_1", 1, b"{}", now);
         assert_eq!(header.split(' ').count(), 2);
         assert!(old.verify("msg_1", 1, b"{}", &header));
         assert!(new.verify("msg_1", 1, b"{}", &header));
-        let later = rotated.signature("msg_1", 1, b"{}", now + Duration::hours(2));
+        let later = rotated.sign("msg_1", 1, b"{}", now + Duration::hours(2));
         assert_eq!(later, new.sign("msg_1", 1, b"{}"));
         assert!(!old.verify("msg_1", 1, b"{}", &later));
     }

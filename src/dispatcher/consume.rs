@@ -1,86 +1,131 @@
-//! The consumer loop: read source records, hand each to a task that delivers
-//! it to every matching subscription (or dead-letters a poison record), and
-//! store its offset only once that task is done.
+//! The consumer loop every dispatcher stage shares: read records in order,
+//! let the stage's `Handler` start each one in that order, run the rest of
+//! its work concurrently (bounded), and store a record's offset only once
+//! that work says it is done.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::future::join_all;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientContext, Message};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cache::SubscriptionCache;
-use super::deliver::Deliverer;
 use super::offsets::{OffsetTracker, Ticket};
-use super::Error;
-use crate::kafka::envelope::{self, Poison, RecordPosition};
-use crate::kafka::{KafkaConfig, Producer};
+use crate::kafka::KafkaConfig;
 
-/// Records being processed at once per dispatcher; bounds memory.
-const MAX_RECORDS_IN_FLIGHT: usize = 1024;
-/// How long shutdown waits for deliveries under way.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-const DLQ_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The concurrent rest of a record's work; answers `true` when the record is
+/// done (delivered, or durably handed on) and its offset may be committed.
+pub type Job = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
 
-pub struct DispatchContext {
-    tracker: Arc<OffsetTracker>,
+pub trait Handler: Send + Sync + 'static {
+    /// Runs in the order records are read; `None` when nothing is left to do.
+    fn begin(
+        self: &Arc<Self>,
+        message: OwnedMessage,
+        ticket: &Ticket,
+    ) -> impl Future<Output = Option<Job>> + Send;
 }
 
-impl ClientContext for DispatchContext {}
+pub struct StageContext {
+    tracker: Arc<OffsetTracker>,
+    revoke_wait: Duration,
+}
 
-impl ConsumerContext for DispatchContext {
+impl ClientContext for StageContext {}
+
+impl ConsumerContext for StageContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let revoked: Vec<(String, i32)> =
-                list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-            tracing::info!(partitions = revoked.len(), "partitions revoked");
-            self.tracker.revoke(&revoked);
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let revoked: Vec<(String, i32)> =
+            list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        tracing::info!(partitions = revoked.len(), "partitions revoked");
+        // Waiting blocks the thread that polls the consumer; on a
+        // multi-threaded runtime, hand its other tasks to another thread first.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.tracker.revoke(&revoked, self.revoke_wait));
+        } else {
+            self.tracker.revoke(&revoked, Duration::ZERO);
         }
     }
 }
 
-pub type DispatchConsumer = StreamConsumer<DispatchContext>;
+pub type StageConsumer = StreamConsumer<StageContext>;
 
-pub fn create_consumer(
-    kafka: &KafkaConfig,
-    group_id: &str,
-    topics: &[String],
-) -> Result<(Arc<DispatchConsumer>, Arc<OffsetTracker>), Error> {
-    let tracker = Arc::new(OffsetTracker::default());
-    let consumer: DispatchConsumer = kafka
-        .client_config()
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // Offsets are stored by hand once a record's deliveries are done.
-        .set("enable.auto.offset.store", "false")
-        // A new group starts at the beginning: nothing published is skipped.
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .create_with_context(DispatchContext { tracker: Arc::clone(&tracker) })?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
-    Ok((Arc::new(consumer), tracker))
+/// How long the loop waits after a consumer error before reading again.
+const ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// After an abort, how long the last hand-offs get to give up.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+pub struct StageOptions<'a> {
+    pub name: &'static str,
+    pub group_id: &'a str,
+    pub topics: &'a [String],
+    /// Records whose work may be under way at once.
+    pub max_in_flight: usize,
+    /// How long losing a partition waits for requests under way.
+    pub revoke_wait: Duration,
+    /// How long shutdown waits for the work under way.
+    pub drain_deadline: Duration,
 }
 
-pub struct Pipeline {
-    pub consumer: Arc<DispatchConsumer>,
+/// One stage: a consumer group on some topics and what to do with a record.
+pub struct Stage<H> {
+    pub name: &'static str,
+    pub consumer: StageConsumer,
     pub tracker: Arc<OffsetTracker>,
-    pub cache: Arc<SubscriptionCache>,
-    pub deliverer: Arc<Deliverer>,
-    pub producer: Producer,
-    pub dlq_topic: String,
+    pub handler: Arc<H>,
+    pub max_in_flight: usize,
+    /// How long shutdown waits for the work under way.
+    pub drain_deadline: Duration,
 }
 
-impl Pipeline {
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(MAX_RECORDS_IN_FLIGHT));
+impl<H: Handler> Stage<H> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        options: StageOptions<'_>,
+        handler: Arc<H>,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let StageOptions { name, group_id, topics, max_in_flight, revoke_wait, drain_deadline } =
+            options;
+        let tracker = Arc::new(OffsetTracker::default());
+        let consumer: StageConsumer = kafka
+            .client_config()
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            // Often: what is done but not committed is redone after a crash.
+            .set("auto.commit.interval.ms", "250")
+            // Offsets are stored by hand once a record's work is done.
+            .set("enable.auto.offset.store", "false")
+            // A new group starts at the beginning: nothing published is skipped.
+            .set("auto.offset.reset", "earliest")
+            // Co-partitioned topics (deliveries and retries are keyed alike)
+            // then land on the same consumer.
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100")
+            .create_with_context(StageContext { tracker: Arc::clone(&tracker), revoke_wait })?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        Ok(Self { name, consumer, tracker, handler, max_in_flight, drain_deadline })
+    }
+
+    /// Reads until `shutdown`, then drains the work under way and commits.
+    /// `abort` is cancelled when the drain deadline passes, for work that is
+    /// still trying to hand records on.
+    pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) {
+        let stage = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(stage.max_in_flight));
         let tasks = TaskTracker::new();
         loop {
             let permit = tokio::select! {
@@ -92,95 +137,48 @@ impl Pipeline {
             };
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                message = stage.consumer.recv() => message,
             };
             let message = match message {
-                Ok(message) => message,
+                Ok(message) => message.detach(),
                 Err(error) => {
-                    tracing::warn!(%error, "kafka consumer error");
-                    continue;
+                    // Errors repeat while the broker is away: pause, and say it once a pause.
+                    tracing::warn!(stage = stage.name, %error, "kafka consumer error");
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ERROR_PAUSE) => continue,
+                    }
                 }
             };
-            let ticket = self.tracker.begin(message.topic(), message.partition(), message.offset());
-            let work = self.read(&message);
-            let pipeline = Arc::clone(&self);
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let done = match work {
-                    Work::Deliver(event) => {
-                        pipeline.fan_out(event).await;
-                        true
-                    }
-                    Work::DeadLetter(record) => pipeline.dead_letter(record, &shutdown).await,
-                };
-                if done {
-                    pipeline.commit(&ticket);
+            let ticket =
+                stage.tracker.begin(message.topic(), message.partition(), message.offset());
+            match stage.handler.begin(message, &ticket).await {
+                None => stage.commit(&ticket),
+                Some(job) => {
+                    let stage = Arc::clone(&stage);
+                    tasks.spawn(async move {
+                        if job.await {
+                            stage.commit(&ticket);
+                        }
+                        drop(permit);
+                    });
                 }
-                drop(permit);
-            });
+            }
         }
         tasks.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(stage.drain_deadline, tasks.wait()).await.is_err() {
             tracing::warn!(
-                in_flight = self.tracker.in_flight(),
+                stage = stage.name,
+                in_flight = stage.tracker.in_flight(),
                 "drain deadline passed; unfinished records will be read again"
             );
+            abort.cancel();
+            let _ = tokio::time::timeout(ABORT_GRACE, tasks.wait()).await;
         }
-        if let Err(error) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-        {
+        if let Err(error) = stage.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is the usual case.
-            tracing::debug!(%error, "final offset commit");
-        }
-    }
-
-    fn read(&self, message: &BorrowedMessage<'_>) -> Work {
-        let position = RecordPosition {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-        };
-        match envelope::decode(message.headers(), message.key(), message.payload(), &position) {
-            Ok(event) => Work::Deliver(event),
-            Err(reason) => {
-                tracing::warn!(topic = position.topic, partition = position.partition, offset = position.offset, %reason, "poison record");
-                Work::DeadLetter(PoisonRecord::new(message, reason))
-            }
-        }
-    }
-
-    async fn fan_out(&self, event: crate::domain::Event) {
-        self.cache.ensure_fresh(event.time).await;
-        let targets = self.cache.matching(&event);
-        if targets.is_empty() {
-            return;
-        }
-        let body = Bytes::from(event.webhook_body());
-        join_all(targets.iter().map(|target| self.deliverer.deliver(&event, &body, target, 1)))
-            .await;
-    }
-
-    /// Hands a poison record to the dead-letter topic; answers whether it got
-    /// there (only then may its offset be committed).
-    async fn dead_letter(&self, record: PoisonRecord, shutdown: &CancellationToken) -> bool {
-        loop {
-            let sent = self
-                .producer
-                .send(
-                    &self.dlq_topic,
-                    record.key.as_deref(),
-                    record.headers.clone(),
-                    &record.payload,
-                )
-                .await;
-            match sent {
-                Ok(()) => return true,
-                Err(error) => tracing::warn!(%error, "dead-letter write failed; retrying"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(DLQ_RETRY_DELAY) => {}
-            }
+            tracing::debug!(stage = stage.name, %error, "final offset commit");
         }
     }
 
@@ -190,48 +188,8 @@ impl Pipeline {
             if let Err(error) =
                 self.consumer.store_offset(ticket.topic(), ticket.partition(), position - 1)
             {
-                tracing::debug!(%error, "offset store refused (partition revoked?)");
+                tracing::debug!(stage = self.name, %error, "offset store refused (partition revoked?)");
             }
-        }
-    }
-}
-
-enum Work {
-    Deliver(crate::domain::Event),
-    DeadLetter(PoisonRecord),
-}
-
-/// A record that cannot be delivered, with headers saying why and whence.
-struct PoisonRecord {
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: OwnedHeaders,
-}
-
-impl PoisonRecord {
-    fn new(message: &BorrowedMessage<'_>, reason: Poison) -> Self {
-        let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
-            }
-        }
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let reason = reason.to_string();
-        for (key, value) in [
-            ("hookgate_reason", "poison"),
-            ("hookgate_error", reason.as_str()),
-            ("hookgate_source_topic", message.topic()),
-            ("hookgate_source_partition", partition.as_str()),
-            ("hookgate_source_offset", offset.as_str()),
-        ] {
-            headers = headers.insert(Header { key, value: Some(value) });
-        }
-        Self {
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
         }
     }
 }

@@ -1,194 +1,230 @@
-//! One signed HTTP POST to one subscription, and its record in the attempt log.
+//! The delivery stage: for each delivery record, wait for the subscription's
+//! gate (ordered lane, in-flight cap, rate limit), make the attempt, and then
+//! take the next step: done, a retry tier, the dead-letter topic, or (410)
+//! disable the subscription.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::Utc;
-use http::header::{CONTENT_TYPE, USER_AGENT};
-use http::HeaderValue;
-use sha2::{Digest, Sha256};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
 
-use super::cache::Target;
-use crate::domain::{Attempt, AttemptId, Event, Outcome};
-use crate::store::AttemptLog;
+use super::cache::{SubscriptionCache, Target};
+use super::consume::{Handler, Job};
+use super::dlq::{send_until_acknowledged, DeadLetters};
+use super::gate::{Gates, Turn};
+use super::offsets::{Lease, Ticket};
+use super::retry::{Next, RetryPolicy};
+use super::webhook::{DeliveryError, Webhooks};
+use crate::domain::SubscriptionStatus;
+use crate::kafka::delivery::{DeadReason, Delivery};
+use crate::kafka::envelope::RecordPosition;
+use crate::kafka::Producer;
+use crate::store::Store;
 
-const USER_AGENT_VALUE: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
-
-pub struct Deliverer {
-    sender: WebhookSender,
-    log: AttemptLog,
+pub struct Deliver {
+    pub cache: Arc<SubscriptionCache>,
+    pub store: Arc<dyn Store>,
+    pub gates: Gates,
+    pub webhooks: Webhooks,
+    pub producer: Producer,
+    pub policy: RetryPolicy,
+    pub dead_letters: DeadLetters,
+    /// Cancelled at shutdown: work that has not started is handed on.
+    pub shutdown: CancellationToken,
 }
 
-/// Signs and sends one webhook and describes the attempt; the dispatcher and
-/// the API's `POST /v1/subscriptions/{id}/test` both send through it.
-#[derive(Clone)]
-pub struct WebhookSender {
-    client: reqwest::Client,
-    request_timeout: Duration,
-    response_body_cap: usize,
+/// How a job ended before its attempt.
+enum Interrupted {
+    /// The partition went to another dispatcher: leave the record to it.
+    Revoked,
+    /// Shutting down: hand the delivery to a retry tier.
+    Shutdown,
 }
 
-/// Why an attempt failed; what the attempt log and the retry decision read.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("the endpoint answered {0}")]
-    Status(u16),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("could not connect: {0}")]
-    Connect(String),
-    #[error("request failed: {0}")]
-    Request(String),
-}
-
-impl Deliverer {
-    pub fn new(
-        log: AttemptLog,
-        request_timeout: Duration,
-        response_body_cap: usize,
-    ) -> reqwest::Result<Self> {
-        Ok(Self { sender: WebhookSender::new(request_timeout, response_body_cap)?, log })
-    }
-
-    /// The webhook id of an event for a subscription: the same for every
-    /// attempt and replay, different across subscriptions.
-    pub fn webhook_id(event_id: &str, target: &Target) -> String {
-        let mut hash = Sha256::new();
-        hash.update(event_id.as_bytes());
-        hash.update([0]);
-        hash.update(target.subscription.id.as_str().as_bytes());
-        let digest = hash.finalize();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("msg_{hex}")
-    }
-
-    pub async fn deliver(
-        &self,
-        event: &Event,
-        body: &Bytes,
-        target: &Target,
-        attempt: u32,
-    ) -> Outcome {
-        let attempt = self.sender.send(event, body, target, attempt).await;
-        let outcome = attempt.outcome;
-        self.log.record(attempt).await;
-        outcome
-    }
-}
-
-impl WebhookSender {
-    pub fn new(request_timeout: Duration, response_body_cap: usize) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(10)))
-            // A redirect is a failed attempt: following it would send the
-            // signed payload somewhere the subscriber did not register.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
-            .build()?;
-        Ok(Self { client, request_timeout, response_body_cap })
-    }
-
-    /// One signed POST of `body` (the event's webhook body); answers the
-    /// attempt for the log, without logging it.
-    pub async fn send(
-        &self,
-        event: &Event,
-        body: &Bytes,
-        target: &Target,
-        attempt: u32,
-    ) -> Attempt {
-        let webhook_id = Deliverer::webhook_id(&event.id, target);
-        let now = Utc::now();
-        let timestamp = now.timestamp();
-        let signature = target.signature(&webhook_id, timestamp, body, now);
-        let mut request = self
-            .client
-            .post(&target.subscription.url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .header("webhook-id", &webhook_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature);
-        for (name, value) in &target.headers {
-            request = request.header(name, value);
-        }
-
-        let started = Instant::now();
-        let result = self.exchange(request.body(body.clone())).await;
-        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-
-        let (outcome, status_code, error, response_excerpt) = match result {
-            Ok((status, excerpt)) if (200..300).contains(&status) => {
-                (Outcome::Success, Some(status), None, excerpt)
-            }
-            Ok((status, excerpt)) => {
-                (Outcome::Failed, Some(status), Some(DeliveryError::Status(status)), excerpt)
-            }
-            Err(error) => (Outcome::Failed, None, Some(error), None),
+impl Handler for Deliver {
+    async fn begin(self: &Arc<Self>, message: OwnedMessage, ticket: &Ticket) -> Option<Job> {
+        let position = RecordPosition {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
         };
-        if let Some(error) = &error {
-            tracing::debug!(subscription_id = %target.subscription.id, event_id = %event.id, %error, "delivery attempt failed");
-        }
-        Attempt {
-            id: AttemptId::generate(),
-            event_id: event.id.clone(),
-            webhook_id,
-            subscription_id: target.subscription.id.clone(),
-            tenant_id: target.subscription.tenant_id.clone(),
-            event_type: event.event_type.clone(),
-            attempt,
-            outcome,
-            status_code,
-            latency_ms,
-            error: error.map(|e| e.to_string()),
-            response_excerpt,
-            created_at: Utc::now(),
-        }
+        let stage = Arc::clone(self);
+        let delivery = match Delivery::decode(message.headers(), message.payload(), &position) {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                let reason = error.to_string();
+                return Some(Box::pin(async move {
+                    stage.dead_letters.poison(&message, &reason).await
+                }));
+            }
+        };
+        let Some(target) = self.cache.get(&delivery.subscription_id).await else {
+            // Deleted since fan-out: nobody to deliver to.
+            tracing::debug!(subscription_id = %delivery.subscription_id, "delivery for a deleted subscription dropped");
+            return None;
+        };
+        // The lane place is taken here, in read order.
+        let turn = match (&target.subscription.ordered, &delivery.event.key) {
+            (true, Some(key)) => Some(self.gates.of(&target.subscription).queue(key)),
+            _ => None,
+        };
+        Some(Box::pin(stage.work(delivery, turn, ticket.lease())))
     }
+}
 
-    /// Sends and reads at most `response_body_cap` bytes of the answer.
-    async fn exchange(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Option<String>), DeliveryError> {
-        let mut response = request.send().await.map_err(|e| classify(e, self.request_timeout))?;
-        let status = response.status().as_u16();
-        let mut excerpt = Vec::new();
-        while excerpt.len() < self.response_body_cap {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.response_body_cap - excerpt.len();
-                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                // The status is what counts; a body cut short is still an answer.
-                Ok(None) | Err(_) => break,
+impl Deliver {
+    async fn work(
+        self: Arc<Self>,
+        mut delivery: Delivery,
+        mut turn: Option<Turn>,
+        lease: Arc<Lease>,
+    ) -> bool {
+        if let Some(turn) = &mut turn {
+            if let Err(why) = self.interruptible(&lease, turn.wait()).await {
+                return self.interrupted(&delivery, why).await;
             }
         }
-        let excerpt = (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned());
-        Ok((status, excerpt))
+        let ordered = turn.is_some();
+        loop {
+            // The subscription as it is now: paused, changed or deleted meanwhile?
+            let Some(target) = self.cache.get(&delivery.subscription_id).await else {
+                return true;
+            };
+            match target.subscription.status {
+                SubscriptionStatus::Active => {}
+                SubscriptionStatus::Paused => {
+                    return self.dead(&delivery, DeadReason::Paused, None).await
+                }
+                SubscriptionStatus::Disabled => {
+                    return self.dead(&delivery, DeadReason::Disabled, None).await
+                }
+            }
+            if self.policy.is_expired(&delivery) {
+                return self.dead(&delivery, DeadReason::Expired, None).await;
+            }
+            let gate = self.gates.of(&target.subscription);
+            let pass = match self.interruptible(&lease, gate.admit()).await {
+                Ok(pass) => pass,
+                Err(why) => return self.interrupted(&delivery, why).await,
+            };
+            let Some(_active) = lease.activate() else { return false };
+            let attempt = delivery.attempt;
+            let result = self.webhooks.attempt(&delivery.event, &target, attempt).await;
+            drop(pass);
+            let now_ms = Utc::now().timestamp_millis();
+            delivery.first_attempt_ms.get_or_insert(now_ms);
+            let error = match result {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            delivery.attempt += 1;
+            delivery.last_status = error.status();
+            delivery.last_error = Some(error.to_string());
+            if error.status() == Some(410) {
+                self.disable(&target).await;
+                return self.dead(&delivery, DeadReason::Gone, Some(now_ms)).await;
+            }
+            if !error.is_retryable() {
+                let reason = match error {
+                    DeliveryError::Forbidden(_) => DeadReason::Forbidden,
+                    _ => DeadReason::NotRetryable,
+                };
+                return self.dead(&delivery, reason, Some(now_ms)).await;
+            }
+            let retry_after = match &error {
+                DeliveryError::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let delay = match self.policy.next(&delivery, attempt, retry_after) {
+                Next::Retry(delay) => delay,
+                Next::Exhausted => {
+                    return self.dead(&delivery, DeadReason::Exhausted, Some(now_ms)).await
+                }
+                Next::Expired => {
+                    return self.dead(&delivery, DeadReason::Expired, Some(now_ms)).await
+                }
+            };
+            if !ordered {
+                return self.retry_later(&mut delivery, delay).await;
+            }
+            // An ordered subscription retries in place: later events of this
+            // key wait behind this one, other keys go on.
+            if let Err(why) = self.interruptible(&lease, tokio::time::sleep(delay)).await {
+                return self.interrupted(&delivery, why).await;
+            }
+        }
     }
-}
 
-fn classify(error: reqwest::Error, timeout: Duration) -> DeliveryError {
-    // Without the URL: it may carry tokens, and it is in the subscription anyway.
-    let error = error.without_url();
-    if error.is_timeout() {
-        DeliveryError::Timeout(timeout)
-    } else if error.is_connect() {
-        DeliveryError::Connect(source_chain(&error))
-    } else {
-        DeliveryError::Request(source_chain(&error))
+    /// Runs `work` unless the partition is revoked or shutdown starts first.
+    async fn interruptible<T>(
+        &self,
+        lease: &Lease,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Interrupted> {
+        tokio::select! {
+            biased;
+            _ = lease.revoked().cancelled() => Err(Interrupted::Revoked),
+            _ = self.shutdown.cancelled() => Err(Interrupted::Shutdown),
+            done = work => Ok(done),
+        }
     }
-}
 
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    async fn interrupted(&self, delivery: &Delivery, why: Interrupted) -> bool {
+        match why {
+            Interrupted::Revoked => false,
+            Interrupted::Shutdown => {
+                let mut delivery = delivery.clone();
+                self.retry_later(&mut delivery, Duration::ZERO).await
+            }
+        }
     }
-    text
+
+    /// Hands the delivery to the retry tier for `delay`.
+    async fn retry_later(&self, delivery: &mut Delivery, delay: Duration) -> bool {
+        delivery.due_ms = Some(Utc::now().timestamp_millis() + delay.as_millis() as i64);
+        let topic = self.policy.tier_topic(delay);
+        send_until_acknowledged(
+            &self.producer,
+            &topic,
+            delivery.key(),
+            delivery.headers(),
+            delivery.payload(),
+            &self.dead_letters.abort,
+        )
+        .await
+    }
+
+    async fn dead(
+        &self,
+        delivery: &Delivery,
+        reason: DeadReason,
+        last_attempt_ms: Option<i64>,
+    ) -> bool {
+        self.dead_letters.delivery(delivery, reason, last_attempt_ms).await
+    }
+
+    /// 410 Gone: the receiver asks us to stop.
+    async fn disable(&self, target: &Target) {
+        let reason = format!("the endpoint answered 410 Gone at {}", Utc::now().to_rfc3339());
+        let id = &target.subscription.id;
+        match self
+            .store
+            .set_subscription_status(id, SubscriptionStatus::Disabled, Some(&reason))
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(subscription_id = %id, "subscription disabled: the endpoint answered 410 Gone")
+            }
+            Err(error) => {
+                tracing::error!(subscription_id = %id, %error, "could not disable subscription after 410")
+            }
+        }
+        if let Err(error) = self.cache.refresh().await {
+            tracing::warn!(%error, "subscription refresh after disabling failed");
+        }
+    }
 }

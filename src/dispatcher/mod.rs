@@ -1,13 +1,27 @@
-//! The dispatcher: source topics → `consume` (decode, bounded concurrency,
-//! offsets stored once done) → `cache` (which subscriptions want this event
-//! type) → `deliver` (signed POST, attempt logged).
+//! The dispatcher, in three stages, each a consumer group:
+//!
+//! source topics → `fan_out` (match via `cache`) → deliveries topic, keyed by
+//! subscription → `deliver` (`gate`: lane, in-flight cap, rate limit;
+//! `webhook`: signed POST, `ssrf` guard, attempt logged) → done, or a retry
+//! tier topic → `retry` delay line → deliveries topic again, or → `dlq`.
+//!
+//! `consume` is the loop the stages share: offsets are stored only below the
+//! lowest record still in flight (`offsets`), so nothing is committed before
+//! it is delivered or durably handed on.
 
 pub mod cache;
 pub mod consume;
 pub mod deliver;
+pub mod dlq;
+pub mod fan_out;
+pub mod gate;
 pub mod offsets;
+pub mod retry;
+pub mod ssrf;
+pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +29,19 @@ use crate::config::{DispatcherConfig, Topics};
 use crate::kafka::{KafkaConfig, Producer};
 use crate::store::{AttemptLog, Store};
 use cache::SubscriptionCache;
-use consume::Pipeline;
-use deliver::Deliverer;
+use consume::{Stage, StageOptions};
+use deliver::Deliver;
+use dlq::DeadLetters;
+use fan_out::FanOut;
+use retry::{DelayLine, RetryPolicy};
+use webhook::Webhooks;
+
+/// Source records being fanned out at once.
+const FAN_OUT_IN_FLIGHT: usize = 1_024;
+/// Deliveries under way or waiting for their subscription's gate at once.
+const DELIVERIES_IN_FLIGHT: usize = 8_192;
+/// Retry records waiting for their time at once, per process.
+const RETRIES_IN_FLIGHT: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,24 +65,93 @@ pub async fn run(
     let cache = Arc::new(SubscriptionCache::new(Arc::clone(&store)));
     cache.refresh().await?;
     let poller = tokio::spawn(Arc::clone(&cache).poll(shutdown.clone()));
+    let (log, log_writer) = AttemptLog::spawn(Arc::clone(&store));
+    // Cancelled once the drain deadline passed: stop trying to hand work on.
+    let abort = CancellationToken::new();
+    let dead_letters =
+        DeadLetters { producer: producer.clone(), topic: topics.dlq.clone(), abort: abort.clone() };
+    // A request under way ends within the timeout; then its outcome is written.
+    let drain = config.request_timeout + Duration::from_secs(10);
 
-    let (log, log_writer) = AttemptLog::spawn(store);
-    let deliverer =
-        Arc::new(Deliverer::new(log, config.request_timeout, config.response_body_cap)?);
-    let (consumer, tracker) = consume::create_consumer(kafka, &topics.group_id, &topics.source)?;
+    let fan_out = Stage::new(
+        kafka,
+        StageOptions {
+            name: "fan-out",
+            group_id: &topics.group_id,
+            topics: &topics.source,
+            max_in_flight: FAN_OUT_IN_FLIGHT,
+            revoke_wait: Duration::ZERO,
+            drain_deadline: drain,
+        },
+        Arc::new(FanOut {
+            cache: Arc::clone(&cache),
+            producer: producer.clone(),
+            deliveries_topic: topics.deliveries.clone(),
+            dead_letters: dead_letters.clone(),
+        }),
+    )?;
+    let deliver = Stage::new(
+        kafka,
+        StageOptions {
+            name: "deliver",
+            group_id: &format!("{}.deliveries", topics.group_id),
+            topics: std::slice::from_ref(&topics.deliveries),
+            max_in_flight: DELIVERIES_IN_FLIGHT,
+            // Losing a partition waits for its requests under way, so that
+            // two dispatchers never send for one subscription at once.
+            revoke_wait: config.request_timeout + Duration::from_secs(1),
+            drain_deadline: drain,
+        },
+        Arc::new(Deliver {
+            cache: Arc::clone(&cache),
+            store,
+            gates: gate::Gates::default(),
+            webhooks: Webhooks::new(
+                log,
+                config.allow_private_targets,
+                config.request_timeout,
+                config.response_body_cap,
+            )?,
+            producer: producer.clone(),
+            policy: RetryPolicy {
+                schedule: config.retry_schedule.clone(),
+                max_age: config.max_delivery_age,
+                topics: topics.clone(),
+            },
+            dead_letters: dead_letters.clone(),
+            shutdown: shutdown.clone(),
+        }),
+    )?;
+    let tier_topics: Vec<String> =
+        config.retry_schedule.tiers().into_iter().map(|d| topics.retry_topic(d)).collect();
+    let retries = Stage::new(
+        kafka,
+        StageOptions {
+            name: "retry",
+            group_id: &format!("{}.retries", topics.group_id),
+            topics: &tier_topics,
+            max_in_flight: RETRIES_IN_FLIGHT,
+            revoke_wait: Duration::ZERO,
+            drain_deadline: drain,
+        },
+        Arc::new(DelayLine {
+            producer,
+            deliveries_topic: topics.deliveries.clone(),
+            dead_letters,
+            shutdown: shutdown.clone(),
+        }),
+    )?;
     tracing::info!(topics = ?topics.source, group = %topics.group_id, "dispatcher started");
 
-    let pipeline = Arc::new(Pipeline {
-        consumer,
-        tracker,
-        cache,
-        deliverer,
-        producer,
-        dlq_topic: topics.dlq.clone(),
-    });
-    Arc::clone(&pipeline).run(shutdown).await;
-    // Dropping the last sender lets the attempt writer finish its queue.
-    drop(pipeline);
+    let stages = [
+        tokio::spawn(fan_out.run(shutdown.clone(), abort.clone())),
+        tokio::spawn(deliver.run(shutdown.clone(), abort.clone())),
+        tokio::spawn(retries.run(shutdown.clone(), abort.clone())),
+    ];
+    for stage in stages {
+        let _ = stage.await;
+    }
+    // The stages dropped their attempt log senders: the writer finishes its queue.
     let _ = log_writer.await;
     let _ = poller.await;
     Ok(())

@@ -5,17 +5,21 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use super::envelope::encode_headers;
 use super::{Error, KafkaConfig};
 use crate::domain::Event;
 
-/// How long a record may wait for the broker before the send fails
-/// (`message.timeout.ms`): the bound on how long `POST /v1/events` waits
-/// while the broker is away before answering 503.
+/// How long a record may wait for the broker before the send fails; bounds
+/// how long a publish request can hang while the broker is away.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same bound for the API's producer (`Producer::for_publishing`): how
+/// long `POST /v1/events` waits while the broker is away before answering 503.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 #[derive(Clone)]
 pub struct Producer {
@@ -24,12 +28,22 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
+        Self::with_timeout(config, DELIVERY_TIMEOUT)
+    }
+
+    /// The REST API's producer: it gives up sooner, so that a publish
+    /// answers 503 within `PUBLISH_TIMEOUT` while the broker is away.
+    pub fn for_publishing(config: &KafkaConfig) -> Result<Self, Error> {
+        Self::with_timeout(config, PUBLISH_TIMEOUT)
+    }
+
+    fn with_timeout(config: &KafkaConfig, timeout: Duration) -> Result<Self, Error> {
         let inner = config
             .client_config()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", PUBLISH_TIMEOUT.as_millis().to_string())
+            .set("message.timeout.ms", timeout.as_millis().to_string())
             .create()?;
         Ok(Self { inner })
     }
@@ -58,6 +72,27 @@ impl Producer {
             .await
             .map(|_| ())
             .map_err(|(error, _)| error)
+    }
+
+    /// Queues one record and answers the future of its acknowledgement; waits
+    /// while the local queue is full. Records queued in order stay in order.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        key: &[u8],
+        headers: OwnedHeaders,
+        payload: &[u8],
+    ) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers.clone());
+            match self.inner.send_result(record) {
+                Ok(acknowledgement) => return Ok(acknowledgement),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
     }
 
     /// Asks the cluster for metadata; the readiness check.

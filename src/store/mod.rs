@@ -117,6 +117,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_subscription(&self, subscription: &Subscription) -> Result<()>;
 
+    /// Sets a subscription's status (and why, for `disabled`).
+    async fn set_subscription_status(
+        &self,
+        id: &SubscriptionId,
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+    ) -> Result<()>;
+
     /// `tenant: None` looks across tenants (admin); otherwise another
     /// tenant's subscription is not found.
     async fn get_subscription(

@@ -89,6 +89,31 @@ macro_rules! impl_store_with {
                 Ok(())
             }
 
+            async fn set_subscription_status(
+                &self,
+                id: &$crate::domain::SubscriptionId,
+                status: $crate::domain::SubscriptionStatus,
+                reason: Option<&str>,
+            ) -> $crate::store::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE subscriptions SET status = $1, disabled_reason = $2, version = $3, \
+                     updated_at = $4 WHERE id = $5 AND deleted_at IS NULL",
+                )
+                .bind(status.as_str())
+                .bind(reason)
+                .bind(version)
+                .bind(chrono::Utc::now())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn get_subscription(
                 &self,
                 tenant: Option<&$crate::domain::TenantId>,

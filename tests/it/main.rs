@@ -9,6 +9,7 @@ mod backpressure;
 mod cli;
 mod delivery;
 mod dev_mode;
+mod dispatch;
 mod openapi;
 mod publishing;
 mod rotation;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::harness::receiver::Reply;
 use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -268,7 +269,9 @@ async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once() {
 #[tokio::test]
 async fn test_send_reports_the_attempt_and_attempts_are_listed() {
     let app = TestApp::spawn("test-send").await;
-    let receiver = TestReceiver::start().await;
+    // The second request (the second test send) fails; the others succeed.
+    let receiver =
+        TestReceiver::answering(|n, _| Reply::status(if n == 1 { 500 } else { 204 })).await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let sub = app
         .subscribe(json!({"url": receiver.url, "event_types": ["order.*"], "secret": secret, "status": "paused"}))
@@ -290,7 +293,6 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed() {
     let body: Value = serde_json::from_slice(&received[0].body).expect("JSON");
     assert_eq!(body["type"], "hookgate.test");
 
-    receiver.set_status(500);
     let (status, failed) = app.call(Method::POST, &test_path, ADMIN_TOKEN, None).await;
     assert_eq!(status, 200);
     assert_eq!(failed["outcome"], "failed");
@@ -330,7 +332,6 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed() {
     assert_eq!(status, 404);
 
     // A delivered event's attempts, through the API.
-    receiver.set_status(204);
     app.call(
         Method::PATCH,
         &format!("/v1/subscriptions/{id}"),

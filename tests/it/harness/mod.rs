@@ -2,6 +2,8 @@
 //! in-process on port 0, a recording webhook receiver, and polling helpers.
 
 pub mod broker;
+pub mod kafka;
+pub mod process;
 pub mod receiver;
 
 use std::future::Future;
@@ -16,7 +18,7 @@ use sqlx::Connection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use receiver::TestReceiver;
+pub use receiver::{Reply, TestReceiver};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -100,6 +102,7 @@ impl TestDb {
 /// hookgate's API and dispatcher, in-process, on its own database, topics
 /// and consumer group.
 pub struct TestApp {
+    pub config: AppConfig,
     pub base_url: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
@@ -112,36 +115,46 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(name: &str) -> Self {
-        Self::spawn_on(name, kafka_brokers()).await
+        Self::spawn_with(name, |_| {}).await
     }
 
     /// Like `spawn`, against the Kafka brokers given.
     pub async fn spawn_on(name: &str, brokers: String) -> Self {
+        Self::spawn_with(name, |config| config.kafka.brokers = brokers).await
+    }
+
+    /// Starts the app with a configuration the test adjusts first.
+    pub async fn spawn_with(name: &str, adjust: impl FnOnce(&mut AppConfig)) -> Self {
         let db = TestDb::postgres().await;
         let prefix = unique(name);
         let topics = Topics {
             source: vec![format!("{prefix}.events")],
             publish: format!("{prefix}.events"),
+            deliveries: format!("{prefix}.deliveries"),
+            retry_prefix: format!("{prefix}.retry."),
             dlq: format!("{prefix}.dlq"),
             partitions: 3,
             replication: 1,
             group_id: format!("{prefix}.dispatcher"),
         };
-        let kafka = KafkaConfig { brokers, properties: Vec::new() };
-        let config = AppConfig {
+        let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
+        let mut config = AppConfig {
             database_url: db.url.clone(),
-            kafka: kafka.clone(),
+            kafka,
             topics: topics.clone(),
             api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
             dispatcher: Some(DispatcherConfig {
                 allow_private_targets: true,
                 request_timeout: Duration::from_secs(5),
                 retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
+                max_delivery_age: Duration::from_secs(3600),
                 response_body_cap: 4096,
             }),
             migrate: true,
             create_topics: true,
         };
+        adjust(&mut config);
+        let kafka = config.kafka.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let shutdown = CancellationToken::new();
         let running = app::start(
@@ -154,6 +167,7 @@ impl TestApp {
         .expect("app starts");
         let addr = running.api_addr.expect("API runs");
         Self {
+            config,
             base_url: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store: Arc::clone(&running.store),

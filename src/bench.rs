@@ -1,0 +1,394 @@
+//! `hookgate bench`: the design's performance figures, measured on this
+//! machine against the real broker and database of the test environment
+//! (`scripts/test-env`). Everything runs in this one process, as `serve`
+//! would, with the receiver beside it. Prints one table and writes JSON.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use chrono::Utc;
+use serde::Serialize;
+use sqlx::Connection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::config::{ApiConfig, AppConfig, DispatcherConfig, RetrySchedule, Topics};
+use crate::domain::{Subscription, SubscriptionId, SubscriptionStatus, TenantId};
+use crate::kafka::KafkaConfig;
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// PostgreSQL server to make a scratch database on.
+    #[arg(
+        long,
+        env = "HOOKGATE_TEST_DATABASE_URL",
+        default_value = "postgres://hookgate:hookgate@127.0.0.1:5432/hookgate"
+    )]
+    database_url: String,
+    /// Kafka brokers.
+    #[arg(long, env = "HOOKGATE_TEST_KAFKA", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+    /// Scale of the runs (1 = the full figures; smaller is quicker).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    target: &'static str,
+    met: bool,
+}
+
+/// The receiver: counts deliveries per path and keeps each latency sample.
+#[derive(Default)]
+struct Receiver {
+    counts: Mutex<HashMap<String, u64>>,
+    latencies_us: Mutex<Vec<i64>>,
+    total: AtomicU64,
+}
+
+impl Receiver {
+    fn count(&self, path: &str) -> u64 {
+        self.counts.lock().map(|c| c.get(path).copied().unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+async fn receive(
+    State(receiver): State<Arc<Receiver>>,
+    Path(path): Path<String>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if path == "hang" {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) {
+        if let Some(sent) = body["data"]["sent_us"].as_i64() {
+            let latency = Utc::now().timestamp_micros() - sent;
+            if let Ok(mut samples) = receiver.latencies_us.lock() {
+                samples.push(latency);
+            }
+        }
+    }
+    if let Ok(mut counts) = receiver.counts.lock() {
+        *counts.entry(path).or_insert(0) += 1;
+    }
+    receiver.total.fetch_add(1, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scale = args.scale.clamp(0.01, 10.0);
+    let scaled = |n: f64| ((n * scale).round() as usize).max(1);
+    let run_id = ulid::Ulid::new().to_string().to_lowercase();
+
+    // A scratch database and topics of this run's own.
+    let db_name = format!("hg_bench_{run_id}");
+    let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
+    let mut db_url = url::Url::parse(&args.database_url)?;
+    db_url.set_path(&db_name);
+
+    let receiver = Arc::new(Receiver::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let receiver_addr = listener.local_addr()?;
+    let server = tokio::spawn({
+        let app =
+            Router::new().route("/hook/{path}", post(receive)).with_state(Arc::clone(&receiver));
+        async move { axum::serve(listener, app).await }
+    });
+
+    let prefix = format!("bench-{run_id}");
+    let topics = Topics {
+        source: vec![format!("{prefix}.events")],
+        publish: format!("{prefix}.events"),
+        deliveries: format!("{prefix}.deliveries"),
+        retry_prefix: format!("{prefix}.retry."),
+        dlq: format!("{prefix}.dlq"),
+        partitions: 6,
+        replication: 1,
+        group_id: format!("{prefix}.dispatcher"),
+    };
+    let config = AppConfig {
+        database_url: db_url.to_string(),
+        kafka: KafkaConfig { brokers: args.kafka_brokers.clone(), properties: Vec::new() },
+        topics,
+        api: Some(ApiConfig { admin_tokens: vec![TOKEN.to_owned()] }),
+        dispatcher: Some(DispatcherConfig {
+            allow_private_targets: true,
+            request_timeout: Duration::from_secs(2),
+            retry_schedule: RetrySchedule(vec![Duration::from_secs(30)]),
+            max_delivery_age: Duration::from_secs(3600),
+            response_body_cap: 4096,
+        }),
+        migrate: true,
+        create_topics: true,
+    };
+    let shutdown = CancellationToken::new();
+    let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let running =
+        app::start(&config, api_listener.local_addr()?, Some(api_listener), shutdown.clone())
+            .await?;
+    let api =
+        format!("http://{}", running.api_addr.ok_or_else(|| anyhow::anyhow!("API did not start"))?);
+    let store = Arc::clone(&running.store);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let hook = |path: &str| format!("http://{receiver_addr}/hook/{path}");
+    let subscribe = |url: String, event_type: &str| {
+        let now = Utc::now();
+        Subscription {
+            id: SubscriptionId::generate(),
+            tenant_id: TenantId::default_tenant(),
+            url,
+            event_types: vec![event_type.to_owned()],
+            secret: crate::domain::SigningSecret::generate().expose().to_owned(),
+            previous_secrets: Vec::new(),
+            rate_limit: None,
+            max_in_flight: None,
+            ordered: false,
+            headers: Default::default(),
+            status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            description: None,
+            metadata: Default::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    };
+    let publish = |event_type: &'static str, n: usize| {
+        let client = client.clone();
+        let url = format!("{api}/v1/events");
+        async move {
+            let body = serde_json::json!({"type": event_type, "data": {"n": n, "sent_us": Utc::now().timestamp_micros()}});
+            client
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let wait_until = |path: &'static str, n: u64, limit: Duration| {
+        let receiver = Arc::clone(&receiver);
+        async move {
+            let end = Instant::now() + limit;
+            while receiver.count(path) < n && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            receiver.count(path)
+        }
+    };
+    let mut figures = Vec::new();
+
+    // 1. Publish API, one event a request, 64 at a time.
+    let requests = scaled(20_000.0);
+    let started = Instant::now();
+    let accepted = run_concurrently(64, requests, |n| publish("bench.unrouted", n)).await;
+    let per_second = accepted as f64 / started.elapsed().as_secs_f64();
+    figures.push(Figure {
+        name: "publish API, POST /v1/events (requests/s)",
+        value: per_second,
+        unit: "req/s",
+        target: ">= 5,000",
+        met: per_second >= 5_000.0,
+    });
+
+    // 2. Sustained deliveries: events straight to the topic, 5 subscriptions.
+    for _ in 0..5 {
+        store.create_subscription(&subscribe(hook("sustained"), "bench.sustained")).await?;
+    }
+    let events = scaled(10_000.0);
+    let started = Instant::now();
+    run_concurrently(64, events, |n| publish("bench.sustained", n)).await;
+    let delivered = wait_until("sustained", 5 * events as u64, Duration::from_secs(300)).await;
+    let per_second = delivered as f64 / started.elapsed().as_secs_f64();
+    figures.push(Figure {
+        name: "sustained deliveries/s, one process",
+        value: per_second,
+        unit: "deliveries/s",
+        target: ">= 10,000",
+        met: per_second >= 10_000.0,
+    });
+
+    // 3. Latency publish → receiver at 1,000 events/s.
+    store.create_subscription(&subscribe(hook("latency"), "bench.latency")).await?;
+    receiver.latencies_us.lock().map(|mut l| l.clear()).ok();
+    let events = scaled(5_000.0);
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..events {
+        ticker.tick().await;
+        sends.spawn(publish("bench.latency", n));
+    }
+    while sends.join_next().await.is_some() {}
+    wait_until("latency", events as u64, Duration::from_secs(60)).await;
+    let mut samples = receiver.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+    samples.sort_unstable();
+    let percentile = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let (p50, p99) = (percentile(0.50), percentile(0.99));
+    figures.push(Figure {
+        name: "latency publish → receiver at 1,000/s, p50",
+        value: p50,
+        unit: "ms",
+        target: "<= 10",
+        met: p50 <= 10.0,
+    });
+    figures.push(Figure {
+        name: "latency publish → receiver at 1,000/s, p99",
+        value: p99,
+        unit: "ms",
+        target: "<= 25",
+        met: p99 <= 25.0,
+    });
+
+    // 4. Fan-out: one event to 1,000 subscriptions.
+    for _ in 0..1_000 {
+        store.create_subscription(&subscribe(hook("fanout"), "bench.fanout")).await?;
+    }
+    let started = Instant::now();
+    publish("bench.fanout", 0).await;
+    let reached = wait_until("fanout", 1_000, Duration::from_secs(60)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    figures.push(Figure {
+        name: "fan-out 1 event → 1,000 subscriptions, all delivered",
+        value: seconds,
+        unit: "s",
+        target: "<= 1",
+        met: reached == 1_000 && seconds <= 1.0,
+    });
+
+    // 5. Isolation: healthy throughput while 10 % of endpoints hang.
+    let healthy_rate = |path: &'static str, hanging: usize| {
+        let store = Arc::clone(&store);
+        let publish = &publish;
+        let wait_until = &wait_until;
+        let event_type: &'static str =
+            if hanging == 0 { "bench.iso.base" } else { "bench.iso.hang" };
+        async move {
+            for _ in 0..(20 - hanging) {
+                store.create_subscription(&subscribe(hook(path), event_type)).await?;
+            }
+            for _ in 0..hanging {
+                store.create_subscription(&subscribe(hook("hang"), event_type)).await?;
+            }
+            let events = scaled(1_500.0);
+            let started = Instant::now();
+            run_concurrently(64, events, |n| publish(event_type, n)).await;
+            let delivered =
+                wait_until(path, ((20 - hanging) * events) as u64, Duration::from_secs(300)).await;
+            anyhow::Ok(delivered as f64 / started.elapsed().as_secs_f64())
+        }
+    };
+    let baseline = healthy_rate("iso-base", 0).await?;
+    let with_hanging = healthy_rate("iso-hang", 2).await?;
+    let ratio = with_hanging / baseline * 100.0;
+    figures.push(Figure {
+        name: "healthy throughput while 10 % of endpoints time out",
+        value: ratio,
+        unit: "% of all-healthy",
+        target: ">= 90 %",
+        met: ratio >= 90.0,
+    });
+
+    // 6. Memory with 10,000 subscriptions cached.
+    let extra = 10_000usize.saturating_sub(1_000 + 5 + 1 + 40);
+    for _ in 0..extra {
+        store.create_subscription(&subscribe(hook("idle"), "bench.idle")).await?;
+    }
+    publish("bench.sustained", 0).await;
+    wait_until("sustained", 5 * events_sustained(scale) as u64 + 5, Duration::from_secs(30)).await;
+    let rss = resident_mib();
+    figures.push(Figure {
+        name: "process memory at 10,000 subscriptions (API, dispatcher and receiver)",
+        value: rss,
+        unit: "MiB RSS",
+        target: "<= 256",
+        met: rss <= 256.0,
+    });
+
+    shutdown.cancel();
+    running.wait().await?;
+    server.abort();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+
+    print_table(&figures);
+    let report = serde_json::json!({
+        "when": Utc::now().to_rfc3339(),
+        "scale": scale,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "figures": figures,
+    });
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
+    println!("\nresults written to {}", args.out.display());
+    Ok(())
+}
+
+fn events_sustained(scale: f64) -> usize {
+    ((10_000.0 * scale).round() as usize).max(1)
+}
+
+/// Runs `total` calls of `call`, `width` at a time; answers how many got 202.
+async fn run_concurrently<F, Fut>(width: usize, total: usize, call: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    use futures::stream::StreamExt;
+    futures::stream::iter(0..total)
+        .map(call)
+        .buffer_unordered(width)
+        .filter(|s| std::future::ready(*s == 202))
+        .count()
+        .await
+}
+
+fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn print_table(figures: &[Figure]) {
+    println!("\n{:<72} {:>12}  {:<16} {:<10} met", "figure", "value", "unit", "target");
+    for f in figures {
+        println!(
+            "{:<72} {:>12.1}  {:<16} {:<10} {}",
+            f.name,
+            f.value,
+            f.unit,
+            f.target,
+            if f.met { "yes" } else { "NO" }
+        );
+    }
+}

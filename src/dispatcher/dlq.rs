@@ -1,0 +1,91 @@
+//! The dead-letter topic: deliveries that will not succeed, and records that
+//! cannot be understood, with headers that say why.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::delivery::{DeadReason, Delivery};
+use crate::kafka::Producer;
+
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct DeadLetters {
+    pub producer: Producer,
+    pub topic: String,
+    /// Cancelled when shutdown gives up on handing work on.
+    pub abort: CancellationToken,
+}
+
+impl DeadLetters {
+    /// Dead-letters a delivery; answers whether it is durably on the topic.
+    pub async fn delivery(
+        &self,
+        delivery: &Delivery,
+        reason: DeadReason,
+        last_attempt_ms: Option<i64>,
+    ) -> bool {
+        tracing::info!(subscription_id = %delivery.subscription_id, event_id = %delivery.event.id, reason = reason.as_str(), "delivery dead-lettered");
+        let headers = delivery.dead_letter_headers(reason, last_attempt_ms);
+        self.send(delivery.key(), headers, delivery.payload()).await
+    }
+
+    /// Dead-letters a record that could not be read, as it was.
+    pub async fn poison(&self, message: &OwnedMessage, reason: &str) -> bool {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "poison record dead-lettered"
+        );
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        for (key, value) in [
+            ("hookgate_reason", DeadReason::Poison.as_str()),
+            ("hookgate_error", reason),
+            ("hookgate_source_topic", message.topic()),
+            ("hookgate_source_partition", partition.as_str()),
+            ("hookgate_source_offset", offset.as_str()),
+        ] {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        self.send(message.key().unwrap_or_default(), headers, message.payload().unwrap_or_default())
+            .await
+    }
+
+    async fn send(&self, key: &[u8], headers: OwnedHeaders, payload: &[u8]) -> bool {
+        send_until_acknowledged(&self.producer, &self.topic, key, headers, payload, &self.abort)
+            .await
+    }
+}
+
+/// Sends until the broker acknowledges, or `abort`; answers whether it did.
+pub async fn send_until_acknowledged(
+    producer: &Producer,
+    topic: &str,
+    key: &[u8],
+    headers: OwnedHeaders,
+    payload: &[u8],
+    abort: &CancellationToken,
+) -> bool {
+    loop {
+        match producer.send(topic, Some(key), headers.clone(), payload).await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(topic, %error, "write failed; retrying"),
+        }
+        tokio::select! {
+            _ = abort.cancelled() => return false,
+            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Fan-out: each source event becomes one delivery record per matching
+//! subscription on the deliveries topic. Records are queued in the order
+//! events are read (so an ordered subscription's events stay in order) and
+//! the source offset is committed once every one of them is acknowledged.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+
+use super::cache::SubscriptionCache;
+use super::consume::{Handler, Job};
+use super::dlq::{send_until_acknowledged, DeadLetters};
+use super::offsets::Ticket;
+use crate::kafka::delivery::Delivery;
+use crate::kafka::envelope::{self, RecordPosition};
+use crate::kafka::Producer;
+
+pub struct FanOut {
+    pub cache: Arc<SubscriptionCache>,
+    pub producer: Producer,
+    pub deliveries_topic: String,
+    pub dead_letters: DeadLetters,
+}
+
+impl Handler for FanOut {
+    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
+        let position = RecordPosition {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        let event = match envelope::decode(
+            message.headers(),
+            message.key(),
+            message.payload(),
+            &position,
+        ) {
+            Ok(event) => event,
+            Err(reason) => {
+                let dead_letters = self.dead_letters.clone();
+                let reason = reason.to_string();
+                return Some(Box::pin(async move { dead_letters.poison(&message, &reason).await }));
+            }
+        };
+        // When the record was written, not what `ce_time` claims: a
+        // subscription made before the write must see the event.
+        let written =
+            message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
+        self.cache.ensure_fresh(written.unwrap_or_else(chrono::Utc::now)).await;
+        let targets = self.cache.matching(&event);
+        if targets.is_empty() {
+            return None;
+        }
+        let mut queued = Vec::with_capacity(targets.len());
+        for target in &targets {
+            let subscription = &target.subscription;
+            let delivery = Delivery::new(
+                event.clone(),
+                subscription.id.clone(),
+                subscription.tenant_id.clone(),
+            );
+            let acknowledgement = self
+                .producer
+                .enqueue(
+                    &self.deliveries_topic,
+                    delivery.key(),
+                    delivery.headers(),
+                    delivery.payload(),
+                )
+                .await;
+            queued.push((delivery, acknowledgement));
+        }
+        let fan_out = Arc::clone(self);
+        Some(Box::pin(async move {
+            let results = join_all(queued.into_iter().map(|(delivery, acknowledgement)| {
+                let fan_out = Arc::clone(&fan_out);
+                async move {
+                    let acknowledged = match acknowledgement {
+                        Ok(future) => matches!(future.await, Ok(Ok(_))),
+                        Err(_) => false,
+                    };
+                    // Rare (the broker was away longer than the producer's
+                    // timeout): send again, which may reorder this one record.
+                    acknowledged || fan_out.resend(&delivery).await
+                }
+            }))
+            .await;
+            results.into_iter().all(|done| done)
+        }))
+    }
+}
+
+impl FanOut {
+    async fn resend(&self, delivery: &Delivery) -> bool {
+        send_until_acknowledged(
+            &self.producer,
+            &self.deliveries_topic,
+            delivery.key(),
+            delivery.headers(),
+            delivery.payload(),
+            &self.dead_letters.abort,
+        )
+        .await
+    }
+}

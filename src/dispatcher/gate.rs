@@ -1,0 +1,139 @@
+//! Per-subscription admission: the rate limit (governor) and the in-flight
+//! cap that a delivery waits for, and the lanes that keep an `ordered`
+//! subscription's events of one key in order. One dispatcher owns a
+//! subscription at a time (its deliveries are keyed by subscription id), so
+//! limits kept here hold across replicas.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::domain::{RateLimit, Subscription, SubscriptionId};
+
+const LANE_SWEEP_AT: usize = 1024;
+
+#[derive(Default)]
+pub struct Gates {
+    gates: Mutex<HashMap<SubscriptionId, Arc<Gate>>>,
+}
+
+pub struct Gate {
+    rate_limit: Option<RateLimit>,
+    max_in_flight: Option<u32>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    in_flight: Option<Arc<Semaphore>>,
+    /// The last job queued per key: the next one waits for it.
+    lanes: Mutex<HashMap<Vec<u8>, oneshot::Receiver<()>>>,
+}
+
+/// Admission to send one request; dropping it frees the in-flight slot.
+pub struct Pass {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A place in a key's lane: `wait` until the job ahead is done; dropping the
+/// turn lets the next job go.
+pub struct Turn {
+    ahead: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    pub async fn wait(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            // An error means the job ahead was dropped: it is done too.
+            let _ = ahead.await;
+        }
+    }
+}
+
+impl Gates {
+    /// The gate of a subscription, rebuilt when its limits changed.
+    pub fn of(&self, subscription: &Subscription) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.get(&subscription.id) {
+            if gate.rate_limit == subscription.rate_limit
+                && gate.max_in_flight == subscription.max_in_flight
+            {
+                return Arc::clone(gate);
+            }
+        }
+        let gate = Arc::new(Gate::new(subscription.rate_limit, subscription.max_in_flight));
+        gates.insert(subscription.id.clone(), Arc::clone(&gate));
+        gate
+    }
+}
+
+impl Gate {
+    fn new(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>) -> Self {
+        let limiter = rate_limit.and_then(|limit| {
+            let per_second = NonZeroU32::new(limit.per_second)?;
+            let burst = NonZeroU32::new(limit.burst.max(1))?;
+            Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
+        });
+        let in_flight = max_in_flight.map(|n| Arc::new(Semaphore::new(n as usize)));
+        Self { rate_limit, max_in_flight, limiter, in_flight, lanes: Mutex::default() }
+    }
+
+    /// Waits for an in-flight slot, then for the rate limit.
+    pub async fn admit(&self) -> Pass {
+        let permit = match &self.in_flight {
+            Some(semaphore) => Arc::clone(semaphore).acquire_owned().await.ok(),
+            None => None,
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        Pass { _permit: permit }
+    }
+
+    /// Takes the next place in the lane of `key`; call in the order the
+    /// events were read.
+    pub fn queue(&self, key: &[u8]) -> Turn {
+        let (done, next) = oneshot::channel();
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        // Lanes whose last job finished are dropped now and then, so they do
+        // not pile up; scanning on every call would cost O(keys).
+        if lanes.len() >= LANE_SWEEP_AT {
+            lanes.retain(|_, last| {
+                matches!(last.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+            });
+        }
+        let ahead = lanes.insert(key.to_vec(), next);
+        Turn { ahead, _done: done }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lanes_release_in_queue_order() {
+        let gate = Gate::new(None, None);
+        let mut first = gate.queue(b"k");
+        let mut second = gate.queue(b"k");
+        let mut other_key = gate.queue(b"other");
+        first.wait().await;
+        other_key.wait().await;
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), second.wait()).await;
+        assert!(waiting.is_err(), "the second job waits for the first");
+        drop(first);
+        second.wait().await;
+    }
+
+    #[tokio::test]
+    async fn in_flight_cap_holds() {
+        let gate = Gate::new(None, Some(2));
+        let a = gate.admit().await;
+        let _b = gate.admit().await;
+        let third = tokio::time::timeout(std::time::Duration::from_millis(20), gate.admit()).await;
+        assert!(third.is_err(), "a third request waits");
+        drop(a);
+        let _c = gate.admit().await;
+    }
+}

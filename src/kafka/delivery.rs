@@ -1,0 +1,256 @@
+//! Delivery records: one per event × subscription, on `hookgate.deliveries`
+//! and the retry tier topics, keyed by subscription id so that one dispatcher
+//! owns a subscription at a time. The event travels as in the source topic
+//! (CloudEvents binary mode); `hookgate_*` headers carry the delivery state.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use super::envelope::{self, Poison, RecordPosition};
+use crate::domain::{Event, SubscriptionId, TenantId};
+
+const SUBSCRIPTION: &str = "hookgate_subscription";
+const TENANT: &str = "hookgate_tenant";
+const EVENT_KEY: &str = "hookgate_event_key";
+const ATTEMPT: &str = "hookgate_attempt";
+const CREATED: &str = "hookgate_created_ms";
+const FIRST_ATTEMPT: &str = "hookgate_first_attempt_ms";
+const DUE: &str = "hookgate_due_ms";
+const LAST_STATUS: &str = "hookgate_last_status";
+const LAST_ERROR: &str = "hookgate_last_error";
+
+/// Why a delivery ended in the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Every attempt of the retry schedule failed.
+    Exhausted,
+    /// The delivery was older than the maximum age.
+    Expired,
+    /// The endpoint answered with a status that retrying will not change.
+    NotRetryable,
+    /// The endpoint answered 410 Gone; the subscription is now disabled.
+    Gone,
+    /// The destination resolves to an address deliveries may not go to.
+    Forbidden,
+    /// The record could not be understood.
+    Poison,
+    /// The subscription was paused while the delivery waited.
+    Paused,
+    /// The subscription is disabled.
+    Disabled,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exhausted => "exhausted",
+            Self::Expired => "expired",
+            Self::NotRetryable => "not_retryable",
+            Self::Gone => "gone",
+            Self::Forbidden => "forbidden_destination",
+            Self::Poison => "poison",
+            Self::Paused => "subscription_paused",
+            Self::Disabled => "subscription_disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: Event,
+    pub subscription_id: SubscriptionId,
+    /// The tenant whose subscription this is.
+    pub tenant_id: TenantId,
+    /// The attempt to make next, from 1.
+    pub attempt: u32,
+    /// When fan-out created it; the maximum age counts from here.
+    pub created_ms: i64,
+    pub first_attempt_ms: Option<i64>,
+    /// Not to be attempted before this time (retries).
+    pub due_ms: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Event(#[from] Poison),
+    #[error("delivery header {0} is missing or invalid")]
+    Header(&'static str),
+}
+
+impl Delivery {
+    pub fn new(event: Event, subscription_id: SubscriptionId, tenant_id: TenantId) -> Self {
+        Self {
+            event,
+            subscription_id,
+            tenant_id,
+            attempt: 1,
+            created_ms: Utc::now().timestamp_millis(),
+            first_attempt_ms: None,
+            due_ms: None,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.subscription_id.as_str().as_bytes()
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.event.data.get().as_bytes()
+    }
+
+    pub fn headers(&self) -> OwnedHeaders {
+        let mut headers = envelope::encode_headers(&self.event)
+            .insert(text(SUBSCRIPTION, self.subscription_id.as_str()))
+            .insert(text(TENANT, self.tenant_id.as_str()))
+            .insert(text(ATTEMPT, &self.attempt.to_string()))
+            .insert(text(CREATED, &self.created_ms.to_string()));
+        if let Some(key) = &self.event.key {
+            headers = headers.insert(Header { key: EVENT_KEY, value: Some(key.as_slice()) });
+        }
+        for (name, value) in [
+            (FIRST_ATTEMPT, self.first_attempt_ms.map(|v| v.to_string())),
+            (DUE, self.due_ms.map(|v| v.to_string())),
+            (LAST_STATUS, self.last_status.map(|v| v.to_string())),
+            (LAST_ERROR, self.last_error.clone()),
+        ] {
+            if let Some(value) = value {
+                headers = headers.insert(text(name, &value));
+            }
+        }
+        headers
+    }
+
+    /// The headers of a dead letter: the delivery's own, and why it died.
+    pub fn dead_letter_headers(
+        &self,
+        reason: DeadReason,
+        last_attempt_ms: Option<i64>,
+    ) -> OwnedHeaders {
+        let attempts = self.attempt.saturating_sub(1).to_string();
+        let time = |ms: Option<i64>| {
+            ms.and_then(DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        };
+        let mut headers = self
+            .headers()
+            .insert(text("hookgate_reason", reason.as_str()))
+            .insert(text("hookgate_attempts", &attempts));
+        for (name, value) in [
+            ("hookgate_error", self.last_error.clone()),
+            ("hookgate_first_attempt_at", time(self.first_attempt_ms)),
+            ("hookgate_last_attempt_at", time(last_attempt_ms)),
+        ] {
+            if let Some(value) = value {
+                headers = headers.insert(text(name, &value));
+            }
+        }
+        headers
+    }
+
+    pub fn decode(
+        headers: Option<&impl Headers>,
+        payload: Option<&[u8]>,
+        position: &RecordPosition<'_>,
+    ) -> Result<Self, DecodeError> {
+        let mut event = envelope::decode(headers, None, payload, position)?;
+        let mut found: [Option<&[u8]>; 9] = [None; 9];
+        const NAMES: [&str; 9] = [
+            SUBSCRIPTION,
+            TENANT,
+            EVENT_KEY,
+            ATTEMPT,
+            CREATED,
+            FIRST_ATTEMPT,
+            DUE,
+            LAST_STATUS,
+            LAST_ERROR,
+        ];
+        if let Some(headers) = headers {
+            for h in headers.iter() {
+                if let Some(i) = NAMES.iter().position(|n| *n == h.key) {
+                    found[i] = h.value;
+                }
+            }
+        }
+        let string = |i: usize| found[i].and_then(|v| std::str::from_utf8(v).ok());
+        let number = |i: usize| string(i).and_then(|v| v.parse::<i64>().ok());
+        let subscription_id =
+            string(0).and_then(SubscriptionId::parse).ok_or(DecodeError::Header(SUBSCRIPTION))?;
+        let tenant_id = string(1).and_then(TenantId::parse).ok_or(DecodeError::Header(TENANT))?;
+        event.key = found[2].map(<[u8]>::to_vec);
+        let attempt = number(3)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .ok_or(DecodeError::Header(ATTEMPT))?;
+        Ok(Self {
+            event,
+            subscription_id,
+            tenant_id,
+            attempt,
+            created_ms: number(4).ok_or(DecodeError::Header(CREATED))?,
+            first_attempt_ms: number(5),
+            due_ms: number(6),
+            last_status: number(7).and_then(|n| u16::try_from(n).ok()),
+            last_error: string(8).map(str::to_owned),
+        })
+    }
+}
+
+fn text<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header { key, value: Some(value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    #[test]
+    fn round_trips_through_headers() {
+        let event = Event {
+            id: "evt_1".into(),
+            event_type: "order.created".into(),
+            source: "shop".into(),
+            time: Utc::now(),
+            key: Some(b"customer-7".to_vec()),
+            data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
+            tenant_id: None,
+        };
+        let mut delivery =
+            Delivery::new(event, SubscriptionId::generate(), TenantId::default_tenant());
+        delivery.attempt = 3;
+        delivery.first_attempt_ms = Some(1_700_000_000_000);
+        delivery.due_ms = Some(1_700_000_005_000);
+        delivery.last_status = Some(503);
+        delivery.last_error = Some("the endpoint answered 503".into());
+        let position = RecordPosition { topic: "d", partition: 0, offset: 1, timestamp_ms: None };
+        let decoded =
+            Delivery::decode(Some(&delivery.headers()), Some(delivery.payload()), &position)
+                .expect("decodes");
+        assert_eq!(decoded.subscription_id, delivery.subscription_id);
+        assert_eq!(decoded.tenant_id, delivery.tenant_id);
+        assert_eq!(decoded.event.key.as_deref(), Some(&b"customer-7"[..]));
+        assert_eq!(decoded.event.id, "evt_1");
+        assert_eq!(decoded.attempt, 3);
+        assert_eq!(decoded.created_ms, delivery.created_ms);
+        assert_eq!(decoded.first_attempt_ms, delivery.first_attempt_ms);
+        assert_eq!(decoded.due_ms, delivery.due_ms);
+        assert_eq!(decoded.last_status, Some(503));
+        assert_eq!(decoded.last_error, delivery.last_error);
+    }
+
+    #[test]
+    fn a_record_without_delivery_headers_is_refused() {
+        let event_headers = OwnedHeaders::new().insert(text("ce_type", "a.b"));
+        let position = RecordPosition { topic: "d", partition: 0, offset: 1, timestamp_ms: None };
+        assert!(matches!(
+            Delivery::decode(Some(&event_headers), Some(b"{}"), &position),
+            Err(DecodeError::Header(SUBSCRIPTION))
+        ));
+    }
+}
