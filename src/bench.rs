@@ -114,16 +114,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
 
     let prefix = format!("bench-{run_id}");
-    let topics = Topics {
-        source: vec![format!("{prefix}.events")],
-        publish: format!("{prefix}.events"),
-        deliveries: format!("{prefix}.deliveries"),
-        retry_prefix: format!("{prefix}.retry."),
-        dlq: format!("{prefix}.dlq"),
-        partitions: 6,
-        replication: 1,
-        group_id: format!("{prefix}.dispatcher"),
-    };
+    let topics = Topics::under_prefix(&prefix, 6, 1);
     let config = AppConfig {
         database_url: db_url.to_string(),
         kafka: KafkaConfig { brokers: args.kafka_brokers.clone(), properties: Vec::new() },

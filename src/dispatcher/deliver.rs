@@ -49,12 +49,7 @@ enum Interrupted {
 
 impl Handler for Deliver {
     async fn begin(self: &Arc<Self>, message: OwnedMessage, ticket: &Ticket) -> Option<Job> {
-        let position = RecordPosition {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-        };
+        let position = RecordPosition::of(&message);
         let stage = Arc::clone(self);
         let delivery = match Delivery::decode(message.headers(), message.payload(), &position) {
             Ok(delivery) => delivery,
