@@ -114,16 +114,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
 
     let prefix = format!("bench-{run_id}");
-    let topics = Topics {
-        source: vec![format!("{prefix}.events")],
-        publish: format!("{prefix}.events"),
-        deliveries: format!("{prefix}.deliveries"),
-        retry_prefix: format!("{prefix}.retry."),
-        dlq: format!("{prefix}.dlq"),
-        partitions: 6,
-        replication: 1,
-        group_id: format!("{prefix}.dispatcher"),
-    };
+    let topics = Topics::under_prefix(&prefix, 6, 1);
     let config = AppConfig {
         database_url: db_url.to_string(),
         kafka: KafkaConfig { brokers: args.kafka_brokers.clone(), properties: Vec::new() },
@@ -214,9 +205,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..5 {
         store.create_subscription(&subscribe(hook("sustained"), "bench.sustained")).await?;
     }
+    // Straight to Kafka, so the figure is the dispatcher's, not the API's.
     let events = scaled(10_000.0);
+    let producer = crate::kafka::Producer::new(&config.kafka)?;
     let started = Instant::now();
-    run_concurrently(64, events, |n| publish("bench.sustained", n)).await;
+    let writes = (0..events).map(|n| {
+        let producer = producer.clone();
+        let topic = config.topics.publish.clone();
+        async move {
+            let event = crate::domain::Event {
+                id: format!("evt_sustained_{n}"),
+                event_type: "bench.sustained".to_owned(),
+                source: "bench".to_owned(),
+                time: Utc::now(),
+                key: Some(n.to_string().into_bytes()),
+                data: serde_json::value::RawValue::from_string(format!("{{\"n\":{n}}}"))
+                    .expect("valid JSON"),
+                tenant_id: None,
+            };
+            producer.publish(&topic, &event).await
+        }
+    });
+    futures::future::try_join_all(writes).await?;
     let delivered = wait_until("sustained", 5 * events as u64, Duration::from_secs(300)).await;
     let per_second = delivered as f64 / started.elapsed().as_secs_f64();
     figures.push(Figure {

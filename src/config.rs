@@ -209,6 +209,22 @@ impl Topics {
         })
     }
 
+    /// Every topic and the group under one prefix (`{prefix}.events`,
+    /// `{prefix}.deliveries`, …): a namespace of its own, for tests and
+    /// benchmarks.
+    pub fn under_prefix(prefix: &str, partitions: i32, replication: i32) -> Self {
+        Self {
+            source: vec![format!("{prefix}.events")],
+            publish: format!("{prefix}.events"),
+            deliveries: format!("{prefix}.deliveries"),
+            retry_prefix: format!("{prefix}.retry."),
+            dlq: format!("{prefix}.dlq"),
+            partitions,
+            replication,
+            group_id: format!("{prefix}.dispatcher"),
+        }
+    }
+
     /// The topics to create at start: the named (not regex) source topics,
     /// the deliveries and dead-letter topics, and a retry topic per tier.
     pub fn to_create(&self, schedule: &RetrySchedule) -> Vec<String> {

@@ -24,6 +24,9 @@ use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
 use crate::store::Store;
 
+/// Deliveries of one subscription that may wait for its gate at once.
+const MAX_WAITING_PER_SUBSCRIPTION: usize = 512;
+
 pub struct Deliver {
     pub cache: Arc<SubscriptionCache>,
     pub store: Arc<dyn Store>,
@@ -46,12 +49,7 @@ enum Interrupted {
 
 impl Handler for Deliver {
     async fn begin(self: &Arc<Self>, message: OwnedMessage, ticket: &Ticket) -> Option<Job> {
-        let position = RecordPosition {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-        };
+        let position = RecordPosition::of(&message);
         let stage = Arc::clone(self);
         let delivery = match Delivery::decode(message.headers(), message.payload(), &position) {
             Ok(delivery) => delivery,
@@ -107,6 +105,16 @@ impl Deliver {
                 return self.dead(&delivery, DeadReason::Expired, None).await;
             }
             let gate = self.gates.of(&target.subscription);
+            // A subscription that cannot keep up (slow, hanging, rate-limited)
+            // parks its backlog in a retry tier rather than fill this
+            // dispatcher's in-flight budget, which the others need.
+            if let (false, true, Some(tier)) = (
+                ordered,
+                gate.waiting() >= MAX_WAITING_PER_SUBSCRIPTION,
+                self.policy.schedule.tiers().first().copied(),
+            ) {
+                return self.retry_later(&mut delivery, tier).await;
+            }
             let pass = match self.interruptible(&lease, gate.admit()).await {
                 Ok(pass) => pass,
                 Err(why) => return self.interrupted(&delivery, why).await,

@@ -26,12 +26,7 @@ pub struct FanOut {
 
 impl Handler for FanOut {
     async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
-        let position = RecordPosition {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-        };
+        let position = RecordPosition::of(&message);
         let event = match envelope::decode(
             message.headers(),
             message.key(),

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -14,6 +15,21 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::domain::{RateLimit, Subscription, SubscriptionId};
 
 const LANE_SWEEP_AT: usize = 1024;
+/// Requests under way per subscription when it sets no `max_in_flight`: a
+/// hanging endpoint then ties up this many connections, not thousands.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn scopeguard(counter: &AtomicUsize) -> WaitingGuard<'_> {
+    WaitingGuard(counter)
+}
 
 #[derive(Default)]
 pub struct Gates {
@@ -24,7 +40,8 @@ pub struct Gate {
     rate_limit: Option<RateLimit>,
     max_in_flight: Option<u32>,
     limiter: Option<DefaultDirectRateLimiter>,
-    in_flight: Option<Arc<Semaphore>>,
+    in_flight: Arc<Semaphore>,
+    waiting: AtomicUsize,
     /// The last job queued per key: the next one waits for it.
     lanes: Mutex<HashMap<Vec<u8>, oneshot::Receiver<()>>>,
 }
@@ -74,20 +91,33 @@ impl Gate {
             let burst = NonZeroU32::new(limit.burst.max(1))?;
             Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
         });
-        let in_flight = max_in_flight.map(|n| Arc::new(Semaphore::new(n as usize)));
-        Self { rate_limit, max_in_flight, limiter, in_flight, lanes: Mutex::default() }
+        let cap = max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize;
+        let in_flight = Arc::new(Semaphore::new(cap));
+        Self {
+            rate_limit,
+            max_in_flight,
+            limiter,
+            in_flight,
+            waiting: AtomicUsize::new(0),
+            lanes: Mutex::default(),
+        }
     }
 
     /// Waits for an in-flight slot, then for the rate limit.
     pub async fn admit(&self) -> Pass {
-        let permit = match &self.in_flight {
-            Some(semaphore) => Arc::clone(semaphore).acquire_owned().await.ok(),
-            None => None,
-        };
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        // Counted down however the wait ends, also when it is dropped.
+        let _waiting = scopeguard(&self.waiting);
+        let permit = Arc::clone(&self.in_flight).acquire_owned().await.ok();
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
         Pass { _permit: permit }
+    }
+
+    /// Deliveries waiting in `admit` now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Takes the next place in the lane of `key`; call in the order the

@@ -83,12 +83,7 @@ pub struct DelayLine {
 
 impl Handler for DelayLine {
     async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
-        let position = RecordPosition {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-        };
+        let position = RecordPosition::of(&message);
         let line = Arc::clone(self);
         let delivery = match Delivery::decode(message.headers(), message.payload(), &position) {
             Ok(delivery) => delivery,

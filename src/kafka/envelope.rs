@@ -60,6 +60,17 @@ pub struct RecordPosition<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+impl<'a> RecordPosition<'a> {
+    pub fn of(message: &'a impl rdkafka::Message) -> Self {
+        Self {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+        }
+    }
+}
+
 pub fn decode(
     headers: Option<&impl Headers>,
     key: Option<&[u8]>,

@@ -35,7 +35,9 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             // librdkafka's own logs go through `tracing` via the default context.
-            .set("log_level", "4");
+            .set("log_level", "4")
+            // Small records must not wait for Nagle's algorithm.
+            .set("socket.nagle.disable", "true");
         for (key, value) in &self.properties {
             config.set(key, value);
         }

@@ -24,6 +24,17 @@ fn fast_retries(config: &mut hookgate::config::AppConfig) {
     }
 }
 
+/// Settings of a `hookgate dispatcher` process started by a test.
+fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
+    DispatcherConfig {
+        allow_private_targets: true,
+        request_timeout,
+        retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
+        max_delivery_age: Duration::from_secs(3600),
+        response_body_cap: 4096,
+    }
+}
+
 fn subscription_id(created: &serde_json::Value) -> SubscriptionId {
     SubscriptionId::parse(created["id"].as_str().expect("id")).expect("a subscription id")
 }
@@ -134,13 +145,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_and_in_flight_cap_hold_with_two_dispatchers() {
-    let dispatcher_config = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(5),
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-    };
+    let dispatcher_config = process_dispatcher(Duration::from_secs(5));
     let app = TestApp::spawn_with("limits", |config| config.dispatcher = None).await;
     let mut dispatchers: Vec<DispatcherProcess> =
         (0..2).map(|_| DispatcherProcess::start(&app.config, &dispatcher_config)).collect();
@@ -304,13 +309,7 @@ async fn internal_destinations_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_deliveries_and_exits_cleanly() {
-    let dispatcher_config = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(10),
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-    };
+    let dispatcher_config = process_dispatcher(Duration::from_secs(10));
     let app = TestApp::spawn_with("drain", |config| config.dispatcher = None).await;
     let receiver = TestReceiver::answering(|_, _| Reply {
         status: 200,

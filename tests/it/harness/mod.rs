@@ -127,16 +127,7 @@ impl TestApp {
     pub async fn spawn_with(name: &str, adjust: impl FnOnce(&mut AppConfig)) -> Self {
         let db = TestDb::postgres().await;
         let prefix = unique(name);
-        let topics = Topics {
-            source: vec![format!("{prefix}.events")],
-            publish: format!("{prefix}.events"),
-            deliveries: format!("{prefix}.deliveries"),
-            retry_prefix: format!("{prefix}.retry."),
-            dlq: format!("{prefix}.dlq"),
-            partitions: 3,
-            replication: 1,
-            group_id: format!("{prefix}.dispatcher"),
-        };
+        let topics = Topics::under_prefix(&prefix, 3, 1);
         let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
         let mut config = AppConfig {
             database_url: db.url.clone(),
