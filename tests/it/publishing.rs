@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::receiver::Reply;
-use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -93,9 +93,8 @@ async fn batches_publish_all_or_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn registered_schemas_validate_published_data() {
-    let app = TestApp::spawn("schemas").await;
+async fn registered_schemas_validate_published_data(backend: Backend) {
+    let app = TestApp::spawn_on_backend("schemas", backend).await;
     let schema = json!({
         "type": "object",
         "required": ["amount"],
@@ -184,9 +183,8 @@ async fn registered_schemas_validate_published_data() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once() {
-    let app = TestApp::spawn("idempotency").await;
+async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once(backend: Backend) {
+    let app = TestApp::spawn_on_backend("idempotency", backend).await;
     let body = json!({"type": "order.created", "data": {"order_id": 42}});
     let send = |key: &'static str, token: String, body: Value| {
         let app = &app;
@@ -266,9 +264,8 @@ async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn test_send_reports_the_attempt_and_attempts_are_listed() {
-    let app = TestApp::spawn("test-send").await;
+async fn test_send_reports_the_attempt_and_attempts_are_listed(backend: Backend) {
+    let app = TestApp::spawn_on_backend("test-send", backend).await;
     // The second request (the second test send) fails; the others succeed.
     let receiver =
         TestReceiver::answering(|n, _| Reply::status(if n == 1 { 500 } else { 204 })).await;
@@ -347,4 +344,34 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed() {
     assert_eq!(listed["data"][0]["outcome"], "success");
     assert_eq!(listed["data"][0]["event_type"], "order.created");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn registered_schemas_validate_published_data_on_postgres() {
+    registered_schemas_validate_published_data(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn registered_schemas_validate_published_data_on_sqlite() {
+    registered_schemas_validate_published_data(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once_on_postgres() {
+    one_idempotency_key_fired_twenty_times_at_once_publishes_once(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once_on_sqlite() {
+    one_idempotency_key_fired_twenty_times_at_once_publishes_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn test_send_reports_the_attempt_and_attempts_are_listed_on_postgres() {
+    test_send_reports_the_attempt_and_attempts_are_listed(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn test_send_reports_the_attempt_and_attempts_are_listed_on_sqlite() {
+    test_send_reports_the_attempt_and_attempts_are_listed(Backend::Sqlite).await;
 }

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::harness::receiver::Received;
-use crate::harness::{eventually, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{eventually, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -42,9 +42,8 @@ async fn rotate(app: &TestApp, id: &str, body: serde_json::Value) -> serde_json:
     rotated
 }
 
-#[tokio::test]
-async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one() {
-    let app = TestApp::spawn("rotation").await;
+async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one(backend: Backend) {
+    let app = TestApp::spawn_on_backend("rotation", backend).await;
     let receiver = TestReceiver::start().await;
     let long =
         app.subscribe(json!({"url": receiver.url, "event_types": ["long.*"], "secret": OLD})).await;
@@ -114,4 +113,14 @@ async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one() {
         .expect("found");
     assert_eq!(stored.secret, generated);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one_on_postgres() {
+    both_secrets_verify_during_the_grace_period_then_only_the_new_one(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one_on_sqlite() {
+    both_secrets_verify_during_the_grace_period_then_only_the_new_one(Backend::Sqlite).await;
 }

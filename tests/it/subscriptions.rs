@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -23,9 +23,8 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn lists_filter_and_page_stably_while_rows_are_inserted() {
-    let app = TestApp::spawn("sub-list").await;
+async fn lists_filter_and_page_stably_while_rows_are_inserted(backend: Backend) {
+    let app = TestApp::spawn_on_backend("sub-list", backend).await;
     let url = "https://example.com/hook";
     let mut created = Vec::new();
     for (types, status) in [
@@ -113,9 +112,8 @@ async fn lists_filter_and_page_stably_while_rows_are_inserted() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn updates_are_partial_validated_and_versioned() {
-    let app = TestApp::spawn("sub-update").await;
+async fn updates_are_partial_validated_and_versioned(backend: Backend) {
+    let app = TestApp::spawn_on_backend("sub-update", backend).await;
     let id = create(
         &app,
         json!({"url": "https://example.com/a", "event_types": ["order.*"], "description": "first",
@@ -188,9 +186,8 @@ async fn updates_are_partial_validated_and_versioned() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher() {
-    let app = TestApp::spawn("sub-delete").await;
+async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher(backend: Backend) {
+    let app = TestApp::spawn_on_backend("sub-delete", backend).await;
     let doomed = TestReceiver::start().await;
     let alive = TestReceiver::start().await;
     let doomed_id = create(&app, json!({"url": doomed.url, "event_types": ["*"]})).await;
@@ -217,4 +214,34 @@ async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher() {
     alive.wait_for(1, DEADLINE).await;
     assert!(doomed.received().is_empty());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_stably_while_rows_are_inserted_on_postgres() {
+    lists_filter_and_page_stably_while_rows_are_inserted(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_stably_while_rows_are_inserted_on_sqlite() {
+    lists_filter_and_page_stably_while_rows_are_inserted(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn updates_are_partial_validated_and_versioned_on_postgres() {
+    updates_are_partial_validated_and_versioned(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn updates_are_partial_validated_and_versioned_on_sqlite() {
+    updates_are_partial_validated_and_versioned(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher_on_postgres() {
+    deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher_on_sqlite() {
+    deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher(Backend::Sqlite).await;
 }

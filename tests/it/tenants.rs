@@ -6,13 +6,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
-    let app = TestApp::spawn("tenants").await;
+async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable(backend: Backend) {
+    let app = TestApp::spawn_on_backend("tenants", backend).await;
     let (status, tenant) =
         app.call(Method::POST, "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": "Acme"}))).await;
     assert_eq!(status, 201);
@@ -111,9 +110,8 @@ async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_tenant_key_sees_only_its_own_tenant() {
-    let app = TestApp::spawn("isolation").await;
+async fn a_tenant_key_sees_only_its_own_tenant(backend: Backend) {
+    let app = TestApp::spawn_on_backend("isolation", backend).await;
     let (tenant_a, key_a) = app.tenant_with_key("A").await;
     let (tenant_b, key_b) = app.tenant_with_key("B").await;
     let receiver_a = TestReceiver::start().await;
@@ -224,4 +222,24 @@ async fn a_tenant_key_sees_only_its_own_tenant() {
         .await;
     assert_eq!(admin_list["data"][0]["id"], sub_b.as_str());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable_on_postgres() {
+    admins_create_tenants_and_keys_that_are_shown_once_and_revocable(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable_on_sqlite() {
+    admins_create_tenants_and_keys_that_are_shown_once_and_revocable(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_tenant_key_sees_only_its_own_tenant_on_postgres() {
+    a_tenant_key_sees_only_its_own_tenant(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_tenant_key_sees_only_its_own_tenant_on_sqlite() {
+    a_tenant_key_sees_only_its_own_tenant(Backend::Sqlite).await;
 }

@@ -99,6 +99,12 @@ impl TestDb {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
 /// hookgate's API and dispatcher, in-process, on its own database, topics
 /// and consumer group.
 pub struct TestApp {
@@ -125,7 +131,20 @@ impl TestApp {
 
     /// Starts the app with a configuration the test adjusts first.
     pub async fn spawn_with(name: &str, adjust: impl FnOnce(&mut AppConfig)) -> Self {
-        let db = TestDb::postgres().await;
+        Self::spawn_on_db(name, TestDb::postgres().await, adjust).await
+    }
+
+    /// Like `spawn`, on the store backend given (for API tests that must
+    /// hold on both).
+    pub async fn spawn_on_backend(name: &str, backend: Backend) -> Self {
+        let db = match backend {
+            Backend::Postgres => TestDb::postgres().await,
+            Backend::Sqlite => TestDb::sqlite(),
+        };
+        Self::spawn_on_db(name, db, |_| {}).await
+    }
+
+    async fn spawn_on_db(name: &str, db: TestDb, adjust: impl FnOnce(&mut AppConfig)) -> Self {
         let prefix = unique(name);
         let topics = Topics::under_prefix(&prefix, 3, 1);
         let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
