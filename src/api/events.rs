@@ -80,7 +80,8 @@ pub struct PublishedBatch {
     request_body = PublishEvent,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a publish safely: the same key and body answer the first response and publish nothing new (kept 24 h)")),
     responses(
-        (status = 202, description = "Written to Kafka", body = Published),
+        (status = 202, description = "Written to Kafka", body = Published,
+            headers(("idempotent-replayed" = String, description = "`true` when this is the saved answer to an earlier request with the same Idempotency-Key"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
@@ -125,7 +126,8 @@ pub async fn publish(
     request_body = PublishBatch,
     params(("Idempotency-Key" = Option<String>, Header, description = "As for `POST /v1/events`")),
     responses(
-        (status = 202, description = "Every event written to Kafka", body = PublishedBatch),
+        (status = 202, description = "Every event written to Kafka", body = PublishedBatch,
+            headers(("idempotent-replayed" = String, description = "`true` when this is the saved answer to an earlier request with the same Idempotency-Key"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
