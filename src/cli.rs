@@ -233,7 +233,10 @@ fn app_config(
         database_url: database.database_url,
         kafka: KafkaConfig::from_env(kafka.kafka_brokers.clone()),
         topics: Topics::from_args(&kafka.topics).map_err(|e| Failure::Config(e.to_string()))?,
-        api: api.map(|a| ApiConfig { admin_tokens: a.admin_token.clone() }),
+        api: api
+            .map(|a| a.admin_tokens().map(|admin_tokens| ApiConfig { admin_tokens }))
+            .transpose()
+            .map_err(Failure::Config)?,
         dispatcher: delivery.map(DispatcherConfig::from_args),
         migrate,
         create_topics: true,

@@ -65,7 +65,15 @@ pub struct ApiArgs {
     #[arg(long, env = "HOOKGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Admin bearer token(s), comma-separated, at least 16 characters each.
-    #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true, value_delimiter = ',', value_parser = admin_token, required = true)]
+    // Checked after parsing (`ApiArgs::admin_tokens`): clap's own error
+    // would print the rejected token.
+    #[arg(
+        long,
+        env = "HOOKGATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
     pub admin_token: Vec<String>,
 }
 
@@ -286,15 +294,23 @@ fn broker_list(value: &str) -> Result<String, String> {
     Ok(brokers.join(","))
 }
 
-fn admin_token(value: &str) -> Result<String, String> {
-    let token = value.trim();
-    if token.len() < 16 {
-        return Err("an admin token has at least 16 characters".to_owned());
+impl ApiArgs {
+    /// The admin tokens, checked; the error never repeats a token.
+    pub fn admin_tokens(&self) -> Result<Vec<String>, String> {
+        self.admin_token
+            .iter()
+            .map(|value| {
+                let token = value.trim();
+                if token.len() < 16 {
+                    return Err("invalid --admin-token (HOOKGATE_ADMIN_TOKEN): an admin token has at least 16 characters".to_owned());
+                }
+                if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err("invalid --admin-token (HOOKGATE_ADMIN_TOKEN): an admin token is printable ASCII without spaces".to_owned());
+                }
+                Ok(token.to_owned())
+            })
+            .collect()
     }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("an admin token is printable ASCII without spaces".to_owned());
-    }
-    Ok(token.to_owned())
 }
 
 fn duration(value: &str) -> Result<Duration, String> {

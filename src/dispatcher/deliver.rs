@@ -81,12 +81,12 @@ impl Deliver {
         mut turn: Option<Turn>,
         lease: Arc<Lease>,
     ) -> bool {
+        let ordered = turn.is_some();
         if let Some(turn) = &mut turn {
             if let Err(why) = self.interruptible(&lease, turn.wait()).await {
-                return self.interrupted(&delivery, why).await;
+                return self.interrupted(&delivery, why, ordered).await;
             }
         }
-        let ordered = turn.is_some();
         loop {
             // The subscription as it is now: paused, changed or deleted meanwhile?
             let Some(target) = self.cache.get(&delivery.subscription_id).await else {
@@ -117,7 +117,7 @@ impl Deliver {
             }
             let pass = match self.interruptible(&lease, gate.admit()).await {
                 Ok(pass) => pass,
-                Err(why) => return self.interrupted(&delivery, why).await,
+                Err(why) => return self.interrupted(&delivery, why, ordered).await,
             };
             let Some(_active) = lease.activate() else { return false };
             let attempt = delivery.attempt;
@@ -162,7 +162,7 @@ impl Deliver {
             // An ordered subscription retries in place: later events of this
             // key wait behind this one, other keys go on.
             if let Err(why) = self.interruptible(&lease, tokio::time::sleep(delay)).await {
-                return self.interrupted(&delivery, why).await;
+                return self.interrupted(&delivery, why, ordered).await;
             }
         }
     }
@@ -181,9 +181,12 @@ impl Deliver {
         }
     }
 
-    async fn interrupted(&self, delivery: &Delivery, why: Interrupted) -> bool {
+    async fn interrupted(&self, delivery: &Delivery, why: Interrupted, ordered: bool) -> bool {
         match why {
+            // An ordered delivery is left for the next owner to read again
+            // in order: through a retry tier it could come after later events.
             Interrupted::Revoked => false,
+            Interrupted::Shutdown if ordered => false,
             Interrupted::Shutdown => {
                 let mut delivery = delivery.clone();
                 self.retry_later(&mut delivery, Duration::ZERO).await

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -43,10 +43,10 @@ impl DeadLetters {
             "poison record dead-lettered"
         );
         let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
-            }
+        // Unreadable header names (see `header_list`) are left behind.
+        let original = message.headers().and_then(|h| crate::kafka::envelope::header_list(h));
+        for (key, value) in original.unwrap_or_default() {
+            headers = headers.insert(Header { key, value });
         }
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();

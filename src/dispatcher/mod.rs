@@ -51,6 +51,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("a dispatcher stage failed")]
+    StageFailed,
 }
 
 /// Runs until `shutdown`, then drains what is under way and commits.
@@ -148,11 +150,21 @@ pub async fn run(
         tokio::spawn(deliver.run(shutdown.clone(), abort.clone())),
         tokio::spawn(retries.run(shutdown.clone(), abort.clone())),
     ];
+    let mut failed = false;
     for stage in stages {
-        let _ = stage.await;
+        if let Err(error) = stage.await {
+            // A stage that died stops the process, so that its supervisor
+            // restarts it rather than leave partitions unread.
+            tracing::error!(%error, "dispatcher stage failed; shutting down");
+            shutdown.cancel();
+            failed = true;
+        }
     }
     // The stages dropped their attempt log senders: the writer finishes its queue.
     let _ = log_writer.await;
     let _ = poller.await;
+    if failed {
+        return Err(Error::StageFailed);
+    }
     Ok(())
 }

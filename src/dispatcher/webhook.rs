@@ -138,7 +138,7 @@ impl Webhooks {
         }
         let record = Attempt {
             id: AttemptId::generate(),
-            event_id: event.id.clone(),
+            event_id: storable(&event.id, MAX_STORED_ID),
             webhook_id,
             subscription_id: target.subscription.id.clone(),
             tenant_id: target.subscription.tenant_id.clone(),
@@ -147,8 +147,8 @@ impl Webhooks {
             outcome,
             status_code,
             latency_ms,
-            error: error.as_ref().map(ToString::to_string),
-            response_excerpt,
+            error: error.as_ref().map(|e| storable(&e.to_string(), MAX_STORED_TEXT)),
+            response_excerpt: response_excerpt.map(|r| storable(&r, MAX_STORED_TEXT)),
             created_at: Utc::now(),
         };
         (record, error.map_or(Ok(()), Err))
@@ -217,6 +217,20 @@ impl Webhooks {
     }
 }
 
+/// Longest event id kept in the attempt log (ids from Kafka may be anything;
+/// the log's index takes a few KiB at most).
+const MAX_STORED_ID: usize = 512;
+const MAX_STORED_TEXT: usize = 8 * 1024;
+
+/// Text PostgreSQL will take: no NUL characters, at most `max` bytes.
+fn storable(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace('\0', "\u{fffd}")
+}
+
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -266,6 +280,13 @@ mod tests {
         }
         assert!(DeliveryError::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(!DeliveryError::Forbidden("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn stored_text_has_no_nul_and_is_bounded() {
+        assert_eq!(storable("a\0b", 10), "a\u{fffd}b");
+        assert_eq!(storable("héllo", 2), "h");
+        assert_eq!(storable("plain", 100), "plain");
     }
 
     #[test]

@@ -170,11 +170,11 @@ impl Delivery {
             LAST_STATUS,
             LAST_ERROR,
         ];
-        if let Some(headers) = headers {
-            for h in headers.iter() {
-                if let Some(i) = NAMES.iter().position(|n| *n == h.key) {
-                    found[i] = h.value;
-                }
+        // `envelope::decode` above already refused unreadable header names.
+        let pairs = headers.and_then(|h| envelope::header_list(h)).unwrap_or_default();
+        for (key, value) in pairs {
+            if let Some(i) = NAMES.iter().position(|n| *n == key) {
+                found[i] = value;
             }
         }
         let string = |i: usize| found[i].and_then(|v| std::str::from_utf8(v).ok());

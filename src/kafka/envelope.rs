@@ -24,6 +24,8 @@ pub enum Poison {
     NotUtf8(&'static str),
     #[error("unsupported content-type {0:?}: only JSON data is delivered")]
     ContentType(String),
+    #[error("a header name is not UTF-8")]
+    BadHeaderName,
     #[error("the record has no value")]
     NoData,
     #[error("the value is not valid JSON: {0}")]
@@ -71,6 +73,18 @@ impl<'a> RecordPosition<'a> {
     }
 }
 
+pub type HeaderPair<'a> = (&'a str, Option<&'a [u8]>);
+
+/// A record's headers as (name, value) pairs, or `None` when a name is not
+/// UTF-8: rdkafka panics reading such a name, and a record must never stop a
+/// partition, so the panic is caught here and the record is poison.
+pub fn header_list(headers: &impl Headers) -> Option<Vec<HeaderPair<'_>>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        headers.iter().map(|h| (h.key, h.value)).collect()
+    }))
+    .ok()
+}
+
 pub fn decode(
     headers: Option<&impl Headers>,
     key: Option<&[u8]>,
@@ -83,9 +97,13 @@ pub fn decode(
     let mut time = None;
     let mut content_type = None;
     let mut tenant = None;
-    if let Some(headers) = headers {
-        for h in headers.iter() {
-            let slot = match h.key {
+    let pairs = match headers {
+        Some(headers) => header_list(headers).ok_or(Poison::BadHeaderName)?,
+        None => Vec::new(),
+    };
+    {
+        for (key, value) in pairs {
+            let slot = match key {
                 "ce_id" => &mut id,
                 "ce_type" => &mut event_type,
                 "ce_source" => &mut source,
@@ -94,7 +112,7 @@ pub fn decode(
                 TENANT_HEADER => &mut tenant,
                 _ => continue,
             };
-            *slot = h.value;
+            *slot = value;
         }
     }
     let text = |value: Option<&[u8]>, name: &'static str| -> Result<Option<String>, Poison> {

@@ -43,6 +43,19 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Attempt>) {
             tries += 1;
             match store.insert_attempts(&batch).await {
                 Ok(()) => break,
+                // One bad row fails the whole statement: write the rows one
+                // by one, so that only the bad ones are lost.
+                Err(error) if error.is_data_error() => {
+                    tracing::warn!(%error, rows = batch.len(), "attempt log batch refused; writing rows one by one");
+                    for attempt in &batch {
+                        if let Err(error) =
+                            store.insert_attempts(std::slice::from_ref(attempt)).await
+                        {
+                            tracing::error!(%error, attempt_id = %attempt.id, "attempt row dropped");
+                        }
+                    }
+                    break;
+                }
                 Err(error) if tries < WRITE_TRIES => {
                     tracing::warn!(%error, rows = batch.len(), tries, "attempt log write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;

@@ -52,6 +52,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// The database refused what was sent (a constraint, a bad value), as
+    /// opposed to being unreachable: sending it again will not help.
+    pub fn is_data_error(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(_)))
+    }
+}
+
 /// A subscription as it changed, for dispatcher caches.
 #[derive(Debug, Clone)]
 pub struct SubscriptionChange {

@@ -50,9 +50,22 @@ fn bad_configuration_exits_2_with_one_line() {
             "--kafka-brokers",
             "k:9092",
             "--admin-token",
-            "short",
+            "sh0rt-s3cret",
         ],
         "at least 16",
+    );
+    let output = hookgate(&[
+        "serve",
+        "--database-url",
+        "postgres://x/y",
+        "--kafka-brokers",
+        "k:9092",
+        "--admin-token",
+        "sh0rt-s3cret",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("sh0rt-s3cret"),
+        "a rejected token is not echoed"
     );
     assert_config_error(
         &[
