@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::{SubscriptionCache, Target};
 use super::consume::{Handler, Job};
-use super::dlq::{send_until_acknowledged, DeadLetters};
+use super::dlq::DeadLetters;
 use super::gate::{Gates, Turn};
 use super::offsets::{Lease, Ticket};
 use super::retry::{Next, RetryPolicy};
@@ -198,15 +198,7 @@ impl Deliver {
     async fn retry_later(&self, delivery: &mut Delivery, delay: Duration) -> bool {
         delivery.due_ms = Some(Utc::now().timestamp_millis() + delay.as_millis() as i64);
         let topic = self.policy.tier_topic(delay);
-        send_until_acknowledged(
-            &self.producer,
-            &topic,
-            delivery.key(),
-            delivery.headers(),
-            delivery.payload(),
-            &self.dead_letters.abort,
-        )
-        .await
+        self.dead_letters.hand_on(&topic, delivery).await
     }
 
     async fn dead(

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -63,13 +65,65 @@ impl DeadLetters {
             .await
     }
 
+    /// Puts a delivery on `topic` (a retry tier, the deliveries topic);
+    /// answers whether it got there. One Kafka refuses for good (too large)
+    /// is dead-lettered without its payload, so it never stops a partition.
+    pub async fn hand_on(&self, topic: &str, delivery: &Delivery) -> bool {
+        let sent = send_until_acknowledged(
+            &self.producer,
+            topic,
+            delivery.key(),
+            delivery.headers(),
+            delivery.payload(),
+            &self.abort,
+        )
+        .await;
+        match sent {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(subscription_id = %delivery.subscription_id, event_id = %delivery.event.id, %error, "Kafka refuses the delivery record; dead-lettering it without its payload");
+                let mut headers = delivery.dead_letter_headers(DeadReason::Refused, None);
+                headers = headers.insert(Header {
+                    key: "hookgate_refused_by_kafka",
+                    value: Some(error.to_string().as_str()),
+                });
+                self.send(delivery.key(), headers, &[]).await
+            }
+        }
+    }
+
+    /// Sends to the dead-letter topic; a record Kafka refuses for good goes
+    /// without its payload, and failing that is dropped with an error, so
+    /// that no record stops a partition.
     async fn send(&self, key: &[u8], headers: OwnedHeaders, payload: &[u8]) -> bool {
-        send_until_acknowledged(&self.producer, &self.topic, key, headers, payload, &self.abort)
+        let refused = match send_until_acknowledged(
+            &self.producer,
+            &self.topic,
+            key,
+            headers.clone(),
+            payload,
+            &self.abort,
+        )
+        .await
+        {
+            Ok(done) => return done,
+            Err(error) => error,
+        };
+        tracing::error!(topic = %self.topic, error = %refused, "Kafka refuses the dead letter; sending it without its payload");
+        match send_until_acknowledged(&self.producer, &self.topic, key, headers, &[], &self.abort)
             .await
+        {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(topic = %self.topic, %error, "Kafka refuses the dead letter; record dropped");
+                true
+            }
+        }
     }
 }
 
-/// Sends until the broker acknowledges, or `abort`; answers whether it did.
+/// Sends until the broker acknowledges (`Ok(true)`) or `abort` (`Ok(false)`);
+/// an error retrying cannot fix (the record is too large) comes back as is.
 pub async fn send_until_acknowledged(
     producer: &Producer,
     topic: &str,
@@ -77,15 +131,28 @@ pub async fn send_until_acknowledged(
     headers: OwnedHeaders,
     payload: &[u8],
     abort: &CancellationToken,
-) -> bool {
+) -> Result<bool, KafkaError> {
     loop {
         match producer.send(topic, Some(key), headers.clone(), payload).await {
-            Ok(()) => return true,
+            Ok(()) => return Ok(true),
+            Err(error) if is_permanent(&error) => return Err(error),
             Err(error) => tracing::warn!(topic, %error, "write failed; retrying"),
         }
         tokio::select! {
-            _ = abort.cancelled() => return false,
+            _ = abort.cancelled() => return Ok(false),
             _ = tokio::time::sleep(RETRY_PAUSE) => {}
         }
     }
+}
+
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
 }

@@ -11,7 +11,7 @@ use rdkafka::Message;
 
 use super::cache::SubscriptionCache;
 use super::consume::{Handler, Job};
-use super::dlq::{send_until_acknowledged, DeadLetters};
+use super::dlq::DeadLetters;
 use super::offsets::Ticket;
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::{self, RecordPosition};
@@ -90,14 +90,6 @@ impl Handler for FanOut {
 
 impl FanOut {
     async fn resend(&self, delivery: &Delivery) -> bool {
-        send_until_acknowledged(
-            &self.producer,
-            &self.deliveries_topic,
-            delivery.key(),
-            delivery.headers(),
-            delivery.payload(),
-            &self.dead_letters.abort,
-        )
-        .await
+        self.dead_letters.hand_on(&self.deliveries_topic, delivery).await
     }
 }

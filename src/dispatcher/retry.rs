@@ -13,7 +13,7 @@ use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::consume::{Handler, Job};
-use super::dlq::{send_until_acknowledged, DeadLetters};
+use super::dlq::DeadLetters;
 use super::offsets::Ticket;
 use crate::config::{RetrySchedule, Topics};
 use crate::kafka::delivery::Delivery;
@@ -103,15 +103,7 @@ impl Handler for DelayLine {
                     _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
                 }
             }
-            send_until_acknowledged(
-                &line.producer,
-                &line.deliveries_topic,
-                delivery.key(),
-                delivery.headers(),
-                delivery.payload(),
-                &line.dead_letters.abort,
-            )
-            .await
+            line.dead_letters.hand_on(&line.deliveries_topic, &delivery).await
         }))
     }
 }

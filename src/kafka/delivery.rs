@@ -38,6 +38,8 @@ pub enum DeadReason {
     Paused,
     /// The subscription is disabled.
     Disabled,
+    /// Kafka refuses the record (too large); dead-lettered without payload.
+    Refused,
 }
 
 impl DeadReason {
@@ -51,6 +53,7 @@ impl DeadReason {
             Self::Poison => "poison",
             Self::Paused => "subscription_paused",
             Self::Disabled => "subscription_disabled",
+            Self::Refused => "refused_by_kafka",
         }
     }
 }

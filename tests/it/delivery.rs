@@ -156,3 +156,39 @@ async fn poison_record_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
     assert_eq!(attempts[0].outcome, Outcome::Success);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_too_large_to_fan_out_is_dead_lettered_and_the_partition_moves_on() {
+    let app = TestApp::spawn("too-large").await;
+    let receiver = TestReceiver::start().await;
+    app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.kafka.brokers)
+        .create()
+        .expect("plain producer");
+    // Just under the client's 1,000,000-byte limit: the delivery record, with
+    // hookgate's headers added, is over it.
+    let data = format!("\"{}\"", "x".repeat(999_700));
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_id", value: Some("big-1") })
+        .insert(Header { key: "ce_type", value: Some("big.event") });
+    producer
+        .send(
+            FutureRecord::to(&app.topics.publish).key("k").payload(&data).headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("large record written");
+    let after = app.publish(json!({"type": "after.big", "key": "k", "data": {}})).await;
+
+    app.attempts_for(&after, DEADLINE).await;
+    let dead =
+        crate::harness::kafka::read_topic(&app.kafka.brokers, &app.topics.dlq, 1, DEADLINE).await;
+    let headers = crate::harness::kafka::headers_of(&dead[0]);
+    assert_eq!(headers["hookgate_reason"], "refused_by_kafka");
+    assert_eq!(headers["ce_id"], "big-1");
+    assert!(rdkafka::Message::payload(&dead[0]).is_none_or(<[u8]>::is_empty));
+    assert_eq!(receiver.received().len(), 1, "only the event after the large one");
+    app.stop().await;
+}
