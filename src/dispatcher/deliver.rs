@@ -24,9 +24,6 @@ use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
 use crate::store::Store;
 
-/// Deliveries of one subscription that may wait for its gate at once.
-const MAX_WAITING_PER_SUBSCRIPTION: usize = 512;
-
 pub struct Deliver {
     pub cache: Arc<SubscriptionCache>,
     pub store: Arc<dyn Store>,
@@ -108,11 +105,9 @@ impl Deliver {
             // A subscription that cannot keep up (slow, hanging, rate-limited)
             // parks its backlog in a retry tier rather than fill this
             // dispatcher's in-flight budget, which the others need.
-            if let (false, true, Some(tier)) = (
-                ordered,
-                gate.waiting() >= MAX_WAITING_PER_SUBSCRIPTION,
-                self.policy.schedule.tiers().first().copied(),
-            ) {
+            if let (false, true, Some(tier)) =
+                (ordered, gate.is_behind(), self.policy.schedule.tiers().first().copied())
+            {
                 return self.retry_later(&mut delivery, tier).await;
             }
             let pass = match self.interruptible(&lease, gate.admit()).await {
@@ -121,7 +116,9 @@ impl Deliver {
             };
             let Some(_active) = lease.activate() else { return false };
             let attempt = delivery.attempt;
+            let started = std::time::Instant::now();
             let result = self.webhooks.attempt(&delivery.event, &target, attempt).await;
+            gate.record(result.is_ok(), started.elapsed());
             drop(pass);
             let now_ms = Utc::now().timestamp_millis();
             delivery.first_attempt_ms.get_or_insert(now_ms);

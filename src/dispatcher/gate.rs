@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -18,6 +19,14 @@ const LANE_SWEEP_AT: usize = 1024;
 /// Requests under way per subscription when it sets no `max_in_flight`: a
 /// hanging endpoint then ties up this many connections, not thousands.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
+
+/// Deliveries of one subscription that may wait for its gate before a
+/// struggling subscription's backlog is parked in a retry tier.
+const MAX_WAITING: usize = 512;
+/// An attempt this slow marks the endpoint as struggling.
+const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
+/// The longest a rate limit may hold a subscription's backlog in memory.
+const MAX_GATE_WAIT: Duration = Duration::from_secs(10);
 
 struct WaitingGuard<'a>(&'a AtomicUsize);
 
@@ -42,6 +51,7 @@ pub struct Gate {
     limiter: Option<DefaultDirectRateLimiter>,
     in_flight: Arc<Semaphore>,
     waiting: AtomicUsize,
+    struggling: AtomicBool,
     /// The last job queued per key: the next one waits for it.
     lanes: Mutex<HashMap<Vec<u8>, oneshot::Receiver<()>>>,
 }
@@ -99,6 +109,7 @@ impl Gate {
             limiter,
             in_flight,
             waiting: AtomicUsize::new(0),
+            struggling: AtomicBool::new(false),
             lanes: Mutex::default(),
         }
     }
@@ -115,9 +126,21 @@ impl Gate {
         Pass { _permit: permit }
     }
 
-    /// Deliveries waiting in `admit` now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+    /// Notes how the last attempt went.
+    pub fn record(&self, succeeded: bool, took: Duration) {
+        self.struggling.store(!succeeded || took >= SLOW_ATTEMPT, Ordering::Relaxed);
+    }
+
+    /// Whether this subscription's backlog should leave the dispatcher's
+    /// in-flight budget for a while: many deliveries wait, and they will not
+    /// go soon (its endpoint is failing or slow, or its rate limit holds
+    /// them back for longer than `MAX_GATE_WAIT`).
+    pub fn is_behind(&self) -> bool {
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        let rate_bound = self.rate_limit.is_some_and(|r| {
+            waiting as f64 > f64::from(r.per_second) * MAX_GATE_WAIT.as_secs_f64()
+        });
+        waiting >= MAX_WAITING && (self.struggling.load(Ordering::Relaxed) || rate_bound)
     }
 
     /// Takes the next place in the lane of `key`; call in the order the
@@ -154,6 +177,25 @@ mod tests {
         assert!(waiting.is_err(), "the second job waits for the first");
         drop(first);
         second.wait().await;
+    }
+
+    #[test]
+    fn only_a_struggling_or_rate_bound_backlog_is_behind() {
+        let gate = Gate::new(None, None);
+        gate.waiting.store(MAX_WAITING, Ordering::Relaxed);
+        assert!(!gate.is_behind(), "a healthy endpoint works through its backlog");
+        gate.record(false, Duration::from_millis(5));
+        assert!(gate.is_behind(), "a failing endpoint's backlog is parked");
+        gate.record(true, Duration::from_millis(5));
+        assert!(!gate.is_behind());
+        gate.record(true, SLOW_ATTEMPT);
+        assert!(gate.is_behind(), "a slow endpoint's backlog is parked");
+
+        let limited = Gate::new(Some(RateLimit { per_second: 10, burst: 10 }), None);
+        limited.waiting.store(MAX_WAITING, Ordering::Relaxed);
+        assert!(limited.is_behind(), "512 waiting at 10/s is over 10 s of backlog");
+        limited.waiting.store(MAX_WAITING - 1, Ordering::Relaxed);
+        assert!(!limited.is_behind());
     }
 
     #[tokio::test]
