@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{ClientConfig, Message};
@@ -79,4 +81,41 @@ pub async fn wait_for_group(brokers: &str, group: &str, wanted: usize, deadline:
         }
     })
     .await;
+}
+
+/// Deletes the topics whose names start with `prefix`, so that a test leaves
+/// nothing behind on the shared broker. Best effort.
+pub async fn delete_topics(brokers: &str, prefix: &str) {
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let lister: BaseConsumer = match ClientConfig::new().set("bootstrap.servers", brokers).create()
+    {
+        Ok(lister) => lister,
+        Err(_) => return,
+    };
+    let prefix = prefix.to_owned();
+    let names = tokio::task::spawn_blocking(move || {
+        let metadata = lister.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        Some(
+            metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .filter(|name| name.starts_with(&prefix))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    if names.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
 }

@@ -109,6 +109,8 @@ pub enum Backend {
 /// and consumer group.
 pub struct TestApp {
     pub config: AppConfig,
+    /// Every topic of this app starts with it.
+    topic_prefix: String,
     pub base_url: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
@@ -178,6 +180,7 @@ impl TestApp {
         let addr = running.api_addr.expect("API runs");
         Self {
             config,
+            topic_prefix: format!("{prefix}."),
             base_url: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store: Arc::clone(&running.store),
@@ -316,5 +319,6 @@ impl TestApp {
         if let Some(db) = self.db.take() {
             db.drop_db().await;
         }
+        kafka::delete_topics(&self.kafka.brokers, &self.topic_prefix).await;
     }
 }
