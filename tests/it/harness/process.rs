@@ -33,7 +33,10 @@ impl DispatcherProcess {
             )
             .env("HOOKGATE_RETRY_SCHEDULE", schedule.join(","))
             .env("HOOKGATE_MAX_DELIVERY_AGE", format!("{}s", dispatcher.max_delivery_age.as_secs()))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("HOOKGATE_TEST_DISPATCHER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
