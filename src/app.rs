@@ -83,6 +83,7 @@ pub async fn start(
             Producer::for_publishing(&config.kafka)?,
             api_config.admin_tokens.clone(),
             &config.topics.publish,
+            &config.topics.deliveries,
             // An API without a dispatcher (`hookgate api`) keeps the guard on.
             config.dispatcher.as_ref().is_some_and(|d| d.allow_private_targets),
         )

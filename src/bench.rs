@@ -126,6 +126,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             retry_schedule: RetrySchedule(vec![Duration::from_secs(30)]),
             max_delivery_age: Duration::from_secs(3600),
             response_body_cap: 4096,
+            retention: Duration::from_secs(30 * 24 * 3600),
         }),
         migrate: true,
         create_topics: true,

@@ -91,6 +91,9 @@ pub struct DeliveryArgs {
     /// Age after which a delivery that still fails goes to the dead-letter topic.
     #[arg(long, env = "HOOKGATE_MAX_DELIVERY_AGE", default_value = "3d", value_parser = duration)]
     pub max_delivery_age: Duration,
+    /// How long delivery attempts, dead letters and finished replays are kept.
+    #[arg(long, env = "HOOKGATE_RETENTION", default_value = "30d", value_parser = duration)]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -174,6 +177,8 @@ pub struct DispatcherConfig {
     pub max_delivery_age: Duration,
     /// How much of a response body is kept in the attempt log.
     pub response_body_cap: usize,
+    /// How long attempts, dead letters and finished replays are kept.
+    pub retention: Duration,
 }
 
 impl DispatcherConfig {
@@ -184,6 +189,7 @@ impl DispatcherConfig {
             retry_schedule: args.retry_schedule.clone(),
             max_delivery_age: args.max_delivery_age,
             response_body_cap: 4096,
+            retention: args.retention,
         }
     }
 }

@@ -50,6 +50,7 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
         max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 256,
+        retention: Duration::from_secs(30 * 24 * 3600),
     };
     let app = TestApp::spawn_with("chaos", |config| config.dispatcher = None).await;
     let healthy = TestReceiver::start().await;

@@ -1,9 +1,11 @@
 //! The REST API (axum): requests → `auth::Caller` (admin token or tenant
 //! key) → handlers per resource → store (tenants, subscriptions, event types,
-//! idempotency records, attempts) or Kafka producer (events). Errors leave as
-//! problem+json through `problem::ApiError`; `openapi` describes it all.
+//! idempotency records, attempts, dead letters, replay jobs) or Kafka
+//! producer (events, single replays). Errors leave as problem+json through
+//! `problem::ApiError`; `openapi` describes it all.
 
 pub mod auth;
+pub mod dead_letters;
 pub mod event_types;
 pub mod events;
 pub mod extract;
@@ -12,6 +14,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
+pub mod replays;
 pub mod subscription_actions;
 pub mod subscriptions;
 pub mod tenants;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub producer: Producer,
     pub admin_tokens: Arc<[String]>,
     pub publish_topic: Arc<str>,
+    /// Where replayed dead letters go.
+    pub deliveries_topic: Arc<str>,
     pub schemas: Arc<event_types::SchemaCache>,
     /// Sends test webhooks, as the dispatcher sends them.
     pub webhooks: Arc<Webhooks>,
@@ -58,6 +63,7 @@ impl AppState {
         producer: Producer,
         admin_tokens: Vec<String>,
         publish_topic: &str,
+        deliveries_topic: &str,
         allow_private_targets: bool,
     ) -> reqwest::Result<Self> {
         // Test sends write their attempt themselves (the caller lists it
@@ -70,6 +76,7 @@ impl AppState {
             producer,
             admin_tokens: admin_tokens.into(),
             publish_topic: publish_topic.into(),
+            deliveries_topic: deliveries_topic.into(),
             schemas: Arc::default(),
             webhooks: Arc::new(webhooks),
         })
@@ -98,6 +105,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::publish))
         .route("/v1/events/batch", post(events::publish_batch))
         .route("/v1/events/{id}/attempts", get(events::attempts))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/{id}", get(dead_letters::get))
+        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/v1/dead-letters/{id}/discard", post(dead_letters::discard))
+        .route("/v1/replays", post(replays::create))
+        .route("/v1/replays/{id}", get(replays::get))
+        .route("/v1/replays/{id}/cancel", post(replays::cancel))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -5,7 +5,10 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{event_types, events, health, problem, subscription_actions, subscriptions, tenants};
+use super::{
+    dead_letters, event_types, events, health, problem, replays, subscription_actions,
+    subscriptions, tenants,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +44,13 @@ use super::{event_types, events, health, problem, subscription_actions, subscrip
         events::publish,
         events::publish_batch,
         events::attempts,
+        dead_letters::list,
+        dead_letters::get,
+        dead_letters::replay,
+        dead_letters::discard,
+        replays::create,
+        replays::get,
+        replays::cancel,
     ),
     components(schemas(problem::Problem, problem::FieldError)),
     modifiers(&BearerAuth),
@@ -49,6 +59,7 @@ use super::{event_types, events, health, problem, subscription_actions, subscrip
         (name = "subscriptions", description = "Webhook subscriptions"),
         (name = "event-types", description = "Registered event types and their schemas (admin)"),
         (name = "events", description = "Publishing and delivery attempts"),
+        (name = "dead-letters", description = "What was not delivered: inspect, replay (one or in bulk), discard"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

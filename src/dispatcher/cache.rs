@@ -64,6 +64,13 @@ impl Target {
         Some(Self { subscription, secret, previous_secrets, headers, patterns, literal_ip })
     }
 
+    /// The same subscription sending to `url` instead (a replay's override);
+    /// `None` when the URL is not one.
+    pub fn redirected(&self, url: &str) -> Option<Self> {
+        url::Url::parse(url).ok()?;
+        Self::new(Subscription { url: url.to_owned(), ..self.subscription.clone() })
+    }
+
     pub fn wants(&self, event_type: &str) -> bool {
         self.subscription.status == SubscriptionStatus::Active
             && self.patterns.iter().any(|p| p.matches(event_type))

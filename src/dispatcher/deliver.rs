@@ -16,6 +16,7 @@ use super::consume::{Handler, Job};
 use super::dlq::DeadLetters;
 use super::gate::{Gates, Turn};
 use super::offsets::{Lease, Ticket};
+use super::replay::ReplayLimits;
 use super::retry::{Next, RetryPolicy};
 use super::webhook::{DeliveryError, Webhooks};
 use crate::domain::SubscriptionStatus;
@@ -32,6 +33,8 @@ pub struct Deliver {
     pub producer: Producer,
     pub policy: RetryPolicy,
     pub dead_letters: DeadLetters,
+    /// Rates of bulk replays, per job and subscription.
+    pub replay_limits: ReplayLimits,
     /// Cancelled at shutdown: work that has not started is handed on.
     pub shutdown: CancellationToken,
 }
@@ -86,9 +89,16 @@ impl Deliver {
         }
         loop {
             // The subscription as it is now: paused, changed or deleted meanwhile?
-            let Some(target) = self.cache.get(&delivery.subscription_id).await else {
+            let Some(mut target) = self.cache.get(&delivery.subscription_id).await else {
                 return true;
             };
+            // A replay may send to where the receiver moved.
+            if let Some(url) = delivery.replay.as_ref().and_then(|r| r.url.as_deref()) {
+                match target.redirected(url) {
+                    Some(redirected) => target = Arc::new(redirected),
+                    None => return self.dead(&delivery, DeadReason::Forbidden, None).await,
+                }
+            }
             match target.subscription.status {
                 SubscriptionStatus::Active => {}
                 SubscriptionStatus::Paused => {
@@ -109,6 +119,11 @@ impl Deliver {
                 (ordered, gate.is_behind(), self.policy.schedule.tiers().first().copied())
             {
                 return self.retry_later(&mut delivery, tier).await;
+            }
+            if let Some(limiter) = self.replay_limits.of(&delivery) {
+                if let Err(why) = self.interruptible(&lease, limiter.until_ready()).await {
+                    return self.interrupted(&delivery, why, ordered).await;
+                }
             }
             let pass = match self.interruptible(&lease, gate.admit()).await {
                 Ok(pass) => pass,

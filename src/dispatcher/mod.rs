@@ -5,6 +5,10 @@
 //! `webhook`: signed POST, `ssrf` guard, attempt logged) → done, or a retry
 //! tier topic → `retry` delay line → deliveries topic again, or → `dlq`.
 //!
+//! The dead-letter topic → `dlq_index` → the store, where admins filter it;
+//! `replay` sends dead letters again (bulk jobs run here, by lease) and
+//! `store::retention` purges what is older than the retention period.
+//!
 //! `consume` is the loop the stages share: offsets are stored only below the
 //! lowest record still in flight (`offsets`), so nothing is committed before
 //! it is delivered or durably handed on.
@@ -13,9 +17,11 @@ pub mod cache;
 pub mod consume;
 pub mod deliver;
 pub mod dlq;
+pub mod dlq_index;
 pub mod fan_out;
 pub mod gate;
 pub mod offsets;
+pub mod replay;
 pub mod retry;
 pub mod ssrf;
 pub mod webhook;
@@ -27,12 +33,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DispatcherConfig, Topics};
 use crate::kafka::{KafkaConfig, Producer};
-use crate::store::{AttemptLog, Store};
+use crate::store::{retention, AttemptLog, Store};
 use cache::SubscriptionCache;
 use consume::{Stage, StageOptions};
 use deliver::Deliver;
 use dlq::DeadLetters;
+use dlq_index::DlqIndexer;
 use fan_out::FanOut;
+use replay::ReplayLimits;
+use replay::ReplayRunner;
 use retry::{DelayLine, RetryPolicy};
 use webhook::Webhooks;
 
@@ -42,6 +51,8 @@ const FAN_OUT_IN_FLIGHT: usize = 1_024;
 const DELIVERIES_IN_FLIGHT: usize = 8_192;
 /// Retry records waiting for their time at once, per process.
 const RETRIES_IN_FLIGHT: usize = 16_384;
+/// Dead letters being written to the store at once.
+const INDEX_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,7 +117,7 @@ pub async fn run(
         },
         Arc::new(Deliver {
             cache: Arc::clone(&cache),
-            store,
+            store: Arc::clone(&store),
             gates: gate::Gates::default(),
             webhooks: Webhooks::new(
                 log,
@@ -121,6 +132,7 @@ pub async fn run(
                 topics: topics.clone(),
             },
             dead_letters: dead_letters.clone(),
+            replay_limits: ReplayLimits::default(),
             shutdown: shutdown.clone(),
         }),
     )?;
@@ -137,18 +149,43 @@ pub async fn run(
             drain_deadline: drain,
         },
         Arc::new(DelayLine {
-            producer,
+            producer: producer.clone(),
             deliveries_topic: topics.deliveries.clone(),
             dead_letters,
             shutdown: shutdown.clone(),
         }),
     )?;
+    let index = Stage::new(
+        kafka,
+        StageOptions {
+            name: "dead-letter-index",
+            group_id: &format!("{}.dlq-index", topics.group_id),
+            topics: std::slice::from_ref(&topics.dlq),
+            max_in_flight: INDEX_IN_FLIGHT,
+            revoke_wait: Duration::ZERO,
+            drain_deadline: drain,
+        },
+        Arc::new(DlqIndexer { store: Arc::clone(&store), shutdown: shutdown.clone() }),
+    )?;
+    let replays = tokio::spawn(
+        ReplayRunner {
+            store: Arc::clone(&store),
+            producer: producer.clone(),
+            deliveries_topic: topics.deliveries.clone(),
+            owner: format!("replay-runner-{}", ulid::Ulid::new()),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    let retention =
+        tokio::spawn(retention::run(Arc::clone(&store), config.retention, shutdown.clone()));
     tracing::info!(topics = ?topics.source, group = %topics.group_id, "dispatcher started");
 
     let stages = [
         tokio::spawn(fan_out.run(shutdown.clone(), abort.clone())),
         tokio::spawn(deliver.run(shutdown.clone(), abort.clone())),
         tokio::spawn(retries.run(shutdown.clone(), abort.clone())),
+        tokio::spawn(index.run(shutdown.clone(), abort.clone())),
     ];
     let mut failed = false;
     for stage in stages {
@@ -163,6 +200,8 @@ pub async fn run(
     // The stages dropped their attempt log senders: the writer finishes its queue.
     let _ = log_writer.await;
     let _ = poller.await;
+    let _ = replays.await;
+    let _ = retention.await;
     if failed {
         return Err(Error::StageFailed);
     }

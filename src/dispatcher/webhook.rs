@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::cache::Target;
 use super::ssrf::{self, ForbiddenDestination, GuardedResolver};
-use crate::domain::{Attempt, AttemptId, Event, Outcome};
+use crate::domain::{Attempt, AttemptId, Event, Outcome, SubscriptionId};
 use crate::store::AttemptLog;
 
 const USER_AGENT_VALUE: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
@@ -86,13 +86,7 @@ impl Webhooks {
     /// The webhook id of an event for a subscription: the same for every
     /// attempt and replay, different across subscriptions.
     pub fn webhook_id(event_id: &str, target: &Target) -> String {
-        let mut hash = Sha256::new();
-        hash.update(event_id.as_bytes());
-        hash.update([0]);
-        hash.update(target.subscription.id.as_str().as_bytes());
-        let digest = hash.finalize();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("msg_{hex}")
+        webhook_id(event_id, &target.subscription.id)
     }
 
     /// Makes attempt number `attempt`, logs it, and answers how it went.
@@ -217,13 +211,25 @@ impl Webhooks {
     }
 }
 
+/// The webhook id of an event for a subscription: the same for every
+/// attempt and replay, different across subscriptions.
+pub fn webhook_id(event_id: &str, subscription: &SubscriptionId) -> String {
+    let mut hash = Sha256::new();
+    hash.update(event_id.as_bytes());
+    hash.update([0]);
+    hash.update(subscription.as_str().as_bytes());
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
 /// Longest event id kept in the attempt log (ids from Kafka may be anything;
 /// the log's index takes a few KiB at most).
-const MAX_STORED_ID: usize = 512;
-const MAX_STORED_TEXT: usize = 8 * 1024;
+pub(crate) const MAX_STORED_ID: usize = 512;
+pub(crate) const MAX_STORED_TEXT: usize = 8 * 1024;
 
 /// Text PostgreSQL will take: no NUL characters, at most `max` bytes.
-fn storable(text: &str, max: usize) -> String {
+pub(crate) fn storable(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

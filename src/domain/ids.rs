@@ -1,6 +1,7 @@
-//! Prefixed, time-sortable ids (`sub_…`, `ten_…`, `att_…`, `key_…`). The ULID
-//! part sorts by creation time and, within a process, strictly increases, so
-//! lists ordered by id and paged by the last id are stable under inserts.
+//! Prefixed, time-sortable ids (`sub_…`, `ten_…`, `att_…`, `key_…`, `dl_…`,
+//! `rpl_…`). The ULID part sorts by creation time and, within a process,
+//! strictly increases, so lists ordered by id and paged by the last id are
+//! stable under inserts.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -52,6 +53,8 @@ prefixed_id!(SubscriptionId, "sub_");
 prefixed_id!(TenantId, "ten_");
 prefixed_id!(AttemptId, "att_");
 prefixed_id!(ApiKeyId, "key_");
+prefixed_id!(DeadLetterId, "dl_");
+prefixed_id!(ReplayId, "rpl_");
 
 /// Plain ULIDs made in the same millisecond are random in their order; this
 /// generator increments instead, so ids never go backwards in a process. It is

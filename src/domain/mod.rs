@@ -2,6 +2,7 @@
 //! Standard Webhooks signature. Everything else moves these around.
 
 pub mod attempt;
+pub mod dead_letter;
 pub mod event;
 pub mod ids;
 pub mod signature;
@@ -10,7 +11,11 @@ pub mod tenant;
 
 pub use attempt::{Attempt, Outcome};
 pub use event::Event;
-pub use ids::{ApiKeyId, AttemptId, SubscriptionId, TenantId};
+pub use dead_letter::{
+    DeadLetter, DeadLetterFilter, DeadLetterStatus, NewDeadLetter, RecordHeader, Replay,
+    ReplayStatus,
+};
+pub use ids::{ApiKeyId, AttemptId, DeadLetterId, ReplayId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
 pub use subscription::{
     EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionStatus,

@@ -18,6 +18,10 @@ const FIRST_ATTEMPT: &str = "hookgate_first_attempt_ms";
 const DUE: &str = "hookgate_due_ms";
 const LAST_STATUS: &str = "hookgate_last_status";
 const LAST_ERROR: &str = "hookgate_last_error";
+const REPLAY_OF: &str = "hookgate_replay_of";
+const REPLAY_JOB: &str = "hookgate_replay_job";
+const REPLAY_RATE: &str = "hookgate_replay_rate";
+const REPLAY_URL: &str = "hookgate_replay_url";
 
 /// Why a delivery ended in the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,22 @@ pub struct Delivery {
     pub due_ms: Option<i64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// Set on a replayed dead letter; carried through retries, so that a
+    /// replay that fails again is dead-lettered with a link to the first.
+    pub replay: Option<ReplayOrigin>,
+}
+
+/// Where a replayed delivery comes from, and how the replay asked it sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayOrigin {
+    /// The dead letter replayed (`dl_…`).
+    pub dead_letter: String,
+    /// The bulk replay (`rpl_…`), if any.
+    pub job: Option<String>,
+    /// At most this many of the job's deliveries a second per subscription.
+    pub rate_per_second: Option<u32>,
+    /// Sent here instead of the subscription's URL.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +115,21 @@ impl Delivery {
             due_ms: None,
             last_status: None,
             last_error: None,
+            replay: None,
         }
+    }
+
+    /// A fresh delivery of what a dead letter holds: attempts count from 1
+    /// again and the maximum age from now.
+    pub fn replayed(mut self, origin: ReplayOrigin) -> Self {
+        self.attempt = 1;
+        self.created_ms = Utc::now().timestamp_millis();
+        self.first_attempt_ms = None;
+        self.due_ms = None;
+        self.last_status = None;
+        self.last_error = None;
+        self.replay = Some(origin);
+        self
     }
 
     pub fn key(&self) -> &[u8] {
@@ -123,6 +157,18 @@ impl Delivery {
         ] {
             if let Some(value) = value {
                 headers = headers.insert(text(name, &value));
+            }
+        }
+        if let Some(replay) = &self.replay {
+            headers = headers.insert(text(REPLAY_OF, &replay.dead_letter));
+            for (name, value) in [
+                (REPLAY_JOB, replay.job.clone()),
+                (REPLAY_RATE, replay.rate_per_second.map(|r| r.to_string())),
+                (REPLAY_URL, replay.url.clone()),
+            ] {
+                if let Some(value) = value {
+                    headers = headers.insert(text(name, &value));
+                }
             }
         }
         headers
@@ -161,8 +207,8 @@ impl Delivery {
         position: &RecordPosition<'_>,
     ) -> Result<Self, DecodeError> {
         let mut event = envelope::decode(headers, None, payload, position)?;
-        let mut found: [Option<&[u8]>; 9] = [None; 9];
-        const NAMES: [&str; 9] = [
+        let mut found: [Option<&[u8]>; 13] = [None; 13];
+        const NAMES: [&str; 13] = [
             SUBSCRIPTION,
             TENANT,
             EVENT_KEY,
@@ -172,6 +218,10 @@ impl Delivery {
             DUE,
             LAST_STATUS,
             LAST_ERROR,
+            REPLAY_OF,
+            REPLAY_JOB,
+            REPLAY_RATE,
+            REPLAY_URL,
         ];
         // `envelope::decode` above already refused unreadable header names.
         let pairs = headers.and_then(|h| envelope::header_list(h)).unwrap_or_default();
@@ -200,6 +250,14 @@ impl Delivery {
             due_ms: number(6),
             last_status: number(7).and_then(|n| u16::try_from(n).ok()),
             last_error: string(8).map(str::to_owned),
+            replay: string(9).map(|dead_letter| ReplayOrigin {
+                dead_letter: dead_letter.to_owned(),
+                job: string(10).map(str::to_owned),
+                rate_per_second: number(11)
+                    .and_then(|r| u32::try_from(r).ok())
+                    .filter(|r| *r > 0),
+                url: string(12).map(str::to_owned),
+            }),
         })
     }
 }
@@ -231,6 +289,12 @@ mod tests {
         delivery.due_ms = Some(1_700_000_005_000);
         delivery.last_status = Some(503);
         delivery.last_error = Some("the endpoint answered 503".into());
+        delivery.replay = Some(ReplayOrigin {
+            dead_letter: "dl_1".into(),
+            job: Some("rpl_1".into()),
+            rate_per_second: Some(50),
+            url: Some("https://example.com/moved".into()),
+        });
         let position = RecordPosition { topic: "d", partition: 0, offset: 1, timestamp_ms: None };
         let decoded =
             Delivery::decode(Some(&delivery.headers()), Some(delivery.payload()), &position)
@@ -245,6 +309,9 @@ mod tests {
         assert_eq!(decoded.due_ms, delivery.due_ms);
         assert_eq!(decoded.last_status, Some(503));
         assert_eq!(decoded.last_error, delivery.last_error);
+        assert_eq!(decoded.replay, delivery.replay);
+        let fresh = decoded.replayed(ReplayOrigin { dead_letter: "dl_2".into(), ..Default::default() });
+        assert_eq!((fresh.attempt, fresh.first_attempt_ms, fresh.last_status), (1, None, None));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! the test suite) and SQLite (`hookgate dev`).
 
 mod attempt_log;
+mod dead_letters;
 mod postgres;
+pub mod retention;
 mod rows;
 mod sql;
 mod sql_api;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use attempt_log::AttemptLog;
+pub use dead_letters::{DeadLetterStore, Purgeable};
 
 /// The largest page a list answers.
 pub const MAX_PAGE: i64 = 200;
@@ -93,7 +96,7 @@ pub struct IdempotencyRecord {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DeadLetterStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     async fn migrate(&self) -> Result<()>;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::dead_letters::dead_letter_methods;
 use super::sql::impl_store;
 use super::{redact, Error, Result};
 
@@ -26,3 +27,4 @@ impl PgStore {
 }
 
 impl_store!(PgStore, sqlx::Postgres);
+dead_letter_methods!(PgStore, sqlx::Postgres);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use super::dead_letters::dead_letter_methods;
 use super::sql::impl_store;
 use super::{Error, Result};
 
@@ -32,3 +33,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);
+dead_letter_methods!(SqliteStore, sqlx::Sqlite);

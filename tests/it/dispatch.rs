@@ -32,6 +32,7 @@ fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
         retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
         max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 4096,
+        retention: Duration::from_secs(30 * 24 * 3600),
     }
 }
 

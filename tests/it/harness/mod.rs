@@ -161,6 +161,7 @@ impl TestApp {
                 retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
                 max_delivery_age: Duration::from_secs(3600),
                 response_body_cap: 4096,
+                retention: Duration::from_secs(30 * 24 * 3600),
             }),
             migrate: true,
             create_topics: true,

@@ -1,0 +1,122 @@
+//! The dead-letter indexer: a consumer group on the dead-letter topic that
+//! writes each record into the store with why it died, so that admins can
+//! filter, inspect and replay. A record's topic position is unique in the
+//! store, so reading the topic again (a reset group, a second indexer)
+//! inserts nothing twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::consume::{Handler, Job};
+use super::offsets::Ticket;
+use super::webhook::{storable, webhook_id, MAX_STORED_ID, MAX_STORED_TEXT};
+use crate::domain::{DeadLetterId, NewDeadLetter, RecordHeader, SubscriptionId, TenantId};
+use crate::kafka::delivery::Delivery;
+use crate::kafka::envelope::{self, RecordPosition, TENANT_HEADER};
+use crate::store::Store;
+
+/// How long to wait before writing again to a database that failed.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+pub struct DlqIndexer {
+    pub store: Arc<dyn Store>,
+    pub shutdown: CancellationToken,
+}
+
+impl Handler for DlqIndexer {
+    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
+        let entry = entry_of(&message);
+        let indexer = Arc::clone(self);
+        Some(Box::pin(async move { indexer.insert(entry).await }))
+    }
+}
+
+impl DlqIndexer {
+    /// Answers whether the record is done with: stored, or unstorable.
+    async fn insert(&self, entry: NewDeadLetter) -> bool {
+        loop {
+            match self.store.insert_dead_letter(&entry).await {
+                Ok(_) => return true,
+                // Still on the topic; a record the database refuses must not
+                // stop the partition.
+                Err(error) if error.is_data_error() => {
+                    tracing::error!(topic = %entry.dlq_topic, partition = entry.dlq_partition, offset = entry.dlq_offset, %error, "dead letter cannot be indexed; left on the topic only");
+                    return true;
+                }
+                Err(error) => tracing::warn!(%error, "indexing a dead letter failed; retrying"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
+    }
+}
+
+/// What the store keeps of a dead-letter record. Anything may be on the
+/// topic (other producers, poison records), so every field is optional but
+/// the reason, and text is cut to what the store takes.
+pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
+    let position = RecordPosition::of(message);
+    let pairs = message.headers().and_then(envelope::header_list).unwrap_or_default();
+    let find = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| *value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let text = |name: &str, max: usize| find(name).map(|v| storable(v, max));
+    let time = |name: &str| {
+        find(name).and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|t| t.with_timezone(&Utc))
+    };
+    let delivery = Delivery::decode(message.headers(), message.payload(), &position).ok();
+    let (tenant_id, subscription_id, event_id, event_type, replay_of) = match &delivery {
+        Some(d) => (
+            Some(d.tenant_id.clone()),
+            Some(d.subscription_id.clone()),
+            Some(d.event.id.clone()),
+            Some(d.event.event_type.clone()),
+            d.replay.as_ref().and_then(|r| DeadLetterId::parse(&r.dead_letter)),
+        ),
+        None => (
+            find("hookgate_tenant").or(find(TENANT_HEADER)).and_then(TenantId::parse),
+            find("hookgate_subscription").and_then(SubscriptionId::parse),
+            find("ce_id").map(str::to_owned),
+            find("ce_type").map(str::to_owned),
+            None,
+        ),
+    };
+    let webhook_id = match (&event_id, &subscription_id) {
+        (Some(event), Some(subscription)) => Some(webhook_id(event, subscription)),
+        _ => None,
+    };
+    let now = Utc::now();
+    NewDeadLetter {
+        id: DeadLetterId::generate(),
+        dlq_topic: message.topic().to_owned(),
+        dlq_partition: message.partition(),
+        dlq_offset: message.offset(),
+        tenant_id,
+        subscription_id,
+        event_id: event_id.map(|id| storable(&id, MAX_STORED_ID)),
+        event_type: event_type.map(|t| storable(&t, MAX_STORED_ID)),
+        webhook_id,
+        reason: text("hookgate_reason", MAX_STORED_ID).unwrap_or_else(|| "unknown".to_owned()),
+        error: text("hookgate_error", MAX_STORED_TEXT),
+        last_status: find("hookgate_last_status").and_then(|v| v.parse().ok()),
+        attempts: find("hookgate_attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
+        first_attempt_at: time("hookgate_first_attempt_at"),
+        last_attempt_at: time("hookgate_last_attempt_at"),
+        dead_at: position.timestamp_ms.and_then(DateTime::from_timestamp_millis).unwrap_or(now),
+        replay_of,
+        headers: pairs.iter().map(|(name, value)| RecordHeader::new(name, *value)).collect(),
+        payload: message.payload().map(<[u8]>::to_vec),
+        created_at: now,
+    }
+}

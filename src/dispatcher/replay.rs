@@ -1,0 +1,328 @@
+//! Replaying dead letters: a dead letter becomes a fresh delivery record on
+//! the deliveries topic (same event, same subscription, so the same
+//! `webhook-id`), and goes through the normal delivery path: gates, retries,
+//! and, failing again, a new dead letter linked to this one.
+//!
+//! Bulk replays are jobs in the store. `ReplayRunner` (in every dispatcher)
+//! claims one by lease, sends its pending dead letters in id order at the
+//! job's rate, and saves its cursor after each batch, so that a job survives
+//! the process that runs it: once the lease expires, any dispatcher resumes.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rdkafka::message::{Header, OwnedHeaders};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{DeadLetter, DeadLetterId, Replay, SubscriptionId};
+use crate::kafka::delivery::{Delivery, ReplayOrigin};
+use crate::kafka::envelope::RecordPosition;
+use crate::kafka::Producer;
+use crate::store::Store;
+
+/// How long a claimed job stays this runner's without progress being saved.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often an idle runner looks for a job.
+const POLL: Duration = Duration::from_secs(1);
+const MAX_BATCH: u32 = 200;
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why a dead letter cannot be sent again.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReplayable {
+    #[error("the record could not be read (poison), so there is no delivery to replay")]
+    Poison,
+    #[error("Kafka refused the record for its size; the payload was not kept")]
+    NoPayload,
+    #[error("the record is not a delivery: {0}")]
+    Invalid(String),
+}
+
+/// The delivery a dead letter holds, made fresh for a replay.
+pub fn delivery_of(
+    dead_letter: &DeadLetter,
+    origin: ReplayOrigin,
+) -> Result<Delivery, NotReplayable> {
+    let record = &dead_letter.record;
+    if record.reason == "poison" {
+        return Err(NotReplayable::Poison);
+    }
+    if record.reason == "refused_by_kafka" {
+        return Err(NotReplayable::NoPayload);
+    }
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for header in &record.headers {
+        let value = header.bytes();
+        headers = headers.insert(Header { key: header.name.as_str(), value: value.as_deref() });
+    }
+    let position = RecordPosition {
+        topic: &record.dlq_topic,
+        partition: record.dlq_partition,
+        offset: record.dlq_offset,
+        timestamp_ms: Some(record.dead_at.timestamp_millis()),
+    };
+    Delivery::decode(Some(&headers), record.payload.as_deref(), &position)
+        .map(|delivery| delivery.replayed(origin))
+        .map_err(|error| NotReplayable::Invalid(error.to_string()))
+}
+
+/// A limiter that never lets more than `rate` through in any one-second
+/// window: a burst of 1/20 s, and a steady rate 5 % under what remains, so
+/// that jitter between sending and arriving does not push a receiver over.
+pub fn replay_limiter(rate: NonZeroU32) -> DefaultDirectRateLimiter {
+    let rate = rate.get();
+    let burst = (rate / 20).max(1);
+    let steady = (f64::from(rate - burst + 1) * 0.95).max(1.0);
+    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / steady))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::direct(quota)
+}
+
+/// The delivery stage's limiters of replay jobs, per job and subscription.
+#[derive(Default)]
+pub struct ReplayLimits {
+    limiters: Mutex<HashMap<(String, SubscriptionId), (Arc<DefaultDirectRateLimiter>, Instant)>>,
+}
+
+const IDLE_LIMITER: Duration = Duration::from_secs(120);
+
+impl ReplayLimits {
+    /// The limiter a replayed delivery waits for, if its job set a rate.
+    pub fn of(&self, delivery: &Delivery) -> Option<Arc<DefaultDirectRateLimiter>> {
+        let replay = delivery.replay.as_ref()?;
+        let rate = NonZeroU32::new(replay.rate_per_second?)?;
+        let job = replay.job.clone()?;
+        let now = Instant::now();
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        if limiters.len() >= 256 {
+            limiters.retain(|_, (_, used)| now.duration_since(*used) < IDLE_LIMITER);
+        }
+        let entry = limiters
+            .entry((job, delivery.subscription_id.clone()))
+            .or_insert_with(|| (Arc::new(replay_limiter(rate)), now));
+        entry.1 = now;
+        Some(Arc::clone(&entry.0))
+    }
+}
+
+pub struct ReplayRunner {
+    pub store: Arc<dyn Store>,
+    pub producer: Producer,
+    pub deliveries_topic: String,
+    /// This runner's name in leases.
+    pub owner: String,
+    pub shutdown: CancellationToken,
+}
+
+/// How a batch went.
+struct BatchResult {
+    /// Sent and acknowledged.
+    sent: Vec<DeadLetterId>,
+    /// The last dead letter up to which every one was handled.
+    cursor: Option<DeadLetterId>,
+    /// Of those, how many cannot be replayed.
+    failed: u64,
+    /// A send failed: pause before going on.
+    interrupted: bool,
+}
+
+impl ReplayRunner {
+    pub async fn run(self) {
+        loop {
+            let now = Utc::now();
+            let claimed = self.store.claim_replay(&self.owner, now, now + LEASE).await;
+            let pause = match claimed {
+                Ok(Some(job)) => {
+                    tracing::info!(replay_id = %job.id, total = job.total, done = job.done, "replay job claimed");
+                    self.replay(job).await;
+                    Duration::ZERO
+                }
+                Ok(None) => POLL,
+                Err(error) => {
+                    tracing::warn!(%error, "looking for replay jobs failed");
+                    POLL
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn replay(&self, job: Replay) {
+        let limiter = job.rate_per_second.and_then(NonZeroU32::new).map(replay_limiter);
+        let batch_size = job.rate_per_second.map_or(MAX_BATCH, |r| (r / 4).clamp(1, MAX_BATCH));
+        let mut cursor = job.cursor.clone();
+        loop {
+            if self.shutdown.is_cancelled() {
+                // The lease runs out and a dispatcher resumes from the cursor.
+                return;
+            }
+            let batch = match &job.upper_id {
+                None => Ok(Vec::new()),
+                Some(upper) => {
+                    self.store
+                        .dead_letters_to_replay(
+                            &job.filter,
+                            cursor.as_ref(),
+                            upper,
+                            i64::from(batch_size),
+                        )
+                        .await
+                }
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(replay_id = %job.id, %error, "reading a replay batch failed");
+                    if !self.renew(&job, None, &[], 0).await || !self.pause(ERROR_PAUSE).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                match self.store.finish_replay(&job.id, &self.owner, Utc::now()).await {
+                    Ok(true) => tracing::info!(replay_id = %job.id, "replay job completed"),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(replay_id = %job.id, %error, "completing a replay job failed"),
+                }
+                return;
+            }
+            let Some(result) = self.send_batch(&job, &batch, limiter.as_ref()).await else {
+                return;
+            };
+            if let Some(last) = &result.cursor {
+                cursor = Some(last.clone());
+            }
+            if !self.renew(&job, result.cursor.as_ref(), &result.sent, result.failed).await {
+                tracing::info!(replay_id = %job.id, "replay job cancelled or taken over; stopping");
+                return;
+            }
+            if result.interrupted && !self.pause(ERROR_PAUSE).await {
+                return;
+            }
+        }
+    }
+
+    /// Sends a batch at the job's pace; `None` when shutdown interrupted it.
+    async fn send_batch(
+        &self,
+        job: &Replay,
+        batch: &[DeadLetter],
+        limiter: Option<&DefaultDirectRateLimiter>,
+    ) -> Option<BatchResult> {
+        let mut queued = Vec::with_capacity(batch.len());
+        for dead_letter in batch {
+            let origin = ReplayOrigin {
+                dead_letter: dead_letter.record.id.as_str().to_owned(),
+                job: Some(job.id.as_str().to_owned()),
+                rate_per_second: job.rate_per_second,
+                url: job.url.clone(),
+            };
+            let delivery = match delivery_of(dead_letter, origin) {
+                Ok(delivery) => delivery,
+                Err(why) => {
+                    tracing::info!(replay_id = %job.id, dead_letter_id = %dead_letter.record.id, %why, "dead letter not replayable");
+                    queued.push(None);
+                    continue;
+                }
+            };
+            if let Some(limiter) = limiter {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return None,
+                    _ = limiter.until_ready() => {}
+                }
+            }
+            let acknowledgement = self
+                .producer
+                .enqueue(
+                    &self.deliveries_topic,
+                    delivery.key(),
+                    delivery.headers(),
+                    delivery.payload(),
+                )
+                .await;
+            queued.push(Some(acknowledgement));
+        }
+        let outcomes = join_all(queued.into_iter().map(|queued| async move {
+            match queued {
+                None => Outcome::NotReplayable,
+                Some(Ok(future)) => match future.await {
+                    Ok(Ok(_)) => Outcome::Sent,
+                    _ => Outcome::SendFailed,
+                },
+                Some(Err(_)) => Outcome::SendFailed,
+            }
+        }))
+        .await;
+        let mut result =
+            BatchResult { sent: Vec::new(), cursor: None, failed: 0, interrupted: false };
+        for (dead_letter, outcome) in batch.iter().zip(outcomes) {
+            let id = &dead_letter.record.id;
+            match outcome {
+                Outcome::Sent => result.sent.push(id.clone()),
+                Outcome::NotReplayable if !result.interrupted => result.failed += 1,
+                Outcome::NotReplayable => {}
+                Outcome::SendFailed => {
+                    if !result.interrupted {
+                        tracing::warn!(replay_id = %job.id, "Kafka did not take a replayed delivery; retrying from it");
+                    }
+                    result.interrupted = true;
+                }
+            }
+            if !result.interrupted {
+                result.cursor = Some(id.clone());
+            }
+        }
+        Some(result)
+    }
+
+    /// Saves progress and extends the lease; false when the job is not ours
+    /// to go on with.
+    async fn renew(
+        &self,
+        job: &Replay,
+        cursor: Option<&DeadLetterId>,
+        sent: &[DeadLetterId],
+        failed: u64,
+    ) -> bool {
+        loop {
+            let now = Utc::now();
+            let saved = self
+                .store
+                .advance_replay(&job.id, &self.owner, cursor, sent, failed, now, now + LEASE)
+                .await;
+            match saved {
+                Ok(ours) => return ours,
+                Err(error) => {
+                    tracing::warn!(replay_id = %job.id, %error, "saving replay progress failed; retrying")
+                }
+            }
+            if !self.pause(ERROR_PAUSE).await {
+                return false;
+            }
+        }
+    }
+
+    /// Sleeps; false when shutdown came first.
+    async fn pause(&self, how_long: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(how_long) => true,
+        }
+    }
+}
+
+enum Outcome {
+    Sent,
+    NotReplayable,
+    SendFailed,
+}
