@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use hookgate::domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, EventType, NewApiKey, Outcome, PreviousSecret, RateLimit,
-    Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
+    ApiKey, ApiKeyId, Attempt, AttemptId, DeadLetterFilter, DeadLetterId, DeadLetterStatus,
+    EventType, NewApiKey, NewDeadLetter, Outcome, PreviousSecret, RateLimit, RecordHeader, Replay,
+    ReplayId, ReplayStatus, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
 };
-use hookgate::store::{AttemptFilter, Page, Store};
+use hookgate::store::{retention, AttemptFilter, Page, Store};
 
 use crate::harness::TestDb;
 
@@ -319,4 +320,169 @@ async fn api_store_scenarios_on_postgres() {
 async fn api_store_scenarios_on_sqlite() {
     let db = TestDb::sqlite();
     api_scenarios(db.store().await).await;
+}
+
+fn dead_letter(n: i64, subscription: &SubscriptionId, created_at: chrono::DateTime<Utc>) -> NewDeadLetter {
+    NewDeadLetter {
+        id: DeadLetterId::generate(),
+        dlq_topic: "t.dlq".to_owned(),
+        dlq_partition: 0,
+        dlq_offset: n,
+        tenant_id: Some(TenantId::default_tenant()),
+        subscription_id: Some(subscription.clone()),
+        event_id: Some(format!("evt_{n}")),
+        event_type: Some("order.created".to_owned()),
+        webhook_id: Some(format!("msg_{n}")),
+        reason: "exhausted".to_owned(),
+        error: Some("the endpoint answered 503".to_owned()),
+        last_status: Some(503),
+        attempts: 4,
+        first_attempt_at: Some(created_at),
+        last_attempt_at: Some(created_at),
+        dead_at: created_at,
+        replay_of: None,
+        headers: vec![RecordHeader::new("ce_id", Some(format!("evt_{n}").as_bytes()))],
+        payload: Some(br#"{"n":1}"#.to_vec()),
+        created_at,
+    }
+}
+
+async fn dead_letter_scenarios(store: Arc<dyn Store>) {
+    let page = |after: Option<&'static str>, limit: i64| Page { after, limit };
+    // At the databases' precision, so that times compare as stored.
+    let now = {
+        use chrono::SubsecRound;
+        Utc::now().trunc_subsecs(6)
+    };
+    let sub = SubscriptionId::generate();
+    let other = SubscriptionId::generate();
+    let old = now - chrono::Duration::days(40);
+    let first = dead_letter(1, &sub, now);
+    assert!(store.insert_dead_letter(&first).await.expect("insert"));
+    // The same topic position again (a re-read of the topic) adds nothing.
+    let again = NewDeadLetter { id: DeadLetterId::generate(), ..first.clone() };
+    assert!(!store.insert_dead_letter(&again).await.expect("insert again"));
+    for n in 2..=5 {
+        store.insert_dead_letter(&dead_letter(n, &sub, now)).await.expect("insert");
+    }
+    store.insert_dead_letter(&dead_letter(6, &other, now)).await.expect("insert");
+    store.insert_dead_letter(&dead_letter(7, &sub, old)).await.expect("insert old");
+
+    let of_sub = DeadLetterFilter { subscription_id: Some(sub.clone()), ..Default::default() };
+    let listed = store.list_dead_letters(&of_sub, page(None, 100)).await.expect("list");
+    assert_eq!(listed.len(), 6, "5 recent and 1 old of the subscription");
+    let stored = store.get_dead_letter(None, &first.id).await.expect("get").expect("found");
+    assert_eq!(stored.record.payload, first.payload);
+    assert_eq!(stored.record.headers, first.headers);
+    assert_eq!(stored.status, DeadLetterStatus::Pending);
+    let elsewhere = TenantId::generate();
+    assert!(store.get_dead_letter(Some(&elsewhere), &first.id).await.expect("get").is_none());
+
+    let recent = DeadLetterFilter {
+        from: Some(now - chrono::Duration::minutes(1)),
+        to: Some(now + chrono::Duration::minutes(1)),
+        ..of_sub.clone()
+    };
+    let (count, newest) = store.count_dead_letters(&recent).await.expect("count");
+    assert_eq!(count, 5);
+    assert_eq!(
+        store.mark_dead_letters(&[first.id.clone()], DeadLetterStatus::Discarded, None, now).await.expect("mark"),
+        1
+    );
+    assert_eq!(
+        store.mark_dead_letters(&[first.id.clone()], DeadLetterStatus::Replayed, None, now).await.expect("mark"),
+        0,
+        "only a pending dead letter moves"
+    );
+    let pending = DeadLetterFilter { status: Some(DeadLetterStatus::Pending), ..recent.clone() };
+    assert_eq!(store.count_dead_letters(&pending).await.expect("count").0, 4);
+
+    // A replay job: one owner at a time, progress saved, completion counts skips.
+    let replay = Replay {
+        id: ReplayId::generate(),
+        tenant_id: None,
+        filter: pending.clone(),
+        upper_id: newest.clone(),
+        url: None,
+        rate_per_second: Some(10),
+        status: ReplayStatus::Running,
+        total: 4,
+        done: 0,
+        failed: 0,
+        skipped: 0,
+        cursor: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    store.create_replay(&replay).await.expect("create replay");
+    let lease = now + chrono::Duration::seconds(10);
+    let claimed = store.claim_replay("a", now, lease).await.expect("claim").expect("a job");
+    assert_eq!(claimed.id, replay.id);
+    assert!(store.claim_replay("b", now, lease).await.expect("claim").is_none(), "leased to a");
+    let upper = newest.expect("newest");
+    let batch = store.dead_letters_to_replay(&pending, None, &upper, 2).await.expect("batch");
+    assert_eq!(batch.len(), 2);
+    let sent: Vec<DeadLetterId> = batch.iter().map(|d| d.record.id.clone()).collect();
+    assert!(store
+        .advance_replay(&replay.id, "a", Some(&sent[1]), &sent, 0, now, lease)
+        .await
+        .expect("advance"));
+    assert!(!store
+        .advance_replay(&replay.id, "b", Some(&sent[1]), &[], 0, now, lease)
+        .await
+        .expect("advance"), "not b's job");
+    let rest = store.dead_letters_to_replay(&pending, Some(&sent[1]), &upper, 10).await.expect("rest");
+    assert_eq!(rest.len(), 2);
+    // One of the rest is discarded meanwhile: the job skips it.
+    store
+        .mark_dead_letters(&[rest[0].record.id.clone()], DeadLetterStatus::Discarded, None, now)
+        .await
+        .expect("discard");
+    let last = vec![rest[1].record.id.clone()];
+    assert!(store.advance_replay(&replay.id, "a", Some(&last[0]), &last, 0, now, lease).await.expect("advance"));
+    assert!(store.finish_replay(&replay.id, "a", now).await.expect("finish"));
+    let done = store.get_replay(None, &replay.id).await.expect("get").expect("found");
+    assert_eq!((done.status, done.done, done.failed, done.skipped), (ReplayStatus::Completed, 3, 0, 1));
+    let replayed = store.get_dead_letter(None, &sent[0]).await.expect("get").expect("found");
+    assert_eq!(replayed.status, DeadLetterStatus::Replayed);
+    assert_eq!(replayed.replay_id.as_ref(), Some(&replay.id));
+
+    // A lease that ran out is taken over; a cancelled job stops its runner.
+    let second = Replay { id: ReplayId::generate(), ..replay.clone() };
+    store.create_replay(&second).await.expect("create");
+    store.claim_replay("a", now, now).await.expect("claim").expect("claimed with a lease that ends at once");
+    let later = now + chrono::Duration::seconds(1);
+    let taken = store.claim_replay("b", later, later + chrono::Duration::seconds(10)).await.expect("claim");
+    assert_eq!(taken.map(|r| r.id), Some(second.id.clone()));
+    let cancelled = store.cancel_replay(Some(&elsewhere), &second.id, later).await.expect("cancel");
+    assert!(cancelled.is_none(), "another tenant's job is not found");
+    let cancelled = store.cancel_replay(None, &second.id, later).await.expect("cancel").expect("found");
+    assert_eq!(cancelled.status, ReplayStatus::Cancelled);
+    assert!(!store.advance_replay(&second.id, "b", None, &[], 0, later, later).await.expect("advance"));
+
+    // Retention: rows older than the cutoff go, in batches; newer ones stay.
+    let sub_row = subscription("https://example.com/hook");
+    let mut old_attempt = attempt(&sub_row, "evt_old", 1, Outcome::Failed);
+    old_attempt.created_at = old;
+    store.insert_attempts(&[old_attempt, attempt(&sub_row, "evt_new", 1, Outcome::Success)]).await.expect("attempts");
+    let purged = retention::purge(store.as_ref(), now - chrono::Duration::days(30)).await.expect("purge");
+    assert_eq!(purged, 2, "one old attempt and one old dead letter");
+    let everyone = AttemptFilter::default();
+    let attempts = store.list_attempts(&everyone, page(None, 10)).await.expect("list");
+    assert_eq!(attempts.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(), ["evt_new"]);
+    assert_eq!(store.list_dead_letters(&of_sub, page(None, 100)).await.expect("list").len(), 5);
+}
+
+#[tokio::test]
+async fn dead_letter_scenarios_on_postgres() {
+    let db = TestDb::postgres().await;
+    dead_letter_scenarios(db.store().await).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn dead_letter_scenarios_on_sqlite() {
+    let db = TestDb::sqlite();
+    dead_letter_scenarios(db.store().await).await;
 }
