@@ -266,11 +266,8 @@ pub async fn list(
         }
         (Err(error), _) | (_, Err(error)) => return Err(error),
     };
-    let rows = state
-        .store
-        .list_dead_letters(&filter, page.store_page())
-        .await
-        .map_err(ApiError::store)?;
+    let rows =
+        state.store.list_dead_letters(&filter, page.store_page()).await.map_err(ApiError::store)?;
     let (rows, next_cursor) = page.finish(rows, |d| d.record.id.as_str());
     Ok(axum::Json(DeadLetterList { data: rows.iter().map(Into::into).collect(), next_cursor }))
 }
@@ -360,12 +357,13 @@ pub async fn replay(
         url: req.url,
         ..ReplayOrigin::default()
     };
-    let delivery = delivery_of(&dead_letter, origin).map_err(|why| ApiError::Conflict {
-        code: "not_replayable",
-        detail: why.to_string(),
-    })?;
-    let subscription =
-        state.store.get_subscription(None, &delivery.subscription_id).await.map_err(ApiError::store)?;
+    let delivery = delivery_of(&dead_letter, origin)
+        .map_err(|why| ApiError::Conflict { code: "not_replayable", detail: why.to_string() })?;
+    let subscription = state
+        .store
+        .get_subscription(None, &delivery.subscription_id)
+        .await
+        .map_err(ApiError::store)?;
     if subscription.is_none() {
         return Err(ApiError::Conflict {
             code: "not_replayable",

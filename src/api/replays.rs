@@ -147,7 +147,8 @@ pub async fn create(
     };
     // Only what waits for a decision is replayed.
     filter.status = Some(DeadLetterStatus::Pending);
-    let (total, upper_id) = state.store.count_dead_letters(&filter).await.map_err(ApiError::store)?;
+    let (total, upper_id) =
+        state.store.count_dead_letters(&filter).await.map_err(ApiError::store)?;
     if req.dry_run {
         return Ok(axum::Json(ReplayDryRun { dry_run: true, total }).into_response());
     }

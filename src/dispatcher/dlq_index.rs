@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::consume::{Handler, Job};
@@ -22,10 +23,14 @@ use crate::store::Store;
 
 /// How long to wait before writing again to a database that failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Inserts under way at once: a burst of dead letters must leave the
+/// connection pool to the API and the attempt log.
+const WRITERS: usize = 4;
 
 pub struct DlqIndexer {
-    pub store: Arc<dyn Store>,
-    pub shutdown: CancellationToken,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    writers: Semaphore,
 }
 
 impl Handler for DlqIndexer {
@@ -37,8 +42,13 @@ impl Handler for DlqIndexer {
 }
 
 impl DlqIndexer {
+    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
+        Self { store, shutdown, writers: Semaphore::new(WRITERS) }
+    }
+
     /// Answers whether the record is done with: stored, or unstorable.
     async fn insert(&self, entry: NewDeadLetter) -> bool {
+        let Ok(_writer) = self.writers.acquire().await else { return false };
         loop {
             match self.store.insert_dead_letter(&entry).await {
                 Ok(_) => return true,

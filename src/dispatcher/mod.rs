@@ -165,7 +165,7 @@ pub async fn run(
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
         },
-        Arc::new(DlqIndexer { store: Arc::clone(&store), shutdown: shutdown.clone() }),
+        Arc::new(DlqIndexer::new(Arc::clone(&store), shutdown.clone())),
     )?;
     let replays = tokio::spawn(
         ReplayRunner {

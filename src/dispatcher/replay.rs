@@ -84,10 +84,13 @@ pub fn replay_limiter(rate: NonZeroU32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota)
 }
 
+/// A job's limiter for one subscription, and when it was last used.
+type Limiters = HashMap<(String, SubscriptionId), (Arc<DefaultDirectRateLimiter>, Instant)>;
+
 /// The delivery stage's limiters of replay jobs, per job and subscription.
 #[derive(Default)]
 pub struct ReplayLimits {
-    limiters: Mutex<HashMap<(String, SubscriptionId), (Arc<DefaultDirectRateLimiter>, Instant)>>,
+    limiters: Mutex<Limiters>,
 }
 
 const IDLE_LIMITER: Duration = Duration::from_secs(120);
@@ -192,7 +195,9 @@ impl ReplayRunner {
                 match self.store.finish_replay(&job.id, &self.owner, Utc::now()).await {
                     Ok(true) => tracing::info!(replay_id = %job.id, "replay job completed"),
                     Ok(false) => {}
-                    Err(error) => tracing::warn!(replay_id = %job.id, %error, "completing a replay job failed"),
+                    Err(error) => {
+                        tracing::warn!(replay_id = %job.id, %error, "completing a replay job failed")
+                    }
                 }
                 return;
             }

@@ -10,11 +10,11 @@ pub mod subscription;
 pub mod tenant;
 
 pub use attempt::{Attempt, Outcome};
-pub use event::Event;
 pub use dead_letter::{
     DeadLetter, DeadLetterFilter, DeadLetterStatus, NewDeadLetter, RecordHeader, Replay,
     ReplayStatus,
 };
+pub use event::Event;
 pub use ids::{ApiKeyId, AttemptId, DeadLetterId, ReplayId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
 pub use subscription::{

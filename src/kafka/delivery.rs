@@ -253,9 +253,7 @@ impl Delivery {
             replay: string(9).map(|dead_letter| ReplayOrigin {
                 dead_letter: dead_letter.to_owned(),
                 job: string(10).map(str::to_owned),
-                rate_per_second: number(11)
-                    .and_then(|r| u32::try_from(r).ok())
-                    .filter(|r| *r > 0),
+                rate_per_second: number(11).and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
                 url: string(12).map(str::to_owned),
             }),
         })
@@ -310,7 +308,8 @@ mod tests {
         assert_eq!(decoded.last_status, Some(503));
         assert_eq!(decoded.last_error, delivery.last_error);
         assert_eq!(decoded.replay, delivery.replay);
-        let fresh = decoded.replayed(ReplayOrigin { dead_letter: "dl_2".into(), ..Default::default() });
+        let fresh =
+            decoded.replayed(ReplayOrigin { dead_letter: "dl_2".into(), ..Default::default() });
         assert_eq!((fresh.attempt, fresh.first_attempt_ms, fresh.last_status), (1, None, None));
     }
 

@@ -67,8 +67,7 @@ pub trait DeadLetterStore: Send + Sync {
 
     async fn create_replay(&self, replay: &Replay) -> Result<()>;
 
-    async fn get_replay(&self, tenant: Option<&TenantId>, id: &ReplayId)
-        -> Result<Option<Replay>>;
+    async fn get_replay(&self, tenant: Option<&TenantId>, id: &ReplayId) -> Result<Option<Replay>>;
 
     /// Takes the oldest running job whose lease is free or expired.
     async fn claim_replay(

@@ -50,7 +50,9 @@ pub async fn run(store: Arc<dyn Store>, retention: Duration, shutdown: Cancellat
         };
         match purged {
             Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, %before, "retention: old attempts and dead letters purged"),
+            Ok(rows) => {
+                tracing::info!(rows, %before, "retention: old attempts and dead letters purged")
+            }
             Err(error) => tracing::warn!(%error, "retention purge failed"),
         }
     }

@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod backpressure;
 mod cli;
+mod dead_letters;
 mod delivery;
 mod dev_mode;
 mod dispatch;

@@ -49,6 +49,13 @@ fn every_operation_is_documented_with_its_errors() {
         ("post", "/v1/events"),
         ("post", "/v1/events/batch"),
         ("get", "/v1/events/{id}/attempts"),
+        ("get", "/v1/dead-letters"),
+        ("get", "/v1/dead-letters/{id}"),
+        ("post", "/v1/dead-letters/{id}/replay"),
+        ("post", "/v1/dead-letters/{id}/discard"),
+        ("post", "/v1/replays"),
+        ("get", "/v1/replays/{id}"),
+        ("post", "/v1/replays/{id}/cancel"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ];

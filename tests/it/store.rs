@@ -322,7 +322,11 @@ async fn api_store_scenarios_on_sqlite() {
     api_scenarios(db.store().await).await;
 }
 
-fn dead_letter(n: i64, subscription: &SubscriptionId, created_at: chrono::DateTime<Utc>) -> NewDeadLetter {
+fn dead_letter(
+    n: i64,
+    subscription: &SubscriptionId,
+    created_at: chrono::DateTime<Utc>,
+) -> NewDeadLetter {
     NewDeadLetter {
         id: DeadLetterId::generate(),
         dlq_topic: "t.dlq".to_owned(),
@@ -386,11 +390,27 @@ async fn dead_letter_scenarios(store: Arc<dyn Store>) {
     let (count, newest) = store.count_dead_letters(&recent).await.expect("count");
     assert_eq!(count, 5);
     assert_eq!(
-        store.mark_dead_letters(&[first.id.clone()], DeadLetterStatus::Discarded, None, now).await.expect("mark"),
+        store
+            .mark_dead_letters(
+                std::slice::from_ref(&first.id),
+                DeadLetterStatus::Discarded,
+                None,
+                now
+            )
+            .await
+            .expect("mark"),
         1
     );
     assert_eq!(
-        store.mark_dead_letters(&[first.id.clone()], DeadLetterStatus::Replayed, None, now).await.expect("mark"),
+        store
+            .mark_dead_letters(
+                std::slice::from_ref(&first.id),
+                DeadLetterStatus::Replayed,
+                None,
+                now
+            )
+            .await
+            .expect("mark"),
         0,
         "only a pending dead letter moves"
     );
@@ -428,22 +448,37 @@ async fn dead_letter_scenarios(store: Arc<dyn Store>) {
         .advance_replay(&replay.id, "a", Some(&sent[1]), &sent, 0, now, lease)
         .await
         .expect("advance"));
-    assert!(!store
-        .advance_replay(&replay.id, "b", Some(&sent[1]), &[], 0, now, lease)
-        .await
-        .expect("advance"), "not b's job");
-    let rest = store.dead_letters_to_replay(&pending, Some(&sent[1]), &upper, 10).await.expect("rest");
+    assert!(
+        !store
+            .advance_replay(&replay.id, "b", Some(&sent[1]), &[], 0, now, lease)
+            .await
+            .expect("advance"),
+        "not b's job"
+    );
+    let rest =
+        store.dead_letters_to_replay(&pending, Some(&sent[1]), &upper, 10).await.expect("rest");
     assert_eq!(rest.len(), 2);
     // One of the rest is discarded meanwhile: the job skips it.
     store
-        .mark_dead_letters(&[rest[0].record.id.clone()], DeadLetterStatus::Discarded, None, now)
+        .mark_dead_letters(
+            std::slice::from_ref(&rest[0].record.id),
+            DeadLetterStatus::Discarded,
+            None,
+            now,
+        )
         .await
         .expect("discard");
     let last = vec![rest[1].record.id.clone()];
-    assert!(store.advance_replay(&replay.id, "a", Some(&last[0]), &last, 0, now, lease).await.expect("advance"));
+    assert!(store
+        .advance_replay(&replay.id, "a", Some(&last[0]), &last, 0, now, lease)
+        .await
+        .expect("advance"));
     assert!(store.finish_replay(&replay.id, "a", now).await.expect("finish"));
     let done = store.get_replay(None, &replay.id).await.expect("get").expect("found");
-    assert_eq!((done.status, done.done, done.failed, done.skipped), (ReplayStatus::Completed, 3, 0, 1));
+    assert_eq!(
+        (done.status, done.done, done.failed, done.skipped),
+        (ReplayStatus::Completed, 3, 0, 1)
+    );
     let replayed = store.get_dead_letter(None, &sent[0]).await.expect("get").expect("found");
     assert_eq!(replayed.status, DeadLetterStatus::Replayed);
     assert_eq!(replayed.replay_id.as_ref(), Some(&replay.id));
@@ -451,22 +486,35 @@ async fn dead_letter_scenarios(store: Arc<dyn Store>) {
     // A lease that ran out is taken over; a cancelled job stops its runner.
     let second = Replay { id: ReplayId::generate(), ..replay.clone() };
     store.create_replay(&second).await.expect("create");
-    store.claim_replay("a", now, now).await.expect("claim").expect("claimed with a lease that ends at once");
+    store
+        .claim_replay("a", now, now)
+        .await
+        .expect("claim")
+        .expect("claimed with a lease that ends at once");
     let later = now + chrono::Duration::seconds(1);
-    let taken = store.claim_replay("b", later, later + chrono::Duration::seconds(10)).await.expect("claim");
+    let taken =
+        store.claim_replay("b", later, later + chrono::Duration::seconds(10)).await.expect("claim");
     assert_eq!(taken.map(|r| r.id), Some(second.id.clone()));
     let cancelled = store.cancel_replay(Some(&elsewhere), &second.id, later).await.expect("cancel");
     assert!(cancelled.is_none(), "another tenant's job is not found");
-    let cancelled = store.cancel_replay(None, &second.id, later).await.expect("cancel").expect("found");
+    let cancelled =
+        store.cancel_replay(None, &second.id, later).await.expect("cancel").expect("found");
     assert_eq!(cancelled.status, ReplayStatus::Cancelled);
-    assert!(!store.advance_replay(&second.id, "b", None, &[], 0, later, later).await.expect("advance"));
+    assert!(!store
+        .advance_replay(&second.id, "b", None, &[], 0, later, later)
+        .await
+        .expect("advance"));
 
     // Retention: rows older than the cutoff go, in batches; newer ones stay.
     let sub_row = subscription("https://example.com/hook");
     let mut old_attempt = attempt(&sub_row, "evt_old", 1, Outcome::Failed);
     old_attempt.created_at = old;
-    store.insert_attempts(&[old_attempt, attempt(&sub_row, "evt_new", 1, Outcome::Success)]).await.expect("attempts");
-    let purged = retention::purge(store.as_ref(), now - chrono::Duration::days(30)).await.expect("purge");
+    store
+        .insert_attempts(&[old_attempt, attempt(&sub_row, "evt_new", 1, Outcome::Success)])
+        .await
+        .expect("attempts");
+    let purged =
+        retention::purge(store.as_ref(), now - chrono::Duration::days(30)).await.expect("purge");
     assert_eq!(purged, 2, "one old attempt and one old dead letter");
     let everyone = AttemptFilter::default();
     let attempts = store.list_attempts(&everyone, page(None, 10)).await.expect("list");
