@@ -61,9 +61,19 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
         .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
     let builder = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(service).build());
-    let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()));
+    let mut configured = false;
+    for name in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
+        let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        // The exporter takes any string and fails at each export: check at
+        // start instead (without repeating the value: it may hold credentials).
+        match url::Url::parse(value.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => return Err(format!("invalid {name}: expected an http:// or https:// URL")),
+        }
+        configured = true;
+    }
     if !configured {
         return Ok(builder.build());
     }
@@ -72,6 +82,6 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()
-        .map_err(|error| format!("invalid OTEL_EXPORTER_OTLP_ENDPOINT: {error}"))?;
+        .map_err(|error| format!("cannot set up the OTLP exporter: {error}"))?;
     Ok(builder.with_batch_exporter(exporter).build())
 }
