@@ -293,11 +293,15 @@ pub async fn observe_publish(
     next: Next,
 ) -> Response {
     let span = tracing::info_span!("publish", otel.kind = "server", http.request.method = "POST",
-        http.route = %request.uri().path(), http.response.status_code = tracing::field::Empty);
+        http.route = %request.uri().path(), http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty);
     TraceHeaders::adopt(TraceHeaders::from_http(request.headers()).as_ref(), &span);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     metrics.publish_request(status);
     response
 }

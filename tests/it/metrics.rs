@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hookgate::config::RetrySchedule;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use serde_json::json;
 
 use crate::harness::{eventually, Reply, TestApp, TestReceiver};
@@ -92,12 +94,27 @@ async fn deliveries_move_the_counters_and_histograms() {
     let refused =
         app.post_json("/v1/events", json!({"type": "no spaces allowed", "data": {}})).await;
     assert_eq!(refused.status(), 422);
+    // A record no one can read, from another producer: a dead letter, no delivery.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.kafka.brokers)
+        .create()
+        .expect("plain producer");
+    producer
+        .send(
+            FutureRecord::<str, str>::to(&app.topics.publish).payload("not json at all"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("poison written");
 
     // 3 events × 3 subscriptions: 6 delivered; the failing endpoint's 3
-    // fail twice each (one retry) and are dead-lettered.
+    // fail twice each (one retry) and are dead-lettered, beside the poison.
     let scrape = eventually("every delivery accounted for", DEADLINE, || async {
         let scrape = Scrape::of(&app).await;
-        (scrape.outcome("success") >= 6.0 && scrape.outcome("dead_lettered") >= 3.0)
+        let poison = scrape.value("hookgate_dead_letters_total", &[("reason", "poison")]);
+        (scrape.outcome("success") >= 6.0
+            && scrape.outcome("dead_lettered") >= 3.0
+            && poison >= 1.0)
             .then_some(scrape)
     })
     .await;
@@ -113,7 +130,8 @@ async fn deliveries_move_the_counters_and_histograms() {
     assert_eq!(scrape.value("hookgate_delivery_lag_seconds_count", &[]), 6.0);
     assert!(scrape.value("hookgate_delivery_lag_seconds_sum", &[]) > 0.0);
     assert_eq!(scrape.value("hookgate_dead_letters_total", &[("reason", "exhausted")]), 3.0);
-    assert_eq!(scrape.value("hookgate_dead_letters_total", &[("reason", "poison")]), 0.0);
+    assert_eq!(scrape.value("hookgate_dead_letters_total", &[("reason", "poison")]), 1.0);
+    assert_eq!(scrape.value("hookgate_dead_letters_total", &[("reason", "expired")]), 0.0);
     assert_eq!(scrape.value("hookgate_deliveries_in_flight", &[]), 0.0);
     assert_eq!(scrape.value("hookgate_publish_requests_total", &[("status", "202")]), 1.0);
     assert_eq!(scrape.value("hookgate_publish_requests_total", &[("status", "422")]), 1.0);
@@ -122,7 +140,7 @@ async fn deliveries_move_the_counters_and_histograms() {
     for process in ["process_cpu_seconds_total", "process_open_fds", "process_start_time_seconds"] {
         assert!(scrape.0.iter().any(|s| s.name == process), "{process} is reported");
     }
-    assert_eq!(app.records_on(&app.topics.dlq).await, 3);
+    assert_eq!(app.records_on(&app.topics.dlq).await, 4);
 
     // Lag is measured every few seconds: once everything is committed, each
     // assigned partition of each stage reports 0 and the retry tier is empty.
