@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookgate::config::{DispatcherConfig, RetrySchedule};
+use hookgate::config::RetrySchedule;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -49,7 +49,11 @@ fn text(value: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_key_token_password_or_signature_is_logged() {
-    let app = TestApp::spawn_with("logs", |config| config.dispatcher = None).await;
+    // The dispatcher runs in the process under test, with the harness's settings.
+    let mut settings = None;
+    let app = TestApp::spawn_with("logs", |config| settings = config.dispatcher.take()).await;
+    let mut dispatcher = settings.expect("the harness's dispatcher settings");
+    dispatcher.retry_schedule = RetrySchedule(vec![Duration::from_millis(200)]);
     // A database role of its own, so that its password is a value to look for.
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (role, password) = (format!("hg_logs_{suffix}"), format!("pw-{suffix}"));
@@ -64,13 +68,6 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
     url.set_password(Some(&password)).expect("password");
     config.database_url = url.to_string();
 
-    let dispatcher = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(5),
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(200)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-    };
     let serve = ServeProcess::start(
         &config,
         &dispatcher,

@@ -1,9 +1,7 @@
 //! `hookgate dispatcher` serves probes and metrics on `HOOKGATE_LISTEN`.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use hookgate::config::{DispatcherConfig, RetrySchedule};
 use tokio::io::BufReader;
 
 use crate::harness::process::{command, listening_on};
@@ -11,14 +9,10 @@ use crate::harness::TestApp;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dispatcher_serves_health_readiness_and_metrics() {
-    let app = TestApp::spawn_with("ops", |config| config.dispatcher = None).await;
-    let dispatcher = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(5),
-        retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-    };
+    // The dispatcher runs in the process under test, with the harness's settings.
+    let mut settings = None;
+    let app = TestApp::spawn_with("ops", |config| settings = config.dispatcher.take()).await;
+    let dispatcher = settings.expect("the harness's dispatcher settings");
     let mut child = command("dispatcher", &app.config, &dispatcher)
         .stdout(Stdio::piped())
         .spawn()

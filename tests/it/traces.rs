@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use hookgate::config::{DispatcherConfig, RetrySchedule};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::json;
@@ -108,14 +107,10 @@ fn parse_traceparent(value: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_and_delivery_spans_are_one_trace_that_reaches_the_receiver() {
     let collector = Collector::start().await;
-    let app = TestApp::spawn_with("traces", |config| config.dispatcher = None).await;
-    let dispatcher = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(5),
-        retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-    };
+    // The dispatcher runs in the process under test, with the harness's settings.
+    let mut settings = None;
+    let app = TestApp::spawn_with("traces", |config| settings = config.dispatcher.take()).await;
+    let dispatcher = settings.expect("the harness's dispatcher settings");
     let serve = ServeProcess::start(
         &app.config,
         &dispatcher,
