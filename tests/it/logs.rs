@@ -76,6 +76,8 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
     .await;
     let api = Api { serve: &serve, client: reqwest::Client::new() };
     let healthy = TestReceiver::start().await;
+    // What a subscriber's endpoint asks for: sent with every webhook, never logged.
+    let endpoint_credential = format!("Bearer endpoint-{}", uuid::Uuid::new_v4().simple());
     let failing = TestReceiver::answering(|_, _| Reply::status(500)).await;
 
     let (status, tenant) = api.post("/v1/tenants", ADMIN_TOKEN, json!({"name": "acme"})).await;
@@ -88,7 +90,12 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
     let tenant_key = text(&key["key"]);
 
     let (status, subscription) = api
-        .post("/v1/subscriptions", &tenant_key, json!({"url": healthy.url, "event_types": ["*"]}))
+        .post(
+            "/v1/subscriptions",
+            &tenant_key,
+            json!({"url": healthy.url, "event_types": ["*"],
+            "headers": {"authorization": endpoint_credential}}),
+        )
         .await;
     assert_eq!(status, 201, "{subscription}");
     let first_secret = text(&subscription["secret"]);
@@ -128,6 +135,7 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
     assert_eq!(status, 401);
 
     let delivered = healthy.wait_for(2, DEADLINE).await;
+    assert!(delivered.iter().all(|w| w.header("authorization") == endpoint_credential));
     // The failing endpoint: one attempt, a retry, then the dead-letter topic.
     let failed = failing.wait_for(2, DEADLINE).await;
     crate::harness::eventually("the dead letter", DEADLINE, || async {
@@ -153,6 +161,7 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
         ("the tenant key", tenant_key.clone()),
         ("a wrong key", wrong_key),
         ("the database password", password.clone()),
+        ("the endpoint's credential", endpoint_credential.clone()),
     ];
     for (what, secret) in [
         ("a secret", first_secret),
