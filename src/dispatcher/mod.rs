@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DispatcherConfig, Topics};
 use crate::kafka::{KafkaConfig, Producer};
+use crate::metrics::Metrics;
 use crate::store::{retention, AttemptLog, Store};
 use cache::SubscriptionCache;
 use consume::{Stage, StageOptions};
@@ -73,6 +74,7 @@ pub async fn run(
     producer: Producer,
     topics: &Topics,
     config: &DispatcherConfig,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let cache = Arc::new(SubscriptionCache::new(Arc::clone(&store)));
@@ -81,8 +83,12 @@ pub async fn run(
     let (log, log_writer) = AttemptLog::spawn(Arc::clone(&store));
     // Cancelled once the drain deadline passed: stop trying to hand work on.
     let abort = CancellationToken::new();
-    let dead_letters =
-        DeadLetters { producer: producer.clone(), topic: topics.dlq.clone(), abort: abort.clone() };
+    let dead_letters = DeadLetters {
+        producer: producer.clone(),
+        topic: topics.dlq.clone(),
+        abort: abort.clone(),
+        metrics: Arc::clone(&metrics),
+    };
     // A request under way ends within the timeout; then its outcome is written.
     let drain = config.request_timeout + Duration::from_secs(10);
 
@@ -95,6 +101,8 @@ pub async fn run(
             max_in_flight: FAN_OUT_IN_FLIGHT,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
+            metrics: Arc::clone(&metrics),
+            tier_prefix: None,
         },
         Arc::new(FanOut {
             cache: Arc::clone(&cache),
@@ -114,6 +122,8 @@ pub async fn run(
             // two dispatchers never send for one subscription at once.
             revoke_wait: config.request_timeout + Duration::from_secs(1),
             drain_deadline: drain,
+            metrics: Arc::clone(&metrics),
+            tier_prefix: None,
         },
         Arc::new(Deliver {
             cache: Arc::clone(&cache),
@@ -134,6 +144,7 @@ pub async fn run(
             dead_letters: dead_letters.clone(),
             replay_limits: ReplayLimits::default(),
             shutdown: shutdown.clone(),
+            metrics: Arc::clone(&metrics),
         }),
     )?;
     let tier_topics: Vec<String> =
@@ -147,6 +158,8 @@ pub async fn run(
             max_in_flight: RETRIES_IN_FLIGHT,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
+            metrics: Arc::clone(&metrics),
+            tier_prefix: Some(&topics.retry_prefix),
         },
         Arc::new(DelayLine {
             producer: producer.clone(),
@@ -164,6 +177,8 @@ pub async fn run(
             max_in_flight: INDEX_IN_FLIGHT,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
+            metrics,
+            tier_prefix: None,
         },
         Arc::new(DlqIndexer::new(Arc::clone(&store), shutdown.clone())),
     )?;

@@ -8,6 +8,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use super::envelope::{self, Poison, RecordPosition};
 use crate::domain::{Event, SubscriptionId, TenantId};
+use crate::trace::TraceHeaders;
 
 const SUBSCRIPTION: &str = "hookgate_subscription";
 const TENANT: &str = "hookgate_tenant";
@@ -77,6 +78,8 @@ pub struct Delivery {
     pub due_ms: Option<i64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// The fan-out span's context: each attempt's span is its child.
+    pub trace: Option<TraceHeaders>,
     /// Set on a replayed dead letter; carried through retries, so that a
     /// replay that fails again is dead-lettered with a link to the first.
     pub replay: Option<ReplayOrigin>,
@@ -116,6 +119,7 @@ impl Delivery {
             last_status: None,
             last_error: None,
             replay: None,
+            trace: None,
         }
     }
 
@@ -171,7 +175,10 @@ impl Delivery {
                 }
             }
         }
-        headers
+        match &self.trace {
+            Some(trace) => trace.write(headers),
+            None => headers,
+        }
     }
 
     /// The headers of a dead letter: the delivery's own, and why it died.
@@ -256,6 +263,7 @@ impl Delivery {
                 rate_per_second: number(11).and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
                 url: string(12).map(str::to_owned),
             }),
+            trace: TraceHeaders::from_record(headers),
         })
     }
 }
@@ -293,6 +301,10 @@ mod tests {
             rate_per_second: Some(50),
             url: Some("https://example.com/moved".into()),
         });
+        delivery.trace = Some(TraceHeaders {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: None,
+        });
         let position = RecordPosition { topic: "d", partition: 0, offset: 1, timestamp_ms: None };
         let decoded =
             Delivery::decode(Some(&delivery.headers()), Some(delivery.payload()), &position)
@@ -308,6 +320,7 @@ mod tests {
         assert_eq!(decoded.last_status, Some(503));
         assert_eq!(decoded.last_error, delivery.last_error);
         assert_eq!(decoded.replay, delivery.replay);
+        assert_eq!(decoded.trace, delivery.trace);
         let fresh =
             decoded.replayed(ReplayOrigin { dead_letter: "dl_2".into(), ..Default::default() });
         assert_eq!((fresh.attempt, fresh.first_attempt_ms, fresh.last_status), (1, None, None));
