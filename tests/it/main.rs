@@ -8,6 +8,7 @@ mod api;
 mod backpressure;
 mod cli;
 mod delivery;
+mod deploy;
 mod dev_mode;
 mod dispatch;
 mod openapi;
