@@ -13,6 +13,8 @@ use crate::api::{self, AppState};
 use crate::config::AppConfig;
 use crate::dispatcher;
 use crate::kafka::{self, topics, Producer};
+use crate::metrics::Metrics;
+use crate::ops::{self, Ops};
 use crate::store::{self, Store};
 
 /// Failures before the process serves: bad configuration or unreachable
@@ -32,9 +34,12 @@ pub enum StartError {
 pub struct Running {
     /// Where the API listens, when this process runs it.
     pub api_addr: Option<SocketAddr>,
+    /// Where a dispatcher without the API serves its probes and metrics.
+    pub ops_addr: Option<SocketAddr>,
     pub store: Arc<dyn Store>,
     producer: Producer,
     api: Option<JoinHandle<std::io::Result<()>>>,
+    ops: Option<JoinHandle<std::io::Result<()>>>,
     dispatcher: Option<JoinHandle<Result<(), dispatcher::Error>>>,
 }
 
@@ -61,20 +66,23 @@ pub async fn start(
         topics::ensure_topics(&config.kafka, &config.topics.to_create(&schedule), &spec).await?;
     }
 
+    let metrics = Metrics::new();
     let mut running = Running {
         api_addr: None,
+        ops_addr: None,
         store: Arc::clone(&store),
         producer: producer.clone(),
         api: None,
+        ops: None,
         dispatcher: None,
     };
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: listen, source })?,
+    };
     if let Some(api_config) = &config.api {
-        let listener = match listener {
-            Some(listener) => listener,
-            None => TcpListener::bind(listen)
-                .await
-                .map_err(|source| StartError::Listen { addr: listen, source })?,
-        };
         running.api_addr = listener.local_addr().ok();
         // Its own producer: publishing gives up sooner than the dispatcher's
         // writes do (PUBLISH_TIMEOUT), so that requests answer in time.
@@ -85,15 +93,26 @@ pub async fn start(
             &config.topics.publish,
             // An API without a dispatcher (`hookgate api`) keeps the guard on.
             config.dispatcher.as_ref().is_some_and(|d| d.allow_private_targets),
+            Arc::clone(&metrics),
         )
         .map_err(StartError::Http)?;
         running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
+    } else {
+        // A dispatcher alone still answers probes and scrapes.
+        running.ops_addr = listener.local_addr().ok();
+        let ops = Ops {
+            store: Arc::clone(&store),
+            producer: producer.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        running.ops = Some(tokio::spawn(ops::serve(listener, ops, shutdown.clone())));
     }
     if let Some(dispatcher_config) = &config.dispatcher {
         let (kafka, topics, dispatcher_config) =
             (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone());
         running.dispatcher = Some(tokio::spawn(async move {
-            dispatcher::run(&kafka, store, producer, &topics, &dispatcher_config, shutdown).await
+            dispatcher::run(&kafka, store, producer, &topics, &dispatcher_config, metrics, shutdown)
+                .await
         }));
     }
     Ok(running)
@@ -106,6 +125,11 @@ impl Running {
         if let Some(api) = self.api {
             if let Err(error) = api.await? {
                 result = Err(anyhow::Error::new(error).context("API server"));
+            }
+        }
+        if let Some(ops) = self.ops {
+            if let Err(error) = ops.await? {
+                result = Err(anyhow::Error::new(error).context("ops endpoint"));
             }
         }
         if let Some(dispatcher) = self.dispatcher {

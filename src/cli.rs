@@ -56,6 +56,9 @@ enum Command {
     },
     /// Kafka consumer-group workers that deliver; scale up to the partition count.
     Dispatcher {
+        /// Address of the probes and metrics endpoint (`/healthz`, `/readyz`, `/metrics`).
+        #[arg(long, env = "HOOKGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
         #[command(flatten)]
         database: DatabaseArgs,
         #[command(flatten)]
@@ -146,6 +149,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Before the runtime: the OTLP exporter's client must not live in it.
+    let _telemetry = match cli.command.log_format().map(telemetry::init).transpose() {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("hookgate: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -166,6 +177,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+impl Command {
+    /// How the role logs; `None` for the commands that only print.
+    fn log_format(&self) -> Option<crate::config::LogFormat> {
+        match self {
+            Self::Serve { telemetry, .. }
+            | Self::Api { telemetry, .. }
+            | Self::Dispatcher { telemetry, .. }
+            | Self::Migrate { telemetry, .. } => Some(telemetry.log_format),
+            Self::Dev(args) => Some(args.telemetry.log_format),
+            Self::Bench(_) => Some(crate::config::LogFormat::Text),
+            Self::Listen(_) | Self::Openapi => None,
+        }
+    }
+}
+
 /// Clap's message up to its first blank line, folded onto one line.
 fn first_paragraph(rendered: &str) -> String {
     let text = rendered.strip_prefix("error: ").unwrap_or(rendered);
@@ -178,23 +204,19 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, telemetry } => {
-            telemetry::init(telemetry.log_format);
+        Command::Serve { database, kafka, api, delivery, .. } => {
             let config = app_config(database, &kafka, Some(&api), Some(&delivery), true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, telemetry } => {
-            telemetry::init(telemetry.log_format);
+        Command::Api { database, kafka, api, .. } => {
             let config = app_config(database, &kafka, Some(&api), None, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher { database, kafka, delivery, telemetry } => {
-            telemetry::init(telemetry.log_format);
+        Command::Dispatcher { listen, database, kafka, delivery, .. } => {
             let config = app_config(database, &kafka, None, Some(&delivery), false)?;
-            run_roles(&config, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await
+            run_roles(&config, listen).await
         }
-        Command::Migrate { database, telemetry } => {
-            telemetry::init(telemetry.log_format);
+        Command::Migrate { database, .. } => {
             let store = store::connect(&database.database_url)
                 .await
                 .map_err(|e| Failure::Config(e.to_string()))?;
@@ -207,10 +229,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             print!("{}", crate::api::openapi::yaml());
             Ok(())
         }
-        Command::Bench(args) => {
-            telemetry::init(crate::config::LogFormat::Text);
-            crate::bench::run(args).await.map_err(Failure::Run)
-        }
+        Command::Bench(args) => crate::bench::run(args).await.map_err(Failure::Run),
         Command::Listen(args) => {
             let secret = SigningSecret::parse_lenient(&args.secret)
                 .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;
@@ -246,14 +265,13 @@ fn app_config(
 async fn run_roles(config: &AppConfig, listen: SocketAddr) -> Result<(), Failure> {
     let shutdown = shutdown::on_signal();
     let running = app::start(config, listen, None, shutdown).await?;
-    if let Some(addr) = running.api_addr {
+    if let Some(addr) = running.api_addr.or(running.ops_addr) {
         println!("listening on http://{addr}");
     }
     running.wait().await.map_err(Failure::Run)
 }
 
 async fn dev(args: DevArgs) -> Result<(), Failure> {
-    telemetry::init(args.telemetry.log_format);
     let topics = Topics::from_args(&args.topics).map_err(|e| Failure::Config(e.to_string()))?;
     // The in-process broker has no CreateTopics API: it makes the topics itself.
     let mock = MockCluster::new(1).map_err(|e| Failure::Run(e.into()))?;

@@ -1,16 +1,87 @@
-//! Logging: `tracing` with an `EnvFilter` (`RUST_LOG`, default `info`), as
-//! text or JSON.
+//! Logs and traces: `tracing` with an `EnvFilter` (`RUST_LOG`, default
+//! `info`) to stderr as text or JSON lines, and hookgate's spans as
+//! OpenTelemetry spans, exported with OTLP over HTTP/protobuf when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
+//! set. Without an endpoint spans still carry trace context, so a publisher's
+//! `traceparent` reaches the webhook.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+const DEFAULT_FILTER: &str = "info,librdkafka=warn,rdkafka=warn,sqlx=warn";
+const DEFAULT_SERVICE_NAME: &str = "hookgate";
+
+/// Flushes the spans not yet exported when dropped (at exit).
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("hookgate: exporting the last traces failed: {error}");
+        }
+    }
+}
+
+/// Installs the subscriber. Call outside the async runtime: the OTLP
+/// exporter's HTTP client runs a runtime of its own. An endpoint that is
+/// not a URL is a configuration error.
+pub fn init(format: LogFormat) -> Result<Telemetry, String> {
+    let provider = tracer_provider()?;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        // One object a line, the event's fields at the top level.
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).boxed(),
     };
+    // Only hookgate's own spans become OpenTelemetry spans: not those of
+    // the HTTP client, the database driver or the exporter itself.
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("hookgate"))
+        .with_filter(Targets::new().with_target("hookgate", Level::INFO));
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider() -> Result<SdkTracerProvider, String> {
+    let service = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+    let builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service).build());
+    let mut configured = false;
+    for name in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
+        let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        // The exporter takes any string and fails at each export: check at
+        // start instead (without repeating the value: it may hold credentials).
+        match url::Url::parse(value.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => return Err(format!("invalid {name}: expected an http:// or https:// URL")),
+        }
+        configured = true;
+    }
+    if !configured {
+        return Ok(builder.build());
+    }
+    // Reads the standard OTEL_EXPORTER_OTLP_* variables (endpoint, headers,
+    // timeout); the batch processor reads OTEL_BSP_*.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|error| format!("cannot set up the OTLP exporter: {error}"))?;
+    Ok(builder.with_batch_exporter(exporter).build())
 }

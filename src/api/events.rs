@@ -2,8 +2,11 @@
 //! once Kafka acknowledged every write, within `PUBLISH_TIMEOUT`; otherwise
 //! 503 with `Retry-After`. `GET /v1/events/{id}/attempts`: its deliveries.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::Response;
 use chrono::Utc;
 use futures::future::join_all;
@@ -11,6 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -24,7 +28,9 @@ use crate::domain::event::is_valid_event_type;
 use crate::domain::ids::new_event_id;
 use crate::domain::Event;
 use crate::kafka::produce::PUBLISH_TIMEOUT;
+use crate::metrics::Metrics;
 use crate::store::AttemptFilter;
+use crate::trace::TraceHeaders;
 
 const MAX_ID_LEN: usize = 255;
 const MAX_KEY_LEN: usize = 1024;
@@ -270,10 +276,34 @@ async fn send(state: &AppState, events: &[Event]) -> Result<(), ApiError> {
     let results = tokio::time::timeout(PUBLISH_TIMEOUT + std::time::Duration::from_secs(1), writes)
         .await
         .map_err(|_| unavailable(5))?;
+    let written = results.iter().filter(|result| result.is_ok()).count();
+    state.metrics.published_events.inc_by(written as u64);
     for result in results {
         result.map_err(publish_error)?;
     }
     Ok(())
+}
+
+/// Around `POST /v1/events` and `/v1/events/batch`: the publish span, a
+/// child of the request's `traceparent` (the records carry its context on),
+/// and the count of requests by status.
+pub async fn observe_publish(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let span = tracing::info_span!("publish", otel.kind = "server", http.request.method = "POST",
+        http.route = %request.uri().path(), http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty);
+    TraceHeaders::adopt(TraceHeaders::from_http(request.headers()).as_ref(), &span);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    metrics.publish_request(status);
+    response
 }
 
 fn unavailable(retry_after_secs: u32) -> ApiError {

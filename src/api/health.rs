@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 
 use super::problem::{ApiError, Problem};
 use super::AppState;
+use crate::kafka::Producer;
+use crate::store::Store;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -31,11 +33,19 @@ pub async fn healthz() -> axum::Json<Health> {
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
+    check_ready(state.store.as_ref(), &state.producer).await
+}
+
+/// Ready when the database and Kafka answer; the dispatcher's `/readyz` too.
+pub async fn check_ready(
+    store: &dyn Store,
+    producer: &Producer,
+) -> Result<axum::Json<Health>, ApiError> {
     let unready = |what: &str| ApiError::Unavailable {
         detail: format!("{what} is not reachable"),
         retry_after_secs: 1,
     };
-    match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
+    match tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness: database check failed");
@@ -43,7 +53,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
         }
         Err(_) => return Err(unready("the database")),
     }
-    if let Err(error) = state.producer.check_connection(CHECK_TIMEOUT).await {
+    if let Err(error) = producer.check_connection(CHECK_TIMEOUT).await {
         tracing::warn!(%error, "readiness: kafka check failed");
         return Err(unready("Kafka"));
     }

@@ -20,7 +20,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use chrono::Utc;
@@ -30,6 +30,7 @@ use utoipa::OpenApi;
 
 use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
+use crate::metrics::Metrics;
 use crate::store::{AttemptLog, Store};
 use problem::ApiError;
 
@@ -48,6 +49,7 @@ pub struct AppState {
     pub schemas: Arc<event_types::SchemaCache>,
     /// Sends test webhooks, as the dispatcher sends them.
     pub webhooks: Arc<Webhooks>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
         admin_tokens: Vec<String>,
         publish_topic: &str,
         allow_private_targets: bool,
+        metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
         // Test sends write their attempt themselves (the caller lists it
         // next); the log only satisfies `Webhooks`.
@@ -72,14 +75,23 @@ impl AppState {
             publish_topic: publish_topic.into(),
             schemas: Arc::default(),
             webhooks: Arc::new(webhooks),
+            metrics,
         })
     }
 }
 
 pub fn router(state: AppState) -> Router {
+    let publish = Router::new()
+        .route("/v1/events", post(events::publish))
+        .route("/v1/events/batch", post(events::publish_batch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            events::observe_publish,
+        ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get))
@@ -95,9 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{id}/attempts", get(subscription_actions::attempts))
         .route("/v1/event-types", post(event_types::create).get(event_types::list))
         .route("/v1/event-types/{name}", get(event_types::get))
-        .route("/v1/events", post(events::publish))
-        .route("/v1/events/batch", post(events::publish_batch))
         .route("/v1/events/{id}/attempts", get(events::attempts))
+        .merge(publish)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -109,6 +120,10 @@ pub fn router(state: AppState) -> Router {
 pub(crate) fn now() -> chrono::DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
+}
+
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.metrics.response()
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

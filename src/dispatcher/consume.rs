@@ -11,14 +11,16 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::message::OwnedMessage;
-use rdkafka::{ClientContext, Message};
+use rdkafka::{ClientContext, Message, Offset};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::offsets::{OffsetTracker, Ticket};
 use crate::kafka::KafkaConfig;
+use crate::metrics::Metrics;
 
 /// The concurrent rest of a record's work; answers `true` when the record is
 /// done (delivered, or durably handed on) and its offset may be committed.
@@ -66,6 +68,10 @@ const ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// After an abort, how long the last hand-offs get to give up.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
+/// How often consumer lag is measured, and how long the broker may take.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct StageOptions<'a> {
     pub name: &'static str,
     pub group_id: &'a str,
@@ -76,6 +82,10 @@ pub struct StageOptions<'a> {
     pub revoke_wait: Duration,
     /// How long shutdown waits for the work under way.
     pub drain_deadline: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Topics under this prefix are retry tiers: their lag is also reported
+    /// as the tier's backlog.
+    pub tier_prefix: Option<&'a str>,
 }
 
 /// One stage: a consumer group on some topics and what to do with a record.
@@ -87,6 +97,10 @@ pub struct Stage<H> {
     pub max_in_flight: usize,
     /// How long shutdown waits for the work under way.
     pub drain_deadline: Duration,
+    group: String,
+    topics: Vec<String>,
+    metrics: Arc<Metrics>,
+    tier_prefix: Option<String>,
 }
 
 impl<H: Handler> Stage<H> {
@@ -95,8 +109,16 @@ impl<H: Handler> Stage<H> {
         options: StageOptions<'_>,
         handler: Arc<H>,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let StageOptions { name, group_id, topics, max_in_flight, revoke_wait, drain_deadline } =
-            options;
+        let StageOptions {
+            name,
+            group_id,
+            topics,
+            max_in_flight,
+            revoke_wait,
+            drain_deadline,
+            metrics,
+            tier_prefix,
+        } = options;
         let tracker = Arc::new(OffsetTracker::default());
         let consumer: StageConsumer = kafka
             .client_config()
@@ -117,7 +139,18 @@ impl<H: Handler> Stage<H> {
             .create_with_context(StageContext { tracker: Arc::clone(&tracker), revoke_wait })?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        Ok(Self { name, consumer, tracker, handler, max_in_flight, drain_deadline })
+        Ok(Self {
+            name,
+            consumer,
+            tracker,
+            handler,
+            max_in_flight,
+            drain_deadline,
+            group: group_id.to_owned(),
+            topics: topics.to_vec(),
+            metrics,
+            tier_prefix: tier_prefix.map(str::to_owned),
+        })
     }
 
     /// Reads until `shutdown`, then drains the work under way and commits.
@@ -125,6 +158,7 @@ impl<H: Handler> Stage<H> {
     /// still trying to hand records on.
     pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) {
         let stage = Arc::new(self);
+        let lag = tokio::spawn(Arc::clone(&stage).report_lag(shutdown.clone()));
         let permits = Arc::new(Semaphore::new(stage.max_in_flight));
         let tasks = TaskTracker::new();
         loop {
@@ -180,6 +214,88 @@ impl<H: Handler> Stage<H> {
             // Nothing stored since the last commit is the usual case.
             tracing::debug!(stage = stage.name, %error, "final offset commit");
         }
+        lag.abort();
+    }
+
+    /// Measures the group's lag on each assigned partition now and then, off
+    /// the read loop (the broker calls block).
+    async fn report_lag(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(LAG_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported: Vec<(String, i32)> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let stage = Arc::clone(&self);
+            let Ok(measured) = tokio::task::spawn_blocking(move || stage.partition_lags()).await
+            else {
+                return;
+            };
+            match measured {
+                Ok(lags) => reported = self.publish_lag(lags, &reported),
+                Err(error) => {
+                    tracing::debug!(stage = self.name, %error, "consumer lag not measured")
+                }
+            }
+        }
+    }
+
+    /// (topic, partition, lag) of every assigned partition: the high
+    /// watermark less the committed offset (the low watermark when the
+    /// group has committed nothing there yet).
+    fn partition_lags(&self) -> KafkaResult<Vec<(String, i32, i64)>> {
+        let assignment = self.consumer.assignment()?;
+        if assignment.count() == 0 {
+            return Ok(Vec::new());
+        }
+        let committed = self.consumer.committed_offsets(assignment, LAG_TIMEOUT)?;
+        let mut lags = Vec::with_capacity(committed.count());
+        for element in committed.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let (low, high) = self.consumer.fetch_watermarks(topic, partition, LAG_TIMEOUT)?;
+            let position = match element.offset() {
+                Offset::Offset(offset) => offset.max(low),
+                _ => low,
+            };
+            lags.push((topic.to_owned(), partition, (high - position).max(0)));
+        }
+        Ok(lags)
+    }
+
+    /// Sets the gauges; forgets partitions no longer assigned. Answers the
+    /// partitions reported.
+    fn publish_lag(
+        &self,
+        lags: Vec<(String, i32, i64)>,
+        previously: &[(String, i32)],
+    ) -> Vec<(String, i32)> {
+        let metrics = &self.metrics;
+        let mut backlog: Vec<(&str, i64)> = self
+            .topics
+            .iter()
+            .filter_map(|topic| self.tier_prefix.as_deref().and_then(|p| topic.strip_prefix(p)))
+            .map(|tier| (tier, 0))
+            .collect();
+        let mut reported = Vec::with_capacity(lags.len());
+        for (topic, partition, lag) in lags {
+            let labels = [self.group.as_str(), topic.as_str(), &partition.to_string()];
+            metrics.consumer_lag.with_label_values(&labels).set(lag);
+            let tier = self.tier_prefix.as_deref().and_then(|p| topic.strip_prefix(p));
+            if let Some(entry) = backlog.iter_mut().find(|(t, _)| Some(*t) == tier) {
+                entry.1 += lag;
+            }
+            reported.push((topic, partition));
+        }
+        for (topic, partition) in previously.iter().filter(|p| !reported.contains(p)) {
+            let labels = [self.group.as_str(), topic.as_str(), &partition.to_string()];
+            let _ = metrics.consumer_lag.remove_label_values(&labels);
+        }
+        for (tier, waiting) in backlog {
+            metrics.retry_backlog.with_label_values(&[tier]).set(waiting);
+        }
+        reported
     }
 
     fn commit(&self, ticket: &Ticket) {

@@ -10,6 +10,7 @@ use chrono::Utc;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::cache::{SubscriptionCache, Target};
 use super::consume::{Handler, Job};
@@ -22,7 +23,9 @@ use crate::domain::SubscriptionStatus;
 use crate::kafka::delivery::{DeadReason, Delivery};
 use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
+use crate::metrics::{InFlight, Metrics};
 use crate::store::Store;
+use crate::trace::TraceHeaders;
 
 pub struct Deliver {
     pub cache: Arc<SubscriptionCache>,
@@ -34,6 +37,7 @@ pub struct Deliver {
     pub dead_letters: DeadLetters,
     /// Cancelled at shutdown: work that has not started is handed on.
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
 }
 
 /// How a job ended before its attempt.
@@ -114,18 +118,44 @@ impl Deliver {
                 Ok(pass) => pass,
                 Err(why) => return self.interrupted(&delivery, why, ordered).await,
             };
+            if pass.rate_limited {
+                self.metrics.deliveries.rate_limited.inc();
+            }
             let Some(_active) = lease.activate() else { return false };
             let attempt = delivery.attempt;
+            let span = tracing::info_span!("deliver", otel.kind = "client", subscription_id = %delivery.subscription_id,
+                event_id = %delivery.event.id, event_type = %delivery.event.event_type, attempt,
+                http.response.status_code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+            TraceHeaders::adopt(delivery.trace.as_ref(), &span);
+            let in_flight = InFlight::enter(&self.metrics.in_flight);
             let started = std::time::Instant::now();
-            let result = self.webhooks.attempt(&delivery.event, &target, attempt).await;
-            gate.record(result.is_ok(), started.elapsed());
+            let result = self
+                .webhooks
+                .attempt(&delivery.event, &target, attempt)
+                .instrument(span.clone())
+                .await;
+            let took = started.elapsed();
+            drop(in_flight);
+            self.metrics.attempt_duration.observe(took.as_secs_f64());
+            gate.record(result.is_ok(), took);
             drop(pass);
             let now_ms = Utc::now().timestamp_millis();
             delivery.first_attempt_ms.get_or_insert(now_ms);
             let error = match result {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.metrics.deliveries.success.inc();
+                    // A producer's clock ahead of ours counts as no lag.
+                    let lag = (Utc::now() - delivery.event.time).to_std().unwrap_or_default();
+                    self.metrics.delivery_lag.observe(lag.as_secs_f64());
+                    return true;
+                }
                 Err(error) => error,
             };
+            self.metrics.deliveries.failed.inc();
+            span.record("otel.status_code", "ERROR");
+            if let Some(status) = error.status() {
+                span.record("http.response.status_code", status);
+            }
             delivery.attempt += 1;
             delivery.last_status = error.status();
             delivery.last_error = Some(error.to_string());
@@ -195,7 +225,11 @@ impl Deliver {
     async fn retry_later(&self, delivery: &mut Delivery, delay: Duration) -> bool {
         delivery.due_ms = Some(Utc::now().timestamp_millis() + delay.as_millis() as i64);
         let topic = self.policy.tier_topic(delay);
-        self.dead_letters.hand_on(&topic, delivery).await
+        let handed = self.dead_letters.hand_on(&topic, delivery).await;
+        if handed {
+            self.metrics.deliveries.retried.inc();
+        }
+        handed
     }
 
     async fn dead(
@@ -204,7 +238,11 @@ impl Deliver {
         reason: DeadReason,
         last_attempt_ms: Option<i64>,
     ) -> bool {
-        self.dead_letters.delivery(delivery, reason, last_attempt_ms).await
+        let sent = self.dead_letters.delivery(delivery, reason, last_attempt_ms).await;
+        if sent {
+            self.metrics.deliveries.dead_lettered.inc();
+        }
+        sent
     }
 
     /// 410 Gone: the receiver asks us to stop.

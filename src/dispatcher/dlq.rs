@@ -1,6 +1,7 @@
 //! The dead-letter topic: deliveries that will not succeed, and records that
 //! cannot be understood, with headers that say why.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::delivery::{DeadReason, Delivery};
 use crate::kafka::Producer;
+use crate::metrics::Metrics;
 
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -20,6 +22,7 @@ pub struct DeadLetters {
     pub topic: String,
     /// Cancelled when shutdown gives up on handing work on.
     pub abort: CancellationToken,
+    pub metrics: Arc<Metrics>,
 }
 
 impl DeadLetters {
@@ -32,7 +35,14 @@ impl DeadLetters {
     ) -> bool {
         tracing::info!(subscription_id = %delivery.subscription_id, event_id = %delivery.event.id, reason = reason.as_str(), "delivery dead-lettered");
         let headers = delivery.dead_letter_headers(reason, last_attempt_ms);
-        self.send(delivery.key(), headers, delivery.payload()).await
+        self.counted(reason, self.send(delivery.key(), headers, delivery.payload()).await)
+    }
+
+    fn counted(&self, reason: DeadReason, sent: bool) -> bool {
+        if sent {
+            self.metrics.dead_letter(reason);
+        }
+        sent
     }
 
     /// Dead-letters a record that could not be read, as it was.
@@ -61,8 +71,10 @@ impl DeadLetters {
         ] {
             headers = headers.insert(Header { key, value: Some(value) });
         }
-        self.send(message.key().unwrap_or_default(), headers, message.payload().unwrap_or_default())
-            .await
+        let sent = self
+            .send(message.key().unwrap_or_default(), headers, message.payload().unwrap_or_default())
+            .await;
+        self.counted(DeadReason::Poison, sent)
     }
 
     /// Puts a delivery on `topic` (a retry tier, the deliveries topic);
@@ -87,7 +99,8 @@ impl DeadLetters {
                     key: "hookgate_refused_by_kafka",
                     value: Some(error.to_string().as_str()),
                 });
-                self.send(delivery.key(), headers, &[]).await
+                let sent = self.send(delivery.key(), headers, &[]).await;
+                self.counted(DeadReason::Refused, sent)
             }
         }
     }

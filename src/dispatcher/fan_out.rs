@@ -16,6 +16,7 @@ use super::offsets::Ticket;
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::{self, RecordPosition};
 use crate::kafka::Producer;
+use crate::trace::TraceHeaders;
 
 pub struct FanOut {
     pub cache: Arc<SubscriptionCache>,
@@ -49,14 +50,21 @@ impl Handler for FanOut {
         if targets.is_empty() {
             return None;
         }
+        // A child of the publisher's span (a new trace when the record has
+        // none); every delivery record carries it on to its attempts.
+        let span = tracing::info_span!("fan-out", otel.kind = "consumer", event_id = %event.id,
+            event_type = %event.event_type, subscriptions = targets.len());
+        TraceHeaders::adopt(TraceHeaders::from_record(message.headers()).as_ref(), &span);
+        let trace = TraceHeaders::of(&span);
         let mut queued = Vec::with_capacity(targets.len());
         for target in &targets {
             let subscription = &target.subscription;
-            let delivery = Delivery::new(
+            let mut delivery = Delivery::new(
                 event.clone(),
                 subscription.id.clone(),
                 subscription.tenant_id.clone(),
             );
+            delivery.trace = trace.clone();
             let acknowledgement = self
                 .producer
                 .enqueue(

@@ -59,6 +59,8 @@ pub struct Gate {
 /// Admission to send one request; dropping it frees the in-flight slot.
 pub struct Pass {
     _permit: Option<OwnedSemaphorePermit>,
+    /// The rate limit made this request wait.
+    pub rate_limited: bool,
 }
 
 /// A place in a key's lane: `wait` until the job ahead is done; dropping the
@@ -120,10 +122,15 @@ impl Gate {
         // Counted down however the wait ends, also when it is dropped.
         let _waiting = scopeguard(&self.waiting);
         let permit = Arc::clone(&self.in_flight).acquire_owned().await.ok();
+        let mut rate_limited = false;
         if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
+            // A passing check takes its cell; only a refused one waits.
+            if limiter.check().is_err() {
+                rate_limited = true;
+                limiter.until_ready().await;
+            }
         }
-        Pass { _permit: permit }
+        Pass { _permit: permit, rate_limited }
     }
 
     /// Notes how the last attempt went.

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DispatcherConfig, Topics};
 use crate::kafka::{KafkaConfig, Producer};
+use crate::metrics::Metrics;
 use crate::store::{AttemptLog, Store};
 use cache::SubscriptionCache;
 use consume::{Stage, StageOptions};
@@ -62,6 +63,7 @@ pub async fn run(
     producer: Producer,
     topics: &Topics,
     config: &DispatcherConfig,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let cache = Arc::new(SubscriptionCache::new(Arc::clone(&store)));
@@ -70,8 +72,12 @@ pub async fn run(
     let (log, log_writer) = AttemptLog::spawn(Arc::clone(&store));
     // Cancelled once the drain deadline passed: stop trying to hand work on.
     let abort = CancellationToken::new();
-    let dead_letters =
-        DeadLetters { producer: producer.clone(), topic: topics.dlq.clone(), abort: abort.clone() };
+    let dead_letters = DeadLetters {
+        producer: producer.clone(),
+        topic: topics.dlq.clone(),
+        abort: abort.clone(),
+        metrics: Arc::clone(&metrics),
+    };
     // A request under way ends within the timeout; then its outcome is written.
     let drain = config.request_timeout + Duration::from_secs(10);
 
@@ -84,6 +90,8 @@ pub async fn run(
             max_in_flight: FAN_OUT_IN_FLIGHT,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
+            metrics: Arc::clone(&metrics),
+            tier_prefix: None,
         },
         Arc::new(FanOut {
             cache: Arc::clone(&cache),
@@ -103,6 +111,8 @@ pub async fn run(
             // two dispatchers never send for one subscription at once.
             revoke_wait: config.request_timeout + Duration::from_secs(1),
             drain_deadline: drain,
+            metrics: Arc::clone(&metrics),
+            tier_prefix: None,
         },
         Arc::new(Deliver {
             cache: Arc::clone(&cache),
@@ -122,6 +132,7 @@ pub async fn run(
             },
             dead_letters: dead_letters.clone(),
             shutdown: shutdown.clone(),
+            metrics: Arc::clone(&metrics),
         }),
     )?;
     let tier_topics: Vec<String> =
@@ -135,6 +146,8 @@ pub async fn run(
             max_in_flight: RETRIES_IN_FLIGHT,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
+            metrics,
+            tier_prefix: Some(&topics.retry_prefix),
         },
         Arc::new(DelayLine {
             producer,

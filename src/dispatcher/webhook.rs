@@ -13,6 +13,7 @@ use super::cache::Target;
 use super::ssrf::{self, ForbiddenDestination, GuardedResolver};
 use crate::domain::{Attempt, AttemptId, Event, Outcome};
 use crate::store::AttemptLog;
+use crate::trace::TraceHeaders;
 
 const USER_AGENT_VALUE: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
 
@@ -180,6 +181,13 @@ impl Webhooks {
             .header("webhook-id", webhook_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", target.sign(webhook_id, timestamp, body, Utc::now()));
+        // The attempt span's context: the receiver's trace continues the publisher's.
+        if let Some(trace) = TraceHeaders::current() {
+            request = request.header(crate::trace::TRACEPARENT, trace.traceparent);
+            if let Some(state) = trace.tracestate {
+                request = request.header(crate::trace::TRACESTATE, state);
+            }
+        }
         for (name, value) in &target.headers {
             request = request.header(name, value);
         }

@@ -8,6 +8,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use super::envelope::{self, Poison, RecordPosition};
 use crate::domain::{Event, SubscriptionId, TenantId};
+use crate::trace::TraceHeaders;
 
 const SUBSCRIPTION: &str = "hookgate_subscription";
 const TENANT: &str = "hookgate_tenant";
@@ -73,6 +74,8 @@ pub struct Delivery {
     pub due_ms: Option<i64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// The fan-out span's context: each attempt's span is its child.
+    pub trace: Option<TraceHeaders>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,7 @@ impl Delivery {
             due_ms: None,
             last_status: None,
             last_error: None,
+            trace: None,
         }
     }
 
@@ -125,7 +129,10 @@ impl Delivery {
                 headers = headers.insert(text(name, &value));
             }
         }
-        headers
+        match &self.trace {
+            Some(trace) => trace.write(headers),
+            None => headers,
+        }
     }
 
     /// The headers of a dead letter: the delivery's own, and why it died.
@@ -200,6 +207,7 @@ impl Delivery {
             due_ms: number(6),
             last_status: number(7).and_then(|n| u16::try_from(n).ok()),
             last_error: string(8).map(str::to_owned),
+            trace: TraceHeaders::from_record(headers),
         })
     }
 }
@@ -231,6 +239,10 @@ mod tests {
         delivery.due_ms = Some(1_700_000_005_000);
         delivery.last_status = Some(503);
         delivery.last_error = Some("the endpoint answered 503".into());
+        delivery.trace = Some(TraceHeaders {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: None,
+        });
         let position = RecordPosition { topic: "d", partition: 0, offset: 1, timestamp_ms: None };
         let decoded =
             Delivery::decode(Some(&delivery.headers()), Some(delivery.payload()), &position)
@@ -245,6 +257,7 @@ mod tests {
         assert_eq!(decoded.due_ms, delivery.due_ms);
         assert_eq!(decoded.last_status, Some(503));
         assert_eq!(decoded.last_error, delivery.last_error);
+        assert_eq!(decoded.trace, delivery.trace);
     }
 
     #[test]

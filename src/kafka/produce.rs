@@ -12,6 +12,7 @@ use rdkafka::util::Timeout;
 use super::envelope::encode_headers;
 use super::{Error, KafkaConfig};
 use crate::domain::Event;
+use crate::trace::TraceHeaders;
 
 /// How long a record may wait for the broker before the send fails; bounds
 /// how long a publish request can hang while the broker is away.
@@ -48,10 +49,14 @@ impl Producer {
         Ok(Self { inner })
     }
 
-    /// Writes the event to `topic` in CloudEvents binary mode.
+    /// Writes the event to `topic` in CloudEvents binary mode, with the
+    /// current span's trace context (`traceparent`).
     pub async fn publish(&self, topic: &str, event: &Event) -> Result<(), KafkaError> {
-        self.send(topic, event.key.as_deref(), encode_headers(event), event.data.get().as_bytes())
-            .await
+        let mut headers = encode_headers(event);
+        if let Some(trace) = TraceHeaders::current() {
+            headers = trace.write(headers);
+        }
+        self.send(topic, event.key.as_deref(), headers, event.data.get().as_bytes()).await
     }
 
     /// Sends one record and waits for the broker's acknowledgement.

@@ -80,6 +80,16 @@ fn bad_configuration_exits_2_with_one_line() {
         "soon",
     );
     assert_config_error(&["listen", "--secret", "whsec_!!"], "--secret");
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["dispatcher", "--database-url", "postgres://x/y", "--kafka-brokers", "k:9092"])
+        .env_clear()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+        .output()
+        .expect("run hookgate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a bad OTLP endpoint: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{stderr}");
 }
 
 #[test]

@@ -1,0 +1,224 @@
+//! Prometheus metrics, served as text at `GET /metrics` by every role.
+//!
+//! One `Metrics` per process (no global registry: tests run several apps in
+//! one process). The delivery path only touches handles made here at start
+//! (atomic counters, gauges and lock-free histograms), never a label lookup.
+//! No label carries a URL, an id, a tenant or another unbounded value.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::kafka::delivery::DeadReason;
+
+/// Attempt latency: from a fast local receiver to the default 15 s timeout.
+const ATTEMPT_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0];
+/// Publish → delivery: milliseconds when healthy, hours through the retry tiers.
+const LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0, 7200.0, 18000.0, 36000.0, 86400.0,
+];
+
+const DEAD_REASONS: [DeadReason; 9] = [
+    DeadReason::Exhausted,
+    DeadReason::Expired,
+    DeadReason::NotRetryable,
+    DeadReason::Gone,
+    DeadReason::Forbidden,
+    DeadReason::Poison,
+    DeadReason::Paused,
+    DeadReason::Disabled,
+    DeadReason::Refused,
+];
+
+/// `hookgate_deliveries_total` by outcome.
+pub struct Outcomes {
+    pub success: IntCounter,
+    /// An attempt that failed (whatever came next).
+    pub failed: IntCounter,
+    /// Handed to a retry tier.
+    pub retried: IntCounter,
+    pub dead_lettered: IntCounter,
+    /// Held back by the subscription's rate limit.
+    pub rate_limited: IntCounter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub deliveries: Outcomes,
+    /// One observation per HTTP attempt.
+    pub attempt_duration: Histogram,
+    /// Event time → successful delivery.
+    pub delivery_lag: Histogram,
+    /// Webhook requests under way.
+    pub in_flight: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub retry_backlog: IntGaugeVec,
+    dead_letters: IntCounterVec,
+    publish_requests: IntCounterVec,
+    pub published_events: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let deliveries = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("hookgate_deliveries_total", "Delivery outcomes"),
+                &["outcome"],
+            ),
+        );
+        let outcome = |name: &str| deliveries.with_label_values(&[name]);
+        let dead_letters = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookgate_dead_letters_total",
+                    "Records written to the dead-letter topic, by reason",
+                ),
+                &["reason"],
+            ),
+        );
+        for reason in DEAD_REASONS {
+            dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        let metrics = Self {
+            deliveries: Outcomes {
+                success: outcome("success"),
+                failed: outcome("failed"),
+                retried: outcome("retried"),
+                dead_lettered: outcome("dead_lettered"),
+                rate_limited: outcome("rate_limited"),
+            },
+            attempt_duration: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hookgate_delivery_attempt_duration_seconds",
+                        "Duration of webhook attempts",
+                    )
+                    .buckets(ATTEMPT_BUCKETS.to_vec()),
+                ),
+            ),
+            delivery_lag: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hookgate_delivery_lag_seconds",
+                        "Time from an event's publication to its successful delivery",
+                    )
+                    .buckets(LAG_BUCKETS.to_vec()),
+                ),
+            ),
+            in_flight: register(
+                &registry,
+                IntGauge::new("hookgate_deliveries_in_flight", "Webhook requests under way"),
+            ),
+            consumer_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hookgate_consumer_lag",
+                        "Records not yet committed per assigned partition",
+                    ),
+                    &["group", "topic", "partition"],
+                ),
+            ),
+            retry_backlog: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hookgate_retry_backlog",
+                        "Deliveries waiting in a retry tier (partitions this process owns)",
+                    ),
+                    &["tier"],
+                ),
+            ),
+            dead_letters,
+            publish_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hookgate_publish_requests_total",
+                        "Publish requests (POST /v1/events and /v1/events/batch) by status",
+                    ),
+                    &["status"],
+                ),
+            ),
+            published_events: register(
+                &registry,
+                IntCounter::new("hookgate_published_events_total", "Events written to Kafka"),
+            ),
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(error) = metrics.registry.register(Box::new(process)) {
+                tracing::warn!(%error, "process metrics unavailable");
+            }
+        }
+        Arc::new(metrics)
+    }
+
+    pub fn dead_letter(&self, reason: DeadReason) {
+        self.dead_letters.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Publish requests are not the delivery hot path: a label lookup is fine.
+    pub fn publish_request(&self, status: u16) {
+        self.publish_requests.with_label_values(&[status.to_string().as_str()]).inc();
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            tracing::warn!(%error, "metrics encoding failed");
+        }
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+/// Registers a metric made from constant, valid options.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    // Names and labels are constants above: failing here is a bug caught by
+    // every test that starts the app.
+    #[allow(clippy::expect_used)]
+    let metric = metric.expect("valid metric options");
+    #[allow(clippy::expect_used)]
+    registry.register(Box::new(metric.clone())).expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    /// The answer to `GET /metrics`.
+    pub fn response(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        ([(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], self.render()).into_response()
+    }
+}
+
+/// Counts a webhook request under way until dropped.
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,50 @@
+//! The dispatcher's HTTP endpoint (it serves no API): `GET /healthz` (live),
+//! `GET /readyz` (the database and Kafka answer) and `GET /metrics`, for
+//! probes and scraping.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::health::{self, Health};
+use crate::api::problem::ApiError;
+use crate::kafka::Producer;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct Ops {
+    pub store: Arc<dyn Store>,
+    pub producer: Producer,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(ops: Ops) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .with_state(ops)
+}
+
+async fn readyz(State(ops): State<Ops>) -> Result<axum::Json<Health>, ApiError> {
+    health::check_ready(ops.store.as_ref(), &ops.producer).await
+}
+
+async fn metrics(State(ops): State<Ops>) -> axum::response::Response {
+    ops.metrics.response()
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    ops: Ops,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ops)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
