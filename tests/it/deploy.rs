@@ -377,9 +377,90 @@ async fn the_chart_s_settings_start_every_role_and_its_probes_answer() {
             assert!(child.0.try_wait().expect("child status").is_none(), "{name} exited");
         }
     }
+
+    // What the ServiceMonitor scrapes, once an event was published, has every
+    // series the dashboard queries.
+    let api_port = running[0].2;
+    let token = environment(
+        &docs,
+        workloads(&docs).iter().find(|w| w.name == "hookgate-api").expect("api").container,
+    )["HOOKGATE_ADMIN_TOKEN"]
+        .clone()
+        .expect("the chart's admin token");
+    let published = client
+        .post(format!("http://127.0.0.1:{api_port}/v1/events"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"type": "deploy.checked", "data": {}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(
+        published.status(),
+        reqwest::StatusCode::ACCEPTED,
+        "publishing with the chart's admin token"
+    );
+    let monitor = render(&[], &[("serviceMonitor.enabled", "true")]);
+    let scraped = find(&monitor, "ServiceMonitor", "hookgate")["spec"]["endpoints"][0].clone();
+    let path = str_at(&scraped, &["path"]).expect("scrape path").to_owned();
+    let wanted = dashboard_series();
+    let ports: Vec<u16> = running.iter().map(|r| r.2).collect();
+    eventually("every series of the dashboard on /metrics", Duration::from_secs(60), || {
+        let requests: Vec<_> = ports
+            .iter()
+            .map(|port| client.get(format!("http://127.0.0.1:{port}{path}")).send())
+            .collect();
+        let wanted = wanted.clone();
+        async move {
+            let mut text = String::new();
+            for request in requests {
+                text += &request.await.ok()?.text().await.ok()?;
+            }
+            let exported: std::collections::BTreeSet<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split(['{', ' ']).next())
+                .collect();
+            wanted.iter().all(|name| exported.contains(name.as_str())).then_some(())
+        }
+    })
+    .await;
     drop(running);
     harness::kafka::delete_topics(&brokers, &format!("{prefix}.")).await;
     db.drop_db().await;
+}
+
+/// The series names the Grafana dashboard's queries read.
+fn dashboard_series() -> Vec<String> {
+    let path = Path::new(ROOT).join("helm/hookgate/dashboards/hookgate.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    let mut stack = vec![&dashboard];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                    exprs.push(expr.clone());
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    let mut names: Vec<String> = exprs
+        .iter()
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("hookgate_") || w.starts_with("process_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "the dashboard queries {names:?}");
+    names
 }
 
 /// A Dockerfile instruction's arguments, continuation lines joined.
