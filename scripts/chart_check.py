@@ -313,9 +313,13 @@ def check_dispatcher_scaling(docs, partitions, group="hookgate-dispatcher"):
             assert meta.get(key), f"trigger {t.get('name')} lacks {key}"
         assert int(meta["lagThreshold"]) > 0
         assert meta["allowIdleConsumers"] == "false", "idle consumers would scale past the partitions"
+        if meta.get("limitToPartitionsWithLag") == "true":
+            assert meta.get("topic"), "KEDA refuses limitToPartitionsWithLag without a topic"
         groups[meta["consumerGroup"]] = meta.get("topic")
     # The deliver and fan-out stages; never the retry stage, whose lag is waiting by design.
     assert groups.get(f"{group}.deliveries") == "hookgate.deliveries", groups
+    deliver = next(t for t in spec["triggers"] if t["metadata"]["consumerGroup"] == f"{group}.deliveries")
+    assert deliver["metadata"].get("limitToPartitionsWithLag") == "true", "deliver trigger may scale past the lagging partitions"
     assert group in groups and f"{group}.retries" not in groups, groups
     for auth in by_kind(docs, "TriggerAuthentication"):
         params = {r["parameter"] for r in auth["spec"].get("secretTargetRef", [])}
@@ -376,6 +380,29 @@ def check_config_role_split(docs):
         names = [e["name"] for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])]
         has_token = "HOOKGATE_ADMIN_TOKEN" in names
         assert has_token == d["metadata"]["name"].endswith("-api"), f"{d['metadata']['name']}: admin token {has_token}"
+
+
+def undocumented(node, path, readme):
+    """Paths under `path` that README.md names nowhere: a value is named by its
+    full path, or, in the tables the api and dispatcher roles share, by its
+    path inside the role. A map named as a whole (`resources`) counts."""
+    names = {".".join(path)}
+    if len(path) > 1 and path[0] in ("api", "dispatcher"):
+        names.add(".".join(path[1:]))
+    # A top-level section (`kafka`) is no documentation of what it holds.
+    whole = len(path) > 1 or path in (("podSecurityContext",), ("securityContext",))
+    is_map = isinstance(node, dict) and node
+    if path and (whole or not is_map) and any(f"`{name}`" in readme for name in names):
+        return []
+    if is_map:
+        return [m for key, value in node.items() for m in undocumented(value, (*path, key), readme)]
+    return [".".join(path)]
+
+
+def check_values_documented():
+    readme = (CHART / "README.md").read_text()
+    missing = undocumented(yaml.safe_load((CHART / "values.yaml").read_text()), (), readme)
+    assert not missing, f"values not in helm/hookgate/README.md: {missing}"
 
 
 def expect_refusal(values, mentions):
@@ -463,6 +490,7 @@ def main():
           {"kafka": {"sasl": {"enabled": True}}}, "kafkaSaslPassword")
     check("refuses an unknown log format", expect_refusal, {"logging": {"format": "xml"}}, "logging.format")
     check("dashboard uses only exported metrics, and all of them", check_dashboard)
+    check("every value is documented in the chart's README", check_values_documented)
 
     status = "ok" if failed == 0 else "FAILED"
     print(f"test result: {status}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out")
