@@ -349,10 +349,15 @@ async fn the_chart_s_settings_start_every_role_and_its_probes_answer() {
 
     let job =
         workloads(&docs).into_iter().find(|w| w.name == "hookgate-migrate").expect("migration Job");
-    let status = command_for(&role(job.container), &environment(&docs, job.container))
-        .status()
+    let migrated = command_for(&role(job.container), &environment(&docs, job.container))
+        .stderr(Stdio::piped())
+        .output()
         .expect("run the migration Job's command");
-    assert!(status.success(), "the migration Job's command fails: {status}");
+    assert!(
+        migrated.status.success(),
+        "the migration Job's command fails: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
 
     let mut running = Vec::new();
     for name in ["hookgate-api", "hookgate-dispatcher"] {
