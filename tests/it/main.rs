@@ -9,6 +9,7 @@ mod backpressure;
 mod cli;
 mod dead_letters;
 mod delivery;
+mod deploy;
 mod dev_mode;
 mod dispatch;
 mod logs;
