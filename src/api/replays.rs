@@ -179,8 +179,16 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, headers, axum::Json(ReplayOut::from(replay))).into_response())
 }
 
-fn parse_id(id: &str) -> Result<ReplayId, ApiError> {
-    ReplayId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no replay {id}")))
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no replay {id}"))
+}
+
+/// The replay the store answered, or 404 (also for another tenant's).
+fn answer(
+    found: crate::store::Result<Option<Replay>>,
+    id: &str,
+) -> Result<axum::Json<ReplayOut>, ApiError> {
+    found.map_err(ApiError::store)?.map(|r| axum::Json(r.into())).ok_or_else(|| not_found(id))
 }
 
 #[utoipa::path(get, path = "/v1/replays/{id}", tag = "dead-letters", operation_id = "get_replay",
@@ -196,14 +204,8 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ReplayOut>, ApiError> {
-    let replay_id = parse_id(&id)?;
-    state
-        .store
-        .get_replay(caller.scope(), &replay_id)
-        .await
-        .map_err(ApiError::store)?
-        .map(|r| axum::Json(r.into()))
-        .ok_or_else(|| ApiError::NotFound(format!("no replay {id}")))
+    let replay_id = ReplayId::parse(&id).ok_or_else(|| not_found(&id))?;
+    answer(state.store.get_replay(caller.scope(), &replay_id).await, &id)
 }
 
 #[utoipa::path(post, path = "/v1/replays/{id}/cancel", tag = "dead-letters", operation_id = "cancel_replay",
@@ -219,12 +221,6 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ReplayOut>, ApiError> {
-    let replay_id = parse_id(&id)?;
-    state
-        .store
-        .cancel_replay(caller.scope(), &replay_id, super::now())
-        .await
-        .map_err(ApiError::store)?
-        .map(|r| axum::Json(r.into()))
-        .ok_or_else(|| ApiError::NotFound(format!("no replay {id}")))
+    let replay_id = ReplayId::parse(&id).ok_or_else(|| not_found(&id))?;
+    answer(state.store.cancel_replay(caller.scope(), &replay_id, super::now()).await, &id)
 }
