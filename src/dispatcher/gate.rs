@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +23,14 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 /// Deliveries of one subscription that may wait for its gate before a
 /// struggling subscription's backlog is parked in a retry tier.
 const MAX_WAITING: usize = 512;
-/// An attempt this slow marks the endpoint as struggling.
+/// An attempt this slow counts against the endpoint.
 const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
+/// Each attempt's weight in the share of bad (failed or slow) attempts, in
+/// thousandths: about the last 10 attempts count. One slow answer from a
+/// loaded but healthy endpoint must not park its whole backlog.
+const BAD_WEIGHT: u32 = 100;
+/// The share of bad attempts (thousandths) from which an endpoint struggles.
+const STRUGGLING_FROM: u32 = 500;
 /// The longest a rate limit may hold a subscription's backlog in memory.
 const MAX_GATE_WAIT: Duration = Duration::from_secs(10);
 
@@ -51,7 +57,9 @@ pub struct Gate {
     limiter: Option<DefaultDirectRateLimiter>,
     in_flight: Arc<Semaphore>,
     waiting: AtomicUsize,
-    struggling: AtomicBool,
+    /// Recent attempts' share that failed or were slow, in thousandths
+    /// (an exponentially weighted average).
+    bad_share: AtomicU32,
     /// The last job queued per key: the next one waits for it.
     lanes: Mutex<HashMap<Vec<u8>, oneshot::Receiver<()>>>,
 }
@@ -111,7 +119,7 @@ impl Gate {
             limiter,
             in_flight,
             waiting: AtomicUsize::new(0),
-            struggling: AtomicBool::new(false),
+            bad_share: AtomicU32::new(0),
             lanes: Mutex::default(),
         }
     }
@@ -135,7 +143,14 @@ impl Gate {
 
     /// Notes how the last attempt went.
     pub fn record(&self, succeeded: bool, took: Duration) {
-        self.struggling.store(!succeeded || took >= SLOW_ATTEMPT, Ordering::Relaxed);
+        let bad = if !succeeded || took >= SLOW_ATTEMPT { 1000 } else { 0 };
+        let _ = self.bad_share.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |share| {
+            Some((share * (1000 - BAD_WEIGHT) + bad * BAD_WEIGHT) / 1000)
+        });
+    }
+
+    fn is_struggling(&self) -> bool {
+        self.bad_share.load(Ordering::Relaxed) >= STRUGGLING_FROM
     }
 
     /// Whether this subscription's backlog should leave the dispatcher's
@@ -147,7 +162,7 @@ impl Gate {
         let rate_bound = self.rate_limit.is_some_and(|r| {
             waiting as f64 > f64::from(r.per_second) * MAX_GATE_WAIT.as_secs_f64()
         });
-        waiting >= MAX_WAITING && (self.struggling.load(Ordering::Relaxed) || rate_bound)
+        waiting >= MAX_WAITING && (self.is_struggling() || rate_bound)
     }
 
     /// Takes the next place in the lane of `key`; call in the order the
@@ -191,11 +206,20 @@ mod tests {
         let gate = Gate::new(None, None);
         gate.waiting.store(MAX_WAITING, Ordering::Relaxed);
         assert!(!gate.is_behind(), "a healthy endpoint works through its backlog");
-        gate.record(false, Duration::from_millis(5));
-        assert!(gate.is_behind(), "a failing endpoint's backlog is parked");
-        gate.record(true, Duration::from_millis(5));
-        assert!(!gate.is_behind());
         gate.record(true, SLOW_ATTEMPT);
+        gate.record(false, Duration::from_millis(5));
+        assert!(!gate.is_behind(), "a slow or failed attempt now and then is no trouble");
+        for _ in 0..8 {
+            gate.record(false, Duration::from_millis(5));
+        }
+        assert!(gate.is_behind(), "a failing endpoint's backlog is parked");
+        for _ in 0..8 {
+            gate.record(true, Duration::from_millis(5));
+        }
+        assert!(!gate.is_behind(), "recovered");
+        for _ in 0..8 {
+            gate.record(true, SLOW_ATTEMPT);
+        }
         assert!(gate.is_behind(), "a slow endpoint's backlog is parked");
 
         let limited = Gate::new(Some(RateLimit { per_second: 10, burst: 10 }), None);
