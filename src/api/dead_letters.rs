@@ -15,7 +15,7 @@ use super::pagination::{list_of, PageRequest};
 use super::problem::{ApiError, FieldError, Problem};
 use super::subscription_actions::AttemptOut;
 use super::{validate, AppState};
-use crate::dispatcher::replay::delivery_of;
+use crate::dispatcher::replay::{delivery_of, NotReplayable};
 use crate::domain::event::is_valid_event_type;
 use crate::domain::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, RecordHeader, SubscriptionId,
@@ -367,11 +367,10 @@ pub async fn replay(
     if subscription.is_none() {
         return Err(ApiError::Conflict {
             code: "not_replayable",
-            detail: format!("subscription {} is deleted", delivery.subscription_id),
+            detail: NotReplayable::SubscriptionDeleted(delivery.subscription_id).to_string(),
         });
-    }
-    // Sent before it is marked: a failure in between leaves it pending, to
-    // be replayed again (receivers deduplicate by `webhook-id`), never lost.
+    } // Sent before it is marked: a failure in between leaves it pending, to
+      // be replayed again (receivers deduplicate by `webhook-id`), never lost.
     state
         .producer
         .send(&state.deliveries_topic, Some(delivery.key()), delivery.headers(), delivery.payload())

@@ -41,6 +41,8 @@ pub enum NotReplayable {
     NoPayload,
     #[error("the record is not a delivery: {0}")]
     Invalid(String),
+    #[error("subscription {0} is deleted")]
+    SubscriptionDeleted(SubscriptionId),
 }
 
 /// The delivery a dead letter holds, made fresh for a replay.
@@ -225,6 +227,9 @@ impl ReplayRunner {
         limiter: Option<&DefaultDirectRateLimiter>,
     ) -> Option<BatchResult> {
         let mut queued = Vec::with_capacity(batch.len());
+        // Whether each subscription still exists: a deleted one's delivery
+        // would be dropped, so it counts as not replayable instead of done.
+        let mut live: HashMap<SubscriptionId, bool> = HashMap::new();
         for dead_letter in batch {
             let origin = ReplayOrigin {
                 dead_letter: dead_letter.record.id.as_str().to_owned(),
@@ -233,6 +238,12 @@ impl ReplayRunner {
                 url: job.url.clone(),
             };
             let delivery = match delivery_of(dead_letter, origin) {
+                Ok(delivery) if !self.exists(&mut live, &delivery.subscription_id).await => {
+                    Err(NotReplayable::SubscriptionDeleted(delivery.subscription_id))
+                }
+                other => other,
+            };
+            let delivery = match delivery {
                 Ok(delivery) => delivery,
                 Err(why) => {
                     tracing::info!(replay_id = %job.id, dead_letter_id = %dead_letter.record.id, %why, "dead letter not replayable");
@@ -288,6 +299,17 @@ impl ReplayRunner {
             }
         }
         Some(result)
+    }
+
+    /// Whether the subscription exists (asked once a batch); when the store
+    /// cannot tell, it is sent, and the deliver stage decides.
+    async fn exists(&self, live: &mut HashMap<SubscriptionId, bool>, id: &SubscriptionId) -> bool {
+        if let Some(known) = live.get(id) {
+            return *known;
+        }
+        let exists = !matches!(self.store.get_subscription(None, id).await, Ok(None));
+        live.insert(id.clone(), exists);
+        exists
     }
 
     /// Saves progress and extends the lease; false when the job is not ours

@@ -136,6 +136,24 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_with_the_same_webh
     let (_, gone) =
         get(&app, &format!("/v1/dead-letters?subscription_id={sub}&status=discarded")).await;
     assert_eq!(gone["data"][0]["id"], third);
+
+    // Its subscription deleted: nobody to send to, said as much.
+    app.publish(json!({"type": "order.created", "data": {"n": 9}})).await;
+    let listed = wait_for_dead_letters(&app, &format!("subscription_id={sub}"), 4).await;
+    let fourth = listed[3]["id"].as_str().expect("id");
+    let (status, _) =
+        app.call(Method::DELETE, &format!("/v1/subscriptions/{sub}"), ADMIN_TOKEN, None).await;
+    assert_eq!(status, 204);
+    let (status, problem) = post(&app, &format!("/v1/dead-letters/{fourth}/replay"), None).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("not_replayable")), "{problem}");
+    let (status, job) = post(&app, "/v1/replays", Some(json!({"subscription_id": sub}))).await;
+    assert_eq!(status, 202, "{job}");
+    let (replay, _) = wait_for_replay(&app, job["id"].as_str().expect("id")).await;
+    assert_eq!(
+        (replay["done"].as_u64(), replay["failed"].as_u64()),
+        (Some(0), Some(1)),
+        "{replay}"
+    );
     app.stop().await;
 }
 
