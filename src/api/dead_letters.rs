@@ -83,7 +83,10 @@ impl From<&DeadLetter> for DeadLetterOut {
             replay_of: r.replay_of.as_ref().map(|id| id.as_str().to_owned()),
             replay_id: d.replay_id.as_ref().map(|id| id.as_str().to_owned()),
             status_changed_at: d.status_changed_at,
-            replayable: delivery_of(d, ReplayOrigin::default()).is_ok(),
+            // From what the index read, so that lists need no payloads.
+            replayable: r.subscription_id.is_some()
+                && r.event_id.is_some()
+                && !matches!(r.reason.as_str(), "poison" | "refused_by_kafka"),
         }
     }
 }
@@ -287,12 +290,12 @@ pub async fn get(
 ) -> Result<axum::Json<DeadLetterDetail>, ApiError> {
     let dead_letter = visible(&state, &caller, &id).await?;
     let record = &dead_letter.record;
-    let attempt_log = match (&record.subscription_id, &record.event_id) {
-        (Some(subscription), Some(event_id)) => state
+    let attempt_log = match (&record.tenant_id, &record.subscription_id, &record.event_id) {
+        (Some(_), Some(subscription), Some(event_id)) => state
             .store
             .list_attempts(
                 &AttemptFilter {
-                    tenant: None,
+                    tenant: record.tenant_id.as_ref(),
                     subscription: Some(subscription),
                     event_id: Some(event_id),
                 },

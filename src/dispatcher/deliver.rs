@@ -152,7 +152,11 @@ impl Deliver {
             let took = started.elapsed();
             drop(in_flight);
             self.metrics.attempt_duration.observe(took.as_secs_f64());
-            gate.record(result.is_ok(), took);
+            // Another receiver's answers say nothing about the subscription's.
+            let redirected = delivery.replay.as_ref().is_some_and(|r| r.url.is_some());
+            if !redirected {
+                gate.record(result.is_ok(), took);
+            }
             drop(pass);
             let now_ms = Utc::now().timestamp_millis();
             delivery.first_attempt_ms.get_or_insert(now_ms);
@@ -175,7 +179,9 @@ impl Deliver {
             delivery.last_status = error.status();
             delivery.last_error = Some(error.to_string());
             if error.status() == Some(410) {
-                self.disable(&target).await;
+                if !redirected {
+                    self.disable(&target).await;
+                }
                 return self.dead(&delivery, DeadReason::Gone, Some(now_ms)).await;
             }
             if !error.is_retryable() {

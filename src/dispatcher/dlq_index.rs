@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::consume::{Handler, Job};
 use super::offsets::Ticket;
 use super::webhook::{storable, webhook_id, MAX_STORED_ID, MAX_STORED_TEXT};
-use crate::domain::{DeadLetterId, NewDeadLetter, RecordHeader, SubscriptionId, TenantId};
+use crate::domain::{DeadLetterId, NewDeadLetter, RecordHeader, TenantId};
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::{self, RecordPosition, TENANT_HEADER};
 use crate::store::Store;
@@ -31,19 +31,29 @@ pub struct DlqIndexer {
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
     writers: Semaphore,
+    /// Records older than this are not indexed: retention purged them, and
+    /// a group reading the topic from the start must not bring them back.
+    retention: chrono::Duration,
 }
 
 impl Handler for DlqIndexer {
     async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
         let entry = entry_of(&message);
+        if Utc::now()
+            .checked_sub_signed(self.retention)
+            .is_some_and(|cutoff| entry.dead_at < cutoff)
+        {
+            return None;
+        }
         let indexer = Arc::clone(self);
         Some(Box::pin(async move { indexer.insert(entry).await }))
     }
 }
 
 impl DlqIndexer {
-    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
-        Self { store, shutdown, writers: Semaphore::new(WRITERS) }
+    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken, retention: Duration) -> Self {
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        Self { store, shutdown, writers: Semaphore::new(WRITERS), retention }
     }
 
     /// Answers whether the record is done with: stored, or unstorable.
@@ -54,7 +64,7 @@ impl DlqIndexer {
                 Ok(_) => return true,
                 // Still on the topic; a record the database refuses must not
                 // stop the partition.
-                Err(error) if error.is_data_error() => {
+                Err(error) if error.is_refused_row() => {
                     tracing::error!(topic = %entry.dlq_topic, partition = entry.dlq_partition, offset = entry.dlq_offset, %error, "dead letter cannot be indexed; left on the topic only");
                     return true;
                 }
@@ -74,9 +84,11 @@ impl DlqIndexer {
 pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
     let position = RecordPosition::of(message);
     let pairs = message.headers().and_then(envelope::header_list).unwrap_or_default();
+    // The last one: `dlq::poison` appends its headers after the record's own.
     let find = |name: &str| {
         pairs
             .iter()
+            .rev()
             .find(|(key, _)| *key == name)
             .and_then(|(_, value)| *value)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -94,9 +106,12 @@ pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
             Some(d.event.event_type.clone()),
             d.replay.as_ref().and_then(|r| DeadLetterId::parse(&r.dead_letter)),
         ),
+        // Not a delivery: its headers are whatever a producer wrote. Only the
+        // tenant a tenant key published under is believed, and no
+        // subscription, so that a forged record shows nobody another's data.
         None => (
-            find("hookgate_tenant").or(find(TENANT_HEADER)).and_then(TenantId::parse),
-            find("hookgate_subscription").and_then(SubscriptionId::parse),
+            find(TENANT_HEADER).and_then(TenantId::parse),
+            None,
             find("ce_id").map(str::to_owned),
             find("ce_type").map(str::to_owned),
             None,

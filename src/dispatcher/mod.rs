@@ -180,7 +180,7 @@ pub async fn run(
             metrics,
             tier_prefix: None,
         },
-        Arc::new(DlqIndexer::new(Arc::clone(&store), shutdown.clone())),
+        Arc::new(DlqIndexer::new(Arc::clone(&store), shutdown.clone(), config.retention)),
     )?;
     let replays = tokio::spawn(
         ReplayRunner {

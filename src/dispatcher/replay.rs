@@ -25,8 +25,11 @@ use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
 use crate::store::Store;
 
-/// How long a claimed job stays this runner's without progress being saved.
-pub const LEASE: Duration = Duration::from_secs(10);
+/// How long a claimed job stays this runner's without progress being saved:
+/// well over one batch (a quarter second of the rate, or 200 records, plus
+/// Kafka's acknowledgement timeout), so that no second runner takes it over
+/// while the first is still sending.
+pub const LEASE: Duration = Duration::from_secs(30);
 /// How often an idle runner looks for a job.
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BATCH: u32 = 200;
@@ -86,10 +89,11 @@ pub fn replay_limiter(rate: NonZeroU32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota)
 }
 
-/// A job's limiter for one subscription, and when it was last used.
-type Limiters = HashMap<(String, SubscriptionId), (Arc<DefaultDirectRateLimiter>, Instant)>;
+/// A job's limiter for one receiver (its subscription, or the job's URL),
+/// and when it was last used.
+type Limiters = HashMap<(String, String), (Arc<DefaultDirectRateLimiter>, Instant)>;
 
-/// The delivery stage's limiters of replay jobs, per job and subscription.
+/// The delivery stage's limiters of replay jobs, per job and receiver.
 #[derive(Default)]
 pub struct ReplayLimits {
     limiters: Mutex<Limiters>,
@@ -103,13 +107,18 @@ impl ReplayLimits {
         let replay = delivery.replay.as_ref()?;
         let rate = NonZeroU32::new(replay.rate_per_second?)?;
         let job = replay.job.clone()?;
+        // One receiver for all of the job's subscriptions when it overrides the URL.
+        let receiver = match &replay.url {
+            Some(url) => url.clone(),
+            None => delivery.subscription_id.as_str().to_owned(),
+        };
         let now = Instant::now();
         let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         if limiters.len() >= 256 {
             limiters.retain(|_, (_, used)| now.duration_since(*used) < IDLE_LIMITER);
         }
         let entry = limiters
-            .entry((job, delivery.subscription_id.clone()))
+            .entry((job, receiver))
             .or_insert_with(|| (Arc::new(replay_limiter(rate)), now));
         entry.1 = now;
         Some(Arc::clone(&entry.0))

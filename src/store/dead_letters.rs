@@ -27,7 +27,7 @@ pub trait DeadLetterStore: Send + Sync {
     /// whether the row is new.
     async fn insert_dead_letter(&self, dead_letter: &NewDeadLetter) -> Result<bool>;
 
-    /// By id, filtered.
+    /// By id, filtered; without payloads.
     async fn list_dead_letters(
         &self,
         filter: &DeadLetterFilter,
@@ -113,6 +113,13 @@ pub(super) const DEAD_LETTER_COLUMNS: &str = "id, dlq_topic, dlq_partition, dlq_
      tenant_id, subscription_id, event_id, event_type, webhook_id, reason, error, last_status, \
      attempts, first_attempt_at, last_attempt_at, dead_at, replay_of, headers, payload, status, \
      replay_id, status_changed_at, created_at";
+
+/// The same, without the payload (NULL of its type): lists show no payload,
+/// and a page of large records must not be read whole.
+pub(super) const DEAD_LETTER_LIST_COLUMNS: &str = "id, dlq_topic, dlq_partition, dlq_offset, \
+     tenant_id, subscription_id, event_id, event_type, webhook_id, reason, error, last_status, \
+     attempts, first_attempt_at, last_attempt_at, dead_at, replay_of, headers, \
+     CASE WHEN 1 = 0 THEN payload END AS payload, status, replay_id, status_changed_at, created_at";
 
 pub(super) const REPLAY_COLUMNS: &str = "id, tenant_id, filter, upper_id, url, rate_per_second, \
      status, total, done, failed, skipped, cursor, created_at, updated_at, finished_at";
@@ -292,7 +299,7 @@ macro_rules! dead_letter_methods {
                 let sql = format!(
                     "SELECT {} FROM dead_letters WHERE {} AND ($7 IS NULL OR id > $7) \
                      ORDER BY id LIMIT $8",
-                    $crate::store::dead_letters::DEAD_LETTER_COLUMNS,
+                    $crate::store::dead_letters::DEAD_LETTER_LIST_COLUMNS,
                     $crate::store::dead_letters::FILTER
                 );
                 let query = sqlx::query_as(&sql);

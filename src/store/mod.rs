@@ -61,6 +61,18 @@ impl Error {
     pub fn is_data_error(&self) -> bool {
         matches!(self, Self::Query(sqlx::Error::Database(_)))
     }
+
+    /// The row itself is refused (a constraint, a value out of range), as
+    /// opposed to the database being busy, locked or failing over: only
+    /// then is writing it again pointless.
+    pub fn is_refused_row(&self) -> bool {
+        let Self::Query(sqlx::Error::Database(error)) = self else { return false };
+        if !matches!(error.kind(), sqlx::error::ErrorKind::Other) {
+            return true;
+        }
+        // PostgreSQL's data exceptions (class 22); SQLite's TOOBIG and MISMATCH.
+        error.code().is_some_and(|code| code.starts_with("22") || code == "18" || code == "20")
+    }
 }
 
 /// A subscription as it changed, for dispatcher caches.

@@ -460,3 +460,67 @@ async fn filters_are_validated_and_tenants_see_only_their_own_dead_letters() {
     assert_eq!(jobs_pending.len(), 2, "no dead letter came or went through bad requests");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_poison_record_shows_no_other_tenant_anything() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let app = TestApp::spawn("dl-forged").await;
+    let receiver = TestReceiver::start().await;
+    let (victim, victim_key) = app.tenant_with_key("victim").await;
+    let (attacker, attacker_key) = app.tenant_with_key("attacker").await;
+    let (status, sub) = app
+        .call(
+            Method::POST,
+            "/v1/subscriptions",
+            &victim_key,
+            Some(json!({"url": receiver.url, "event_types": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    let (status, event) = app
+        .call(Method::POST, "/v1/events", &victim_key, Some(json!({"type": "a.b", "data": {}})))
+        .await;
+    assert_eq!(status, 202);
+    receiver.wait_for(1, DEADLINE).await;
+    let sub_id = sub["id"].as_str().expect("id");
+    let event_id = event["id"].as_str().expect("id");
+    app.attempts_for(event_id, DEADLINE).await;
+
+    // Unreadable (no type), naming the victim's subscription, tenant and event.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &app.kafka.brokers)
+        .create()
+        .expect("plain producer");
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_id", value: Some(event_id) })
+        .insert(Header { key: "ce_tenantid", value: Some(attacker.as_str()) })
+        .insert(Header { key: "hookgate_subscription", value: Some(sub_id) })
+        .insert(Header { key: "hookgate_tenant", value: Some(victim.as_str()) })
+        .insert(Header { key: "hookgate_reason", value: Some("exhausted") });
+    producer
+        .send(
+            FutureRecord::to(&app.topics.publish).key("k").payload("{}").headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("forged record written");
+
+    let listed = eventually("the forged record indexed", DEADLINE, || async {
+        let (_, page) = app.call(Method::GET, "/v1/dead-letters", &attacker_key, None).await;
+        page["data"].as_array().filter(|d| !d.is_empty()).cloned()
+    })
+    .await;
+    let forged = &listed[0];
+    assert_eq!(forged["reason"], "poison", "hookgate's own reason wins: {forged}");
+    assert_eq!(forged["subscription_id"], Value::Null, "{forged}");
+    assert_eq!(forged["replayable"], false);
+    let path = format!("/v1/dead-letters/{}", forged["id"].as_str().expect("id"));
+    let (status, detail) = app.call(Method::GET, &path, &attacker_key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["attempt_log"], json!([]), "no attempt of the victim's shows: {detail}");
+    let (_, victims) = app.call(Method::GET, "/v1/dead-letters", &victim_key, None).await;
+    assert_eq!(victims["data"], json!([]), "nothing is put on the victim's account");
+    app.stop().await;
+}
