@@ -7,6 +7,8 @@
 //! claims one by lease, sends its pending dead letters in id order at the
 //! job's rate, and saves its cursor after each batch, so that a job survives
 //! the process that runs it: once the lease expires, any dispatcher resumes.
+//! After a minute a runner gives its job up to the one that waited longest,
+//! so that long, slow jobs do not keep the others waiting.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -30,6 +32,8 @@ use crate::store::Store;
 /// Kafka's acknowledgement timeout), so that no second runner takes it over
 /// while the first is still sending.
 pub const LEASE: Duration = Duration::from_secs(30);
+/// How long a runner works on one job before it lets the others have a turn.
+const TURN: Duration = Duration::from_secs(60);
 /// How often an idle runner looks for a job.
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BATCH: u32 = 200;
@@ -174,9 +178,16 @@ impl ReplayRunner {
         let limiter = job.rate_per_second.and_then(NonZeroU32::new).map(replay_limiter);
         let batch_size = job.rate_per_second.map_or(MAX_BATCH, |r| (r / 4).clamp(1, MAX_BATCH));
         let mut cursor = job.cursor.clone();
+        let started = Instant::now();
         loop {
-            if self.shutdown.is_cancelled() {
-                // The lease runs out and a dispatcher resumes from the cursor.
+            // Stopping, or this job's turn is over: any runner resumes it from
+            // the saved cursor (a killed runner's lease just runs out).
+            if self.shutdown.is_cancelled() || started.elapsed() >= TURN {
+                if let Err(error) =
+                    self.store.release_replay(&job.id, &self.owner, Utc::now()).await
+                {
+                    tracing::warn!(replay_id = %job.id, %error, "giving a replay job up failed; its lease runs out");
+                }
                 return;
             }
             let batch = match &job.upper_id {

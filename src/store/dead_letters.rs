@@ -69,7 +69,8 @@ pub trait DeadLetterStore: Send + Sync {
 
     async fn get_replay(&self, tenant: Option<&TenantId>, id: &ReplayId) -> Result<Option<Replay>>;
 
-    /// Takes the oldest running job whose lease is free or expired.
+    /// Takes the running job whose lease is free or expired that waited
+    /// longest (least recently updated).
     async fn claim_replay(
         &self,
         owner: &str,
@@ -92,6 +93,10 @@ pub trait DeadLetterStore: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool>;
+
+    /// Gives a running job's lease up, so that any runner may take it now;
+    /// it goes behind the jobs that waited longer.
+    async fn release_replay(&self, id: &ReplayId, owner: &str, now: DateTime<Utc>) -> Result<()>;
 
     /// Marks the job completed; what it did not find pending is `skipped`.
     async fn finish_replay(&self, id: &ReplayId, owner: &str, now: DateTime<Utc>) -> Result<bool>;
@@ -458,7 +463,7 @@ macro_rules! dead_letter_methods {
                 let sql = format!(
                     "UPDATE replays SET lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
                      WHERE id = (SELECT id FROM replays WHERE status = 'running' \
-                       AND (lease_expires_at IS NULL OR lease_expires_at < $3) ORDER BY id LIMIT 1) \
+                       AND (lease_expires_at IS NULL OR lease_expires_at < $3) ORDER BY updated_at, id LIMIT 1) \
                      AND status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
                      RETURNING {}",
                     $crate::store::dead_letters::REPLAY_COLUMNS
@@ -516,6 +521,24 @@ macro_rules! dead_letter_methods {
                 .await?;
                 tx.commit().await?;
                 Ok(result.rows_affected() == 1)
+            }
+
+            async fn release_replay(
+                &self,
+                id: &$crate::domain::ReplayId,
+                owner: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE replays SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+                     WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+                )
+                .bind(now)
+                .bind(id.as_str())
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn finish_replay(

@@ -495,13 +495,17 @@ async fn dead_letter_scenarios(store: Arc<dyn Store>) {
     let taken =
         store.claim_replay("b", later, later + chrono::Duration::seconds(10)).await.expect("claim");
     assert_eq!(taken.map(|r| r.id), Some(second.id.clone()));
+    // Given up, a job is anyone's at once.
+    store.release_replay(&second.id, "b", later).await.expect("release");
+    let again = store.claim_replay("c", later, later + chrono::Duration::seconds(10)).await;
+    assert_eq!(again.expect("claim").map(|r| r.id), Some(second.id.clone()));
     let cancelled = store.cancel_replay(Some(&elsewhere), &second.id, later).await.expect("cancel");
     assert!(cancelled.is_none(), "another tenant's job is not found");
     let cancelled =
         store.cancel_replay(None, &second.id, later).await.expect("cancel").expect("found");
     assert_eq!(cancelled.status, ReplayStatus::Cancelled);
     assert!(!store
-        .advance_replay(&second.id, "b", None, &[], 0, later, later)
+        .advance_replay(&second.id, "c", None, &[], 0, later, later)
         .await
         .expect("advance"));
 
