@@ -65,15 +65,8 @@ impl Handler for FanOut {
                 subscription.tenant_id.clone(),
             );
             delivery.trace = trace.clone();
-            let acknowledgement = self
-                .producer
-                .enqueue(
-                    &self.deliveries_topic,
-                    delivery.key(),
-                    delivery.headers(),
-                    delivery.payload(),
-                )
-                .await;
+            let acknowledgement =
+                self.producer.enqueue_delivery(&self.deliveries_topic, &delivery).await;
             queued.push((delivery, acknowledgement));
         }
         let fan_out = Arc::clone(self);

@@ -277,15 +277,8 @@ impl ReplayRunner {
                     _ = limiter.until_ready() => {}
                 }
             }
-            let acknowledgement = self
-                .producer
-                .enqueue(
-                    &self.deliveries_topic,
-                    delivery.key(),
-                    delivery.headers(),
-                    delivery.payload(),
-                )
-                .await;
+            let acknowledgement =
+                self.producer.enqueue_delivery(&self.deliveries_topic, &delivery).await;
             queued.push(Some(acknowledgement));
         }
         let outcomes = join_all(queued.into_iter().map(|queued| async move {

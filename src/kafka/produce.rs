@@ -9,6 +9,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer a
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
+use super::delivery::Delivery;
 use super::envelope::encode_headers;
 use super::{Error, KafkaConfig};
 use crate::domain::Event;
@@ -98,6 +99,15 @@ impl Producer {
                 Err((error, _)) => return Err(error),
             }
         }
+    }
+
+    /// Queues a delivery record (see `enqueue`).
+    pub async fn enqueue_delivery(
+        &self,
+        topic: &str,
+        delivery: &Delivery,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        self.enqueue(topic, delivery.key(), delivery.headers(), delivery.payload()).await
     }
 
     /// Asks the cluster for metadata; the readiness check.

@@ -253,6 +253,26 @@ macro_rules! bind_filter {
     };
 }
 
+/// `UPDATE dead_letters` moving the pending ones of `ids` to `status`.
+macro_rules! move_pending {
+    ($db:ty, $ids:expr, $status:expr, $replay:expr, $at:expr) => {{
+        let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE dead_letters SET status = ");
+        query
+            .push_bind($status.as_str())
+            .push(", replay_id = ")
+            .push_bind($replay.map(|r: &$crate::domain::ReplayId| r.as_str().to_owned()))
+            .push(", status_changed_at = ")
+            .push_bind($at)
+            .push(" WHERE status = 'pending' AND id IN (");
+        let mut list = query.separated(", ");
+        for id in $ids {
+            list.push_bind(id.as_str().to_owned());
+        }
+        query.push(")");
+        query
+    }};
+}
+
 macro_rules! dead_letter_methods {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -345,19 +365,8 @@ macro_rules! dead_letter_methods {
                 if ids.is_empty() {
                     return Ok(0);
                 }
-                let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE dead_letters SET status = ");
-                query
-                    .push_bind(status.as_str())
-                    .push(", replay_id = ")
-                    .push_bind(replay.map(|r| r.as_str().to_owned()))
-                    .push(", status_changed_at = ")
-                    .push_bind(at)
-                    .push(" WHERE status = 'pending' AND id IN (");
-                let mut list = query.separated(", ");
-                for id in ids {
-                    list.push_bind(id.as_str().to_owned());
-                }
-                query.push(")");
+                let mut query =
+                    $crate::store::dead_letters::move_pending!($db, ids, status, replay, at);
                 Ok(query.build().execute(&self.pool).await?.rows_affected())
             }
 
@@ -490,18 +499,13 @@ macro_rules! dead_letter_methods {
                 let mut tx = self.pool.begin().await?;
                 // Sent is sent: marked even when the job was cancelled meanwhile.
                 if !sent.is_empty() {
-                    let mut query =
-                        sqlx::QueryBuilder::<$db>::new("UPDATE dead_letters SET status = 'replayed', replay_id = ");
-                    query
-                        .push_bind(id.as_str().to_owned())
-                        .push(", status_changed_at = ")
-                        .push_bind(now)
-                        .push(" WHERE status = 'pending' AND id IN (");
-                    let mut list = query.separated(", ");
-                    for sent in sent {
-                        list.push_bind(sent.as_str().to_owned());
-                    }
-                    query.push(")");
+                    let mut query = $crate::store::dead_letters::move_pending!(
+                        $db,
+                        sent,
+                        $crate::domain::DeadLetterStatus::Replayed,
+                        Some(id),
+                        now
+                    );
                     query.build().execute(&mut *tx).await?;
                 }
                 let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -607,4 +611,4 @@ macro_rules! dead_letter_methods {
     };
 }
 
-pub(super) use {bind_filter, dead_letter_methods};
+pub(super) use {bind_filter, dead_letter_methods, move_pending};
