@@ -96,7 +96,8 @@ pub async fn start(
             config.dispatcher.as_ref().is_some_and(|d| d.allow_private_targets),
             Arc::clone(&metrics),
         )
-        .map_err(StartError::Http)?;
+        .map_err(StartError::Http)?
+        .with_limits(config.limits);
         running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
     } else {
         // A dispatcher alone still answers probes and scrapes.
@@ -109,11 +110,20 @@ pub async fn start(
         running.ops = Some(tokio::spawn(ops::serve(listener, ops, shutdown.clone())));
     }
     if let Some(dispatcher_config) = &config.dispatcher {
-        let (kafka, topics, dispatcher_config) =
-            (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone());
+        let (kafka, topics, dispatcher_config, limits) =
+            (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone(), config.limits);
         running.dispatcher = Some(tokio::spawn(async move {
-            dispatcher::run(&kafka, store, producer, &topics, &dispatcher_config, metrics, shutdown)
-                .await
+            dispatcher::run(
+                &kafka,
+                store,
+                producer,
+                &topics,
+                &dispatcher_config,
+                limits,
+                metrics,
+                shutdown,
+            )
+            .await
         }));
     }
     Ok(running)

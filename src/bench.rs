@@ -127,7 +127,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             max_delivery_age: Duration::from_secs(3600),
             response_body_cap: 4096,
             retention: Duration::from_secs(30 * 24 * 3600),
+            budgets: Default::default(),
         }),
+        limits: Default::default(),
         migrate: true,
         create_topics: true,
     };

@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use crate::app::{self, StartError};
 use crate::config::{
     ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, KafkaArgs,
-    TelemetryArgs, TopicArgs, Topics,
+    LimitsArgs, TelemetryArgs, TopicArgs, Topics,
 };
 use crate::domain::SigningSecret;
 use crate::kafka::KafkaConfig;
@@ -41,6 +41,8 @@ enum Command {
         #[command(flatten)]
         delivery: DeliveryArgs,
         #[command(flatten)]
+        limits: LimitsArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
     },
     /// REST API only; stateless, scale by replicas.
@@ -51,6 +53,8 @@ enum Command {
         kafka: KafkaArgs,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        limits: LimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -65,6 +69,8 @@ enum Command {
         kafka: KafkaArgs,
         #[command(flatten)]
         delivery: DeliveryArgs,
+        #[command(flatten)]
+        limits: LimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -105,6 +111,8 @@ struct DevArgs {
     topics: TopicArgs,
     #[command(flatten)]
     delivery: DeliveryArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -204,16 +212,16 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, .. } => {
-            let config = app_config(database, &kafka, Some(&api), Some(&delivery), true)?;
+        Command::Serve { database, kafka, api, delivery, limits, .. } => {
+            let config = app_config(database, &kafka, Some(&api), Some(&delivery), &limits, true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, .. } => {
-            let config = app_config(database, &kafka, Some(&api), None, false)?;
+        Command::Api { database, kafka, api, limits, .. } => {
+            let config = app_config(database, &kafka, Some(&api), None, &limits, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher { listen, database, kafka, delivery, .. } => {
-            let config = app_config(database, &kafka, None, Some(&delivery), false)?;
+        Command::Dispatcher { listen, database, kafka, delivery, limits, .. } => {
+            let config = app_config(database, &kafka, None, Some(&delivery), &limits, false)?;
             run_roles(&config, listen).await
         }
         Command::Migrate { database, .. } => {
@@ -246,6 +254,7 @@ fn app_config(
     kafka: &KafkaArgs,
     api: Option<&ApiArgs>,
     delivery: Option<&DeliveryArgs>,
+    limits: &LimitsArgs,
     migrate: bool,
 ) -> Result<AppConfig, Failure> {
     Ok(AppConfig {
@@ -257,6 +266,7 @@ fn app_config(
             .transpose()
             .map_err(Failure::Config)?,
         dispatcher: delivery.map(DispatcherConfig::from_args),
+        limits: limits.into(),
         migrate,
         create_topics: true,
     })
@@ -291,6 +301,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         api: Some(ApiConfig { admin_tokens: vec![admin_token.clone()] }),
         // Locally, webhooks go to local receivers.
         dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
+        limits: (&args.limits).into(),
         migrate: true,
         create_topics: false,
     };

@@ -94,6 +94,61 @@ pub struct DeliveryArgs {
     /// How long delivery attempts, dead letters and finished replays are kept.
     #[arg(long, env = "HOOKGATE_RETENTION", default_value = "30d", value_parser = duration)]
     pub retention: Duration,
+    /// Deliveries a dispatcher holds at once in every state (waiting, in
+    /// flight); beyond it, its partitions pause until there is room.
+    #[arg(long, env = "HOOKGATE_DELIVERY_BUDGET", default_value_t = DeliveryBudgets::default().stage, value_parser = stage_budget)]
+    pub delivery_budget: usize,
+    /// Deliveries one tenant's subscriptions may hold together (default: a
+    /// quarter of the delivery budget).
+    #[arg(long, env = "HOOKGATE_TENANT_BUDGET", value_parser = tenant_budget)]
+    pub tenant_budget: Option<usize>,
+}
+
+/// Limits on what a subscription may ask for, for the API and dispatchers alike.
+#[derive(Debug, Clone, Args)]
+pub struct LimitsArgs {
+    /// The highest `max_in_flight` a subscription may set (the API refuses
+    /// more; dispatchers cap older subscriptions at it).
+    #[arg(long, env = "HOOKGATE_MAX_IN_FLIGHT_LIMIT", default_value_t = SubscriptionLimits::default().max_in_flight, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_in_flight_limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionLimits {
+    pub max_in_flight: u32,
+}
+
+impl Default for SubscriptionLimits {
+    /// Well below a stage's budget: one subscription's requests under way
+    /// stay a small share of what a dispatcher holds.
+    fn default() -> Self {
+        Self { max_in_flight: 256 }
+    }
+}
+
+impl From<&LimitsArgs> for SubscriptionLimits {
+    fn from(args: &LimitsArgs) -> Self {
+        Self { max_in_flight: args.max_in_flight_limit }
+    }
+}
+
+/// What a dispatcher's stages hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryBudgets {
+    /// Deliveries the deliver stage holds in every state.
+    pub stage: usize,
+    /// Their bytes (records carry the event's data).
+    pub stage_bytes: usize,
+    /// Deliveries one tenant's subscriptions hold together.
+    pub tenant: usize,
+    /// Records each retry tier holds while they wait for their time.
+    pub retry_tier: usize,
+}
+
+impl Default for DeliveryBudgets {
+    fn default() -> Self {
+        Self { stage: 8_192, stage_bytes: 256 << 20, tenant: 2_048, retry_tier: 4_096 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -139,6 +194,7 @@ pub struct AppConfig {
     pub api: Option<ApiConfig>,
     /// Run the dispatcher.
     pub dispatcher: Option<DispatcherConfig>,
+    pub limits: SubscriptionLimits,
     /// Apply migrations at start (single-node roles; the chart runs `migrate`).
     pub migrate: bool,
     /// Create missing topics with the admin API (the in-process broker of
@@ -179,6 +235,7 @@ pub struct DispatcherConfig {
     pub response_body_cap: usize,
     /// How long attempts, dead letters and finished replays are kept.
     pub retention: Duration,
+    pub budgets: DeliveryBudgets,
 }
 
 impl DispatcherConfig {
@@ -190,6 +247,11 @@ impl DispatcherConfig {
             max_delivery_age: args.max_delivery_age,
             response_body_cap: 4096,
             retention: args.retention,
+            budgets: DeliveryBudgets {
+                stage: args.delivery_budget,
+                tenant: args.tenant_budget.unwrap_or(args.delivery_budget / 4).max(1),
+                ..DeliveryBudgets::default()
+            },
         }
     }
 }
@@ -325,6 +387,21 @@ fn duration(value: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_owned());
     }
     Ok(parsed)
+}
+
+fn stage_budget(value: &str) -> Result<usize, String> {
+    count_in(value, 16..=1_000_000)
+}
+
+fn tenant_budget(value: &str) -> Result<usize, String> {
+    count_in(value, 1..=1_000_000)
+}
+
+fn count_in(value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!("a whole number from {} to {}", range.start(), range.end())),
+    }
 }
 
 fn retry_schedule(value: &str) -> Result<RetrySchedule, String> {

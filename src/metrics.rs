@@ -12,6 +12,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::dispatcher::policy::ParkReason;
 use crate::kafka::delivery::DeadReason;
 
 /// Attempt latency: from a fast local receiver to the default 15 s timeout.
@@ -59,6 +60,9 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub retry_backlog: IntGaugeVec,
     dead_letters: IntCounterVec,
+    parked: IntCounterVec,
+    /// Partitions a stage paused for lack of room, by stage.
+    pub paused_partitions: IntGaugeVec,
     publish_requests: IntCounterVec,
     pub published_events: IntCounter,
 }
@@ -140,6 +144,26 @@ impl Metrics {
                 ),
             ),
             dead_letters,
+            parked: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hookgate_parked_total",
+                        "Deliveries moved to a retry tier without an attempt, by reason",
+                    ),
+                    &["reason"],
+                ),
+            ),
+            paused_partitions: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hookgate_paused_partitions",
+                        "Partitions a stage paused until it has room again",
+                    ),
+                    &["stage"],
+                ),
+            ),
             publish_requests: register(
                 &registry,
                 IntCounterVec::new(
@@ -163,7 +187,15 @@ impl Metrics {
                 tracing::warn!(%error, "process metrics unavailable");
             }
         }
+        for reason in ParkReason::ALL {
+            metrics.parked.with_label_values(&[reason.as_str()]);
+        }
         Arc::new(metrics)
+    }
+
+    /// Parking is not the hot path: a label lookup is fine.
+    pub fn parked(&self, reason: ParkReason) {
+        self.parked.with_label_values(&[reason.as_str()]).inc();
     }
 
     pub fn dead_letter(&self, reason: DeadReason) {

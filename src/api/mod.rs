@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+use crate::config::SubscriptionLimits;
 use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -55,6 +56,7 @@ pub struct AppState {
     /// Sends test webhooks, as the dispatcher sends them.
     pub webhooks: Arc<Webhooks>,
     pub metrics: Arc<Metrics>,
+    pub limits: SubscriptionLimits,
 }
 
 impl AppState {
@@ -83,7 +85,12 @@ impl AppState {
             schemas: Arc::default(),
             webhooks: Arc::new(webhooks),
             metrics,
+            limits: SubscriptionLimits::default(),
         })
+    }
+
+    pub fn with_limits(self, limits: SubscriptionLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 

@@ -249,7 +249,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    errors.extend(validate::subscription(&subscription));
+    errors.extend(validate::subscription(&subscription, state.limits.max_in_flight));
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
@@ -391,8 +391,11 @@ pub async fn update(
     if let Some(rate_limit) = patch.rate_limit {
         s.rate_limit = rate_limit;
     }
+    // A value set before the limit was lowered stays until it is changed.
+    let mut max_in_flight_limit = s.max_in_flight.unwrap_or(0).max(state.limits.max_in_flight);
     if let Some(max_in_flight) = patch.max_in_flight {
         s.max_in_flight = max_in_flight;
+        max_in_flight_limit = state.limits.max_in_flight;
     }
     if let Some(ordered) = patch.ordered {
         s.ordered = ordered;
@@ -417,7 +420,7 @@ pub async fn update(
     if let Some(metadata) = patch.metadata {
         s.metadata = metadata;
     }
-    errors.extend(validate::subscription(&s));
+    errors.extend(validate::subscription(&s, max_in_flight_limit));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

@@ -12,7 +12,6 @@ const MAX_HEADERS: usize = 20;
 const MAX_METADATA: usize = 50;
 pub const MAX_TEXT_LEN: usize = 1024;
 const MAX_KEY_LEN: usize = 255;
-pub const MAX_IN_FLIGHT: u32 = 10_000;
 const MAX_RATE: u32 = 1_000_000;
 
 /// Headers hookgate sets itself or that HTTP owns.
@@ -31,7 +30,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "tracestate",
 ];
 
-pub fn subscription(s: &Subscription) -> Vec<FieldError> {
+/// `max_in_flight_limit`: the operator's ceiling (`HOOKGATE_MAX_IN_FLIGHT_LIMIT`).
+pub fn subscription(s: &Subscription, max_in_flight_limit: u32) -> Vec<FieldError> {
     let mut errors = Vec::new();
     url(&s.url, &mut errors);
     event_types(&s.event_types, &mut errors);
@@ -46,8 +46,11 @@ pub fn subscription(s: &Subscription) -> Vec<FieldError> {
         }
     }
     if let Some(n) = s.max_in_flight {
-        if !(1..=MAX_IN_FLIGHT).contains(&n) {
-            errors.push(FieldError::new("max_in_flight", format!("from 1 to {MAX_IN_FLIGHT}")));
+        if !(1..=max_in_flight_limit).contains(&n) {
+            errors.push(FieldError::new(
+                "max_in_flight",
+                format!("from 1 to {max_in_flight_limit} (this server's limit)"),
+            ));
         }
     }
     headers(&s.headers, &mut errors);

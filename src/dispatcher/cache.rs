@@ -108,7 +108,33 @@ impl Target {
     }
 }
 
-type Snapshot = HashMap<SubscriptionId, Arc<Target>>;
+/// What the copy knows of a subscription id.
+pub enum Lookup {
+    Found(Arc<Target>),
+    /// Deleted: its deliveries have nobody to go to.
+    Deleted,
+    /// Not in the copy, which may be stale (the database was away): not the
+    /// same as deleted, so its deliveries wait rather than being dropped.
+    Unknown,
+}
+
+#[derive(Clone, Default)]
+struct Snapshot {
+    targets: HashMap<SubscriptionId, Arc<Target>>,
+    /// Deleted subscriptions (and ones whose row no longer parses).
+    tombstones: std::collections::HashSet<SubscriptionId>,
+}
+
+/// Whether a refresh asked for succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// The database did not answer: the copy may miss recent changes.
+    Stale,
+}
+
+/// How long work that needs a fresh copy waits between tries.
+pub const STALE_RETRY: Duration = FAILURE_BACKOFF;
 
 struct RefreshState {
     version: i64,
@@ -121,6 +147,7 @@ pub struct SubscriptionCache {
     refresh: tokio::sync::Mutex<RefreshState>,
     /// Microseconds since the epoch at which the last successful refresh began.
     fresh_as_of: AtomicI64,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SubscriptionCache {
@@ -130,44 +157,75 @@ impl SubscriptionCache {
             snapshot: RwLock::new(Arc::default()),
             refresh: tokio::sync::Mutex::new(RefreshState { version: 0, failed_at: None }),
             fresh_as_of: AtomicI64::new(i64::MIN),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The targets an event goes to: by type, and by tenant when a tenant
     /// published it.
     pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
-        self.current().values().filter(|t| t.wants_event(event)).cloned().collect()
+        self.current().targets.values().filter(|t| t.wants_event(event)).cloned().collect()
+    }
+
+    /// The subscription as last seen, without waiting.
+    pub fn peek(&self, id: &SubscriptionId) -> Lookup {
+        let snapshot = self.current();
+        match snapshot.targets.get(id) {
+            Some(target) => Lookup::Found(Arc::clone(target)),
+            None if snapshot.tombstones.contains(id) => Lookup::Deleted,
+            None => Lookup::Unknown,
+        }
     }
 
     /// The subscription as last seen, refreshing once when it is unknown
-    /// (created since the last refresh, by another process).
-    pub async fn get(&self, id: &SubscriptionId) -> Option<Arc<Target>> {
-        if let Some(target) = self.current().get(id) {
-            return Some(Arc::clone(target));
+    /// (created since the last refresh, by another process). `Unknown`
+    /// means the refresh failed, or the id never was a subscription.
+    pub async fn lookup(&self, id: &SubscriptionId) -> (Lookup, Freshness) {
+        match self.peek(id) {
+            Lookup::Unknown => {}
+            known => return (known, Freshness::Fresh),
         }
-        self.ensure_fresh(Utc::now()).await;
-        self.current().get(id).cloned()
+        let freshness = self.ensure_fresh(Utc::now()).await;
+        (self.peek(id), freshness)
+    }
+
+    /// Whether the copy holds every change committed before `time`.
+    pub fn is_fresh_for(&self, time: DateTime<Utc>) -> bool {
+        self.fresh_as_of.load(Ordering::Acquire) >= time.min(Utc::now()).timestamp_micros()
+    }
+
+    /// Counts refreshes that changed something: a cheap way to tell that
+    /// subscriptions may have changed since one looked.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn current(&self) -> Arc<Snapshot> {
         self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_default()
     }
 
-    /// Makes sure every change committed before `time` is in the copy.
-    pub async fn ensure_fresh(&self, time: DateTime<Utc>) {
-        let wanted = time.min(Utc::now()).timestamp_micros();
-        if self.fresh_as_of.load(Ordering::Acquire) >= wanted {
-            return;
+    /// Tries to make sure every change committed before `time` is in the
+    /// copy; answers whether it is. After a failure, callers are told
+    /// `Stale` at once for a while rather than each waiting on an
+    /// unreachable database.
+    pub async fn ensure_fresh(&self, time: DateTime<Utc>) -> Freshness {
+        if self.is_fresh_for(time) {
+            return Freshness::Fresh;
         }
         let mut state = self.refresh.lock().await;
         // Another task may have refreshed while this one waited for the lock.
-        if self.fresh_as_of.load(Ordering::Acquire) >= wanted
-            || state.failed_at.is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
-        {
-            return;
+        if self.is_fresh_for(time) {
+            return Freshness::Fresh;
         }
-        if let Err(error) = self.refresh_locked(&mut state).await {
-            tracing::warn!(%error, "subscription refresh failed; delivering with the cached copy");
+        if state.failed_at.is_some_and(|at| at.elapsed() < FAILURE_BACKOFF) {
+            return Freshness::Stale;
+        }
+        match self.refresh_locked(&mut state).await {
+            Ok(()) => Freshness::Fresh,
+            Err(error) => {
+                tracing::warn!(%error, "subscription refresh failed; waiting for the database");
+                Freshness::Stale
+            }
         }
     }
 
@@ -203,13 +261,20 @@ impl SubscriptionCache {
             for change in changes {
                 let id = change.subscription.id.clone();
                 match (change.deleted, Target::new(change.subscription)) {
-                    (false, Some(target)) => next.insert(id, Arc::new(target)),
-                    _ => next.remove(&id),
-                };
+                    (false, Some(target)) => {
+                        next.tombstones.remove(&id);
+                        next.targets.insert(id, Arc::new(target));
+                    }
+                    _ => {
+                        next.targets.remove(&id);
+                        next.tombstones.insert(id);
+                    }
+                }
             }
             if let Ok(mut snapshot) = self.snapshot.write() {
                 *snapshot = Arc::new(next);
             }
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         self.fresh_as_of.fetch_max(started, Ordering::AcqRel);
         Ok(())

@@ -1,8 +1,13 @@
 //! The consumer loop every dispatcher stage shares: read records in order,
 //! let the stage's `Handler` start each one in that order, run the rest of
-//! its work concurrently (bounded), and store a record's offset only once
-//! that work says it is done.
+//! its work concurrently, and store a record's offset only once that work
+//! says it is done.
+//!
+//! The loop never stops reading for lack of room (a consumer that does not
+//! poll is evicted from its group): when a budget is full, the partition the
+//! record came from is paused, and resumed once the budget has room again.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,12 +17,13 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
-use rdkafka::message::OwnedMessage;
-use rdkafka::{ClientContext, Message, Offset};
-use tokio::sync::Semaphore;
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::budget::{Budget, Load, Pressure};
 use super::offsets::{OffsetTracker, Ticket};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
@@ -26,13 +32,28 @@ use crate::metrics::Metrics;
 /// done (delivered, or durably handed on) and its offset may be committed.
 pub type Job = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
 
+/// What `Handler::begin` made of a record.
+pub struct Begun {
+    /// The rest of the work; `None` when nothing is left to do.
+    pub job: Option<Job>,
+    /// Set when the record's partition should wait (say, its subscription
+    /// holds all it may): the loop pauses it until this is relieved.
+    pub pressure: Option<Arc<dyn Pressure>>,
+}
+
+impl From<Option<Job>> for Begun {
+    fn from(job: Option<Job>) -> Self {
+        Self { job, pressure: None }
+    }
+}
+
 pub trait Handler: Send + Sync + 'static {
-    /// Runs in the order records are read; `None` when nothing is left to do.
+    /// Runs in the order records are read.
     fn begin(
         self: &Arc<Self>,
         message: OwnedMessage,
         ticket: &Ticket,
-    ) -> impl Future<Output = Option<Job>> + Send;
+    ) -> impl Future<Output = Begun> + Send;
 }
 
 pub struct StageContext {
@@ -65,6 +86,15 @@ pub type StageConsumer = StreamConsumer<StageContext>;
 /// How long the loop waits after a consumer error before reading again.
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
 
+/// How often paused partitions are looked at, besides when work finishes
+/// (some pressure, a subscription turning unhealthy, is not work finishing).
+const PAUSE_CHECK: Duration = Duration::from_millis(20);
+
+/// librdkafka's prefetch bounds, per consumer (its defaults are 64 MiB and
+/// 100,000 records).
+const QUEUED_KBYTES: &str = "16384";
+const QUEUED_MESSAGES: &str = "2000";
+
 /// After an abort, how long the last hand-offs get to give up.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -76,8 +106,11 @@ pub struct StageOptions<'a> {
     pub name: &'static str,
     pub group_id: &'a str,
     pub topics: &'a [String],
-    /// Records whose work may be under way at once.
-    pub max_in_flight: usize,
+    /// What the stage may hold at once; beyond it, partitions pause.
+    pub budget: Budget,
+    /// One budget per topic (retry tiers: a full long tier must not hold
+    /// up a short one) rather than one for the stage.
+    pub budget_per_topic: bool,
     /// How long losing a partition waits for requests under way.
     pub revoke_wait: Duration,
     /// How long shutdown waits for the work under way.
@@ -94,7 +127,8 @@ pub struct Stage<H> {
     pub consumer: StageConsumer,
     pub tracker: Arc<OffsetTracker>,
     pub handler: Arc<H>,
-    pub max_in_flight: usize,
+    budget: Budget,
+    budget_per_topic: bool,
     /// How long shutdown waits for the work under way.
     pub drain_deadline: Duration,
     group: String,
@@ -113,7 +147,8 @@ impl<H: Handler> Stage<H> {
             name,
             group_id,
             topics,
-            max_in_flight,
+            budget,
+            budget_per_topic,
             revoke_wait,
             drain_deadline,
             metrics,
@@ -136,6 +171,12 @@ impl<H: Handler> Stage<H> {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
+            // What librdkafka prefetches is memory too: bound it explicitly
+            // (per consumer), beside the stage's own budget.
+            .set("queued.max.messages.kbytes", QUEUED_KBYTES)
+            .set("queued.min.messages", QUEUED_MESSAGES)
+            // A regex subscription (the retry tiers) sees new topics soon.
+            .set("topic.metadata.refresh.interval.ms", "10000")
             .create_with_context(StageContext { tracker: Arc::clone(&tracker), revoke_wait })?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -144,7 +185,8 @@ impl<H: Handler> Stage<H> {
             consumer,
             tracker,
             handler,
-            max_in_flight,
+            budget,
+            budget_per_topic,
             drain_deadline,
             group: group_id.to_owned(),
             topics: topics.to_vec(),
@@ -159,18 +201,25 @@ impl<H: Handler> Stage<H> {
     pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) {
         let stage = Arc::new(self);
         let lag = tokio::spawn(Arc::clone(&stage).report_lag(shutdown.clone()));
-        let permits = Arc::new(Semaphore::new(stage.max_in_flight));
         let tasks = TaskTracker::new();
+        let freed = Arc::new(Notify::new());
+        let whole_stage = Load::new(stage.budget, Arc::clone(&freed));
+        let mut per_topic: HashMap<String, Arc<Load>> = HashMap::new();
+        let mut paused = Paused::default();
+        let mut tick = tokio::time::interval(PAUSE_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let message = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
+                _ = freed.notified(), if !paused.is_empty() => {
+                    paused.resume_relieved(&stage.consumer);
+                    continue;
+                }
+                _ = tick.tick(), if !paused.is_empty() => {
+                    paused.resume_relieved(&stage.consumer);
+                    continue;
+                }
                 message = stage.consumer.recv() => message,
             };
             let message = match message {
@@ -178,24 +227,41 @@ impl<H: Handler> Stage<H> {
                 Err(error) => {
                     // Errors repeat while the broker is away: pause, and say it once a pause.
                     tracing::warn!(stage = stage.name, %error, "kafka consumer error");
-                    drop(permit);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(ERROR_PAUSE) => continue,
                     }
                 }
             };
-            let ticket =
-                stage.tracker.begin(message.topic(), message.partition(), message.offset());
-            match stage.handler.begin(message, &ticket).await {
-                None => stage.commit(&ticket),
+            let load = if stage.budget_per_topic {
+                per_topic
+                    .entry(message.topic().to_owned())
+                    .or_insert_with(|| Load::new(stage.budget, Arc::clone(&freed)))
+            } else {
+                &whole_stage
+            };
+            let held = load.take(record_size(&message));
+            let partition = (message.topic().to_owned(), message.partition());
+            let ticket = stage.tracker.begin(&partition.0, partition.1, message.offset());
+            if load.is_full() {
+                paused.pause(&stage.consumer, stage.name, partition.clone(), Arc::clone(load) as _);
+            }
+            let begun = stage.handler.begin(message, &ticket).await;
+            if let Some(pressure) = begun.pressure {
+                paused.pause(&stage.consumer, stage.name, partition, pressure);
+            }
+            match begun.job {
+                None => {
+                    stage.commit(&ticket);
+                    drop(held);
+                }
                 Some(job) => {
                     let stage = Arc::clone(&stage);
                     tasks.spawn(async move {
                         if job.await {
                             stage.commit(&ticket);
                         }
-                        drop(permit);
+                        drop(held);
                     });
                 }
             }
@@ -308,4 +374,81 @@ impl<H: Handler> Stage<H> {
             }
         }
     }
+}
+
+/// The partitions this loop paused, each with what it waits for.
+#[derive(Default)]
+struct Paused {
+    partitions: HashMap<(String, i32), Arc<dyn Pressure>>,
+}
+
+impl Paused {
+    fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    fn pause(
+        &mut self,
+        consumer: &StageConsumer,
+        stage: &'static str,
+        partition: (String, i32),
+        pressure: Arc<dyn Pressure>,
+    ) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&partition.0, partition.1);
+        // librdkafka drops what it prefetched for a paused partition and
+        // fetches again from the next record on resume: nothing is skipped.
+        // Pausing again is harmless, and needed when the partition was
+        // revoked and assigned back meanwhile (a new assignment is unpaused).
+        if let Err(error) = consumer.pause(&list) {
+            // Not assigned (revoked meanwhile): nothing to pause.
+            tracing::debug!(stage, %error, "partition not paused");
+            return;
+        }
+        tracing::debug!(stage, topic = %partition.0, partition = partition.1, "partition paused");
+        let pressure = match self.partitions.remove(&partition) {
+            // It now waits for the latest reason too.
+            Some(waiting) => Arc::new(Both(waiting, pressure)),
+            None => pressure,
+        };
+        self.partitions.insert(partition, pressure);
+    }
+
+    fn resume_relieved(&mut self, consumer: &StageConsumer) {
+        let relieved: Vec<(String, i32)> = self
+            .partitions
+            .iter()
+            .filter(|(_, pressure)| pressure.relieved())
+            .map(|(partition, _)| partition.clone())
+            .collect();
+        if relieved.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for partition in &relieved {
+            self.partitions.remove(partition);
+            list.add_partition(&partition.0, partition.1);
+        }
+        // A partition revoked meanwhile is no longer ours to resume: fine.
+        if let Err(error) = consumer.resume(&list) {
+            tracing::debug!(%error, "partitions not resumed");
+        }
+    }
+}
+
+/// Relieved when both are.
+struct Both(Arc<dyn Pressure>, Arc<dyn Pressure>);
+
+impl Pressure for Both {
+    fn relieved(&self) -> bool {
+        self.0.relieved() && self.1.relieved()
+    }
+}
+
+/// What a record takes in memory, near enough: payload, key and headers.
+fn record_size(message: &OwnedMessage) -> usize {
+    let headers = message.headers().map_or(0, |headers| {
+        headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum()
+    });
+    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len) + headers
 }

@@ -13,7 +13,7 @@ use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::consume::{Handler, Job};
+use super::consume::{Begun, Handler, Job};
 use super::offsets::Ticket;
 use super::webhook::{storable, webhook_id, MAX_STORED_ID, MAX_STORED_TEXT};
 use crate::domain::{DeadLetterId, NewDeadLetter, RecordHeader, TenantId};
@@ -37,7 +37,13 @@ pub struct DlqIndexer {
 }
 
 impl Handler for DlqIndexer {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
+    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Begun {
+        self.start(message).await.into()
+    }
+}
+
+impl DlqIndexer {
+    async fn start(self: &Arc<Self>, message: OwnedMessage) -> Option<Job> {
         let entry = entry_of(&message);
         if Utc::now()
             .checked_sub_signed(self.retention)

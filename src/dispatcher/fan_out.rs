@@ -2,6 +2,8 @@
 //! subscription on the deliveries topic. Records are queued in the order
 //! events are read (so an ordered subscription's events stay in order) and
 //! the source offset is committed once every one of them is acknowledged.
+//! While the database is away, events wait (in order) for a fresh copy of
+//! the subscriptions rather than being matched against a stale one.
 
 use std::sync::Arc;
 
@@ -9,10 +11,16 @@ use futures::future::join_all;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 
-use super::cache::SubscriptionCache;
-use super::consume::{Handler, Job};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::DeliveryFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::{Freshness, SubscriptionCache, STALE_RETRY};
+use super::consume::{Begun, Handler, Job};
 use super::dlq::DeadLetters;
+use super::lanes::Lanes;
 use super::offsets::Ticket;
+use crate::domain::Event;
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::{self, RecordPosition};
 use crate::kafka::Producer;
@@ -23,10 +31,20 @@ pub struct FanOut {
     pub producer: Producer,
     pub deliveries_topic: String,
     pub dead_letters: DeadLetters,
+    /// Records waiting for a fresh copy of the subscriptions, in read order;
+    /// later records queue behind them.
+    pub deferred: Lanes<()>,
+    pub shutdown: CancellationToken,
 }
 
 impl Handler for FanOut {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Option<Job> {
+    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Begun {
+        self.start(message).await.into()
+    }
+}
+
+impl FanOut {
+    async fn start(self: &Arc<Self>, message: OwnedMessage) -> Option<Job> {
         let position = RecordPosition::of(&message);
         let event = match envelope::decode(
             message.headers(),
@@ -43,18 +61,51 @@ impl Handler for FanOut {
         };
         // When the record was written, not what `ce_time` claims: a
         // subscription made before the write must see the event.
-        let written =
-            message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis);
-        self.cache.ensure_fresh(written.unwrap_or_else(chrono::Utc::now)).await;
-        let targets = self.cache.matching(&event);
-        if targets.is_empty() {
+        let written = message
+            .timestamp()
+            .to_millis()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .unwrap_or_else(chrono::Utc::now);
+        let trace = TraceHeaders::from_record(message.headers());
+        let fresh = self.cache.ensure_fresh(written).await;
+        if fresh == Freshness::Stale || self.deferred.is_busy(&()) {
+            // Matching on a stale copy could miss new subscriptions: wait
+            // for the database, off the read loop, in read order.
+            let mut turn = self.deferred.queue(());
+            let fan_out = Arc::clone(self);
+            return Some(Box::pin(async move {
+                turn.wait().await;
+                while fan_out.cache.ensure_fresh(written).await == Freshness::Stale {
+                    tokio::select! {
+                        // Not committed: read again after the restart.
+                        _ = fan_out.shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(STALE_RETRY) => {}
+                    }
+                }
+                let acknowledged = fan_out.enqueue(&event, trace).await;
+                drop(turn);
+                fan_out.acknowledged(acknowledged).await
+            }));
+        }
+        let queued = self.enqueue(&event, trace).await;
+        if queued.is_empty() {
             return None;
+        }
+        let fan_out = Arc::clone(self);
+        Some(Box::pin(async move { fan_out.acknowledged(queued).await }))
+    }
+
+    /// Queues one delivery record per matching subscription, in order.
+    async fn enqueue(&self, event: &Event, trace: Option<TraceHeaders>) -> Queued {
+        let targets = self.cache.matching(event);
+        if targets.is_empty() {
+            return Vec::new();
         }
         // A child of the publisher's span (a new trace when the record has
         // none); every delivery record carries it on to its attempts.
         let span = tracing::info_span!("fan-out", otel.kind = "consumer", event_id = %event.id,
             event_type = %event.event_type, subscriptions = targets.len());
-        TraceHeaders::adopt(TraceHeaders::from_record(message.headers()).as_ref(), &span);
+        TraceHeaders::adopt(trace.as_ref(), &span);
         let trace = TraceHeaders::of(&span);
         let mut queued = Vec::with_capacity(targets.len());
         for target in &targets {
@@ -69,25 +120,29 @@ impl Handler for FanOut {
                 self.producer.enqueue_delivery(&self.deliveries_topic, &delivery).await;
             queued.push((delivery, acknowledgement));
         }
-        let fan_out = Arc::clone(self);
-        Some(Box::pin(async move {
-            let results = join_all(queued.into_iter().map(|(delivery, acknowledgement)| {
-                let fan_out = Arc::clone(&fan_out);
-                async move {
-                    let acknowledged = match acknowledgement {
-                        Ok(future) => matches!(future.await, Ok(Ok(_))),
-                        Err(_) => false,
-                    };
-                    // Rare (the broker was away longer than the producer's
-                    // timeout): send again, which may reorder this one record.
-                    acknowledged || fan_out.resend(&delivery).await
-                }
-            }))
-            .await;
-            results.into_iter().all(|done| done)
+        queued
+    }
+
+    /// Whether every queued record reached the broker (or was sent again).
+    async fn acknowledged(self: Arc<Self>, queued: Queued) -> bool {
+        let results = join_all(queued.into_iter().map(|(delivery, acknowledgement)| {
+            let fan_out = Arc::clone(&self);
+            async move {
+                let acknowledged = match acknowledgement {
+                    Ok(future) => matches!(future.await, Ok(Ok(_))),
+                    Err(_) => false,
+                };
+                // Rare (the broker was away longer than the producer's
+                // timeout): send again, which may reorder this one record.
+                acknowledged || fan_out.resend(&delivery).await
+            }
         }))
+        .await;
+        results.into_iter().all(|done| done)
     }
 }
+
+type Queued = Vec<(Delivery, Result<DeliveryFuture, KafkaError>)>;
 
 impl FanOut {
     async fn resend(&self, delivery: &Delivery) -> bool {

@@ -1,28 +1,34 @@
 //! Per-subscription admission: the rate limit (governor) and the in-flight
-//! cap that a delivery waits for, and the lanes that keep an `ordered`
-//! subscription's events of one key in order. One dispatcher owns a
-//! subscription at a time (its deliveries are keyed by subscription id), so
-//! limits kept here hold across replicas.
+//! cap a delivery waits for, the lanes that keep an `ordered` subscription's
+//! events of one key in order, and what the subscription holds in the
+//! deliver stage in every state (waiting on a lane or the gate, in flight),
+//! with how healthy its endpoint looks. One dispatcher owns a subscription
+//! at a time (its deliveries are keyed by subscription id), so limits kept
+//! here hold across replicas.
+//!
+//! A subscription whose endpoint is stalled, struggling or rate bound, or
+//! that asked for a pause (`Retry-After`), has its backlog parked in a retry
+//! tier (see `deliver`): what it holds here stays small, so it can never
+//! take the stage's budget whole.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::domain::{RateLimit, Subscription, SubscriptionId};
+use super::budget::Pressure;
+use super::lanes::{Lanes, Turn};
+use super::policy::ParkReason;
+use crate::domain::{RateLimit, Subscription, SubscriptionId, TenantId};
 
-const LANE_SWEEP_AT: usize = 1024;
 /// Requests under way per subscription when it sets no `max_in_flight`: a
 /// hanging endpoint then ties up this many connections, not thousands.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 
-/// Deliveries of one subscription that may wait for its gate before a
-/// struggling subscription's backlog is parked in a retry tier.
-const MAX_WAITING: usize = 512;
 /// An attempt this slow counts against the endpoint.
 const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 /// Each attempt's weight in the share of bad (failed or slow) attempts, in
@@ -31,212 +37,494 @@ const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 const BAD_WEIGHT: u32 = 100;
 /// The share of bad attempts (thousandths) from which an endpoint struggles.
 const STRUGGLING_FROM: u32 = 500;
+/// Requests under way and none answered for this long: the endpoint stalls
+/// (it just started hanging; no attempt has failed yet).
+const STALL_AFTER: Duration = Duration::from_millis(200);
 /// The longest a rate limit may hold a subscription's backlog in memory.
 const MAX_GATE_WAIT: Duration = Duration::from_secs(10);
+/// An unhealthy subscription keeps at most this many deliveries (or its
+/// in-flight cap, when larger) waiting besides those in flight; the rest is
+/// parked.
+const PARK_BACKLOG: usize = 64;
+/// The least a subscription may hold: its budget is four rounds of its
+/// in-flight cap, and at least this.
+const MIN_SUBSCRIPTION_BUDGET: usize = 256;
 
-struct WaitingGuard<'a>(&'a AtomicUsize);
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn scopeguard(counter: &AtomicUsize) -> WaitingGuard<'_> {
-    WaitingGuard(counter)
+/// Limits of what tenants and subscriptions hold in the deliver stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Shares {
+    /// Records one tenant's subscriptions may hold together.
+    pub tenant: usize,
+    /// The highest in-flight cap a subscription gets, whatever it asks.
+    pub max_in_flight: u32,
 }
 
 #[derive(Default)]
 pub struct Gates {
     gates: Mutex<HashMap<SubscriptionId, Arc<Gate>>>,
+    tenants: Mutex<HashMap<TenantId, Arc<TenantLoad>>>,
 }
 
-pub struct Gate {
+/// What one tenant's subscriptions hold.
+pub struct TenantLoad {
+    held: AtomicUsize,
+    budget: usize,
+}
+
+impl TenantLoad {
+    pub fn is_over(&self) -> bool {
+        self.held.load(Ordering::Acquire) >= self.budget
+    }
+}
+
+impl Pressure for TenantLoad {
+    fn relieved(&self) -> bool {
+        self.held.load(Ordering::Acquire) <= self.budget / 4 * 3
+    }
+}
+
+/// The limits a gate applies, replaced whole when the subscription's change.
+struct Limits {
     rate_limit: Option<RateLimit>,
     max_in_flight: Option<u32>,
+    cap: usize,
     limiter: Option<DefaultDirectRateLimiter>,
     in_flight: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    /// Recent attempts' share that failed or were slow, in thousandths
-    /// (an exponentially weighted average).
-    bad_share: AtomicU32,
-    /// The last job queued per key: the next one waits for it.
-    lanes: Mutex<HashMap<Vec<u8>, oneshot::Receiver<()>>>,
 }
 
-/// Admission to send one request; dropping it frees the in-flight slot.
-pub struct Pass {
-    _permit: Option<OwnedSemaphorePermit>,
-    /// The rate limit made this request wait.
-    pub rate_limited: bool,
-}
-
-/// A place in a key's lane: `wait` until the job ahead is done; dropping the
-/// turn lets the next job go.
-pub struct Turn {
-    ahead: Option<oneshot::Receiver<()>>,
-    _done: oneshot::Sender<()>,
-}
-
-impl Turn {
-    pub async fn wait(&mut self) {
-        if let Some(ahead) = self.ahead.take() {
-            // An error means the job ahead was dropped: it is done too.
-            let _ = ahead.await;
-        }
-    }
-}
-
-impl Gates {
-    /// The gate of a subscription, rebuilt when its limits changed.
-    pub fn of(&self, subscription: &Subscription) -> Arc<Gate> {
-        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(gate) = gates.get(&subscription.id) {
-            if gate.rate_limit == subscription.rate_limit
-                && gate.max_in_flight == subscription.max_in_flight
-            {
-                return Arc::clone(gate);
-            }
-        }
-        let gate = Arc::new(Gate::new(subscription.rate_limit, subscription.max_in_flight));
-        gates.insert(subscription.id.clone(), Arc::clone(&gate));
-        gate
-    }
-}
-
-impl Gate {
-    fn new(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>) -> Self {
+impl Limits {
+    fn new(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>, ceiling: u32) -> Self {
         let limiter = rate_limit.and_then(|limit| {
             let per_second = NonZeroU32::new(limit.per_second)?;
             let burst = NonZeroU32::new(limit.burst.max(1))?;
             Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
         });
-        let cap = max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as usize;
-        let in_flight = Arc::new(Semaphore::new(cap));
+        let cap = max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).clamp(1, ceiling.max(1)) as usize;
+        Self { rate_limit, max_in_flight, cap, limiter, in_flight: Arc::new(Semaphore::new(cap)) }
+    }
+}
+
+pub struct Gate {
+    limits: RwLock<Arc<Limits>>,
+    tenant: Arc<TenantLoad>,
+    /// Deliveries held in the stage in any state.
+    held: AtomicUsize,
+    /// Waiting for an in-flight slot or the rate limit.
+    waiting: AtomicUsize,
+    /// Requests under way.
+    active: AtomicUsize,
+    /// Recent attempts' share that failed or were slow, in thousandths
+    /// (an exponentially weighted average).
+    bad_share: AtomicU32,
+    /// When a request last came back, or went out while none was under way
+    /// (milliseconds on the gate's clock).
+    last_progress_ms: AtomicI64,
+    /// No request before this time (Unix milliseconds): the endpoint asked
+    /// for a pause with `Retry-After`.
+    not_before_ms: AtomicI64,
+    /// Woken when what waits here must look again (the subscription
+    /// changed, or turned unhealthy).
+    recheck: Notify,
+    /// The subscription's `updated_at` the gate last saw, in microseconds.
+    seen_version: AtomicI64,
+    /// Whether the last delivery that left was parked (to log the change once).
+    parking: AtomicBool,
+    lanes: Lanes<Vec<u8>>,
+    clock: Instant,
+}
+
+/// Admission to send one request; dropping it frees the in-flight slot.
+pub struct Pass<'a> {
+    _permit: Option<OwnedSemaphorePermit>,
+    gate: &'a Gate,
+    /// The rate limit made this request wait.
+    pub rate_limited: bool,
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.gate.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A delivery's share of what its subscription and tenant hold.
+pub struct Hold {
+    gate: Arc<Gate>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.gate.held.fetch_sub(1, Ordering::AcqRel);
+        self.gate.tenant.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gates {
+    /// The gate of a subscription; its limits follow the subscription's.
+    pub fn of(&self, subscription: &Subscription, shares: Shares) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.get(&subscription.id) {
+            gate.follow(subscription, shares);
+            return Arc::clone(gate);
+        }
+        let tenant = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let load = tenants.entry(subscription.tenant_id.clone()).or_insert_with(|| {
+                Arc::new(TenantLoad { held: AtomicUsize::new(0), budget: shares.tenant.max(1) })
+            });
+            Arc::clone(load)
+        };
+        let gate = Arc::new(Gate::new(subscription, shares, tenant));
+        gates.insert(subscription.id.clone(), Arc::clone(&gate));
+        gate
+    }
+
+    /// Every gate with something held, for the sweep.
+    pub fn busy(&self) -> Vec<(SubscriptionId, Arc<Gate>)> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        // Gates holding nothing are forgotten now and then; a gate is made
+        // again on the next delivery (its health starts afresh).
+        if gates.len() > 4096 {
+            gates.retain(|_, gate| gate.held() > 0 || Arc::strong_count(gate) > 1);
+        }
+        gates
+            .iter()
+            .filter(|(_, gate)| gate.held() > 0)
+            .map(|(id, gate)| (id.clone(), Arc::clone(gate)))
+            .collect()
+    }
+}
+
+impl Gate {
+    fn new(subscription: &Subscription, shares: Shares, tenant: Arc<TenantLoad>) -> Self {
+        let limits =
+            Limits::new(subscription.rate_limit, subscription.max_in_flight, shares.max_in_flight);
         Self {
-            rate_limit,
-            max_in_flight,
-            limiter,
-            in_flight,
+            limits: RwLock::new(Arc::new(limits)),
+            tenant,
+            held: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             bad_share: AtomicU32::new(0),
-            lanes: Mutex::default(),
+            last_progress_ms: AtomicI64::new(0),
+            not_before_ms: AtomicI64::new(i64::MIN),
+            recheck: Notify::new(),
+            seen_version: AtomicI64::new(subscription.updated_at.timestamp_micros()),
+            parking: AtomicBool::new(false),
+            lanes: Lanes::default(),
+            clock: Instant::now(),
         }
     }
 
-    /// Waits for an in-flight slot, then for the rate limit.
-    pub async fn admit(&self) -> Pass {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        // Counted down however the wait ends, also when it is dropped.
-        let _waiting = scopeguard(&self.waiting);
-        let permit = Arc::clone(&self.in_flight).acquire_owned().await.ok();
+    /// Takes the subscription's new limits, keeping what is counted (what
+    /// is held, health, lanes): requests under way on the old cap finish.
+    fn follow(&self, subscription: &Subscription, shares: Shares) {
+        let current = self.limits();
+        if current.rate_limit != subscription.rate_limit
+            || current.max_in_flight != subscription.max_in_flight
+        {
+            let limits = Limits::new(
+                subscription.rate_limit,
+                subscription.max_in_flight,
+                shares.max_in_flight,
+            );
+            if let Ok(mut slot) = self.limits.write() {
+                *slot = Arc::new(limits);
+            }
+        }
+    }
+
+    fn limits(&self) -> Arc<Limits> {
+        self.limits.read().map(|l| Arc::clone(&l)).unwrap_or_else(|e| Arc::clone(&e.into_inner()))
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Counts one more delivery held by this subscription and its tenant.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.held.fetch_add(1, Ordering::AcqRel);
+        self.tenant.held.fetch_add(1, Ordering::AcqRel);
+        Hold { gate: Arc::clone(self) }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    pub fn tenant(&self) -> &Arc<TenantLoad> {
+        &self.tenant
+    }
+
+    /// What this subscription may hold: four rounds of its in-flight cap,
+    /// within its tenant's share.
+    pub fn budget(&self) -> usize {
+        (self.limits().cap * 4).max(MIN_SUBSCRIPTION_BUDGET).min(self.tenant.budget.max(1))
+    }
+
+    pub fn is_over_budget(&self) -> bool {
+        self.held() > self.budget()
+    }
+
+    /// Waits for an in-flight slot, then for the rate limit. Cancel-safe.
+    pub async fn admit(&self) -> Pass<'_> {
+        let limits = self.limits();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let waiting = WaitingGuard(&self.waiting);
+        let permit = Arc::clone(&limits.in_flight).acquire_owned().await.ok();
         let mut rate_limited = false;
-        if let Some(limiter) = &self.limiter {
+        if let Some(limiter) = &limits.limiter {
             // A passing check takes its cell; only a refused one waits.
             if limiter.check().is_err() {
                 rate_limited = true;
                 limiter.until_ready().await;
             }
         }
-        Pass { _permit: permit, rate_limited }
+        drop(waiting);
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Nothing was under way: a stall is counted from now.
+            self.last_progress_ms.store(self.now_ms(), Ordering::Release);
+        }
+        Pass { _permit: permit, gate: self, rate_limited }
     }
 
-    /// Notes how the last attempt went.
+    /// Notes how an attempt went.
     pub fn record(&self, succeeded: bool, took: Duration) {
+        self.last_progress_ms.store(self.now_ms(), Ordering::Release);
         let bad = if !succeeded || took >= SLOW_ATTEMPT { 1000 } else { 0 };
-        let _ = self.bad_share.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |share| {
+        let _ = self.bad_share.fetch_update(Ordering::AcqRel, Ordering::Acquire, |share| {
             Some((share * (1000 - BAD_WEIGHT) + bad * BAD_WEIGHT) / 1000)
         });
+        if succeeded {
+            self.parking.store(false, Ordering::Release);
+        }
     }
 
-    fn is_struggling(&self) -> bool {
-        self.bad_share.load(Ordering::Relaxed) >= STRUGGLING_FROM
+    /// The endpoint asked for a pause: nothing is sent before `until_ms`
+    /// (Unix milliseconds), and what waits here looks again.
+    pub fn hold_off(&self, until_ms: i64) {
+        self.not_before_ms.fetch_max(until_ms, Ordering::AcqRel);
+        self.recheck.notify_waiters();
     }
 
-    /// Whether this subscription's backlog should leave the dispatcher's
-    /// in-flight budget for a while: many deliveries wait, and they will not
-    /// go soon (its endpoint is failing or slow, or its rate limit holds
-    /// them back for longer than `MAX_GATE_WAIT`).
-    pub fn is_behind(&self) -> bool {
-        let waiting = self.waiting.load(Ordering::Relaxed);
-        let rate_bound = self.rate_limit.is_some_and(|r| {
+    /// `Retry-After` still in force at `now_ms` (Unix milliseconds).
+    pub fn not_before(&self, now_ms: i64) -> Option<i64> {
+        let at = self.not_before_ms.load(Ordering::Acquire);
+        (at > now_ms).then_some(at)
+    }
+
+    /// Why this subscription's backlog should not wait here now, if it
+    /// should not. `now_ms`: Unix milliseconds.
+    pub fn unhealthy(&self, now_ms: i64) -> Option<ParkReason> {
+        if self.not_before(now_ms).is_some() {
+            return Some(ParkReason::RetryAfter);
+        }
+        let active = self.active.load(Ordering::Acquire);
+        let since = self.now_ms() - self.last_progress_ms.load(Ordering::Acquire);
+        if active > 0 && since >= STALL_AFTER.as_millis() as i64 {
+            return Some(ParkReason::Stalled);
+        }
+        if self.bad_share.load(Ordering::Acquire) >= STRUGGLING_FROM {
+            return Some(ParkReason::Struggling);
+        }
+        let waiting = self.waiting.load(Ordering::Acquire);
+        let rate_bound = self.limits().rate_limit.is_some_and(|r| {
             waiting as f64 > f64::from(r.per_second) * MAX_GATE_WAIT.as_secs_f64()
         });
-        waiting >= MAX_WAITING && (self.is_struggling() || rate_bound)
+        rate_bound.then_some(ParkReason::RateBound)
+    }
+
+    /// Whether a delivery should leave now rather than wait here, and why:
+    /// the endpoint asked for a pause, or it is unhealthy and more than a
+    /// small backlog waits (more than one round of its in-flight cap).
+    pub fn should_park(&self, now_ms: i64) -> Option<ParkReason> {
+        let reason = self.unhealthy(now_ms)?;
+        let backlog = self.held().saturating_sub(self.active.load(Ordering::Acquire));
+        let allowed = self.limits().cap.max(PARK_BACKLOG);
+        (reason == ParkReason::RetryAfter || backlog > allowed).then_some(reason)
+    }
+
+    /// Marks a delivery parked; answers whether parking just began (to log
+    /// it once, not per delivery).
+    pub fn parked(&self) -> bool {
+        !self.parking.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes what waits here to look again.
+    pub fn recheck(&self) {
+        self.recheck.notify_waiters();
+    }
+
+    /// Completes when what waits here must look again.
+    pub async fn rechecked(&self) {
+        self.recheck.notified().await
+    }
+
+    /// Whether the subscription changed since the gate last looked.
+    pub fn changed(&self, subscription: &Subscription) -> bool {
+        let version = subscription.updated_at.timestamp_micros();
+        self.seen_version.swap(version, Ordering::AcqRel) != version
     }
 
     /// Takes the next place in the lane of `key`; call in the order the
     /// events were read.
     pub fn queue(&self, key: &[u8]) -> Turn {
-        let (done, next) = oneshot::channel();
-        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        // Lanes whose last job finished are dropped now and then, so they do
-        // not pile up; scanning on every call would cost O(keys).
-        if lanes.len() >= LANE_SWEEP_AT {
-            lanes.retain(|_, last| {
-                matches!(last.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-            });
-        }
-        let ahead = lanes.insert(key.to_vec(), next);
-        Turn { ahead, _done: done }
+        self.lanes.queue(key.to_vec())
+    }
+}
+
+impl Pressure for Gate {
+    /// A partition paused for this subscription goes on once it holds less,
+    /// or once it turned unhealthy (its deliveries are then parked instead).
+    fn relieved(&self) -> bool {
+        self.held() <= self.budget() / 4 * 3
+            || self.unhealthy(chrono::Utc::now().timestamp_millis()).is_some()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeMap;
 
-    #[tokio::test]
-    async fn lanes_release_in_queue_order() {
-        let gate = Gate::new(None, None);
-        let mut first = gate.queue(b"k");
-        let mut second = gate.queue(b"k");
-        let mut other_key = gate.queue(b"other");
-        first.wait().await;
-        other_key.wait().await;
-        let waiting =
-            tokio::time::timeout(std::time::Duration::from_millis(20), second.wait()).await;
-        assert!(waiting.is_err(), "the second job waits for the first");
-        drop(first);
-        second.wait().await;
+    use super::*;
+    use crate::domain::SubscriptionStatus;
+
+    const SHARES: Shares = Shares { tenant: 2048, max_in_flight: 256 };
+
+    fn subscription(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>) -> Subscription {
+        let now = chrono::Utc::now();
+        Subscription {
+            id: SubscriptionId::generate(),
+            tenant_id: TenantId::default_tenant(),
+            url: "http://127.0.0.1:1/".to_owned(),
+            event_types: vec!["*".to_owned()],
+            secret: String::new(),
+            previous_secrets: Vec::new(),
+            rate_limit,
+            max_in_flight,
+            ordered: false,
+            headers: BTreeMap::new(),
+            status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            description: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn gate(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>) -> Arc<Gate> {
+        Gates::default().of(&subscription(rate_limit, max_in_flight), SHARES)
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp_millis()
     }
 
     #[test]
-    fn only_a_struggling_or_rate_bound_backlog_is_behind() {
-        let gate = Gate::new(None, None);
-        gate.waiting.store(MAX_WAITING, Ordering::Relaxed);
-        assert!(!gate.is_behind(), "a healthy endpoint works through its backlog");
+    fn a_failing_or_slow_endpoint_struggles_a_slow_answer_now_and_then_does_not() {
+        let gate = gate(None, None);
+        let holds: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
+        assert_eq!(gate.should_park(now()), None, "a healthy endpoint works through its backlog");
         gate.record(true, SLOW_ATTEMPT);
         gate.record(false, Duration::from_millis(5));
-        assert!(!gate.is_behind(), "a slow or failed attempt now and then is no trouble");
+        assert_eq!(gate.should_park(now()), None, "a bad attempt now and then is no trouble");
         for _ in 0..8 {
             gate.record(false, Duration::from_millis(5));
         }
-        assert!(gate.is_behind(), "a failing endpoint's backlog is parked");
+        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling));
         for _ in 0..8 {
             gate.record(true, Duration::from_millis(5));
         }
-        assert!(!gate.is_behind(), "recovered");
+        assert_eq!(gate.should_park(now()), None, "recovered");
         for _ in 0..8 {
             gate.record(true, SLOW_ATTEMPT);
         }
-        assert!(gate.is_behind(), "a slow endpoint's backlog is parked");
-
-        let limited = Gate::new(Some(RateLimit { per_second: 10, burst: 10 }), None);
-        limited.waiting.store(MAX_WAITING, Ordering::Relaxed);
-        assert!(limited.is_behind(), "512 waiting at 10/s is over 10 s of backlog");
-        limited.waiting.store(MAX_WAITING - 1, Ordering::Relaxed);
-        assert!(!limited.is_behind());
+        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow");
+        drop(holds);
+        assert_eq!(gate.should_park(now()), None, "a small backlog waits even then");
+        assert_eq!(gate.unhealthy(now()), Some(ParkReason::Struggling));
     }
 
     #[tokio::test]
-    async fn in_flight_cap_holds() {
-        let gate = Gate::new(None, Some(2));
+    async fn requests_under_way_with_no_answer_stall() {
+        let gate = gate(None, Some(1));
+        let _holds: Vec<Hold> = (0..100).map(|_| gate.hold()).collect();
+        let pass = gate.admit().await;
+        assert_eq!(gate.unhealthy(now()), None, "just sent");
+        std::thread::sleep(STALL_AFTER + Duration::from_millis(20));
+        assert_eq!(gate.should_park(now()), Some(ParkReason::Stalled));
+        gate.record(true, STALL_AFTER);
+        assert_eq!(gate.unhealthy(now()), None, "an answer came back");
+        drop(pass);
+        std::thread::sleep(STALL_AFTER + Duration::from_millis(20));
+        assert_eq!(gate.unhealthy(now()), None, "nothing under way is no stall");
+    }
+
+    #[test]
+    fn a_rate_bound_backlog_and_retry_after_park() {
+        let limited = gate(Some(RateLimit { per_second: 10, burst: 10 }), None);
+        limited.waiting.store(101, Ordering::Relaxed);
+        let _holds: Vec<Hold> = (0..200).map(|_| limited.hold()).collect();
+        assert_eq!(limited.should_park(now()), Some(ParkReason::RateBound), "over 10 s of backlog");
+        limited.waiting.store(100, Ordering::Relaxed);
+        assert_eq!(limited.should_park(now()), None);
+
+        let asked = gate(None, None);
+        let _one = asked.hold();
+        asked.hold_off(now() + 60_000);
+        assert_eq!(asked.should_park(now()), Some(ParkReason::RetryAfter), "even one delivery");
+        assert!(asked.not_before(now()).is_some());
+        assert_eq!(asked.not_before(now() + 61_000), None);
+    }
+
+    #[test]
+    fn budgets_count_every_delivery_held_and_the_tenants_share() {
+        let gates = Gates::default();
+        let a = gates.of(&subscription(None, Some(256)), SHARES);
+        let b = gates.of(&subscription(None, Some(1)), SHARES);
+        assert_eq!(a.budget(), 1024, "four rounds of its cap");
+        assert_eq!(b.budget(), MIN_SUBSCRIPTION_BUDGET);
+        let holds: Vec<Hold> = (0..1025).map(|_| a.hold()).collect();
+        assert!(a.is_over_budget() && !b.is_over_budget());
+        let more: Vec<Hold> = (0..1023).map(|_| b.hold()).collect();
+        assert!(a.tenant().is_over(), "the tenant's share is shared by its subscriptions");
+        assert!(!a.tenant().relieved());
+        drop((holds, more));
+        assert!(a.tenant().relieved() && Pressure::relieved(a.as_ref()));
+    }
+
+    #[test]
+    fn the_in_flight_cap_is_bounded_by_the_operators_ceiling() {
+        let gate = gate(None, Some(10_000));
+        assert_eq!(gate.limits().cap, 256);
+    }
+
+    #[tokio::test]
+    async fn in_flight_cap_holds_and_follows_a_change() {
+        let gates = Gates::default();
+        let mut s = subscription(None, Some(2));
+        let gate = gates.of(&s, SHARES);
         let a = gate.admit().await;
         let _b = gate.admit().await;
-        let third = tokio::time::timeout(std::time::Duration::from_millis(20), gate.admit()).await;
+        let third = tokio::time::timeout(Duration::from_millis(20), gate.admit()).await;
         assert!(third.is_err(), "a third request waits");
         drop(a);
         let _c = gate.admit().await;
+        s.max_in_flight = Some(3);
+        let same = gates.of(&s, SHARES);
+        assert!(Arc::ptr_eq(&gate, &same), "one gate per subscription, whatever its limits");
+        let _d = tokio::time::timeout(Duration::from_millis(100), same.admit())
+            .await
+            .expect("the new cap applies");
     }
 }

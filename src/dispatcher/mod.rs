@@ -13,6 +13,7 @@
 //! lowest record still in flight (`offsets`), so nothing is committed before
 //! it is delivered or durably handed on.
 
+pub mod budget;
 pub mod cache;
 pub mod consume;
 pub mod deliver;
@@ -20,7 +21,9 @@ pub mod dlq;
 pub mod dlq_index;
 pub mod fan_out;
 pub mod gate;
+pub mod lanes;
 pub mod offsets;
+pub mod policy;
 pub mod replay;
 pub mod retry;
 pub mod ssrf;
@@ -31,29 +34,31 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DispatcherConfig, Topics};
+use crate::config::{DispatcherConfig, SubscriptionLimits, Topics};
 use crate::kafka::{KafkaConfig, Producer};
 use crate::metrics::Metrics;
 use crate::store::{retention, AttemptLog, Store};
+use budget::Budget;
 use cache::SubscriptionCache;
 use consume::{Stage, StageOptions};
 use deliver::Deliver;
 use dlq::DeadLetters;
 use dlq_index::DlqIndexer;
 use fan_out::FanOut;
+use gate::Shares;
+use lanes::Lanes;
+use policy::RetryPolicy;
 use replay::ReplayLimits;
 use replay::ReplayRunner;
-use retry::{DelayLine, RetryPolicy};
+use retry::{tier_pattern, DelayLine};
 use webhook::Webhooks;
 
 /// Source records being fanned out at once.
-const FAN_OUT_IN_FLIGHT: usize = 1_024;
-/// Deliveries under way or waiting for their subscription's gate at once.
-const DELIVERIES_IN_FLIGHT: usize = 8_192;
-/// Retry records waiting for their time at once, per process.
-const RETRIES_IN_FLIGHT: usize = 16_384;
+const FAN_OUT_BUDGET: Budget = Budget::new(1_024, 64 << 20);
 /// Dead letters being written to the store at once.
-const INDEX_IN_FLIGHT: usize = 256;
+const INDEX_BUDGET: Budget = Budget::new(256, 32 << 20);
+/// Bytes one retry tier holds while its records wait.
+const RETRY_TIER_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,12 +73,16 @@ pub enum Error {
 }
 
 /// Runs until `shutdown`, then drains what is under way and commits.
+// Each argument is one piece of the process it runs in; a struct bundling
+// them would only be unpacked here.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     kafka: &KafkaConfig,
     store: Arc<dyn Store>,
     producer: Producer,
     topics: &Topics,
     config: &DispatcherConfig,
+    limits: SubscriptionLimits,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -98,7 +107,8 @@ pub async fn run(
             name: "fan-out",
             group_id: &topics.group_id,
             topics: &topics.source,
-            max_in_flight: FAN_OUT_IN_FLIGHT,
+            budget: FAN_OUT_BUDGET,
+            budget_per_topic: false,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
             metrics: Arc::clone(&metrics),
@@ -109,15 +119,43 @@ pub async fn run(
             producer: producer.clone(),
             deliveries_topic: topics.deliveries.clone(),
             dead_letters: dead_letters.clone(),
+            deferred: Lanes::default(),
+            shutdown: shutdown.clone(),
         }),
     )?;
+    let budgets = config.budgets;
+    let deliver_handler = Arc::new(Deliver {
+        cache: Arc::clone(&cache),
+        store: Arc::clone(&store),
+        gates: gate::Gates::default(),
+        shares: Shares { tenant: budgets.tenant, max_in_flight: limits.max_in_flight },
+        webhooks: Webhooks::new(
+            log,
+            config.allow_private_targets,
+            config.request_timeout,
+            config.response_body_cap,
+        )?,
+        producer: producer.clone(),
+        policy: RetryPolicy {
+            schedule: config.retry_schedule.clone(),
+            max_age: config.max_delivery_age,
+            topics: topics.clone(),
+        },
+        dead_letters: dead_letters.clone(),
+        replay_limits: ReplayLimits::default(),
+        unknown: Lanes::default(),
+        shutdown: shutdown.clone(),
+        metrics: Arc::clone(&metrics),
+    });
+    let sweep = tokio::spawn(Arc::clone(&deliver_handler).sweep(shutdown.clone()));
     let deliver = Stage::new(
         kafka,
         StageOptions {
             name: "deliver",
             group_id: &format!("{}.deliveries", topics.group_id),
             topics: std::slice::from_ref(&topics.deliveries),
-            max_in_flight: DELIVERIES_IN_FLIGHT,
+            budget: Budget::new(budgets.stage, budgets.stage_bytes),
+            budget_per_topic: false,
             // Losing a partition waits for its requests under way, so that
             // two dispatchers never send for one subscription at once.
             revoke_wait: config.request_timeout + Duration::from_secs(1),
@@ -125,37 +163,18 @@ pub async fn run(
             metrics: Arc::clone(&metrics),
             tier_prefix: None,
         },
-        Arc::new(Deliver {
-            cache: Arc::clone(&cache),
-            store: Arc::clone(&store),
-            gates: gate::Gates::default(),
-            webhooks: Webhooks::new(
-                log,
-                config.allow_private_targets,
-                config.request_timeout,
-                config.response_body_cap,
-            )?,
-            producer: producer.clone(),
-            policy: RetryPolicy {
-                schedule: config.retry_schedule.clone(),
-                max_age: config.max_delivery_age,
-                topics: topics.clone(),
-            },
-            dead_letters: dead_letters.clone(),
-            replay_limits: ReplayLimits::default(),
-            shutdown: shutdown.clone(),
-            metrics: Arc::clone(&metrics),
-        }),
+        deliver_handler,
     )?;
-    let tier_topics: Vec<String> =
-        config.retry_schedule.tiers().into_iter().map(|d| topics.retry_topic(d)).collect();
+    // Every tier under the prefix, also those of an earlier schedule.
+    let tier_topics = [tier_pattern(&topics.retry_prefix)];
     let retries = Stage::new(
         kafka,
         StageOptions {
             name: "retry",
             group_id: &format!("{}.retries", topics.group_id),
             topics: &tier_topics,
-            max_in_flight: RETRIES_IN_FLIGHT,
+            budget: Budget::new(budgets.retry_tier, RETRY_TIER_BYTES),
+            budget_per_topic: true,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
             metrics: Arc::clone(&metrics),
@@ -174,7 +193,8 @@ pub async fn run(
             name: "dead-letter-index",
             group_id: &format!("{}.dlq-index", topics.group_id),
             topics: std::slice::from_ref(&topics.dlq),
-            max_in_flight: INDEX_IN_FLIGHT,
+            budget: INDEX_BUDGET,
+            budget_per_topic: false,
             revoke_wait: Duration::ZERO,
             drain_deadline: drain,
             metrics,
@@ -215,6 +235,7 @@ pub async fn run(
     // The stages dropped their attempt log senders: the writer finishes its queue.
     let _ = log_writer.await;
     let _ = poller.await;
+    let _ = sweep.await;
     let _ = replays.await;
     let _ = retention.await;
     if failed {

@@ -46,6 +46,14 @@ impl DeliveryError {
         }
     }
 
+    /// How long the endpoint asked us to wait (429 and 503 `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { status: 429 | 503, retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),

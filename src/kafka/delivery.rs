@@ -19,6 +19,7 @@ const FIRST_ATTEMPT: &str = "hookgate_first_attempt_ms";
 const DUE: &str = "hookgate_due_ms";
 const LAST_STATUS: &str = "hookgate_last_status";
 const LAST_ERROR: &str = "hookgate_last_error";
+const PARKED: &str = "hookgate_parked";
 const REPLAY_OF: &str = "hookgate_replay_of";
 const REPLAY_JOB: &str = "hookgate_replay_job";
 const REPLAY_RATE: &str = "hookgate_replay_rate";
@@ -78,6 +79,9 @@ pub struct Delivery {
     pub due_ms: Option<i64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// How often it left the deliver stage without an attempt (its
+    /// subscription could not take it then); each park waits longer.
+    pub parked: u32,
     /// The fan-out span's context: each attempt's span is its child.
     pub trace: Option<TraceHeaders>,
     /// Set on a replayed dead letter; carried through retries, so that a
@@ -118,6 +122,7 @@ impl Delivery {
             due_ms: None,
             last_status: None,
             last_error: None,
+            parked: 0,
             replay: None,
             trace: None,
         }
@@ -132,6 +137,7 @@ impl Delivery {
         self.due_ms = None;
         self.last_status = None;
         self.last_error = None;
+        self.parked = 0;
         self.replay = Some(origin);
         self
     }
@@ -158,6 +164,7 @@ impl Delivery {
             (DUE, self.due_ms.map(|v| v.to_string())),
             (LAST_STATUS, self.last_status.map(|v| v.to_string())),
             (LAST_ERROR, self.last_error.clone()),
+            (PARKED, (self.parked > 0).then(|| self.parked.to_string())),
         ] {
             if let Some(value) = value {
                 headers = headers.insert(text(name, &value));
@@ -214,8 +221,8 @@ impl Delivery {
         position: &RecordPosition<'_>,
     ) -> Result<Self, DecodeError> {
         let mut event = envelope::decode(headers, None, payload, position)?;
-        let mut found: [Option<&[u8]>; 13] = [None; 13];
-        const NAMES: [&str; 13] = [
+        let mut found: [Option<&[u8]>; 14] = [None; 14];
+        const NAMES: [&str; 14] = [
             SUBSCRIPTION,
             TENANT,
             EVENT_KEY,
@@ -229,6 +236,7 @@ impl Delivery {
             REPLAY_JOB,
             REPLAY_RATE,
             REPLAY_URL,
+            PARKED,
         ];
         // `envelope::decode` above already refused unreadable header names.
         let pairs = headers.and_then(|h| envelope::header_list(h)).unwrap_or_default();
@@ -257,6 +265,7 @@ impl Delivery {
             due_ms: number(6),
             last_status: number(7).and_then(|n| u16::try_from(n).ok()),
             last_error: string(8).map(str::to_owned),
+            parked: number(13).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             replay: string(9).map(|dead_letter| ReplayOrigin {
                 dead_letter: dead_letter.to_owned(),
                 job: string(10).map(str::to_owned),
@@ -295,6 +304,7 @@ mod tests {
         delivery.due_ms = Some(1_700_000_005_000);
         delivery.last_status = Some(503);
         delivery.last_error = Some("the endpoint answered 503".into());
+        delivery.parked = 2;
         delivery.replay = Some(ReplayOrigin {
             dead_letter: "dl_1".into(),
             job: Some("rpl_1".into()),
@@ -319,6 +329,7 @@ mod tests {
         assert_eq!(decoded.due_ms, delivery.due_ms);
         assert_eq!(decoded.last_status, Some(503));
         assert_eq!(decoded.last_error, delivery.last_error);
+        assert_eq!(decoded.parked, 2);
         assert_eq!(decoded.replay, delivery.replay);
         assert_eq!(decoded.trace, delivery.trace);
         let fresh =

@@ -33,6 +33,7 @@ fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
         max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 4096,
         retention: Duration::from_secs(30 * 24 * 3600),
+        budgets: Default::default(),
     }
 }
 

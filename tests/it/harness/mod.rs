@@ -162,7 +162,9 @@ impl TestApp {
                 max_delivery_age: Duration::from_secs(3600),
                 response_body_cap: 4096,
                 retention: Duration::from_secs(30 * 24 * 3600),
+                budgets: Default::default(),
             }),
+            limits: Default::default(),
             migrate: true,
             create_topics: true,
         };
