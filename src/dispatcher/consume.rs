@@ -132,7 +132,6 @@ pub struct Stage<H> {
     /// How long shutdown waits for the work under way.
     pub drain_deadline: Duration,
     group: String,
-    topics: Vec<String>,
     metrics: Arc<Metrics>,
     tier_prefix: Option<String>,
 }
@@ -189,7 +188,6 @@ impl<H: Handler> Stage<H> {
             budget_per_topic,
             drain_deadline,
             group: group_id.to_owned(),
-            topics: topics.to_vec(),
             metrics,
             tier_prefix: tier_prefix.map(str::to_owned),
         })
@@ -205,7 +203,10 @@ impl<H: Handler> Stage<H> {
         let freed = Arc::new(Notify::new());
         let whole_stage = Load::new(stage.budget, Arc::clone(&freed));
         let mut per_topic: HashMap<String, Arc<Load>> = HashMap::new();
-        let mut paused = Paused::default();
+        let mut paused = Paused {
+            partitions: HashMap::new(),
+            gauge: stage.metrics.paused_partitions.with_label_values(&[stage.name]),
+        };
         let mut tick = tokio::time::interval(PAUSE_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -338,19 +339,29 @@ impl<H: Handler> Stage<H> {
         previously: &[(String, i32)],
     ) -> Vec<(String, i32)> {
         let metrics = &self.metrics;
-        let mut backlog: Vec<(&str, i64)> = self
-            .topics
-            .iter()
-            .filter_map(|topic| self.tier_prefix.as_deref().and_then(|p| topic.strip_prefix(p)))
-            .map(|tier| (tier, 0))
-            .collect();
+        let tier_of = |topic: &str| -> Option<String> {
+            self.tier_prefix.as_deref().and_then(|p| topic.strip_prefix(p)).map(str::to_owned)
+        };
+        // Every tier assigned now or before (then at zero), whatever the
+        // schedule: the stage reads every tier under the prefix.
+        let mut backlog: Vec<(String, i64)> = Vec::new();
+        for topic in
+            previously.iter().map(|(t, _)| t.as_str()).chain(lags.iter().map(|l| l.0.as_str()))
+        {
+            if let Some(tier) = tier_of(topic) {
+                if !backlog.iter().any(|(t, _)| *t == tier) {
+                    backlog.push((tier, 0));
+                }
+            }
+        }
         let mut reported = Vec::with_capacity(lags.len());
         for (topic, partition, lag) in lags {
             let labels = [self.group.as_str(), topic.as_str(), &partition.to_string()];
             metrics.consumer_lag.with_label_values(&labels).set(lag);
-            let tier = self.tier_prefix.as_deref().and_then(|p| topic.strip_prefix(p));
-            if let Some(entry) = backlog.iter_mut().find(|(t, _)| Some(*t) == tier) {
-                entry.1 += lag;
+            if let Some(tier) = tier_of(&topic) {
+                if let Some(entry) = backlog.iter_mut().find(|(t, _)| *t == tier) {
+                    entry.1 += lag;
+                }
             }
             reported.push((topic, partition));
         }
@@ -359,7 +370,7 @@ impl<H: Handler> Stage<H> {
             let _ = metrics.consumer_lag.remove_label_values(&labels);
         }
         for (tier, waiting) in backlog {
-            metrics.retry_backlog.with_label_values(&[tier]).set(waiting);
+            metrics.retry_backlog.with_label_values(&[tier.as_str()]).set(waiting);
         }
         reported
     }
@@ -377,9 +388,9 @@ impl<H: Handler> Stage<H> {
 }
 
 /// The partitions this loop paused, each with what it waits for.
-#[derive(Default)]
 struct Paused {
     partitions: HashMap<(String, i32), Arc<dyn Pressure>>,
+    gauge: prometheus::IntGauge,
 }
 
 impl Paused {
@@ -412,6 +423,7 @@ impl Paused {
             None => pressure,
         };
         self.partitions.insert(partition, pressure);
+        self.gauge.set(self.partitions.len() as i64);
     }
 
     fn resume_relieved(&mut self, consumer: &StageConsumer) {
@@ -429,6 +441,7 @@ impl Paused {
             self.partitions.remove(partition);
             list.add_partition(&partition.0, partition.1);
         }
+        self.gauge.set(self.partitions.len() as i64);
         // A partition revoked meanwhile is no longer ours to resume: fine.
         if let Err(error) = consumer.resume(&list) {
             tracing::debug!(%error, "partitions not resumed");

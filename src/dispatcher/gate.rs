@@ -29,13 +29,14 @@ use crate::domain::{RateLimit, Subscription, SubscriptionId, TenantId};
 /// hanging endpoint then ties up this many connections, not thousands.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 
-/// An attempt this slow counts against the endpoint.
+/// An attempt this slow counts against the endpoint. Fast failures do not:
+/// they hold no capacity (their retries go to a tier at once).
 const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
-/// Each attempt's weight in the share of bad (failed or slow) attempts, in
-/// thousandths: about the last 10 attempts count. One slow answer from a
-/// loaded but healthy endpoint must not park its whole backlog.
+/// Each attempt's weight in the share of slow attempts, in thousandths:
+/// about the last 10 attempts count. One slow answer from a loaded but
+/// healthy endpoint must not park its whole backlog.
 const BAD_WEIGHT: u32 = 100;
-/// The share of bad attempts (thousandths) from which an endpoint struggles.
+/// The share of slow attempts (thousandths) from which an endpoint struggles.
 const STRUGGLING_FROM: u32 = 500;
 /// Requests under way and none answered for this long: the endpoint stalls
 /// (it just started hanging; no attempt has failed yet).
@@ -113,7 +114,7 @@ pub struct Gate {
     waiting: AtomicUsize,
     /// Requests under way.
     active: AtomicUsize,
-    /// Recent attempts' share that failed or were slow, in thousandths
+    /// Recent attempts' share that were slow, in thousandths
     /// (an exponentially weighted average).
     bad_share: AtomicU32,
     /// When a request last came back, or went out while none was under way
@@ -300,7 +301,7 @@ impl Gate {
     /// Notes how an attempt went.
     pub fn record(&self, succeeded: bool, took: Duration) {
         self.last_progress_ms.store(self.now_ms(), Ordering::Release);
-        let bad = if !succeeded || took >= SLOW_ATTEMPT { 1000 } else { 0 };
+        let bad = if took >= SLOW_ATTEMPT { 1000 } else { 0 };
         let _ = self.bad_share.fetch_update(Ordering::AcqRel, Ordering::Acquire, |share| {
             Some((share * (1000 - BAD_WEIGHT) + bad * BAD_WEIGHT) / 1000)
         });
@@ -431,17 +432,21 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_or_slow_endpoint_struggles_a_slow_answer_now_and_then_does_not() {
+    fn a_slow_endpoint_struggles_a_slow_answer_now_and_then_or_fast_failures_do_not() {
         let gate = gate(None, None);
         let holds: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
         assert_eq!(gate.should_park(now()), None, "a healthy endpoint works through its backlog");
         gate.record(true, SLOW_ATTEMPT);
-        gate.record(false, Duration::from_millis(5));
-        assert_eq!(gate.should_park(now()), None, "a bad attempt now and then is no trouble");
-        for _ in 0..8 {
+        gate.record(true, Duration::from_millis(5));
+        assert_eq!(gate.should_park(now()), None, "a slow attempt now and then is no trouble");
+        for _ in 0..20 {
             gate.record(false, Duration::from_millis(5));
         }
-        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling));
+        assert_eq!(gate.should_park(now()), None, "fast failures hold nothing up");
+        for _ in 0..8 {
+            gate.record(false, SLOW_ATTEMPT);
+        }
+        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow failures");
         for _ in 0..8 {
             gate.record(true, Duration::from_millis(5));
         }
@@ -449,7 +454,7 @@ mod tests {
         for _ in 0..8 {
             gate.record(true, SLOW_ATTEMPT);
         }
-        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow");
+        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow successes");
         drop(holds);
         assert_eq!(gate.should_park(now()), None, "a small backlog waits even then");
         assert_eq!(gate.unhealthy(now()), Some(ParkReason::Struggling));

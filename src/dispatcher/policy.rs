@@ -40,7 +40,7 @@ pub enum Verdict {
 pub enum ParkReason {
     /// Its endpoint has requests under way and answers none.
     Stalled,
-    /// Most recent attempts failed or were slow.
+    /// Most recent attempts were slow.
     Struggling,
     /// Its rate limit holds its backlog back for longer than it may wait.
     RateBound,

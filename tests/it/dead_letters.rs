@@ -412,6 +412,9 @@ async fn filters_are_validated_and_tenants_see_only_their_own_dead_letters() {
         (200, Some("pending")),
         "B's replay left A's alone"
     );
+    // B's replay fails again (400): one more dead letter, linked to the first.
+    let after_replay = wait_for_dead_letters(&app, "", 3).await;
+    assert!(after_replay.iter().any(|d| d["replay_of"] == b_dead.as_str()), "{after_replay:?}");
 
     // Bad filters: a clear problem naming each field, and nothing created.
     for (query, fields) in [
@@ -458,7 +461,7 @@ async fn filters_are_validated_and_tenants_see_only_their_own_dead_letters() {
     let page = Page { after: None, limit: 10 };
     let jobs_pending =
         app.store.list_dead_letters(&DeadLetterFilter::default(), page).await.expect("list");
-    assert_eq!(jobs_pending.len(), 2, "no dead letter came or went through bad requests");
+    assert_eq!(jobs_pending.len(), 3, "no dead letter came or went through bad requests");
     app.stop().await;
 }
 

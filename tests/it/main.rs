@@ -12,6 +12,7 @@ mod delivery;
 mod deploy;
 mod dev_mode;
 mod dispatch;
+mod isolation;
 mod logs;
 mod metrics;
 mod openapi;

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod kafka;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 
 use std::future::Future;
@@ -169,6 +170,11 @@ impl TestApp {
             create_topics: true,
         };
         adjust(&mut config);
+        Self::start_config(config, format!("{prefix}."), db).await
+    }
+
+    async fn start_config(config: AppConfig, topic_prefix: String, db: TestDb) -> Self {
+        let topics = config.topics.clone();
         let kafka = config.kafka.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let shutdown = CancellationToken::new();
@@ -183,7 +189,7 @@ impl TestApp {
         let addr = running.api_addr.expect("API runs");
         Self {
             config,
-            topic_prefix: format!("{prefix}."),
+            topic_prefix,
             base_url: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store: Arc::clone(&running.store),
@@ -313,6 +319,59 @@ impl TestApp {
         .await
     }
 
+    /// Stops the app (draining) and starts it again on the same database,
+    /// topics and group, with its configuration adjusted first.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut AppConfig)) -> Self {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await.expect("app stops cleanly");
+        }
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        let db = self.db.take().expect("the app's database");
+        Self::start_config(config, self.topic_prefix.clone(), db).await
+    }
+
+    /// Records of the group `group` not yet committed on `topic` (high
+    /// watermark less committed offset, over all partitions).
+    pub async fn uncommitted(&self, group: &str, topic: &str) -> i64 {
+        let (brokers, group, topic) =
+            (self.kafka.brokers.clone(), group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            use rdkafka::{Offset, TopicPartitionList};
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group)
+                .create()
+                .expect("consumer");
+            let timeout = Duration::from_secs(10);
+            let partitions = self_partitions(&consumer, &topic, timeout);
+            let mut list = TopicPartitionList::new();
+            for p in &partitions {
+                list.add_partition(&topic, *p);
+            }
+            let committed = consumer.committed_offsets(list, timeout).expect("committed offsets");
+            partitions
+                .iter()
+                .map(|p| {
+                    let (low, high) =
+                        consumer.fetch_watermarks(&topic, *p, timeout).expect("watermarks");
+                    let at = committed
+                        .find_partition(&topic, *p)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                        .unwrap_or(low);
+                    high - at.max(low)
+                })
+                .sum()
+        })
+        .await
+        .expect("read committed offsets")
+    }
+
     /// Stops the app (draining), then drops its database.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -324,4 +383,14 @@ impl TestApp {
         }
         kafka::delete_topics(&self.kafka.brokers, &self.topic_prefix).await;
     }
+}
+
+fn self_partitions(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Vec<i32> {
+    use rdkafka::consumer::Consumer;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("topic metadata");
+    metadata.topics()[0].partitions().iter().map(|p| p.id()).collect()
 }

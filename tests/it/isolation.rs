@@ -1,0 +1,380 @@
+//! The delivery engine that no endpoint and no tenant can stall, against the
+//! real broker: a tarpit tenant, an endpoint that starts hanging mid-stream,
+//! a consumer starved of room, a full long retry tier, a changed retry
+//! schedule, a database blip, and subscriptions paused or deleted while
+//! their deliveries wait.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookgate::config::{AppConfig, DeliveryBudgets, RetrySchedule};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::process::DispatcherProcess;
+use crate::harness::proxy::DbProxy;
+use crate::harness::{eventually, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn dispatcher(config: &mut AppConfig) -> &mut hookgate::config::DispatcherConfig {
+    config.dispatcher.as_mut().expect("the app runs a dispatcher")
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A receiver that answers 200 after `delay`.
+async fn slow(delay: Duration) -> TestReceiver {
+    TestReceiver::answering(move |_, _| Reply { status: 200, retry_after_secs: None, delay }).await
+}
+
+/// Publishes `n` events for tenant key `key`, one request each, `gap` apart,
+/// and answers the latency of each at `receiver` (which gets nothing else).
+async fn latencies(
+    app: &TestApp,
+    key: &str,
+    receiver: &TestReceiver,
+    n: usize,
+    gap: Duration,
+) -> Vec<Duration> {
+    let before = receiver.received().len();
+    let mut sent = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = Instant::now();
+        let (status, _) = app
+            .call(Method::POST, "/v1/events", key, Some(json!({"type": "a.b", "data": {"i": i}})))
+            .await;
+        assert_eq!(status, 202);
+        sent.push(at);
+        tokio::time::sleep_until((at + gap).into()).await;
+    }
+    let received = receiver.wait_for(before + n, DEADLINE).await;
+    let mut latencies: Vec<Duration> = received[before..]
+        .iter()
+        .map(|r| {
+            let i = r.json()["data"]["i"].as_u64().expect("index") as usize;
+            r.at - sent[i]
+        })
+        .collect();
+    latencies.sort();
+    latencies
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tarpit_tenant_at_its_largest_max_in_flight_leaves_another_tenants_p99_within_twice_its_baseline(
+) {
+    let app = TestApp::spawn_with("tarpit", |config| {
+        dispatcher(config).request_timeout = secs(3);
+        // Parked deliveries climb to long tiers rather than churn.
+        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(2), secs(60)]);
+    })
+    .await;
+    let (_a, key_a) = app.tenant_with_key("a").await;
+    let (_b, key_b) = app.tenant_with_key("b").await;
+    let healthy = TestReceiver::start().await;
+    let tarpit = slow(Duration::from_millis(2_500)).await;
+    let limit = app.config.limits.max_in_flight;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/subscriptions",
+            &key_b,
+            Some(json!({"url": tarpit.url, "event_types": ["*"], "max_in_flight": limit + 1})),
+        )
+        .await;
+    assert_eq!(status, 422, "no max_in_flight above the server's limit");
+    for (key, url, max_in_flight) in
+        [(&key_a, &healthy.url, None), (&key_b, &tarpit.url, Some(limit))]
+    {
+        let body = json!({"url": url, "event_types": ["*"], "max_in_flight": max_in_flight});
+        let (status, created) = app.call(Method::POST, "/v1/subscriptions", key, Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+    }
+    // Warm up, then the baseline of tenant A alone.
+    latencies(&app, &key_a, &healthy, 20, Duration::from_millis(10)).await;
+    let baseline = latencies(&app, &key_a, &healthy, 200, Duration::from_millis(20)).await;
+
+    // Tenant B floods its tarpit: 20,000 events, far more than a stage holds.
+    let flood = {
+        let (client, url, key) = (app.client.clone(), app.url("/v1/events/batch"), key_b.clone());
+        tokio::spawn(async move {
+            for batch in 0..20 {
+                let events: Vec<_> = (0..1_000)
+                    .map(|i| json!({"type": "a.b", "data": {"b": batch, "i": i}}))
+                    .collect();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await
+                    .expect("publish");
+                assert_eq!(response.status(), 202);
+            }
+        })
+    };
+    tarpit.wait_for(1, DEADLINE).await;
+    let during = latencies(&app, &key_a, &healthy, 200, Duration::from_millis(20)).await;
+    flood.await.expect("flood published");
+
+    // A floor for the noise of a loaded 2-core machine: 10 ms.
+    let bound = 2 * p99(&baseline).max(Duration::from_millis(10));
+    assert!(
+        p99(&during) <= bound,
+        "tenant A's p99 {:?} beside the tarpit, baseline {:?}",
+        p99(&during),
+        p99(&baseline)
+    );
+    assert!(tarpit.max_concurrency() <= limit as usize, "the tarpit's cap held");
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics");
+    let text = metrics.text().await.expect("text");
+    let parked: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("hookgate_parked_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(parked > 0.0, "the tarpit's backlog was parked:\n{text}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_that_starts_hanging_mid_stream_leaves_the_others_at_full_rate_and_offsets_moving(
+) {
+    let app = TestApp::spawn_with("hang-mid-stream", |config| {
+        dispatcher(config).request_timeout = secs(3);
+        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(30)]);
+        // Smaller than what the hanging endpoint is sent: were its
+        // deliveries to stay, they would fill the stage and stall the other.
+        dispatcher(config).budgets = DeliveryBudgets {
+            stage: 2_048,
+            tenant: 2_048,
+            ..DeliveryBudgets::default()
+        };
+    })
+    .await;
+    let hanging = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&hanging);
+    let turning = TestReceiver::answering(move |_, _| Reply {
+        status: 200,
+        retry_after_secs: None,
+        delay: if flag.load(Ordering::SeqCst) { secs(30) } else { Duration::ZERO },
+    })
+    .await;
+    let healthy = TestReceiver::start().await;
+    for url in [&turning.url, &healthy.url] {
+        app.subscribe(json!({"url": url, "event_types": ["*"]})).await;
+    }
+    // 500 events a second for 6 s, the endpoint hanging from the second second.
+    const RATE: usize = 500;
+    let started = Instant::now();
+    for second in 0..6 {
+        if second == 1 {
+            hanging.store(true, Ordering::SeqCst);
+        }
+        let events: Vec<_> =
+            (0..RATE).map(|i| json!({"type": "a.b", "data": {"s": second, "i": i}})).collect();
+        let response = app.post_json("/v1/events/batch", json!({ "events": events })).await;
+        assert_eq!(response.status(), 202);
+        tokio::time::sleep_until((started + secs(second + 1)).into()).await;
+    }
+    let published_for = started.elapsed();
+    // Keeping up: at least 90 % of what was published arrived while it was
+    // published (and a second's grace).
+    tokio::time::sleep_until((started + published_for + secs(1)).into()).await;
+    let kept_up = healthy.received().len();
+    assert!(kept_up * 10 >= 6 * RATE * 9, "only {kept_up} of {} delivered in time", 6 * RATE);
+    healthy.wait_for(6 * RATE, DEADLINE).await;
+    // The hanging endpoint's backlog left the partition: once its last
+    // requests time out (3 s), everything is committed, long before its
+    // parked deliveries come back (30 s).
+    let group = format!("{}.deliveries", app.topics.group_id);
+    let deliveries = app.topics.deliveries.clone();
+    eventually("the deliveries topic committed past the hanging endpoint", secs(15), || async {
+        (app.uncommitted(&group, &deliveries).await == 0).then_some(())
+    })
+    .await;
+    assert!(turning.max_concurrency() <= 64, "the default in-flight cap held");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_starved_of_room_keeps_polling_and_is_not_evicted() {
+    let app = TestApp::spawn_with("starved", |config| {
+        dispatcher(config).request_timeout = secs(30);
+        dispatcher(config).budgets =
+            DeliveryBudgets { stage: 16, tenant: 1_000, ..DeliveryBudgets::default() };
+        // Evicted after 10 s without a poll (librdkafka's floor is the
+        // session timeout, 10 s).
+        config.kafka.properties.push(("max.poll.interval.ms".into(), "10000".into()));
+    })
+    .await;
+    // Sixteen subscriptions each hold one slow delivery: the stage is full
+    // for longer than the poll interval.
+    let slow_receiver = slow(secs(13)).await;
+    for _ in 0..16 {
+        app.subscribe(json!({"url": slow_receiver.url, "event_types": ["slow.once"]})).await;
+    }
+    app.publish(json!({"type": "slow.once", "data": {}})).await;
+    slow_receiver.wait_for(16, DEADLINE).await;
+    let healthy = TestReceiver::start().await;
+    app.subscribe(json!({"url": healthy.url, "event_types": ["fast"]})).await;
+    app.publish(json!({"type": "fast", "data": {}})).await;
+    // Past the poll interval, the slow answers come back and the healthy one goes.
+    healthy.wait_for(1, DEADLINE).await;
+    // Give a second owner (after an eviction) time to send again.
+    let settled = Instant::now() + secs(5);
+    tokio::time::sleep_until(settled.into()).await;
+    assert_eq!(
+        slow_receiver.received().len(),
+        16,
+        "each slow delivery was sent once: the consumer kept its partitions"
+    );
+    assert_eq!(healthy.received().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_long_tier_does_not_delay_the_short_tier() {
+    let app = TestApp::spawn_with("tiers", |config| {
+        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(1), secs(30)]);
+        dispatcher(config).budgets =
+            DeliveryBudgets { retry_tier: 8, ..DeliveryBudgets::default() };
+    })
+    .await;
+    // 40 deliveries wait 30 s in the long tier: five times its budget.
+    let asks_to_wait = TestReceiver::answering(|_, _| Reply {
+        status: 503,
+        retry_after_secs: Some(30),
+        delay: Duration::ZERO,
+    })
+    .await;
+    app.subscribe(json!({"url": asks_to_wait.url, "event_types": ["long"]})).await;
+    let events: Vec<_> = (0..40).map(|i| json!({"type": "long", "data": {"i": i}})).collect();
+    assert_eq!(app.post_json("/v1/events/batch", json!({ "events": events })).await.status(), 202);
+    asks_to_wait.wait_for(1, DEADLINE).await;
+    let long_tier = app.topics.retry_topic(secs(30));
+    eventually("the long tier filled", DEADLINE, || async {
+        (app.records_on(&long_tier).await >= 40).then_some(())
+    })
+    .await;
+    // Now a delivery that fails once goes through the 1 s tier, on time.
+    let once = TestReceiver::answering(|n, _| Reply::status(if n == 0 { 500 } else { 204 })).await;
+    app.subscribe(json!({"url": once.url, "event_types": ["short"]})).await;
+    app.publish(json!({"type": "short", "data": {}})).await;
+    let received = once.wait_for(2, secs(20)).await;
+    let waited = received[1].at - received[0].at;
+    assert!(waited < secs(4), "the 1 s retry came after {waited:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_the_retry_schedule_between_two_runs_strands_no_pending_retry() {
+    let app = TestApp::spawn_with("schedule-change", |config| {
+        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(6)]);
+    })
+    .await;
+    let receiver =
+        TestReceiver::answering(|n, _| Reply::status(if n == 0 { 500 } else { 204 })).await;
+    app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
+    app.publish(json!({"type": "a.b", "data": {}})).await;
+    receiver.wait_for(1, DEADLINE).await;
+    let old_tier = app.topics.retry_topic(secs(6));
+    eventually("the retry in the 6 s tier", DEADLINE, || async {
+        (app.records_on(&old_tier).await >= 1).then_some(())
+    })
+    .await;
+    // The next run has another schedule: the 6 s tier is not in it.
+    let app = app
+        .restart_with(|config| dispatcher(config).retry_schedule = RetrySchedule(vec![secs(1)]))
+        .await;
+    let received = receiver.wait_for(2, DEADLINE).await;
+    assert_eq!(received[1].status, 204, "the stranded retry was delivered");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_blip_during_a_refresh_drops_no_delivery() {
+    let app = TestApp::spawn_with("db-blip", |config| config.dispatcher = None).await;
+    let upstream = url::Url::parse(&app.config.database_url).expect("database URL");
+    let addr =
+        format!("{}:{}", upstream.host_str().expect("host"), upstream.port().unwrap_or(5432));
+    let proxy = DbProxy::start(addr.parse().expect("loopback address")).await;
+    let mut through_proxy = app.config.clone();
+    through_proxy.database_url = proxy.url_for(&app.config.database_url);
+    let settings = hookgate::config::DispatcherConfig {
+        allow_private_targets: true,
+        request_timeout: secs(5),
+        retry_schedule: RetrySchedule(vec![secs(1)]),
+        max_delivery_age: secs(3600),
+        response_body_cap: 4096,
+        retention: secs(30 * 24 * 3600),
+        budgets: DeliveryBudgets::default(),
+    };
+    let mut process = DispatcherProcess::start(&through_proxy, &settings);
+    let first = TestReceiver::start().await;
+    app.subscribe(json!({"url": first.url, "event_types": ["*"]})).await;
+    app.publish(json!({"type": "a.b", "data": {"n": 0}})).await;
+    first.wait_for(1, DEADLINE).await;
+
+    proxy.cut();
+    // Made while the dispatcher cannot see the database.
+    let second = TestReceiver::start().await;
+    app.subscribe(json!({"url": second.url, "event_types": ["*"]})).await;
+    app.publish(json!({"type": "a.b", "data": {"n": 1}})).await;
+    // The blip lasts a few of the dispatcher's refreshes (every 0.5 s).
+    tokio::time::sleep(secs(3)).await;
+    proxy.restore();
+
+    second.wait_for(1, DEADLINE).await;
+    first.wait_for(2, DEADLINE).await;
+    assert_eq!(second.received()[0].json()["data"]["n"], 1);
+    process.kill().await;
+    app.stop().await;
+}
+
+/// Publishes 40 events to a subscription that takes one at a time, 300 ms
+/// each; once it is under way, `change` is applied; answers how many
+/// requests began later than a second after the change.
+async fn requests_after_a_change(
+    name: &str,
+    change: Method,
+    body: Option<serde_json::Value>,
+) -> usize {
+    let app = TestApp::spawn(name).await;
+    let receiver = slow(Duration::from_millis(300)).await;
+    let created =
+        app.subscribe(json!({"url": receiver.url, "event_types": ["*"], "max_in_flight": 1})).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let events: Vec<_> = (0..40).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect();
+    assert_eq!(app.post_json("/v1/events/batch", json!({ "events": events })).await.status(), 202);
+    receiver.wait_for(2, DEADLINE).await;
+    let (status, _) = app.call(change, &format!("/v1/subscriptions/{id}"), ADMIN_TOKEN, body).await;
+    assert!(status == 200 || status == 204, "the change was taken: {status}");
+    let changed = Instant::now();
+    // Watch for longer than all 40 would take one by one (12 s).
+    tokio::time::sleep_until((changed + secs(13)).into()).await;
+    let late = receiver.received().iter().filter(|r| r.at > changed + secs(1)).count();
+    app.stop().await;
+    late
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pausing_a_subscription_stops_every_delivery_to_it_within_a_second() {
+    let late =
+        requests_after_a_change("pause-waiting", Method::PATCH, Some(json!({"status": "paused"})))
+            .await;
+    assert_eq!(late, 0, "requests began more than a second after the pause");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_subscription_stops_every_delivery_to_it_within_a_second() {
+    let late = requests_after_a_change("delete-waiting", Method::DELETE, None).await;
+    assert_eq!(late, 0, "requests began more than a second after the delete");
+}
