@@ -305,7 +305,7 @@ impl Gate {
         let _ = self.bad_share.fetch_update(Ordering::AcqRel, Ordering::Acquire, |share| {
             Some((share * (1000 - BAD_WEIGHT) + bad * BAD_WEIGHT) / 1000)
         });
-        if succeeded {
+        if succeeded && bad == 0 {
             self.parking.store(false, Ordering::Release);
         }
     }
