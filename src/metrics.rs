@@ -61,6 +61,8 @@ pub struct Metrics {
     pub retry_backlog: IntGaugeVec,
     dead_letters: IntCounterVec,
     parked: IntCounterVec,
+    circuits_open: IntGauge,
+    circuit_transitions: IntCounterVec,
     /// Partitions a stage paused for lack of room, by stage.
     pub paused_partitions: IntGaugeVec,
     publish_requests: IntCounterVec,
@@ -154,6 +156,20 @@ impl Metrics {
                     &["reason"],
                 ),
             ),
+            circuits_open: register(
+                &registry,
+                IntGauge::new(
+                    "hookgate_circuits_open",
+                    "Subscriptions whose circuit is open or half open, on this process",
+                ),
+            ),
+            circuit_transitions: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("hookgate_circuit_transitions_total", "Circuits opened and closed"),
+                    &["to"],
+                ),
+            ),
             paused_partitions: register(
                 &registry,
                 IntGaugeVec::new(
@@ -187,6 +203,9 @@ impl Metrics {
                 tracing::warn!(%error, "process metrics unavailable");
             }
         }
+        for to in ["opened", "closed"] {
+            metrics.circuit_transitions.with_label_values(&[to]);
+        }
         for reason in ParkReason::ALL {
             metrics.parked.with_label_values(&[reason.as_str()]);
         }
@@ -196,6 +215,19 @@ impl Metrics {
     /// Parking is not the hot path: a label lookup is fine.
     pub fn parked(&self, reason: ParkReason) {
         self.parked.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// `again`: its probe failed; it was open already (counted, not added).
+    pub fn circuit_opened(&self, again: bool) {
+        self.circuit_transitions.with_label_values(&["opened"]).inc();
+        if !again {
+            self.circuits_open.inc();
+        }
+    }
+
+    pub fn circuit_closed(&self) {
+        self.circuit_transitions.with_label_values(&["closed"]).inc();
+        self.circuits_open.dec();
     }
 
     pub fn dead_letter(&self, reason: DeadReason) {

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::budget::Pressure;
+use super::circuit::Transition;
 use super::cache::{Freshness, Lookup, SubscriptionCache, Target, STALE_RETRY};
 use super::consume::{Begun, Handler};
 use super::dlq::DeadLetters;
@@ -37,6 +38,10 @@ use crate::kafka::Producer;
 use crate::metrics::{InFlight, Metrics};
 use crate::store::Store;
 use crate::trace::TraceHeaders;
+
+/// How long an ordered delivery waits before it looks at a half-open
+/// circuit again (while another delivery probes).
+const PROBE_WAIT: Duration = Duration::from_millis(100);
 
 /// How often gates are looked at for changed or unhealthy subscriptions.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -273,10 +278,30 @@ impl Deliver {
                     return self.interrupted(&delivery, why, ordered).await
                 }
             };
+            // Another receiver's answers say nothing about the subscription's.
+            let redirected = delivery.replay.as_ref().is_some_and(|r| r.url.is_some());
+            if !redirected && !gate.circuit.try_send(Utc::now().timestamp_millis()) {
+                drop(pass);
+                if ordered {
+                    // Its lane waits for the circuit in place: until it
+                    // opens or closes after its probe.
+                    let wait = tokio::time::sleep(PROBE_WAIT);
+                    match self.wake_on_change(&lease, &gate, wait).await {
+                        Ok(()) | Err(Woken::Recheck) => continue,
+                        Err(Woken::Interrupted(why)) => {
+                            return self.interrupted(&delivery, why, ordered).await
+                        }
+                    }
+                }
+                return self.park(&mut delivery, &gate, ParkReason::CircuitOpen, hold).await;
+            }
             if pass.rate_limited {
                 self.metrics.deliveries.rate_limited.inc();
             }
-            let Some(_active) = lease.activate() else { return false };
+            let Some(_active) = lease.activate() else {
+                gate.circuit.release_probe();
+                return false;
+            };
             let attempt = delivery.attempt;
             let span = tracing::info_span!("deliver", otel.kind = "client", subscription_id = %delivery.subscription_id,
                 event_id = %delivery.event.id, event_type = %delivery.event.event_type, attempt,
@@ -292,10 +317,10 @@ impl Deliver {
             let took = started.elapsed();
             drop(in_flight);
             self.metrics.attempt_duration.observe(took.as_secs_f64());
-            // Another receiver's answers say nothing about the subscription's.
-            let redirected = delivery.replay.as_ref().is_some_and(|r| r.url.is_some());
             if !redirected {
-                gate.record(result.is_ok(), took);
+                if let Some(transition) = gate.record(result.is_ok(), took) {
+                    self.circuit_changed(&delivery.subscription_id, transition);
+                }
             }
             drop(pass);
             let now_ms = Utc::now().timestamp_millis();
@@ -477,6 +502,21 @@ impl Deliver {
         }
         if let Err(error) = self.cache.refresh().await {
             tracing::warn!(%error, "subscription refresh after disabling failed");
+        }
+    }
+
+    fn circuit_changed(&self, id: &SubscriptionId, transition: Transition) {
+        match transition {
+            Transition::Opened { until_ms } | Transition::Reopened { until_ms } => {
+                let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
+                let again = matches!(transition, Transition::Reopened { .. });
+                tracing::warn!(subscription_id = %id, until = %until.to_rfc3339(), again, "circuit opened: deliveries wait in a retry tier");
+                self.metrics.circuit_opened(again);
+            }
+            Transition::Closed => {
+                tracing::info!(subscription_id = %id, "circuit closed: the probe succeeded");
+                self.metrics.circuit_closed();
+            }
         }
     }
 

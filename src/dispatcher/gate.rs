@@ -21,6 +21,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::budget::Pressure;
+use super::circuit::{Admission, Circuit, CircuitPolicy, Transition};
 use super::lanes::{Lanes, Turn};
 use super::policy::ParkReason;
 use crate::domain::{RateLimit, Subscription, SubscriptionId, TenantId};
@@ -131,6 +132,7 @@ pub struct Gate {
     /// Whether the last delivery that left was parked (to log the change once).
     parking: AtomicBool,
     lanes: Lanes<Vec<u8>>,
+    pub circuit: Circuit,
     clock: Instant,
 }
 
@@ -221,6 +223,7 @@ impl Gate {
             seen_version: AtomicI64::new(subscription.updated_at.timestamp_micros()),
             parking: AtomicBool::new(false),
             lanes: Lanes::default(),
+            circuit: Circuit::new(CircuitPolicy::default()),
             clock: Instant::now(),
         }
     }
@@ -298,8 +301,8 @@ impl Gate {
         Pass { _permit: permit, gate: self, rate_limited }
     }
 
-    /// Notes how an attempt went.
-    pub fn record(&self, succeeded: bool, took: Duration) {
+    /// Notes how an attempt went; answers the circuit's change, if any.
+    pub fn record(&self, succeeded: bool, took: Duration) -> Option<Transition> {
         self.last_progress_ms.store(self.now_ms(), Ordering::Release);
         let bad = if took >= SLOW_ATTEMPT { 1000 } else { 0 };
         let _ = self.bad_share.fetch_update(Ordering::AcqRel, Ordering::Acquire, |share| {
@@ -308,6 +311,12 @@ impl Gate {
         if succeeded && bad == 0 {
             self.parking.store(false, Ordering::Release);
         }
+        let transition = self.circuit.record(succeeded, chrono::Utc::now().timestamp_millis());
+        if let Some(Transition::Opened { .. } | Transition::Reopened { .. }) = transition {
+            // What waits here leaves for a retry tier.
+            self.recheck.notify_waiters();
+        }
+        transition
     }
 
     /// The endpoint asked for a pause: nothing is sent before `until_ms`
@@ -317,17 +326,25 @@ impl Gate {
         self.recheck.notify_waiters();
     }
 
-    /// `Retry-After` still in force at `now_ms` (Unix milliseconds).
+    /// `Retry-After`, or an open circuit, still in force at `now_ms`
+    /// (Unix milliseconds): nothing is sent before the time answered.
     pub fn not_before(&self, now_ms: i64) -> Option<i64> {
-        let at = self.not_before_ms.load(Ordering::Acquire);
+        let mut at = self.not_before_ms.load(Ordering::Acquire);
+        if let Admission::Open { until_ms } = self.circuit.admission(now_ms) {
+            at = at.max(until_ms);
+        }
         (at > now_ms).then_some(at)
     }
 
     /// Why this subscription's backlog should not wait here now, if it
     /// should not. `now_ms`: Unix milliseconds.
     pub fn unhealthy(&self, now_ms: i64) -> Option<ParkReason> {
-        if self.not_before(now_ms).is_some() {
+        if self.not_before_ms.load(Ordering::Acquire) > now_ms {
             return Some(ParkReason::RetryAfter);
+        }
+        if self.circuit.holds_back(now_ms) {
+            // Open, or half open with its probe under way or about to be.
+            return Some(ParkReason::CircuitOpen);
         }
         let active = self.active.load(Ordering::Acquire);
         let since = self.now_ms() - self.last_progress_ms.load(Ordering::Acquire);
@@ -351,7 +368,8 @@ impl Gate {
         let reason = self.unhealthy(now_ms)?;
         let backlog = self.held().saturating_sub(self.active.load(Ordering::Acquire));
         let allowed = self.limits().cap.max(PARK_BACKLOG);
-        (reason == ParkReason::RetryAfter || backlog > allowed).then_some(reason)
+        let always = matches!(reason, ParkReason::RetryAfter | ParkReason::CircuitOpen);
+        (always || backlog > allowed).then_some(reason)
     }
 
     /// Marks a delivery parked; answers whether parking just began (to log
@@ -434,19 +452,24 @@ mod tests {
     #[test]
     fn a_slow_endpoint_struggles_a_slow_answer_now_and_then_or_fast_failures_do_not() {
         let gate = gate(None, None);
-        let holds: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
+        let _first: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
         assert_eq!(gate.should_park(now()), None, "a healthy endpoint works through its backlog");
         gate.record(true, SLOW_ATTEMPT);
         gate.record(true, Duration::from_millis(5));
         assert_eq!(gate.should_park(now()), None, "a slow attempt now and then is no trouble");
-        for _ in 0..20 {
+        for _ in 0..4 {
             gate.record(false, Duration::from_millis(5));
         }
         assert_eq!(gate.should_park(now()), None, "fast failures hold nothing up");
+        gate.record(false, Duration::from_millis(5));
+        assert_eq!(gate.should_park(now()), Some(ParkReason::CircuitOpen), "five open the circuit");
+        let gate = self::gate(None, None);
+        let holds: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
         for _ in 0..8 {
+            gate.record(true, SLOW_ATTEMPT);
             gate.record(false, SLOW_ATTEMPT);
         }
-        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow failures");
+        assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow answers");
         for _ in 0..8 {
             gate.record(true, Duration::from_millis(5));
         }

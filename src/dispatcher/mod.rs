@@ -15,6 +15,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod circuit;
 pub mod consume;
 pub mod deliver;
 pub mod dlq;

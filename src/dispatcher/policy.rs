@@ -46,10 +46,10 @@ pub enum ParkReason {
     RateBound,
     /// The endpoint asked for a pause (`Retry-After`).
     RetryAfter,
+    /// Its circuit is open (or half open, its one probe under way).
+    CircuitOpen,
     /// Its subscription or tenant holds all it may.
     OverBudget,
-    /// Shutting down before its attempt.
-    Shutdown,
 }
 
 impl ParkReason {
@@ -58,8 +58,8 @@ impl ParkReason {
         Self::Struggling,
         Self::RateBound,
         Self::RetryAfter,
+        Self::CircuitOpen,
         Self::OverBudget,
-        Self::Shutdown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,8 +68,8 @@ impl ParkReason {
             Self::Struggling => "struggling",
             Self::RateBound => "rate_bound",
             Self::RetryAfter => "retry_after",
+            Self::CircuitOpen => "circuit_open",
             Self::OverBudget => "over_budget",
-            Self::Shutdown => "shutdown",
         }
     }
 }

@@ -128,15 +128,6 @@ async fn a_tarpit_tenant_at_its_largest_max_in_flight_leaves_another_tenants_p99
     .await;
     let during = latencies(&app, &key_a, &healthy, 200, Duration::from_millis(20)).await;
 
-    eprintln!(
-        "DEBUG baseline p50 {:?} p99 {:?}; during p50 {:?} p90 {:?} p99 {:?} max {:?}",
-        baseline[baseline.len() / 2],
-        p99(&baseline),
-        during[during.len() / 2],
-        during[during.len() * 9 / 10],
-        p99(&during),
-        during.last()
-    );
     // A floor for the noise of a loaded 2-core machine: 10 ms.
     let bound = 2 * p99(&baseline).max(Duration::from_millis(10));
     assert!(
@@ -151,12 +142,7 @@ async fn a_tarpit_tenant_at_its_largest_max_in_flight_leaves_another_tenants_p99
 
 /// Deliveries parked so far, from the app's `/metrics`.
 async fn parked(app: &TestApp) -> f64 {
-    let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics");
-    let text = metrics.text().await.expect("text");
-    text.lines()
-        .filter(|l| l.starts_with("hookgate_parked_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric(app, "hookgate_parked_total{").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -388,4 +374,75 @@ async fn pausing_a_subscription_stops_every_delivery_to_it_within_a_second() {
 async fn deleting_a_subscription_stops_every_delivery_to_it_within_a_second() {
     let late = requests_after_a_change("delete-waiting", Method::DELETE, None).await;
     assert_eq!(late, 0, "requests began more than a second after the delete");
+}
+
+/// One sample of the app's `/metrics`, 0 when absent.
+async fn metric(app: &TestApp, line_start: &str) -> f64 {
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics");
+    let text = metrics.text().await.expect("text");
+    text.lines()
+        .filter(|l| l.starts_with(line_start))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_circuit_opens_after_failures_probes_once_and_closes_and_its_backlog_waits_elsewhere() {
+    let app = TestApp::spawn_with("circuit", |config| {
+        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(1); 30]);
+    })
+    .await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&failing);
+    let receiver = TestReceiver::answering(move |_, _| {
+        Reply::status(if flag.load(Ordering::SeqCst) { 500 } else { 204 })
+    })
+    .await;
+    app.subscribe(json!({"url": receiver.url, "event_types": ["*"], "max_in_flight": 1})).await;
+    const EVENTS: usize = 30;
+    let events: Vec<_> = (0..EVENTS).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect();
+    assert_eq!(app.post_json("/v1/events/batch", json!({ "events": events })).await.status(), 202);
+
+    // Five failures in a row open it.
+    eventually("the circuit to open", DEADLINE, || async {
+        (metric(&app, "hookgate_circuits_open ").await == 1.0).then_some(())
+    })
+    .await;
+    let opened = Instant::now();
+    let sent_before = receiver.received().len();
+    assert!((5..=6).contains(&sent_before), "opened after 5 failures, {sent_before} sent");
+    failing.store(false, Ordering::SeqCst);
+    // While open (5 s), nothing is sent, and nothing waits on the gate:
+    // the backlog is parked.
+    eventually("the backlog parked", secs(4), || async {
+        let parked = metric(&app, "hookgate_parked_total{reason=\"circuit_open\"}").await;
+        (parked >= (EVENTS - sent_before) as f64).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&app, "hookgate_deliveries_in_flight ").await, 0.0);
+    tokio::time::sleep_until((opened + Duration::from_millis(4_000)).into()).await;
+    assert_eq!(receiver.received().len(), sent_before, "nothing was sent while open");
+
+    // Then one probe; it succeeds, the circuit closes, and the rest goes.
+    eventually("the circuit to close", DEADLINE, || async {
+        (metric(&app, "hookgate_circuits_open ").await == 0.0).then_some(())
+    })
+    .await;
+    let received = receiver.received();
+    let probe = &received[sent_before];
+    assert!(probe.at >= opened + secs(4), "the probe waited for the cool-down");
+    assert_eq!(probe.status, 204);
+    assert_eq!(metric(&app, "hookgate_circuit_transitions_total{to=\"opened\"}").await, 1.0);
+    assert_eq!(metric(&app, "hookgate_circuit_transitions_total{to=\"closed\"}").await, 1.0);
+    eventually("every event delivered once the circuit closed", DEADLINE, || async {
+        let delivered: std::collections::HashSet<u64> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 204)
+            .filter_map(|r| r.json()["data"]["i"].as_u64())
+            .collect();
+        (delivered.len() == EVENTS).then_some(())
+    })
+    .await;
+    app.stop().await;
 }

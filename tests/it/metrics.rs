@@ -166,7 +166,7 @@ async fn deliveries_move_the_counters_and_histograms() {
 
     // Labels: a small fixed set of names, never a URL or an id.
     let allowed =
-        ["outcome", "reason", "status", "tier", "group", "topic", "partition", "le", "stage"];
+        ["outcome", "reason", "status", "tier", "group", "topic", "partition", "le", "stage", "to"];
     for sample in &scrape.0 {
         for (name, value) in &sample.labels {
             assert!(allowed.contains(&name.as_str()), "label {name} on {sample:?}");
