@@ -71,7 +71,7 @@ impl AppState {
     ) -> reqwest::Result<Self> {
         // Test sends write their attempt themselves (the caller lists it
         // next); the log only satisfies `Webhooks`.
-        let (log, _writer) = AttemptLog::spawn(Arc::clone(&store));
+        let (log, _writer) = AttemptLog::spawn(Arc::clone(&store), CancellationToken::new());
         let webhooks =
             Webhooks::new(log, allow_private_targets, TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
         Ok(Self {
