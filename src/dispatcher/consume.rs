@@ -76,7 +76,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(1_500);
 #[derive(Debug)]
 pub struct Drained {
     pub stage: &'static str,
-    /// Records whose work was still under way when the stage gave up on it.
+    /// Records not done when the drain deadline passed (given up on, or
+    /// still running); zero when the drain ended in time.
     pub unfinished: usize,
     /// Whether the final commit went through.
     pub committed: bool,
@@ -238,10 +239,9 @@ impl<H: Handler> Stage<H> {
                 "drain deadline passed; unfinished records will be read again"
             );
             abort.cancel();
-            if tokio::time::timeout(ABORT_GRACE, tasks.wait()).await.is_err() {
-                // Left running: their records are not committed.
-                drained.unfinished = stage.tracker.in_flight();
-            }
+            let _ = tokio::time::timeout(ABORT_GRACE, tasks.wait()).await;
+            // Given up on, or still running: not committed.
+            drained.unfinished = stage.tracker.in_flight();
         }
         lag.abort();
         drained.committed = stage.close().await;
