@@ -2,11 +2,14 @@
 //! `AppConfig`; used by the CLI and by the integration tests alike.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -15,6 +18,7 @@ use crate::dispatcher;
 use crate::kafka::{self, topics, Producer};
 use crate::metrics::Metrics;
 use crate::ops::{self, Ops};
+use crate::shutdown;
 use crate::store::{self, Store};
 
 /// Failures before the process serves: bad configuration or unreachable
@@ -31,6 +35,20 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
+/// Shutdown did not end within its deadline: `Running::wait` gave up on
+/// the roles named.
+#[derive(Debug, thiserror::Error)]
+#[error("shutdown did not end within its deadline ({deadline:?}); still running: {}; unfinished work is read again after a restart", .left.join(", "))]
+pub struct DeadlinePassed {
+    pub deadline: Duration,
+    pub left: Vec<&'static str>,
+}
+
+/// How long the producer may take to flush at exit, at most. Every record
+/// whose source is committed was acknowledged already: what is still
+/// queued belongs to work given up on, which is read again anyway.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct Running {
     /// Where the API listens, when this process runs it.
     pub api_addr: Option<SocketAddr>,
@@ -38,9 +56,10 @@ pub struct Running {
     pub ops_addr: Option<SocketAddr>,
     pub store: Arc<dyn Store>,
     producer: Producer,
-    api: Option<JoinHandle<std::io::Result<()>>>,
-    ops: Option<JoinHandle<std::io::Result<()>>>,
-    dispatcher: Option<JoinHandle<Result<(), dispatcher::Error>>>,
+    shutdown: CancellationToken,
+    /// The longest drain of the roles run here.
+    drain: Duration,
+    roles: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
 /// Connects, migrates and creates topics as configured, then starts the
@@ -72,9 +91,9 @@ pub async fn start(
         ops_addr: None,
         store: Arc::clone(&store),
         producer: producer.clone(),
-        api: None,
-        ops: None,
-        dispatcher: None,
+        shutdown: shutdown.clone(),
+        drain: api::DRAIN,
+        roles: Vec::new(),
     };
     let listener = match listener {
         Some(listener) => listener,
@@ -98,7 +117,8 @@ pub async fn start(
         )
         .map_err(StartError::Http)?
         .with_limits(config.limits);
-        running.api = Some(tokio::spawn(api::serve(listener, state, shutdown.clone())));
+        let serve = api::serve(listener, state, shutdown.clone());
+        running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));
     } else {
         // A dispatcher alone still answers probes and scrapes.
         running.ops_addr = listener.local_addr().ok();
@@ -107,12 +127,15 @@ pub async fn start(
             producer: producer.clone(),
             metrics: Arc::clone(&metrics),
         };
-        running.ops = Some(tokio::spawn(ops::serve(listener, ops, shutdown.clone())));
+        let serve = ops::serve(listener, ops, shutdown.clone());
+        running.roles.push(("ops endpoint", tokio::spawn(async { Ok(serve.await?) })));
     }
     if let Some(dispatcher_config) = &config.dispatcher {
         let (kafka, topics, dispatcher_config, limits) =
             (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone(), config.limits);
-        running.dispatcher = Some(tokio::spawn(async move {
+        running.drain =
+            running.drain.max(dispatcher::drain_deadline(dispatcher_config.request_timeout));
+        let run = async move {
             dispatcher::run(
                 &kafka,
                 store,
@@ -124,32 +147,68 @@ pub async fn start(
                 shutdown,
             )
             .await
-        }));
+        };
+        running.roles.push(("dispatcher", tokio::spawn(async { Ok(run.await?) })));
     }
     Ok(running)
 }
 
 impl Running {
-    /// Waits for the roles to finish (after shutdown), then flushes Kafka.
+    /// How long shutdown may take, from the signal to the end of `wait`:
+    /// the longest drain of the roles plus `shutdown::GRACE`.
+    pub fn shutdown_deadline(&self) -> Duration {
+        self.drain + shutdown::GRACE
+    }
+
+    /// Waits for the roles to finish (after shutdown), then flushes Kafka;
+    /// within `shutdown_deadline` of the shutdown, else `DeadlinePassed`.
+    /// A role that ends stops the others.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let mut result = Ok(());
-        if let Some(api) = self.api {
-            if let Err(error) = api.await? {
-                result = Err(anyhow::Error::new(error).context("API server"));
+        let deadline = self.shutdown_deadline();
+        let shutdown = self.shutdown;
+        let names: Vec<&'static str> = self.roles.iter().map(|(name, _)| *name).collect();
+        let finished: Vec<AtomicBool> = names.iter().map(|_| AtomicBool::new(false)).collect();
+        let roles = futures::future::join_all(self.roles.into_iter().zip(&finished).map(
+            |((name, role), finished)| {
+                let shutdown = shutdown.clone();
+                async move {
+                    let result = match role.await {
+                        Ok(result) => result,
+                        Err(error) => Err(error.into()),
+                    };
+                    shutdown.cancel();
+                    finished.store(true, Ordering::Release);
+                    result.with_context(|| name)
+                }
+            },
+        ));
+        let mut roles = std::pin::pin!(roles);
+        // The clock starts with the shutdown (roles end only after it, or
+        // cancel it when they end).
+        let mut end = None;
+        let results = tokio::select! {
+            results = &mut roles => results,
+            () = shutdown.cancelled() => {
+                let end = *end.insert(Instant::now() + deadline);
+                match tokio::time::timeout_at(end, roles).await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        let left = names
+                            .iter()
+                            .zip(&finished)
+                            .filter(|(_, done)| !done.load(Ordering::Acquire))
+                            .map(|(name, _)| *name)
+                            .collect();
+                        return Err(DeadlinePassed { deadline, left }.into());
+                    }
+                }
             }
-        }
-        if let Some(ops) = self.ops {
-            if let Err(error) = ops.await? {
-                result = Err(anyhow::Error::new(error).context("ops endpoint"));
-            }
-        }
-        if let Some(dispatcher) = self.dispatcher {
-            if let Err(error) = dispatcher.await? {
-                result = Err(anyhow::Error::new(error).context("dispatcher"));
-            }
-        }
+        };
+        // Within what is left of the deadline, less the process's exit.
+        let end = end.unwrap_or_else(|| Instant::now() + deadline) - shutdown::EXIT_WAIT;
+        let flush = FLUSH_TIMEOUT.min(end.saturating_duration_since(Instant::now()));
         let producer = self.producer;
-        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?;
-        result
+        tokio::task::spawn_blocking(move || producer.flush(flush)).await?;
+        results.into_iter().collect()
     }
 }

@@ -172,7 +172,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(message)) => {
             eprintln!("hookgate: {message}");
@@ -182,7 +182,10 @@ pub fn main() -> ExitCode {
             eprintln!("hookgate: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // What a bounded shutdown left behind must not hold the exit.
+    runtime.shutdown_timeout(shutdown::EXIT_WAIT);
+    code
 }
 
 impl Command {
@@ -274,7 +277,8 @@ fn app_config(
 
 async fn run_roles(config: &AppConfig, listen: SocketAddr) -> Result<(), Failure> {
     let shutdown = shutdown::on_signal();
-    let running = app::start(config, listen, None, shutdown).await?;
+    let running = app::start(config, listen, None, shutdown.clone()).await?;
+    shutdown::watchdog(&shutdown, running.shutdown_deadline() + shutdown::WATCHDOG_MARGIN);
     if let Some(addr) = running.api_addr.or(running.ops_addr) {
         println!("listening on http://{addr}");
     }
@@ -306,14 +310,20 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         create_topics: false,
     };
     let shutdown = shutdown::on_signal();
-    let running = app::start(&config, args.listen, None, shutdown).await?;
+    let running = app::start(&config, args.listen, None, shutdown.clone()).await?;
+    shutdown::watchdog(&shutdown, running.shutdown_deadline() + shutdown::WATCHDOG_MARGIN);
     let addr = running.api_addr.unwrap_or(args.listen);
     println!("listening on http://{addr}");
     print_quickstart(addr, &admin_token);
-    // The mock cluster lives as long as this function: until shutdown.
-    let result = running.wait().await.map_err(Failure::Run);
-    drop(mock);
-    result
+    let result = running.wait().await;
+    // The broker goes only once every role is done with it: roles still
+    // running when the deadline passed keep it until the process exits.
+    if result.as_ref().is_err_and(|error| error.is::<app::DeadlinePassed>()) {
+        std::mem::forget(mock);
+    } else {
+        drop(mock);
+    }
+    result.map_err(Failure::Run)
 }
 
 fn print_quickstart(addr: SocketAddr, token: &str) {

@@ -40,11 +40,11 @@ async fn metrics(State(ops): State<Ops>) -> axum::response::Response {
     ops.metrics.response()
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`, then for at most `api::DRAIN`.
 pub async fn serve(
     listener: TcpListener,
     ops: Ops,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ops)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    crate::api::serve_draining(listener, router(ops), shutdown, crate::api::DRAIN).await
 }

@@ -20,6 +20,7 @@ pub mod subscriptions;
 pub mod tenants;
 pub mod validate;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ use problem::ApiError;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Time limit of a `POST /v1/subscriptions/{id}/test` webhook.
 const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, how long requests under way may take to finish: the
+/// longest a handler takes (a test send); a client slower than that loses
+/// its connection.
+pub const DRAIN: Duration = Duration::from_secs(TEST_REQUEST_TIMEOUT.as_secs() + 1);
 const TEST_RESPONSE_CAP: usize = 4096;
 
 #[derive(Clone)]
@@ -73,7 +78,7 @@ impl AppState {
     ) -> reqwest::Result<Self> {
         // Test sends write their attempt themselves (the caller lists it
         // next); the log only satisfies `Webhooks`.
-        let (log, _writer) = AttemptLog::spawn(Arc::clone(&store));
+        let (log, _writer) = AttemptLog::spawn(Arc::clone(&store), CancellationToken::new());
         let webhooks =
             Webhooks::new(log, allow_private_targets, TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
         Ok(Self {
@@ -167,11 +172,34 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_idempotency_keys(Arc::clone(&state.store), shutdown.clone()));
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let served = serve_draining(listener, router(state), shutdown, DRAIN).await;
     purge.abort();
     served
+}
+
+/// Serves `app` until `shutdown`, then lets the requests under way finish
+/// for at most `drain`: a client that never finishes its request must not
+/// hold the process.
+pub async fn serve_draining(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        served = &mut server => return served,
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(drain, server).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(timeout = ?drain, "requests still under way at the drain deadline; their connections are dropped");
+            Ok(())
+        }
+    }
 }
 
 async fn purge_idempotency_keys(store: Arc<dyn Store>, shutdown: CancellationToken) {

@@ -39,7 +39,9 @@ impl Default for CircuitPolicy {
 pub enum Admission {
     Closed,
     /// Nothing goes before this time (Unix milliseconds).
-    Open { until_ms: i64 },
+    Open {
+        until_ms: i64,
+    },
     /// The cool-down passed: one probe may go.
     HalfOpen,
 }
@@ -47,9 +49,13 @@ pub enum Admission {
 /// A change of state, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
-    Opened { until_ms: i64 },
+    Opened {
+        until_ms: i64,
+    },
     /// Its probe failed: open again, for longer.
-    Reopened { until_ms: i64 },
+    Reopened {
+        until_ms: i64,
+    },
     Closed,
 }
 
@@ -130,9 +136,7 @@ impl Circuit {
         let was_open = state.open_until_ms.is_some();
         let open_for_ms = match state.open_until_ms {
             // The probe failed: twice as long.
-            Some(_) if state.probe_out => {
-                (state.open_for_ms * 2).min(duration_ms(policy.max_open))
-            }
+            Some(_) if state.probe_out => (state.open_for_ms * 2).min(duration_ms(policy.max_open)),
             // Failures of requests sent before it opened change nothing.
             Some(_) => return None,
             None if state.consecutive >= policy.consecutive_failures

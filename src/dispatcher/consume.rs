@@ -16,8 +16,9 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +98,34 @@ const QUEUED_MESSAGES: &str = "2000";
 
 /// After an abort, how long the last hand-offs get to give up.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the final commit and the consumer's close may take together.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// How a stage's shutdown went.
+#[derive(Debug)]
+pub struct Drained {
+    pub stage: &'static str,
+    /// Records not done when the drain deadline passed (given up on, or
+    /// still running); zero when the drain ended in time.
+    pub unfinished: usize,
+    /// Whether the final commit went through.
+    pub committed: bool,
+}
+
+impl Drained {
+    /// What the stage left undone, if anything.
+    pub fn left(&self) -> Option<String> {
+        match (self.unfinished, self.committed) {
+            (0, true) => None,
+            (0, false) => Some(format!("{}: final commit failed", self.stage)),
+            (n, true) => Some(format!("{}: {n} records unfinished", self.stage)),
+            (n, false) => {
+                Some(format!("{}: {n} records unfinished, final commit failed", self.stage))
+            }
+        }
+    }
+}
 
 /// How often consumer lag is measured, and how long the broker may take.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
@@ -195,8 +224,9 @@ impl<H: Handler> Stage<H> {
 
     /// Reads until `shutdown`, then drains the work under way and commits.
     /// `abort` is cancelled when the drain deadline passes, for work that is
-    /// still trying to hand records on.
-    pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) {
+    /// still trying to hand records on. Ends within the drain deadline plus
+    /// `ABORT_GRACE` and `CLOSE_TIMEOUT`, whatever the broker does.
+    pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) -> Drained {
         let stage = Arc::new(self);
         let lag = tokio::spawn(Arc::clone(&stage).report_lag(shutdown.clone()));
         let tasks = TaskTracker::new();
@@ -268,6 +298,7 @@ impl<H: Handler> Stage<H> {
             }
         }
         tasks.close();
+        let mut drained = Drained { stage: stage.name, unfinished: 0, committed: false };
         if tokio::time::timeout(stage.drain_deadline, tasks.wait()).await.is_err() {
             tracing::warn!(
                 stage = stage.name,
@@ -276,12 +307,45 @@ impl<H: Handler> Stage<H> {
             );
             abort.cancel();
             let _ = tokio::time::timeout(ABORT_GRACE, tasks.wait()).await;
-        }
-        if let Err(error) = stage.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit is the usual case.
-            tracing::debug!(stage = stage.name, %error, "final offset commit");
+            // Given up on, or still running: not committed.
+            drained.unfinished = stage.tracker.in_flight();
         }
         lag.abort();
+        drained.committed = stage.close().await;
+        drained
+    }
+
+    /// Commits what is done and closes the consumer (it leaves the group),
+    /// off the runtime and bounded: against a broker that is gone,
+    /// librdkafka's synchronous commit and its close wait for minutes.
+    /// Answers whether the commit went through.
+    async fn close(self: Arc<Self>) -> bool {
+        let name = self.name;
+        let (committed_tx, committed_rx) = tokio::sync::oneshot::channel();
+        let closing = tokio::task::spawn_blocking(move || {
+            let committed = match self.consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => true,
+                // Nothing stored since the last commit.
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
+                Err(error) => {
+                    tracing::warn!(stage = name, %error, "final offset commit failed; work done since the last commit is redone after a restart");
+                    false
+                }
+            };
+            let _ = committed_tx.send(committed);
+            // The last reference, unless work was left running: the
+            // consumer closes here.
+            drop(self);
+        });
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        let Ok(Ok(committed)) = tokio::time::timeout_at(deadline, committed_rx).await else {
+            tracing::warn!(stage = name, timeout = ?CLOSE_TIMEOUT, "final offset commit did not finish; work done since the last commit is redone after a restart");
+            return false;
+        };
+        if tokio::time::timeout_at(deadline, closing).await.is_err() {
+            tracing::warn!(stage = name, timeout = ?CLOSE_TIMEOUT, "consumer close did not finish; the group rebalances once its session times out");
+        }
+        committed
     }
 
     /// Measures the group's lag on each assigned partition now and then, off

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::budget::Pressure;
-use super::circuit::Transition;
 use super::cache::{Freshness, Lookup, SubscriptionCache, Target, STALE_RETRY};
+use super::circuit::Transition;
 use super::consume::{Begun, Handler};
 use super::dlq::DeadLetters;
 use super::gate::{Gate, Gates, Hold, Shares};

@@ -146,7 +146,14 @@ pub async fn send_until_acknowledged(
     abort: &CancellationToken,
 ) -> Result<bool, KafkaError> {
     loop {
-        match producer.send(topic, Some(key), headers.clone(), payload).await {
+        // A send waits up to the producer's message timeout for a broker
+        // that is away: `abort` cuts it short too. The record may still get
+        // there; its source is not committed, so it comes again at most.
+        let sent = tokio::select! {
+            _ = abort.cancelled() => return Ok(false),
+            sent = producer.send(topic, Some(key), headers.clone(), payload) => sent,
+        };
+        match sent {
             Ok(()) => return Ok(true),
             Err(error) if is_permanent(&error) => return Err(error),
             Err(error) => tracing::warn!(topic, %error, "write failed; retrying"),

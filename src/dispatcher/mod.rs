@@ -60,6 +60,9 @@ const FAN_OUT_BUDGET: Budget = Budget::new(1_024, 64 << 20);
 const INDEX_BUDGET: Budget = Budget::new(256, 32 << 20);
 /// Bytes one retry tier holds while its records wait.
 const RETRY_TIER_BYTES: usize = 64 << 20;
+/// After the stages: how long the attempt log writer and the background
+/// tasks get to finish (see `shutdown::GRACE`).
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,6 +74,9 @@ pub enum Error {
     Http(#[from] reqwest::Error),
     #[error("a dispatcher stage failed")]
     StageFailed,
+    /// Shutdown gave up on some work; it is read again after a restart.
+    #[error("shutdown left work unfinished (read again after a restart): {0}")]
+    Unfinished(String),
 }
 
 /// Runs until `shutdown`, then drains what is under way and commits.
@@ -90,7 +96,8 @@ pub async fn run(
     let cache = Arc::new(SubscriptionCache::new(Arc::clone(&store)));
     cache.refresh().await?;
     let poller = tokio::spawn(Arc::clone(&cache).poll(shutdown.clone()));
-    let (log, log_writer) = AttemptLog::spawn(Arc::clone(&store));
+    let log_stop = CancellationToken::new();
+    let (log, log_writer) = AttemptLog::spawn(Arc::clone(&store), log_stop.clone());
     // Cancelled once the drain deadline passed: stop trying to hand work on.
     let abort = CancellationToken::new();
     let dead_letters = DeadLetters {
@@ -99,8 +106,7 @@ pub async fn run(
         abort: abort.clone(),
         metrics: Arc::clone(&metrics),
     };
-    // A request under way ends within the timeout; then its outcome is written.
-    let drain = config.request_timeout + Duration::from_secs(10);
+    let drain = drain_deadline(config.request_timeout);
 
     let fan_out = Stage::new(
         kafka,
@@ -223,24 +229,54 @@ pub async fn run(
         tokio::spawn(retries.run(shutdown.clone(), abort.clone())),
         tokio::spawn(index.run(shutdown.clone(), abort.clone())),
     ];
-    let mut failed = false;
-    for stage in stages {
-        if let Err(error) = stage.await {
+    let stages = futures::future::join_all(stages.map(|stage| async {
+        let drained = stage.await;
+        if let Err(error) = &drained {
             // A stage that died stops the process, so that its supervisor
             // restarts it rather than leave partitions unread.
             tracing::error!(%error, "dispatcher stage failed; shutting down");
             shutdown.cancel();
-            failed = true;
+        }
+        drained
+    }))
+    .await;
+    let mut left = Vec::new();
+    let mut failed = false;
+    for drained in stages {
+        match drained {
+            Ok(drained) => left.extend(drained.left()),
+            Err(_) => failed = true,
         }
     }
-    // The stages dropped their attempt log senders: the writer finishes its queue.
-    let _ = log_writer.await;
-    let _ = poller.await;
-    let _ = sweep.await;
-    let _ = replays.await;
-    let _ = retention.await;
+    // The writer finishes its queue (work left running may still hold
+    // senders). The others stopped at the signal; a database that is away
+    // must not hold them.
+    log_stop.cancel();
+    let background = [
+        ("attempt log writer", log_writer),
+        ("subscription poller", poller),
+        ("replay runner", replays),
+        ("retention", retention),
+        ("gate sweep", sweep),
+    ];
+    let end = tokio::time::Instant::now() + BACKGROUND_TIMEOUT;
+    for (name, mut task) in background {
+        if tokio::time::timeout_at(end, &mut task).await.is_err() {
+            task.abort();
+            left.push(format!("{name}: stopped unfinished"));
+        }
+    }
     if failed {
         return Err(Error::StageFailed);
     }
+    if !left.is_empty() {
+        return Err(Error::Unfinished(left.join("; ")));
+    }
     Ok(())
+}
+
+/// How long shutdown waits for the dispatcher's work under way: a request
+/// ends within `request_timeout`, then its outcome is written.
+pub fn drain_deadline(request_timeout: Duration) -> Duration {
+    request_timeout + Duration::from_secs(10)
 }

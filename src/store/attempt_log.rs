@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::Store;
 use crate::domain::Attempt;
@@ -15,16 +16,16 @@ const MAX_BATCH: usize = 1_000;
 const WRITE_TRIES: u32 = 5;
 
 /// The sending side; clone it freely. The writer ends once every clone is
-/// dropped and what was queued is written.
+/// dropped, or `stop` is cancelled, and what was queued is written.
 #[derive(Clone)]
 pub struct AttemptLog {
     tx: mpsc::Sender<Attempt>,
 }
 
 impl AttemptLog {
-    pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
+    pub fn spawn(store: Arc<dyn Store>, stop: CancellationToken) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        (Self { tx }, tokio::spawn(write_batches(store, rx)))
+        (Self { tx }, tokio::spawn(write_batches(store, rx, stop)))
     }
 
     /// Waits when the writer is behind, so memory stays bounded.
@@ -35,9 +36,27 @@ impl AttemptLog {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Attempt>) {
+async fn write_batches(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Attempt>,
+    stop: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut stopped = false;
+    loop {
+        let received = tokio::select! {
+            received = rx.recv_many(&mut batch, MAX_BATCH) => received,
+            // Shutdown, with senders left in work that was given up on: take
+            // no more, write what is queued.
+            () = stop.cancelled(), if !stopped => {
+                stopped = true;
+                rx.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let mut tries = 0;
         loop {
             tries += 1;

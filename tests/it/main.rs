@@ -19,6 +19,7 @@ mod openapi;
 mod ops;
 mod publishing;
 mod rotation;
+mod shutdown;
 mod store;
 mod subscriptions;
 mod tenants;

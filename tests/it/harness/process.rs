@@ -101,13 +101,17 @@ impl ServeProcess {
         env: &[(&str, &str)],
     ) -> Self {
         let mut command = command("serve", config, dispatcher);
-        command
-            .env("HOOKGATE_ADMIN_TOKEN", super::ADMIN_TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.env("HOOKGATE_ADMIN_TOKEN", super::ADMIN_TOKEN);
         for (name, value) in env {
             command.env(name, value);
         }
+        Self::spawn(command).await
+    }
+
+    /// Starts `command` (`hookgate serve`, or `dev`), keeping what it
+    /// prints; answers once it says where it listens.
+    pub async fn spawn(mut command: Command) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start hookgate serve");
         let output = Arc::new(Mutex::new(String::new()));
         let (url_tx, url_rx) = tokio::sync::oneshot::channel();
@@ -128,6 +132,39 @@ impl ServeProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status();
+        }
+    }
+
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+
+    /// Waits up to `limit` for the process to exit; answers its status
+    /// (`None`: still running at `limit`, then killed) and all it printed.
+    pub async fn exited_within(
+        mut self,
+        limit: std::time::Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Some(status.expect("wait for hookgate")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.await;
+        }
+        (status, self.output())
     }
 
     /// SIGTERM, then waits for the exit; answers all it printed.
