@@ -298,8 +298,6 @@ impl SubscriptionCache {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use chrono::Duration;
     use serde_json::value::RawValue;
 
@@ -310,26 +308,10 @@ mod tests {
     const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
     fn target(tenant: &str, previous: Vec<PreviousSecret>) -> Target {
-        let now = Utc::now();
-        Target::new(Subscription {
-            id: SubscriptionId::generate(),
-            tenant_id: TenantId::from_trusted(tenant.to_owned()),
-            url: "http://127.0.0.1:1/".to_owned(),
-            event_types: vec!["order.*".to_owned()],
-            secret: NEW.to_owned(),
-            previous_secrets: previous,
-            rate_limit: None,
-            max_in_flight: None,
-            ordered: false,
-            headers: BTreeMap::new(),
-            status: SubscriptionStatus::Active,
-            disabled_reason: None,
-            description: None,
-            metadata: BTreeMap::new(),
-            created_at: now,
-            updated_at: now,
-        })
-        .expect("valid target")
+        let tenant = TenantId::from_trusted(tenant.to_owned());
+        let subscription =
+            Subscription { previous_secrets: previous, ..Subscription::example(tenant, NEW) };
+        Target::new(subscription).expect("valid target")
     }
 
     fn event(tenant: Option<&str>) -> Event {

@@ -318,7 +318,10 @@ impl Deliver {
             drop(in_flight);
             self.metrics.attempt_duration.observe(took.as_secs_f64());
             if !redirected {
-                if let Some(transition) = gate.record(result.is_ok(), took) {
+                // A deliberate answer about this event (a 4xx) is no sign of
+                // a broken endpoint: only what retrying may cure counts.
+                let answered = result.as_ref().map_or_else(|e| !e.is_retryable(), |()| true);
+                if let Some(transition) = gate.record(answered, took) {
                     self.circuit_changed(&delivery.subscription_id, transition);
                 }
             }

@@ -301,7 +301,8 @@ impl Gate {
         Pass { _permit: permit, gate: self, rate_limited }
     }
 
-    /// Notes how an attempt went; answers the circuit's change, if any.
+    /// Notes how an attempt went (`succeeded`: the endpoint answered as a
+    /// working one does); answers the circuit's change, if any.
     pub fn record(&self, succeeded: bool, took: Duration) -> Option<Transition> {
         self.last_progress_ms.store(self.now_ms(), Ordering::Release);
         let bad = if took >= SLOW_ATTEMPT { 1000 } else { 0 };
@@ -412,33 +413,13 @@ impl Pressure for Gate {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::domain::SubscriptionStatus;
 
     const SHARES: Shares = Shares { tenant: 2048, max_in_flight: 256 };
 
     fn subscription(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>) -> Subscription {
-        let now = chrono::Utc::now();
-        Subscription {
-            id: SubscriptionId::generate(),
-            tenant_id: TenantId::default_tenant(),
-            url: "http://127.0.0.1:1/".to_owned(),
-            event_types: vec!["*".to_owned()],
-            secret: String::new(),
-            previous_secrets: Vec::new(),
-            rate_limit,
-            max_in_flight,
-            ordered: false,
-            headers: BTreeMap::new(),
-            status: SubscriptionStatus::Active,
-            disabled_reason: None,
-            description: None,
-            metadata: BTreeMap::new(),
-            created_at: now,
-            updated_at: now,
-        }
+        let example = Subscription::example(TenantId::default_tenant(), "");
+        Subscription { rate_limit, max_in_flight, ..example }
     }
 
     fn gate(rate_limit: Option<RateLimit>, max_in_flight: Option<u32>) -> Arc<Gate> {

@@ -75,6 +75,33 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl Subscription {
+    /// An active subscription of `tenant` to `order.*` at a dead loopback
+    /// port, for unit tests.
+    pub fn example(tenant: TenantId, secret: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            id: SubscriptionId::generate(),
+            tenant_id: tenant,
+            url: "http://127.0.0.1:1/".to_owned(),
+            event_types: vec!["order.*".to_owned()],
+            secret: secret.to_owned(),
+            previous_secrets: Vec::new(),
+            rate_limit: None,
+            max_in_flight: None,
+            ordered: false,
+            headers: BTreeMap::new(),
+            status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            description: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// One entry of `event_types`: an exact name, `prefix.*`, or `*` for all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventTypePattern {

@@ -8,32 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookgate::config::{DispatcherConfig, RetrySchedule};
+use hookgate::config::RetrySchedule;
 use hookgate::domain::{Outcome, SubscriptionId, SubscriptionStatus};
 use serde_json::json;
 
 use crate::harness::kafka::{headers_of, read_topic, wait_for_group};
 use crate::harness::process::DispatcherProcess;
-use crate::harness::{eventually, Reply, TestApp, TestReceiver};
+use crate::harness::{eventually, process_dispatcher, Reply, TestApp, TestReceiver};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn fast_retries(config: &mut hookgate::config::AppConfig) {
     if let Some(dispatcher) = &mut config.dispatcher {
         dispatcher.retry_schedule = RetrySchedule(vec![Duration::from_millis(300); 3]);
-    }
-}
-
-/// Settings of a `hookgate dispatcher` process started by a test.
-fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
-    DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout,
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        budgets: Default::default(),
     }
 }
 

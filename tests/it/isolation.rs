@@ -306,13 +306,8 @@ async fn a_database_blip_during_a_refresh_drops_no_delivery() {
     let mut through_proxy = app.config.clone();
     through_proxy.database_url = proxy.url_for(&app.config.database_url);
     let settings = hookgate::config::DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: secs(5),
         retry_schedule: RetrySchedule(vec![secs(1)]),
-        max_delivery_age: secs(3600),
-        response_body_cap: 4096,
-        retention: secs(30 * 24 * 3600),
-        budgets: DeliveryBudgets::default(),
+        ..crate::harness::process_dispatcher(secs(5))
     };
     let mut process = DispatcherProcess::start(&through_proxy, &settings);
     let first = TestReceiver::start().await;

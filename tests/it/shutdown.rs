@@ -6,7 +6,7 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, RetrySchedule, Topics};
+use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, Topics};
 use hookgate::kafka::KafkaConfig;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -28,15 +28,7 @@ const SLACK: Duration = Duration::from_secs(1);
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn dispatcher_config(request_timeout: Duration) -> DispatcherConfig {
-    DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout,
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        budgets: Default::default(),
-    }
+    crate::harness::process_dispatcher(request_timeout)
 }
 
 /// An app configuration for `hookgate serve` on its own database and topics.

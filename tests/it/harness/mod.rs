@@ -36,6 +36,19 @@ pub fn unique(name: &str) -> String {
     format!("test-{name}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Settings of a `hookgate dispatcher` process started by a test.
+pub fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
+    DispatcherConfig {
+        allow_private_targets: true,
+        request_timeout,
+        retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
+        max_delivery_age: Duration::from_secs(3600),
+        response_body_cap: 4096,
+        retention: Duration::from_secs(30 * 24 * 3600),
+        budgets: Default::default(),
+    }
+}
+
 /// Polls `check` until it answers `Some`, or fails the test at the deadline.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
