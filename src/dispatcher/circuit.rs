@@ -117,9 +117,16 @@ impl Circuit {
     }
 
     /// Notes an attempt's outcome; answers the change it made, if any.
-    pub fn record(&self, succeeded: bool, now_ms: i64) -> Option<Transition> {
+    /// A failed retry (`first_attempt` false) says more about its event than
+    /// about the endpoint (a receiver may refuse one event, and its retries
+    /// come back together): it counts for nothing, and gives its probe back.
+    pub fn record(&self, succeeded: bool, first_attempt: bool, now_ms: i64) -> Option<Transition> {
         let policy = self.policy;
         let mut state = self.state();
+        if !succeeded && !first_attempt {
+            state.probe_out = false;
+            return None;
+        }
         let weight = 1000 / policy.window.max(1);
         let failed = if succeeded { 0 } else { 1000 };
         state.share = (state.share * (1000 - weight) + failed * weight) / 1000;
@@ -180,20 +187,20 @@ mod tests {
     fn opens_after_consecutive_failures_probes_once_and_closes_on_success() {
         let c = circuit();
         for _ in 0..4 {
-            assert_eq!(c.record(false, T), None);
+            assert_eq!(c.record(false, true, T), None);
         }
         assert_eq!(c.admission(T), Admission::Closed);
-        assert_eq!(c.record(false, T), Some(Transition::Opened { until_ms: T + 5_000 }));
+        assert_eq!(c.record(false, true, T), Some(Transition::Opened { until_ms: T + 5_000 }));
         assert_eq!(c.admission(T + 4_999), Admission::Open { until_ms: T + 5_000 });
         assert!(!c.try_send(T + 4_999), "nothing goes while open");
         assert!(c.holds_back(T + 4_999));
         assert!(!c.holds_back(T + 5_000), "half open: the next delivery probes");
-        assert_eq!(c.record(false, T + 100), None, "a late failure changes nothing");
+        assert_eq!(c.record(false, true, T + 100), None, "a late failure changes nothing");
         assert_eq!(c.admission(T + 5_000), Admission::HalfOpen);
         assert!(c.try_send(T + 5_000), "one probe");
         assert!(!c.try_send(T + 5_001), "only one");
         assert!(c.holds_back(T + 5_001), "the others wait elsewhere");
-        assert_eq!(c.record(true, T + 5_100), Some(Transition::Closed));
+        assert_eq!(c.record(true, true, T + 5_100), Some(Transition::Closed));
         assert_eq!(c.admission(T + 5_100), Admission::Closed);
         assert!(c.try_send(T + 5_100));
     }
@@ -202,13 +209,13 @@ mod tests {
     fn a_failed_probe_opens_it_for_twice_as_long_up_to_the_maximum() {
         let c = circuit();
         for _ in 0..5 {
-            c.record(false, T);
+            c.record(false, true, T);
         }
         let mut now = T + 5_000;
         let mut expected = 10_000;
         for _ in 0..8 {
             assert!(c.try_send(now));
-            let Some(Transition::Reopened { until_ms }) = c.record(false, now) else {
+            let Some(Transition::Reopened { until_ms }) = c.record(false, true, now) else {
                 panic!("reopened")
             };
             assert_eq!(until_ms - now, expected.min(300_000));
@@ -223,7 +230,7 @@ mod tests {
         let mut opened = false;
         for i in 0..100 {
             // Four failures, then one success: never five in a row.
-            if let Some(Transition::Opened { .. }) = c.record(i % 5 == 4, T) {
+            if let Some(Transition::Opened { .. }) = c.record(i % 5 == 4, true, T) {
                 opened = true;
                 break;
             }
@@ -231,15 +238,35 @@ mod tests {
         assert!(opened, "80 % failing opens the circuit");
         let healthy = circuit();
         for i in 0..100 {
-            assert_eq!(healthy.record(i % 2 == 0, T), None, "half failing stays closed");
+            assert_eq!(healthy.record(i % 2 == 0, true, T), None, "half failing stays closed");
         }
+    }
+
+    #[test]
+    fn failed_retries_neither_open_it_nor_keep_its_probe() {
+        let c = circuit();
+        for _ in 0..50 {
+            assert_eq!(c.record(false, false, T), None, "a refused event's retries");
+        }
+        assert_eq!(c.admission(T), Admission::Closed);
+        for _ in 0..5 {
+            c.record(false, true, T);
+        }
+        assert!(c.try_send(T + 5_000), "the probe is a retry");
+        assert_eq!(c.record(false, false, T + 5_001), None);
+        assert!(c.try_send(T + 5_002), "its failure gave the probe back");
+        assert_eq!(
+            c.record(true, false, T + 5_003),
+            Some(Transition::Closed),
+            "any success closes"
+        );
     }
 
     #[test]
     fn a_probe_given_back_lets_another_go() {
         let c = circuit();
         for _ in 0..5 {
-            c.record(false, T);
+            c.record(false, true, T);
         }
         assert!(c.try_send(T + 5_000));
         c.release_probe();

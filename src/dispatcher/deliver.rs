@@ -321,7 +321,7 @@ impl Deliver {
                 // A deliberate answer about this event (a 4xx) is no sign of
                 // a broken endpoint: only what retrying may cure counts.
                 let answered = result.as_ref().map_or_else(|e| !e.is_retryable(), |()| true);
-                if let Some(transition) = gate.record(answered, took) {
+                if let Some(transition) = gate.record(answered, attempt == 1, took) {
                     self.circuit_changed(&delivery.subscription_id, transition);
                 }
             }

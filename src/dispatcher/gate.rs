@@ -303,7 +303,12 @@ impl Gate {
 
     /// Notes how an attempt went (`succeeded`: the endpoint answered as a
     /// working one does); answers the circuit's change, if any.
-    pub fn record(&self, succeeded: bool, took: Duration) -> Option<Transition> {
+    pub fn record(
+        &self,
+        succeeded: bool,
+        first_attempt: bool,
+        took: Duration,
+    ) -> Option<Transition> {
         self.last_progress_ms.store(self.now_ms(), Ordering::Release);
         let bad = if took >= SLOW_ATTEMPT { 1000 } else { 0 };
         let _ = self.bad_share.fetch_update(Ordering::AcqRel, Ordering::Acquire, |share| {
@@ -312,7 +317,8 @@ impl Gate {
         if succeeded && bad == 0 {
             self.parking.store(false, Ordering::Release);
         }
-        let transition = self.circuit.record(succeeded, chrono::Utc::now().timestamp_millis());
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let transition = self.circuit.record(succeeded, first_attempt, now_ms);
         if let Some(Transition::Opened { .. } | Transition::Reopened { .. }) = transition {
             // What waits here leaves for a retry tier.
             self.recheck.notify_waiters();
@@ -435,28 +441,28 @@ mod tests {
         let gate = gate(None, None);
         let _first: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
         assert_eq!(gate.should_park(now()), None, "a healthy endpoint works through its backlog");
-        gate.record(true, SLOW_ATTEMPT);
-        gate.record(true, Duration::from_millis(5));
+        gate.record(true, true, SLOW_ATTEMPT);
+        gate.record(true, true, Duration::from_millis(5));
         assert_eq!(gate.should_park(now()), None, "a slow attempt now and then is no trouble");
         for _ in 0..4 {
-            gate.record(false, Duration::from_millis(5));
+            gate.record(false, true, Duration::from_millis(5));
         }
         assert_eq!(gate.should_park(now()), None, "fast failures hold nothing up");
-        gate.record(false, Duration::from_millis(5));
+        gate.record(false, true, Duration::from_millis(5));
         assert_eq!(gate.should_park(now()), Some(ParkReason::CircuitOpen), "five open the circuit");
         let gate = self::gate(None, None);
         let holds: Vec<Hold> = (0..200).map(|_| gate.hold()).collect();
         for _ in 0..8 {
-            gate.record(true, SLOW_ATTEMPT);
-            gate.record(false, SLOW_ATTEMPT);
+            gate.record(true, true, SLOW_ATTEMPT);
+            gate.record(false, true, SLOW_ATTEMPT);
         }
         assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow answers");
         for _ in 0..8 {
-            gate.record(true, Duration::from_millis(5));
+            gate.record(true, true, Duration::from_millis(5));
         }
         assert_eq!(gate.should_park(now()), None, "recovered");
         for _ in 0..8 {
-            gate.record(true, SLOW_ATTEMPT);
+            gate.record(true, true, SLOW_ATTEMPT);
         }
         assert_eq!(gate.should_park(now()), Some(ParkReason::Struggling), "slow successes");
         drop(holds);
@@ -472,7 +478,7 @@ mod tests {
         assert_eq!(gate.unhealthy(now()), None, "just sent");
         std::thread::sleep(STALL_AFTER + Duration::from_millis(20));
         assert_eq!(gate.should_park(now()), Some(ParkReason::Stalled));
-        gate.record(true, STALL_AFTER);
+        gate.record(true, true, STALL_AFTER);
         assert_eq!(gate.unhealthy(now()), None, "an answer came back");
         drop(pass);
         std::thread::sleep(STALL_AFTER + Duration::from_millis(20));

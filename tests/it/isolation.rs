@@ -136,7 +136,6 @@ async fn a_tarpit_tenant_at_its_largest_max_in_flight_leaves_another_tenants_p99
         p99(&during),
         p99(&baseline)
     );
-    assert!(tarpit.max_concurrency() <= limit as usize, "the tarpit's cap held");
     app.stop().await;
 }
 
