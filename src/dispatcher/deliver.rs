@@ -28,6 +28,7 @@ use super::dlq::DeadLetters;
 use super::gate::{Gate, Gates, Hold, Shares};
 use super::lanes::{Lanes, Turn};
 use super::offsets::{Lease, Ticket};
+use super::parked_lanes::{Place, Slot};
 use super::policy::{ParkReason, RetryPolicy, Verdict, MAX_RETRY_AFTER};
 use super::replay::ReplayLimits;
 use super::webhook::Webhooks;
@@ -38,10 +39,6 @@ use crate::kafka::Producer;
 use crate::metrics::{InFlight, Metrics};
 use crate::store::Store;
 use crate::trace::TraceHeaders;
-
-/// How long an ordered delivery waits before it looks at a half-open
-/// circuit again (while another delivery probes).
-const PROBE_WAIT: Duration = Duration::from_millis(100);
 
 /// How often gates are looked at for changed or unhealthy subscriptions.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -63,6 +60,24 @@ pub struct Deliver {
     /// Cancelled at shutdown: work that has not started is handed on.
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
+}
+
+/// How a delivery left the stage.
+enum Outcome {
+    /// Done with (delivered, dead-lettered or dropped); whether its record
+    /// may be committed.
+    Finished(bool),
+    /// Still to come (parked, retried, or left to be read again), or
+    /// nothing more for its lane; whether its record may be committed.
+    Left(bool),
+}
+
+impl Outcome {
+    fn committed(&self) -> bool {
+        match self {
+            Self::Finished(committed) | Self::Left(committed) => *committed,
+        }
+    }
 }
 
 /// How a wait ended before the attempt.
@@ -139,7 +154,9 @@ impl Deliver {
                     let stage = Arc::clone(self);
                     return Some(Box::pin(async move {
                         let mut delivery = delivery;
-                        stage.park(&mut delivery, &gate, ParkReason::OverBudget, hold).await
+                        let parked =
+                            stage.park(&mut delivery, &gate, ParkReason::OverBudget, hold, None);
+                        parked.await.committed()
                     }) as _)
                     .into();
                 }
@@ -195,19 +212,22 @@ impl Deliver {
     async fn work(
         self: Arc<Self>,
         mut delivery: Delivery,
-        mut target: Arc<Target>,
+        target: Arc<Target>,
         gate: Arc<Gate>,
         hold: Hold,
         mut turn: Option<Turn>,
         lease: Arc<Lease>,
     ) -> bool {
-        let ordered = turn.is_some();
+        let lane = match (&turn, &delivery.event.key) {
+            (Some(_), Some(key)) => Some(Slot::of(key)),
+            _ => None,
+        };
         if let Some(turn) = &mut turn {
             loop {
                 match self.wake_on_change(&lease, &gate, turn.wait()).await {
                     Ok(()) => break,
                     Err(Woken::Interrupted(why)) => {
-                        return self.interrupted(&delivery, why, ordered).await
+                        return self.interrupted(&delivery, why, true).await
                     }
                     // Paused or deleted while it waited in its lane?
                     Err(Woken::Recheck) => match self.cache.peek(&delivery.subscription_id) {
@@ -222,11 +242,72 @@ impl Deliver {
                 }
             }
         }
+        let outcome =
+            self.attempts(&mut delivery, target, &gate, hold, &mut turn, &lease, lane).await;
+        match outcome {
+            Outcome::Finished(committed) => {
+                // Before its turn ends: the next of its key finds it done.
+                if let Some(slot) = lane {
+                    gate.parked_lanes.finished(slot, delivery.lane, Utc::now().timestamp_millis());
+                }
+                committed
+            }
+            Outcome::Left(committed) => committed,
+        }
+    }
+
+    /// Attempts the delivery until it is done or leaves: `lane`, the parked
+    /// lane of an `ordered` delivery, whose `turn` it holds.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &self,
+        delivery: &mut Delivery,
+        mut target: Arc<Target>,
+        gate: &Arc<Gate>,
+        hold: Hold,
+        turn: &mut Option<Turn>,
+        lease: &Arc<Lease>,
+        lane: Option<Slot>,
+    ) -> Outcome {
+        let ordered = turn.is_some();
+        if let Some(slot) = lane {
+            match gate.parked_lanes.place(slot, delivery.lane, Utc::now().timestamp_millis()) {
+                Place::Go => {}
+                Place::Done => {
+                    tracing::debug!(subscription_id = %delivery.subscription_id, event_id = %delivery.event.id, "a parked delivery read again after it was done; dropped");
+                    return Outcome::Left(true);
+                }
+                Place::Behind { seq, tier, due_ms } => {
+                    delivery.lane = Some(seq);
+                    if self.policy.is_expired(delivery, Utc::now().timestamp_millis()) {
+                        turn.take();
+                        return Outcome::Finished(
+                            self.dead(delivery, DeadReason::Expired, None).await,
+                        );
+                    }
+                    delivery.parked = delivery.parked.saturating_add(1);
+                    delivery.due_ms = Some(due_ms);
+                    // Queued in its lane's order (they come back in about
+                    // that order); then the next of its key may go on.
+                    let topic = self.policy.tier_topic(tier);
+                    let acknowledged = self.dead_letters.queue_on(&topic, delivery).await;
+                    turn.take();
+                    let handed = acknowledged.await;
+                    if handed {
+                        self.metrics.parked(ParkReason::LaneParked);
+                    } else {
+                        gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
+                    }
+                    drop(hold);
+                    return Outcome::Left(handed);
+                }
+            }
+        }
         loop {
             // The subscription as it is now: paused, changed or deleted meanwhile?
             match self.cache.peek(&delivery.subscription_id) {
                 Lookup::Found(now) => target = now,
-                Lookup::Deleted => return true,
+                Lookup::Deleted => return Outcome::Finished(true),
                 // Known before; the copy forgets nothing without a tombstone.
                 Lookup::Unknown => {}
             }
@@ -235,72 +316,53 @@ impl Deliver {
             if let Some(url) = delivery.replay.as_ref().and_then(|r| r.url.as_deref()) {
                 match target.redirected(url) {
                     Some(redirected) => sending_to = Arc::new(redirected),
-                    None => return self.dead(&delivery, DeadReason::Forbidden, None).await,
+                    None => {
+                        return Outcome::Finished(
+                            self.dead(delivery, DeadReason::Forbidden, None).await,
+                        )
+                    }
                 }
             }
             match target.subscription.status {
                 SubscriptionStatus::Active => {}
                 SubscriptionStatus::Paused => {
-                    return self.dead(&delivery, DeadReason::Paused, None).await
+                    return Outcome::Finished(self.dead(delivery, DeadReason::Paused, None).await)
                 }
                 SubscriptionStatus::Disabled => {
-                    return self.dead(&delivery, DeadReason::Disabled, None).await
+                    return Outcome::Finished(self.dead(delivery, DeadReason::Disabled, None).await)
                 }
             }
             let now_ms = Utc::now().timestamp_millis();
-            if self.policy.is_expired(&delivery, now_ms) {
-                return self.dead(&delivery, DeadReason::Expired, None).await;
+            if self.policy.is_expired(delivery, now_ms) {
+                return Outcome::Finished(self.dead(delivery, DeadReason::Expired, None).await);
             }
-            if !ordered {
-                if let Some(reason) = gate.should_park(now_ms) {
-                    return self.park(&mut delivery, &gate, reason, hold).await;
-                }
-            } else if let Some(at) = gate.not_before(now_ms) {
-                // An ordered lane waits in place: through a retry tier, this
-                // delivery could come after later ones of its key.
-                let pause = Duration::from_millis(u64::try_from(at - now_ms).unwrap_or(0));
-                match self.wake_on_change(&lease, &gate, tokio::time::sleep(pause)).await {
-                    Ok(()) | Err(Woken::Recheck) => continue,
-                    Err(Woken::Interrupted(why)) => {
-                        return self.interrupted(&delivery, why, ordered).await
-                    }
+            if let Some(reason) = gate.should_park(now_ms) {
+                return self.park(delivery, gate, reason, hold, lane).await;
+            }
+            if let Some(limiter) = self.replay_limits.of(delivery) {
+                if let Err(why) = self.interruptible(lease, limiter.until_ready()).await {
+                    return Outcome::Left(self.interrupted(delivery, why, ordered).await);
                 }
             }
-            if let Some(limiter) = self.replay_limits.of(&delivery) {
-                if let Err(why) = self.interruptible(&lease, limiter.until_ready()).await {
-                    return self.interrupted(&delivery, why, ordered).await;
-                }
-            }
-            let pass = match self.wake_on_change(&lease, &gate, gate.admit()).await {
+            let pass = match self.wake_on_change(lease, gate, gate.admit()).await {
                 Ok(pass) => pass,
                 Err(Woken::Recheck) => continue,
                 Err(Woken::Interrupted(why)) => {
-                    return self.interrupted(&delivery, why, ordered).await
+                    return Outcome::Left(self.interrupted(delivery, why, ordered).await)
                 }
             };
             // Another receiver's answers say nothing about the subscription's.
             let redirected = delivery.replay.as_ref().is_some_and(|r| r.url.is_some());
             if !redirected && !gate.circuit.try_send(Utc::now().timestamp_millis()) {
                 drop(pass);
-                if ordered {
-                    // Its lane waits for the circuit in place: until it
-                    // opens or closes after its probe.
-                    let wait = tokio::time::sleep(PROBE_WAIT);
-                    match self.wake_on_change(&lease, &gate, wait).await {
-                        Ok(()) | Err(Woken::Recheck) => continue,
-                        Err(Woken::Interrupted(why)) => {
-                            return self.interrupted(&delivery, why, ordered).await
-                        }
-                    }
-                }
-                return self.park(&mut delivery, &gate, ParkReason::CircuitOpen, hold).await;
+                return self.park(delivery, gate, ParkReason::CircuitOpen, hold, lane).await;
             }
             if pass.rate_limited {
                 self.metrics.deliveries.rate_limited.inc();
             }
             let Some(_active) = lease.activate() else {
                 gate.circuit.release_probe();
-                return false;
+                return Outcome::Left(false);
             };
             let attempt = delivery.attempt;
             let span = tracing::info_span!("deliver", otel.kind = "client", subscription_id = %delivery.subscription_id,
@@ -328,7 +390,7 @@ impl Deliver {
             drop(pass);
             let now_ms = Utc::now().timestamp_millis();
             let jitter = rand::thread_rng().gen_range(-1.0..=1.0);
-            let verdict = self.policy.after_attempt(&result, &delivery, redirected, now_ms, jitter);
+            let verdict = self.policy.after_attempt(&result, delivery, redirected, now_ms, jitter);
             delivery.first_attempt_ms.get_or_insert(now_ms);
             let error = match result {
                 Ok(()) => {
@@ -336,7 +398,7 @@ impl Deliver {
                     // A producer's clock ahead of ours counts as no lag.
                     let lag = (Utc::now() - delivery.event.time).to_std().unwrap_or_default();
                     self.metrics.delivery_lag.observe(lag.as_secs_f64());
-                    return true;
+                    return Outcome::Finished(true);
                 }
                 Err(error) => error,
             };
@@ -353,29 +415,30 @@ impl Deliver {
                 let asked = i64::try_from(asked.min(MAX_RETRY_AFTER).as_millis()).unwrap_or(0);
                 gate.hold_off(now_ms + asked);
             }
-            match verdict {
-                Verdict::Delivered => return true,
+            return match verdict {
+                Verdict::Delivered => Outcome::Finished(true),
                 Verdict::Disable => {
                     self.disable(&target).await;
-                    return self.dead(&delivery, DeadReason::Gone, Some(now_ms)).await;
+                    Outcome::Finished(self.dead(delivery, DeadReason::Gone, Some(now_ms)).await)
                 }
                 Verdict::DeadLetter(reason) => {
-                    return self.dead(&delivery, reason, Some(now_ms)).await
+                    Outcome::Finished(self.dead(delivery, reason, Some(now_ms)).await)
                 }
-                Verdict::Retry { delay, tier } if !ordered => {
-                    return self.retry_later(&mut delivery, delay, tier).await
-                }
-                Verdict::Retry { delay, .. } => {
-                    // An ordered subscription retries in place: later events
-                    // of this key wait behind this one, other keys go on.
-                    let wait = tokio::time::sleep(delay);
-                    if let Err(Woken::Interrupted(why)) =
-                        self.wake_on_change(&lease, &gate, wait).await
-                    {
-                        return self.interrupted(&delivery, why, ordered).await;
+                Verdict::Retry { delay, tier } => {
+                    // An ordered delivery's lane waits in the tier with it:
+                    // later events of its key follow it there, other keys go on.
+                    let seq = lane.map(|slot| {
+                        let due_ms = now_ms.saturating_add(duration_ms(delay));
+                        (slot, gate.parked_lanes.leave(slot, delivery.lane, tier, due_ms))
+                    });
+                    delivery.lane = seq.map(|(_, seq)| seq);
+                    let handed = self.retry_later(delivery, delay, tier).await;
+                    if let (Some((slot, seq)), false) = (seq, handed) {
+                        gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
                     }
+                    Outcome::Left(handed)
                 }
-            }
+            };
         }
     }
 
@@ -430,33 +493,44 @@ impl Deliver {
     }
 
     /// Moves a delivery that will not go soon to a retry tier, without an
-    /// attempt; its hold is given back once it is there.
+    /// attempt; its hold is given back once it is there. An `ordered` one
+    /// (`lane`) parks its lane: later ones of its key follow it.
     async fn park(
         &self,
         delivery: &mut Delivery,
         gate: &Gate,
         reason: ParkReason,
         hold: Hold,
-    ) -> bool {
+        lane: Option<Slot>,
+    ) -> Outcome {
         let now_ms = Utc::now().timestamp_millis();
         let verdict = self.policy.park(delivery, gate.not_before(now_ms), now_ms);
         if gate.parked() {
             tracing::info!(subscription_id = %delivery.subscription_id, reason = reason.as_str(), "parking the subscription's backlog in a retry tier");
         }
-        let done = match verdict {
+        let outcome = match verdict {
             Verdict::Retry { delay, tier } => {
+                let seq = lane.map(|slot| {
+                    let due_ms = now_ms.saturating_add(duration_ms(delay));
+                    (slot, gate.parked_lanes.leave(slot, delivery.lane, tier, due_ms))
+                });
+                delivery.lane = seq.map(|(_, seq)| seq);
                 delivery.parked = delivery.parked.saturating_add(1);
                 let handed = self.hand_to_tier(delivery, delay, tier).await;
                 if handed {
                     self.metrics.parked(reason);
+                } else if let Some((slot, seq)) = seq {
+                    gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
                 }
-                handed
+                Outcome::Left(handed)
             }
-            Verdict::DeadLetter(reason) => self.dead(delivery, reason, None).await,
-            Verdict::Delivered | Verdict::Disable => true,
+            Verdict::DeadLetter(reason) => {
+                Outcome::Finished(self.dead(delivery, reason, None).await)
+            }
+            Verdict::Delivered | Verdict::Disable => Outcome::Finished(true),
         };
         drop(hold);
-        done
+        outcome
     }
 
     /// Hands a failed delivery to the retry tier `tier`, due after `delay`.
@@ -555,4 +629,8 @@ impl Deliver {
             }
         }
     }
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -105,6 +105,32 @@ impl DeadLetters {
         }
     }
 
+    /// Like `hand_on`, but the record is queued before this returns, so
+    /// records queued one after another keep their order; the future
+    /// answered waits for it to get there. Queueing waits while the local
+    /// queue is full, or until `abort`.
+    pub async fn queue_on(
+        &self,
+        topic: &str,
+        delivery: &Delivery,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let queued = tokio::select! {
+            _ = self.abort.cancelled() => None,
+            queued = self.producer.enqueue_delivery(topic, delivery) => queued.ok(),
+        };
+        let (this, topic, delivery) = (self.clone(), topic.to_owned(), delivery.clone());
+        async move {
+            if let Some(acknowledgement) = queued {
+                if matches!(acknowledgement.await, Ok(Ok(_))) {
+                    return true;
+                }
+            }
+            // Not queued, or not acknowledged: sent again, out of order at
+            // worst (a parked lane orders its deliveries by number).
+            this.hand_on(&topic, &delivery).await
+        }
+    }
+
     /// Sends to the dead-letter topic; a record Kafka refuses for good goes
     /// without its payload, and failing that is dropped with an error, so
     /// that no record stops a partition.

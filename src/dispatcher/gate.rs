@@ -23,6 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use super::budget::Pressure;
 use super::circuit::{Admission, Circuit, CircuitPolicy, Transition};
 use super::lanes::{Lanes, Turn};
+use super::parked_lanes::ParkedLanes;
 use super::policy::ParkReason;
 use crate::domain::{RateLimit, Subscription, SubscriptionId, TenantId};
 
@@ -132,6 +133,8 @@ pub struct Gate {
     /// Whether the last delivery that left was parked (to log the change once).
     parking: AtomicBool,
     lanes: Lanes<Vec<u8>>,
+    /// The ordered lanes whose backlog waits in a retry tier.
+    pub parked_lanes: ParkedLanes,
     pub circuit: Circuit,
     clock: Instant,
 }
@@ -196,7 +199,10 @@ impl Gates {
         // Gates holding nothing are forgotten now and then; a gate is made
         // again on the next delivery (its health starts afresh).
         if gates.len() > 4096 {
-            gates.retain(|_, gate| gate.held() > 0 || Arc::strong_count(gate) > 1);
+            // A gate with parked lanes keeps them: their order lives here.
+            gates.retain(|_, gate| {
+                gate.held() > 0 || Arc::strong_count(gate) > 1 || gate.parked_lanes.any()
+            });
         }
         gates
             .iter()
@@ -223,6 +229,7 @@ impl Gate {
             seen_version: AtomicI64::new(subscription.updated_at.timestamp_micros()),
             parking: AtomicBool::new(false),
             lanes: Lanes::default(),
+            parked_lanes: ParkedLanes::default(),
             circuit: Circuit::new(CircuitPolicy::default()),
             clock: Instant::now(),
         }

@@ -24,6 +24,7 @@ pub mod fan_out;
 pub mod gate;
 pub mod lanes;
 pub mod offsets;
+pub mod parked_lanes;
 pub mod policy;
 pub mod replay;
 pub mod retry;
@@ -192,6 +193,7 @@ pub async fn run(
             deliveries_topic: topics.deliveries.clone(),
             dead_letters,
             shutdown: shutdown.clone(),
+            lanes: Lanes::default(),
         }),
     )?;
     let index = Stage::new(

@@ -50,16 +50,19 @@ pub enum ParkReason {
     CircuitOpen,
     /// Its subscription or tenant holds all it may.
     OverBudget,
+    /// Its `ordered` lane is parked: it waits behind the lane's head.
+    LaneParked,
 }
 
 impl ParkReason {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Stalled,
         Self::Struggling,
         Self::RateBound,
         Self::RetryAfter,
         Self::CircuitOpen,
         Self::OverBudget,
+        Self::LaneParked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl ParkReason {
             Self::RetryAfter => "retry_after",
             Self::CircuitOpen => "circuit_open",
             Self::OverBudget => "over_budget",
+            Self::LaneParked => "lane_parked",
         }
     }
 }

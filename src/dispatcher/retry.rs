@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::consume::{Begun, Handler};
 use super::dlq::DeadLetters;
+use super::lanes::Lanes;
 use super::offsets::Ticket;
+use crate::domain::SubscriptionId;
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
@@ -27,6 +29,9 @@ pub struct DelayLine {
     pub deliveries_topic: String,
     pub dead_letters: DeadLetters,
     pub shutdown: CancellationToken,
+    /// Deliveries of parked `ordered` lanes go back in the order they came,
+    /// per partition and subscription, so that their heads come first.
+    pub lanes: Lanes<(String, i32, SubscriptionId)>,
 }
 
 /// The regex subscription of every tier topic under `prefix`.
@@ -57,6 +62,10 @@ impl Handler for DelayLine {
             }
         };
         let lease = ticket.lease();
+        let mut turn = delivery.lane.map(|_| {
+            let partition = (message.topic().to_owned(), message.partition());
+            self.lanes.queue((partition.0, partition.1, delivery.subscription_id.clone()))
+        });
         Some(Box::pin(async move {
             let wait_ms = delivery.due_ms.unwrap_or(0) - Utc::now().timestamp_millis();
             if wait_ms > 0 {
@@ -68,7 +77,17 @@ impl Handler for DelayLine {
                     _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
                 }
             }
-            line.dead_letters.hand_on(&line.deliveries_topic, &delivery).await
+            let Some(mut turn) = turn.take() else {
+                return line.dead_letters.hand_on(&line.deliveries_topic, &delivery).await;
+            };
+            tokio::select! {
+                _ = line.shutdown.cancelled() => return false,
+                _ = lease.revoked().cancelled() => return false,
+                _ = turn.wait() => {}
+            }
+            let acknowledged = line.dead_letters.queue_on(&line.deliveries_topic, &delivery).await;
+            drop(turn);
+            acknowledged.await
         }) as _)
         .into()
     }

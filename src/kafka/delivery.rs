@@ -20,6 +20,7 @@ const DUE: &str = "hookgate_due_ms";
 const LAST_STATUS: &str = "hookgate_last_status";
 const LAST_ERROR: &str = "hookgate_last_error";
 const PARKED: &str = "hookgate_parked";
+const LANE: &str = "hookgate_lane";
 const REPLAY_OF: &str = "hookgate_replay_of";
 const REPLAY_JOB: &str = "hookgate_replay_job";
 const REPLAY_RATE: &str = "hookgate_replay_rate";
@@ -82,11 +83,36 @@ pub struct Delivery {
     /// How often it left the deliver stage without an attempt (its
     /// subscription could not take it then); each park waits longer.
     pub parked: u32,
+    /// Its place in a parked lane of an `ordered` subscription (see
+    /// `dispatcher::parked_lanes`), while it is out in a retry tier.
+    pub lane: Option<LaneSeq>,
     /// The fan-out span's context: each attempt's span is its child.
     pub trace: Option<TraceHeaders>,
     /// Set on a replayed dead letter; carried through retries, so that a
     /// replay that fails again is dead-lettered with a link to the first.
     pub replay: Option<ReplayOrigin>,
+}
+
+/// A place in a parked lane: the lane's epoch (which dispatcher parked it,
+/// and when) and the delivery's sequence number in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaneSeq {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl LaneSeq {
+    fn encode(self) -> String {
+        format!("{:x}:{:x}", self.epoch, self.seq)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let (epoch, seq) = text.split_once(':')?;
+        Some(Self {
+            epoch: u64::from_str_radix(epoch, 16).ok()?,
+            seq: u64::from_str_radix(seq, 16).ok()?,
+        })
+    }
 }
 
 /// Where a replayed delivery comes from, and how the replay asked it sent.
@@ -123,6 +149,7 @@ impl Delivery {
             last_status: None,
             last_error: None,
             parked: 0,
+            lane: None,
             replay: None,
             trace: None,
         }
@@ -138,6 +165,7 @@ impl Delivery {
         self.last_status = None;
         self.last_error = None;
         self.parked = 0;
+        self.lane = None;
         self.replay = Some(origin);
         self
     }
@@ -165,6 +193,7 @@ impl Delivery {
             (LAST_STATUS, self.last_status.map(|v| v.to_string())),
             (LAST_ERROR, self.last_error.clone()),
             (PARKED, (self.parked > 0).then(|| self.parked.to_string())),
+            (LANE, self.lane.map(LaneSeq::encode)),
         ] {
             if let Some(value) = value {
                 headers = headers.insert(text(name, &value));
@@ -221,8 +250,8 @@ impl Delivery {
         position: &RecordPosition<'_>,
     ) -> Result<Self, DecodeError> {
         let mut event = envelope::decode(headers, None, payload, position)?;
-        let mut found: [Option<&[u8]>; 14] = [None; 14];
-        const NAMES: [&str; 14] = [
+        let mut found: [Option<&[u8]>; 15] = [None; 15];
+        const NAMES: [&str; 15] = [
             SUBSCRIPTION,
             TENANT,
             EVENT_KEY,
@@ -237,6 +266,7 @@ impl Delivery {
             REPLAY_RATE,
             REPLAY_URL,
             PARKED,
+            LANE,
         ];
         // `envelope::decode` above already refused unreadable header names.
         let pairs = headers.and_then(|h| envelope::header_list(h)).unwrap_or_default();
@@ -266,6 +296,9 @@ impl Delivery {
             last_status: number(7).and_then(|n| u16::try_from(n).ok()),
             last_error: string(8).map(str::to_owned),
             parked: number(13).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            // Unreadable: as if not in a lane (delivered out of order at
+            // worst, never lost).
+            lane: string(14).and_then(LaneSeq::decode),
             replay: string(9).map(|dead_letter| ReplayOrigin {
                 dead_letter: dead_letter.to_owned(),
                 job: string(10).map(str::to_owned),
@@ -305,6 +338,7 @@ mod tests {
         delivery.last_status = Some(503);
         delivery.last_error = Some("the endpoint answered 503".into());
         delivery.parked = 2;
+        delivery.lane = Some(LaneSeq { epoch: u64::MAX, seq: 41 });
         delivery.replay = Some(ReplayOrigin {
             dead_letter: "dl_1".into(),
             job: Some("rpl_1".into()),
@@ -330,11 +364,13 @@ mod tests {
         assert_eq!(decoded.last_status, Some(503));
         assert_eq!(decoded.last_error, delivery.last_error);
         assert_eq!(decoded.parked, 2);
+        assert_eq!(decoded.lane, delivery.lane);
         assert_eq!(decoded.replay, delivery.replay);
         assert_eq!(decoded.trace, delivery.trace);
         let fresh =
             decoded.replayed(ReplayOrigin { dead_letter: "dl_2".into(), ..Default::default() });
         assert_eq!((fresh.attempt, fresh.first_attempt_ms, fresh.last_status), (1, None, None));
+        assert_eq!(fresh.lane, None, "a replay is a delivery of its own");
     }
 
     #[test]
