@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::AppConfig;
-use crate::dispatcher;
+use crate::dispatcher::{self, watchdog::Liveness};
 use crate::kafka::{self, topics, Producer};
 use crate::metrics::Metrics;
 use crate::ops::{self, Ops};
@@ -86,6 +86,7 @@ pub async fn start(
     }
 
     let metrics = Metrics::new();
+    let liveness = Liveness::new();
     let mut running = Running {
         api_addr: None,
         ops_addr: None,
@@ -105,9 +106,11 @@ pub async fn start(
         running.api_addr = listener.local_addr().ok();
         // Its own producer: publishing gives up sooner than the dispatcher's
         // writes do (PUBLISH_TIMEOUT), so that requests answer in time.
+        let publishing = Producer::for_publishing(&config.kafka)?;
+        running.roles.push(("Kafka producer (API)", watch_producer(&publishing, &shutdown)));
         let state = AppState::new(
             Arc::clone(&store),
-            Producer::for_publishing(&config.kafka)?,
+            publishing,
             api_config.admin_tokens.clone(),
             &config.topics.publish,
             &config.topics.deliveries,
@@ -116,7 +119,8 @@ pub async fn start(
             Arc::clone(&metrics),
         )
         .map_err(StartError::Http)?
-        .with_limits(config.limits);
+        .with_limits(config.limits)
+        .with_liveness(Arc::clone(&liveness));
         let serve = api::serve(listener, state, shutdown.clone());
         running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));
     } else {
@@ -126,10 +130,12 @@ pub async fn start(
             store: Arc::clone(&store),
             producer: producer.clone(),
             metrics: Arc::clone(&metrics),
+            liveness: Arc::clone(&liveness),
         };
         let serve = ops::serve(listener, ops, shutdown.clone());
         running.roles.push(("ops endpoint", tokio::spawn(async { Ok(serve.await?) })));
     }
+    running.roles.push(("Kafka producer", watch_producer(&producer, &shutdown)));
     if let Some(dispatcher_config) = &config.dispatcher {
         let (kafka, topics, dispatcher_config, limits) =
             (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone(), config.limits);
@@ -144,6 +150,7 @@ pub async fn start(
                 &dispatcher_config,
                 limits,
                 metrics,
+                liveness,
                 shutdown,
             )
             .await
@@ -151,6 +158,25 @@ pub async fn start(
         running.roles.push(("dispatcher", tokio::spawn(async { Ok(run.await?) })));
     }
     Ok(running)
+}
+
+/// A role that ends, with an error, when the producer hits a fatal error
+/// (every send fails from then on), and stops the others; at shutdown, it
+/// ends quietly.
+fn watch_producer(
+    producer: &Producer,
+    shutdown: &CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
+    let (producer, shutdown) = (producer.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            reason = producer.failed() => {
+                tracing::error!(%reason, "fatal Kafka producer error; exiting");
+                anyhow::bail!("fatal Kafka producer error: {reason}")
+            }
+            () = shutdown.cancelled() => Ok(()),
+        }
+    })
 }
 
 impl Running {

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::dispatcher::policy::ParkReason;
@@ -65,6 +65,11 @@ pub struct Metrics {
     circuit_transitions: IntCounterVec,
     /// Partitions a stage paused for lack of room, by stage.
     pub paused_partitions: IntGaugeVec,
+    /// The stage watchdog's signals, by stage (see `dispatcher::watchdog`).
+    pub stage_last_read: GaugeVec,
+    pub stage_oldest_in_flight: GaugeVec,
+    pub stalled_partitions: IntGaugeVec,
+    pub stage_stuck: IntGaugeVec,
     publish_requests: IntCounterVec,
     pub published_events: IntCounter,
 }
@@ -176,6 +181,46 @@ impl Metrics {
                     Opts::new(
                         "hookgate_paused_partitions",
                         "Partitions a stage paused until it has room again",
+                    ),
+                    &["stage"],
+                ),
+            ),
+            stage_last_read: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "hookgate_stage_last_read_seconds",
+                        "Seconds since the stage's consumer last handed it a record or an error",
+                    ),
+                    &["stage"],
+                ),
+            ),
+            stage_oldest_in_flight: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "hookgate_stage_oldest_in_flight_seconds",
+                        "Age of the oldest record the stage has in flight (0: none)",
+                    ),
+                    &["stage"],
+                ),
+            ),
+            stalled_partitions: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hookgate_stalled_partitions",
+                        "Assigned, unpaused partitions with unread records and nothing read for the stall bound",
+                    ),
+                    &["stage"],
+                ),
+            ),
+            stage_stuck: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hookgate_stage_stuck",
+                        "1 when the watchdog found the stage stuck (the process then exits)",
                     ),
                     &["stage"],
                 ),

@@ -1,6 +1,6 @@
-//! The dispatcher's HTTP endpoint (it serves no API): `GET /healthz` (live),
-//! `GET /readyz` (the database and Kafka answer) and `GET /metrics`, for
-//! probes and scraping.
+//! The dispatcher's HTTP endpoint (it serves no API): `GET /healthz` (live:
+//! 503 once a stage is stuck or failed), `GET /readyz` (the database and
+//! Kafka answer) and `GET /metrics`, for probes and scraping.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::health::{self, Health};
 use crate::api::problem::ApiError;
+use crate::dispatcher::watchdog::Liveness;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -21,15 +22,20 @@ pub struct Ops {
     pub store: Arc<dyn Store>,
     pub producer: Producer,
     pub metrics: Arc<Metrics>,
+    pub liveness: Arc<Liveness>,
 }
 
 pub fn router(ops: Ops) -> Router {
     Router::new()
-        .route("/healthz", get(health::healthz))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .with_state(ops)
+}
+
+async fn healthz(State(ops): State<Ops>) -> Result<axum::Json<Health>, ApiError> {
+    health::check_live(&ops.liveness)
 }
 
 async fn readyz(State(ops): State<Ops>) -> Result<axum::Json<Health>, ApiError> {

@@ -1,5 +1,5 @@
-//! `/healthz` (the process runs) and `/readyz` (it can reach its database and
-//! Kafka, so it can take traffic).
+//! `/healthz` (the process runs, and its dispatcher stages make progress) and
+//! `/readyz` (it can reach its database and Kafka, so it can take traffic).
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::problem::{ApiError, Problem};
 use super::AppState;
+use crate::dispatcher::watchdog::Liveness;
 use crate::kafka::Producer;
 use crate::store::Store;
 
@@ -21,9 +22,25 @@ pub struct Health {
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health",
-    responses((status = 200, description = "The process runs", body = Health)))]
-pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    responses(
+        (status = 200, description = "The process runs", body = Health),
+        (status = 503, description = "A dispatcher stage of this process is stuck or failed (named in `detail`); the process is exiting", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ))]
+pub async fn healthz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
+    check_live(&state.liveness)
+}
+
+/// Live unless a dispatcher stage of this process is stuck or failed; the
+/// dispatcher's `/healthz` too.
+pub fn check_live(liveness: &Liveness) -> Result<axum::Json<Health>, ApiError> {
+    match liveness.unhealthy() {
+        None => Ok(axum::Json(Health { status: "ok" })),
+        Some(unhealthy) => Err(ApiError::Unavailable {
+            detail: format!("{unhealthy}; the process is exiting to be restarted"),
+            retry_after_secs: 5,
+        }),
+    }
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",

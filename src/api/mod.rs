@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use crate::config::SubscriptionLimits;
+use crate::dispatcher::watchdog::Liveness;
 use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     pub metrics: Arc<Metrics>,
     pub limits: SubscriptionLimits,
+    /// The health of the dispatcher stages run beside the API (`serve`).
+    pub liveness: Arc<Liveness>,
 }
 
 impl AppState {
@@ -91,11 +94,16 @@ impl AppState {
             webhooks: Arc::new(webhooks),
             metrics,
             limits: SubscriptionLimits::default(),
+            liveness: Liveness::new(),
         })
     }
 
     pub fn with_limits(self, limits: SubscriptionLimits) -> Self {
         Self { limits, ..self }
+    }
+
+    pub fn with_liveness(self, liveness: Arc<Liveness>) -> Self {
+        Self { liveness, ..self }
     }
 }
 

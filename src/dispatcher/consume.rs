@@ -6,12 +6,14 @@
 //! The loop never stops reading for lack of room (a consumer that does not
 //! poll is evicted from its group): when a budget is full, the partition the
 //! record came from is paused, and resumed once the budget has room again.
+//! A watchdog beside it (`watchdog`) ends the process when the loop or its
+//! consumer stops making progress, and so does a fatal Kafka error.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -26,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Load, Pressure};
 use super::offsets::{OffsetTracker, Ticket};
+use super::watchdog::{Heartbeat, Liveness, Position, Stalls, Unhealthy};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 
@@ -65,19 +68,46 @@ pub struct StageContext {
 impl ClientContext for StageContext {}
 
 impl ConsumerContext for StageContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(list) = rebalance else { return };
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let list = match rebalance {
+            Rebalance::Revoke(list) => list,
+            Rebalance::Assign(_) => return,
+            Rebalance::Error(error) => {
+                // librdkafka unassigns after this: none of it is ours now.
+                tracing::warn!(%error, "rebalance failed; work under way is not committed here");
+                self.tracker.revoke_all();
+                return;
+            }
+        };
+        // Cooperative rebalancing revokes only the partitions that move.
         let revoked: Vec<(String, i32)> =
             list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        tracing::info!(partitions = revoked.len(), "partitions revoked");
+        let lost = consumer.assignment_lost();
+        tracing::info!(partitions = revoked.len(), lost, "partitions revoked");
+        let give_up = |wait: Duration| {
+            let done = self.tracker.revoke(&revoked, wait);
+            // What finished, also while we waited, is committed before the
+            // partitions go: their next owner would send it again. A lost
+            // assignment's commit is refused anyway.
+            if lost || done.is_empty() {
+                return;
+            }
+            let mut offsets = TopicPartitionList::new();
+            for (topic, partition, position) in &done {
+                let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*position));
+            }
+            if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                tracing::warn!(%error, "offsets of revoked partitions not committed; their next owner redoes that work");
+            }
+        };
         // Waiting blocks the thread that polls the consumer; on a
         // multi-threaded runtime, hand its other tasks to another thread first.
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if multi_thread {
-            tokio::task::block_in_place(|| self.tracker.revoke(&revoked, self.revoke_wait));
+            tokio::task::block_in_place(|| give_up(self.revoke_wait));
         } else {
-            self.tracker.revoke(&revoked, Duration::ZERO);
+            give_up(Duration::ZERO);
         }
     }
 }
@@ -148,6 +178,12 @@ pub struct StageOptions<'a> {
     /// Topics under this prefix are retry tiers: their lag is also reported
     /// as the tier's backlog.
     pub tier_prefix: Option<&'a str>,
+    /// Where the stage reports itself stuck or failed.
+    pub liveness: Arc<Liveness>,
+    /// How long the loop may be away from `recv()`, or unread records wait
+    /// unread, before the stage is stuck (`watchdog::STALL_AFTER`; at least
+    /// twice `revoke_wait`, which a revocation spends inside `recv()`).
+    pub stall_after: Duration,
 }
 
 /// One stage: a consumer group on some topics and what to do with a record.
@@ -163,6 +199,9 @@ pub struct Stage<H> {
     group: String,
     metrics: Arc<Metrics>,
     tier_prefix: Option<String>,
+    heartbeat: Arc<Heartbeat>,
+    liveness: Arc<Liveness>,
+    stall_after: Duration,
 }
 
 impl<H: Handler> Stage<H> {
@@ -181,6 +220,8 @@ impl<H: Handler> Stage<H> {
             drain_deadline,
             metrics,
             tier_prefix,
+            liveness,
+            stall_after,
         } = options;
         let tracker = Arc::new(OffsetTracker::default());
         let consumer: StageConsumer = kafka
@@ -193,9 +234,11 @@ impl<H: Handler> Stage<H> {
             .set("enable.auto.offset.store", "false")
             // A new group starts at the beginning: nothing published is skipped.
             .set("auto.offset.reset", "earliest")
-            // Co-partitioned topics (deliveries and retries are keyed alike)
-            // then land on the same consumer.
-            .set("partition.assignment.strategy", "range")
+            // A rebalance moves only the partitions that change owner; the
+            // others keep delivering. No stage needs co-partitioning: each
+            // is its own group, and a subscription's owner is whoever owns
+            // its deliveries partition (retries go back through that topic).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
@@ -219,6 +262,9 @@ impl<H: Handler> Stage<H> {
             group: group_id.to_owned(),
             metrics,
             tier_prefix: tier_prefix.map(str::to_owned),
+            heartbeat: Arc::default(),
+            liveness,
+            stall_after: stall_after.max(revoke_wait * 2),
         })
     }
 
@@ -229,6 +275,7 @@ impl<H: Handler> Stage<H> {
     pub async fn run(self, shutdown: CancellationToken, abort: CancellationToken) -> Drained {
         let stage = Arc::new(self);
         let lag = tokio::spawn(Arc::clone(&stage).report_lag(shutdown.clone()));
+        let watch = tokio::spawn(Arc::clone(&stage).watch(shutdown.clone()));
         let tasks = TaskTracker::new();
         let freed = Arc::new(Notify::new());
         let whole_stage = Load::new(stage.budget, Arc::clone(&freed));
@@ -236,10 +283,12 @@ impl<H: Handler> Stage<H> {
         let mut paused = Paused {
             partitions: HashMap::new(),
             gauge: stage.metrics.paused_partitions.with_label_values(&[stage.name]),
+            heartbeat: Arc::clone(&stage.heartbeat),
         };
         let mut tick = tokio::time::interval(PAUSE_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            stage.heartbeat.idle();
             let message = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -253,8 +302,15 @@ impl<H: Handler> Stage<H> {
                 }
                 message = stage.consumer.recv() => message,
             };
+            stage.heartbeat.read();
             let message = match message {
                 Ok(message) => message.detach(),
+                Err(error) if crate::kafka::is_fatal(&error) => {
+                    // Retrying cannot fix it: the process ends (exit code 1),
+                    // and its supervisor sees why.
+                    stage.unhealthy(format!("failed: fatal Kafka error: {error}"), &shutdown);
+                    break;
+                }
                 Err(error) => {
                     // Errors repeat while the broker is away: pause, and say it once a pause.
                     tracing::warn!(stage = stage.name, %error, "kafka consumer error");
@@ -289,9 +345,13 @@ impl<H: Handler> Stage<H> {
                 Some(job) => {
                     let stage = Arc::clone(&stage);
                     tasks.spawn(async move {
+                        // Until its outcome is stored: a revocation waiting
+                        // for work under way then commits this too.
+                        let finishing = ticket.lease().activate();
                         if job.await {
                             stage.commit(&ticket);
                         }
+                        drop(finishing);
                         drop(held);
                     });
                 }
@@ -311,6 +371,7 @@ impl<H: Handler> Stage<H> {
             drained.unfinished = stage.tracker.in_flight();
         }
         lag.abort();
+        watch.abort();
         drained.committed = stage.close().await;
         drained
     }
@@ -348,12 +409,55 @@ impl<H: Handler> Stage<H> {
         committed
     }
 
+    /// Reports the stage unhealthy, once: the process shuts down and exits
+    /// non-zero (see `watchdog` for why it is not rebuilt in place).
+    fn unhealthy(&self, reason: String, shutdown: &CancellationToken) {
+        if self.liveness.report(Unhealthy { stage: self.name, reason: reason.clone() }) {
+            tracing::error!(stage = self.name, %reason, "dispatcher stage unhealthy; exiting so that it is restarted (unfinished work is read again)");
+            shutdown.cancel();
+        }
+    }
+
+    /// The watchdog's quick part: the loop's heartbeat and the work in
+    /// flight, from memory, so that a broker that hangs cannot hold it.
+    async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let every =
+            (self.stall_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let metrics = &self.metrics;
+        let last_read = metrics.stage_last_read.with_label_values(&[self.name]);
+        let oldest = metrics.stage_oldest_in_flight.with_label_values(&[self.name]);
+        let stuck = metrics.stage_stuck.with_label_values(&[self.name]);
+        stuck.set(0);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            last_read.set(self.heartbeat.since_read().as_secs_f64());
+            let age = self.tracker.oldest_in_flight().map_or(Duration::ZERO, |t| t.elapsed());
+            oldest.set(age.as_secs_f64());
+            if let Some(busy) = self.heartbeat.busy_for().filter(|b| *b >= self.stall_after) {
+                stuck.set(1);
+                self.unhealthy(
+                    format!("is stuck: its read loop has not come back for a record for {}s (a handler does not return)", busy.as_secs()),
+                    &shutdown,
+                );
+            }
+        }
+    }
+
     /// Measures the group's lag on each assigned partition now and then, off
-    /// the read loop (the broker calls block).
+    /// the read loop (the broker calls block), and finds partitions whose
+    /// unread records are not read.
     async fn report_lag(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut interval = tokio::time::interval(LAG_INTERVAL);
+        let every = LAG_INTERVAL.min(self.stall_after / 3);
+        let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Vec<(String, i32)> = Vec::new();
+        let mut stalls = Stalls::default();
+        let stalled_gauge = self.metrics.stalled_partitions.with_label_values(&[self.name]);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -365,7 +469,26 @@ impl<H: Handler> Stage<H> {
                 return;
             };
             match measured {
-                Ok(lags) => reported = self.publish_lag(lags, &reported),
+                Ok((lags, positions)) => {
+                    reported = self.publish_lag(lags, &reported);
+                    let heartbeat = &self.heartbeat;
+                    let stalled = stalls.update(
+                        &positions,
+                        |p| heartbeat.is_paused(p),
+                        Instant::now(),
+                        self.stall_after,
+                    );
+                    stalled_gauge.set(stalled.len() as i64);
+                    if let Some((topic, partition)) = stalled.first() {
+                        self.metrics.stage_stuck.with_label_values(&[self.name]).set(1);
+                        let reason = format!(
+                            "is stuck: {} partition(s) have unread records and nothing was read from them for {}s (first: {topic}/{partition})",
+                            stalled.len(),
+                            self.stall_after.as_secs()
+                        );
+                        self.unhealthy(reason, &shutdown);
+                    }
+                }
                 Err(error) => {
                     tracing::debug!(stage = self.name, %error, "consumer lag not measured")
                 }
@@ -375,24 +498,39 @@ impl<H: Handler> Stage<H> {
 
     /// (topic, partition, lag) of every assigned partition: the high
     /// watermark less the committed offset (the low watermark when the
-    /// group has committed nothing there yet).
-    fn partition_lags(&self) -> KafkaResult<Vec<(String, i32, i64)>> {
+    /// group has committed nothing there yet); and where the consumer is
+    /// in each (its position, else the committed offset).
+    #[allow(clippy::type_complexity)]
+    fn partition_lags(&self) -> KafkaResult<(Vec<(String, i32, i64)>, Vec<Position>)> {
         let assignment = self.consumer.assignment()?;
         if assignment.count() == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
+        let positions = self.consumer.position()?;
         let committed = self.consumer.committed_offsets(assignment, LAG_TIMEOUT)?;
         let mut lags = Vec::with_capacity(committed.count());
+        let mut at = Vec::with_capacity(committed.count());
         for element in committed.elements() {
             let (topic, partition) = (element.topic(), element.partition());
             let (low, high) = self.consumer.fetch_watermarks(topic, partition, LAG_TIMEOUT)?;
-            let position = match element.offset() {
+            let committed = match element.offset() {
                 Offset::Offset(offset) => offset.max(low),
                 _ => low,
             };
-            lags.push((topic.to_owned(), partition, (high - position).max(0)));
+            lags.push((topic.to_owned(), partition, (high - committed).max(0)));
+            let position = match positions.find_partition(topic, partition).map(|p| p.offset()) {
+                Some(Offset::Offset(offset)) => offset.max(low),
+                // Nothing handed out since it was assigned.
+                _ => committed,
+            };
+            at.push(Position {
+                topic: topic.to_owned(),
+                partition,
+                position,
+                high_watermark: high,
+            });
         }
-        Ok(lags)
+        Ok((lags, at))
     }
 
     /// Sets the gauges; forgets partitions no longer assigned. Answers the
@@ -455,6 +593,8 @@ impl<H: Handler> Stage<H> {
 struct Paused {
     partitions: HashMap<(String, i32), Arc<dyn Pressure>>,
     gauge: prometheus::IntGauge,
+    /// Tells the watchdog which partitions wait by design.
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Paused {
@@ -488,6 +628,7 @@ impl Paused {
         };
         self.partitions.insert(partition, pressure);
         self.gauge.set(self.partitions.len() as i64);
+        self.heartbeat.set_paused(self.partitions.keys());
     }
 
     fn resume_relieved(&mut self, consumer: &StageConsumer) {
@@ -506,6 +647,7 @@ impl Paused {
             list.add_partition(&partition.0, partition.1);
         }
         self.gauge.set(self.partitions.len() as i64);
+        self.heartbeat.set_paused(self.partitions.keys());
         // A partition revoked meanwhile is no longer ours to resume: fine.
         if let Err(error) = consumer.resume(&list) {
             tracing::debug!(%error, "partitions not resumed");

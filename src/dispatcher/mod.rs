@@ -11,7 +11,8 @@
 //!
 //! `consume` is the loop the stages share: offsets are stored only below the
 //! lowest record still in flight (`offsets`), so nothing is committed before
-//! it is delivered or durably handed on.
+//! it is delivered or durably handed on. A `watchdog` per stage ends the
+//! process when a stage stops making progress.
 
 pub mod budget;
 pub mod cache;
@@ -29,6 +30,7 @@ pub mod policy;
 pub mod replay;
 pub mod retry;
 pub mod ssrf;
+pub mod watchdog;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ use policy::RetryPolicy;
 use replay::ReplayLimits;
 use replay::ReplayRunner;
 use retry::{tier_pattern, DelayLine};
+use watchdog::{Liveness, STALL_AFTER};
 use webhook::Webhooks;
 
 /// Source records being fanned out at once.
@@ -75,6 +78,9 @@ pub enum Error {
     Http(#[from] reqwest::Error),
     #[error("a dispatcher stage failed")]
     StageFailed,
+    /// A stage was stuck or hit a fatal Kafka error (see `watchdog`).
+    #[error("{0}")]
+    Unhealthy(watchdog::Unhealthy),
     /// Shutdown gave up on some work; it is read again after a restart.
     #[error("shutdown left work unfinished (read again after a restart): {0}")]
     Unfinished(String),
@@ -92,6 +98,7 @@ pub async fn run(
     config: &DispatcherConfig,
     limits: SubscriptionLimits,
     metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let cache = Arc::new(SubscriptionCache::new(Arc::clone(&store)));
@@ -121,6 +128,8 @@ pub async fn run(
             drain_deadline: drain,
             metrics: Arc::clone(&metrics),
             tier_prefix: None,
+            liveness: Arc::clone(&liveness),
+            stall_after: STALL_AFTER,
         },
         Arc::new(FanOut {
             cache: Arc::clone(&cache),
@@ -170,6 +179,8 @@ pub async fn run(
             drain_deadline: drain,
             metrics: Arc::clone(&metrics),
             tier_prefix: None,
+            liveness: Arc::clone(&liveness),
+            stall_after: STALL_AFTER,
         },
         deliver_handler,
     )?;
@@ -187,6 +198,8 @@ pub async fn run(
             drain_deadline: drain,
             metrics: Arc::clone(&metrics),
             tier_prefix: Some(&topics.retry_prefix),
+            liveness: Arc::clone(&liveness),
+            stall_after: STALL_AFTER,
         },
         Arc::new(DelayLine {
             producer: producer.clone(),
@@ -208,6 +221,8 @@ pub async fn run(
             drain_deadline: drain,
             metrics,
             tier_prefix: None,
+            liveness: Arc::clone(&liveness),
+            stall_after: STALL_AFTER,
         },
         Arc::new(DlqIndexer::new(Arc::clone(&store), shutdown.clone(), config.retention)),
     )?;
@@ -267,6 +282,10 @@ pub async fn run(
             task.abort();
             left.push(format!("{name}: stopped unfinished"));
         }
+    }
+    // Before what shutdown left: that is what the stage's trouble caused.
+    if let Some(unhealthy) = liveness.unhealthy() {
+        return Err(Error::Unhealthy(unhealthy));
     }
     if failed {
         return Err(Error::StageFailed);

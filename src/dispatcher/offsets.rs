@@ -4,9 +4,10 @@
 //! lowest record still in flight. When a partition is revoked, its lease is
 //! cancelled: work not yet started is abandoned (the next owner reads it
 //! again) and the revocation waits for requests under way, so that two
-//! dispatchers never send for one subscription at once.
+//! dispatchers never send for one subscription at once. What finished by
+//! then is answered, for the revocation to commit before the partition goes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,9 +22,13 @@ pub struct OffsetTracker {
 
 struct Partition {
     generation: u64,
-    in_flight: BTreeSet<i64>,
+    /// Offset → when the loop began it. Records begin in offset order, so
+    /// the first is also the oldest.
+    in_flight: BTreeMap<i64, Instant>,
     /// One past the highest offset begun.
     next: i64,
+    /// The first offset begun: the position when this consumer took it.
+    first: i64,
     committed: i64,
     lease: Arc<Lease>,
 }
@@ -90,12 +95,13 @@ impl OffsetTracker {
         let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         let entry = partitions.entry((topic.to_owned(), partition)).or_insert_with(|| Partition {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
             next: offset,
+            first: offset,
             committed: offset,
             lease: Arc::default(),
         });
-        entry.in_flight.insert(offset);
+        entry.in_flight.insert(offset, Instant::now());
         entry.next = entry.next.max(offset + 1);
         Ticket {
             topic: topic.to_owned(),
@@ -111,22 +117,30 @@ impl OffsetTracker {
     pub fn complete(&self, ticket: &Ticket) -> Option<i64> {
         let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         let entry = partitions.get_mut(&(ticket.topic.clone(), ticket.partition))?;
-        if entry.generation != ticket.generation || !entry.in_flight.remove(&ticket.offset) {
+        if entry.generation != ticket.generation || entry.in_flight.remove(&ticket.offset).is_none()
+        {
             return None;
         }
-        let position = entry.in_flight.first().copied().unwrap_or(entry.next);
+        let position = entry.in_flight.keys().next().copied().unwrap_or(entry.next);
         (position > entry.committed).then(|| {
             entry.committed = position;
             position
         })
     }
 
-    /// Forgets partitions this consumer no longer owns, and waits up to
-    /// `wait` for their requests under way.
-    pub fn revoke(&self, revoked: &[(String, i32)], wait: Duration) {
+    /// Gives up partitions this consumer no longer owns: cancels their
+    /// leases, waits up to `wait` for their requests under way (which may
+    /// still complete meanwhile), then forgets them. Answers the commit
+    /// position of each that moved while it was ours, to commit before it
+    /// goes; completions after this are fenced off.
+    pub fn revoke(&self, revoked: &[(String, i32)], wait: Duration) -> Vec<(String, i32, i64)> {
         let leases: Vec<Arc<Lease>> = {
-            let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.iter().filter_map(|key| partitions.remove(key)).map(|p| p.lease).collect()
+            let partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            revoked
+                .iter()
+                .filter_map(|key| partitions.get(key))
+                .map(|p| Arc::clone(&p.lease))
+                .collect()
         };
         for lease in &leases {
             lease.revoked.cancel();
@@ -137,6 +151,31 @@ impl OffsetTracker {
         {
             std::thread::sleep(Duration::from_millis(5));
         }
+        let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        revoked
+            .iter()
+            .filter_map(|key| partitions.remove(key).map(|p| (key, p)))
+            .filter(|(_, p)| p.committed > p.first)
+            .map(|((topic, partition), p)| (topic.clone(), *partition, p.committed))
+            .collect()
+    }
+
+    /// Forgets every partition (an assignment lost or a failed rebalance):
+    /// nothing of it is committed here any more.
+    pub fn revoke_all(&self) {
+        let leases: Vec<Arc<Lease>> = {
+            let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            partitions.drain().map(|(_, p)| p.lease).collect()
+        };
+        for lease in &leases {
+            lease.revoked.cancel();
+        }
+    }
+
+    /// When the oldest record still in flight was begun.
+    pub fn oldest_in_flight(&self) -> Option<Instant> {
+        let partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        partitions.values().filter_map(|p| p.in_flight.values().next().copied()).min()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -198,5 +237,44 @@ mod tests {
         tracker.revoke(&[("t".to_owned(), 0)], Duration::from_secs(5));
         assert!(finished.load(Ordering::SeqCst), "revoke returned before the request ended");
         request.join().expect("thread");
+    }
+
+    #[test]
+    fn work_finished_during_a_revocation_is_answered_for_commit() {
+        let tracker = Arc::new(OffsetTracker::default());
+        let done = tracker.begin("t", 0, 4);
+        let running = tracker.begin("t", 0, 5);
+        let waiting = tracker.begin("t", 0, 6);
+        let active = running.lease().activate().expect("owned");
+        assert_eq!(tracker.complete(&done), Some(5));
+        let finishing = {
+            let tracker = Arc::clone(&tracker);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let moved = tracker.complete(&running);
+                drop(active);
+                moved
+            })
+        };
+        let positions = tracker.revoke(&[("t".to_owned(), 0)], Duration::from_secs(5));
+        assert_eq!(finishing.join().expect("thread"), Some(6));
+        assert_eq!(positions, vec![("t".to_owned(), 0, 6)], "up to the record still waiting");
+        assert_eq!(tracker.complete(&waiting), None, "fenced off once revoked");
+    }
+
+    #[test]
+    fn nothing_done_means_nothing_to_commit_and_the_oldest_record_is_known() {
+        let tracker = OffsetTracker::default();
+        assert!(tracker.oldest_in_flight().is_none());
+        let before = Instant::now();
+        let _first = tracker.begin("t", 1, 9);
+        let _later = tracker.begin("t", 1, 10);
+        let oldest = tracker.oldest_in_flight().expect("in flight");
+        assert!(oldest >= before && oldest <= Instant::now());
+        assert!(tracker.revoke(&[("t".to_owned(), 1)], Duration::ZERO).is_empty());
+        assert_eq!(tracker.in_flight(), 0);
+        let _again = tracker.begin("t", 2, 0);
+        tracker.revoke_all();
+        assert_eq!(tracker.in_flight(), 0);
     }
 }

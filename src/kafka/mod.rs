@@ -9,6 +9,7 @@ pub mod produce;
 pub mod topics;
 
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 pub use produce::Producer;
@@ -42,5 +43,47 @@ impl KafkaConfig {
             config.set(key, value);
         }
         config
+    }
+}
+
+/// Whether retrying cannot help: librdkafka's fatal errors (the idempotent
+/// producer's, a fenced consumer) and failed authentication. The process
+/// exits on these, with one line, instead of retrying forever.
+pub fn is_fatal(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+            )
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_and_authentication_errors_are_fatal_the_rest_is_retried() {
+        for fatal in [
+            KafkaError::Global(RDKafkaErrorCode::Fatal),
+            KafkaError::MessageProduction(RDKafkaErrorCode::Fatal),
+            KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::OutOfOrderSequenceNumber),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::Authentication),
+            KafkaError::Global(RDKafkaErrorCode::SaslAuthenticationFailed),
+        ] {
+            assert!(is_fatal(&fatal), "{fatal:?}");
+        }
+        for transient in [
+            KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure),
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition),
+            KafkaError::PartitionEOF(0),
+        ] {
+            assert!(!is_fatal(&transient), "{transient:?}");
+        }
     }
 }

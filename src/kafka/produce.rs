@@ -1,6 +1,7 @@
 //! The producer: idempotent, `acks=all`, and every send awaited until the
 //! broker acknowledged it, so a 202 always means the event is on the topic.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
@@ -8,6 +9,8 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use tokio_util::sync::CancellationToken;
 
 use super::delivery::Delivery;
 use super::envelope::encode_headers;
@@ -25,7 +28,32 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<Watched>,
+    fatal: Arc<Fatal>,
+}
+
+/// The producer's context: it sees the errors librdkafka reports outside
+/// any send, and keeps the first fatal one (see `super::is_fatal`).
+pub struct Watched {
+    fatal: Arc<Fatal>,
+}
+
+#[derive(Default)]
+struct Fatal {
+    raised: CancellationToken,
+    reason: OnceLock<String>,
+}
+
+impl ClientContext for Watched {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if super::is_fatal(&error) {
+            let _ = self.fatal.reason.set(format!("{error}: {reason}"));
+            self.fatal.raised.cancel();
+        } else {
+            // As librdkafka's default context does.
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
 }
 
 impl Producer {
@@ -40,14 +68,23 @@ impl Producer {
     }
 
     fn with_timeout(config: &KafkaConfig, timeout: Duration) -> Result<Self, Error> {
+        let fatal = Arc::<Fatal>::default();
         let inner = config
             .client_config()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
             .set("message.timeout.ms", timeout.as_millis().to_string())
-            .create()?;
-        Ok(Self { inner })
+            .create_with_context(Watched { fatal: Arc::clone(&fatal) })?;
+        Ok(Self { inner, fatal })
+    }
+
+    /// Answers once the producer hit a fatal error, with what it was: every
+    /// send fails from then on, so the process must end.
+    pub async fn failed(&self) -> String {
+        let fatal = &self.fatal;
+        fatal.raised.cancelled().await;
+        fatal.reason.get().cloned().unwrap_or_default()
     }
 
     /// Writes the event to `topic` in CloudEvents binary mode, with the

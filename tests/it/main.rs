@@ -13,6 +13,7 @@ mod deploy;
 mod dev_mode;
 mod dispatch;
 mod isolation;
+mod liveness;
 mod logs;
 mod metrics;
 mod openapi;
