@@ -128,6 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             response_body_cap: 4096,
             retention: Duration::from_secs(30 * 24 * 3600),
             budgets: Default::default(),
+            circuit: Default::default(),
         }),
         limits: Default::default(),
         migrate: true,

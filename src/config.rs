@@ -102,6 +102,22 @@ pub struct DeliveryArgs {
     /// quarter of the delivery budget).
     #[arg(long, env = "HOOKGATE_TENANT_BUDGET", value_parser = tenant_budget)]
     pub tenant_budget: Option<usize>,
+    /// Failed attempts in a row that open a subscription's circuit.
+    #[arg(long, env = "HOOKGATE_CIRCUIT_FAILURES", default_value_t = CircuitPolicy::default().consecutive_failures, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub circuit_failures: u32,
+    /// Or: the percentage of about the last `HOOKGATE_CIRCUIT_WINDOW`
+    /// attempts failing that opens it.
+    #[arg(long, env = "HOOKGATE_CIRCUIT_FAILURE_RATE", default_value_t = CircuitPolicy::default().failure_share / 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub circuit_failure_rate: u32,
+    /// How many recent attempts the failure rate looks at (and needs).
+    #[arg(long, env = "HOOKGATE_CIRCUIT_WINDOW", default_value_t = CircuitPolicy::default().window, value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub circuit_window: u32,
+    /// How long an open circuit waits before its probe; each failed probe
+    /// doubles it, up to `HOOKGATE_CIRCUIT_MAX_COOL_DOWN`.
+    #[arg(long, env = "HOOKGATE_CIRCUIT_COOL_DOWN", default_value = "5s", value_parser = duration)]
+    pub circuit_cool_down: Duration,
+    #[arg(long, env = "HOOKGATE_CIRCUIT_MAX_COOL_DOWN", default_value = "5m", value_parser = duration)]
+    pub circuit_max_cool_down: Duration,
 }
 
 /// Limits on what a subscription may ask for, for the API and dispatchers alike.
@@ -236,6 +252,34 @@ pub struct DispatcherConfig {
     /// How long attempts, dead letters and finished replays are kept.
     pub retention: Duration,
     pub budgets: DeliveryBudgets,
+    pub circuit: CircuitPolicy,
+}
+
+/// When a circuit opens, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    /// Failed attempts in a row that open the circuit.
+    pub consecutive_failures: u32,
+    /// Or: at least this share of the recent attempts failed (thousandths,
+    /// an exponentially weighted average over about `window` attempts)...
+    pub failure_share: u32,
+    /// ...once this many attempts were made.
+    pub window: u32,
+    /// The first cool-down; each failed probe doubles it, up to `max_open`.
+    pub open_for: Duration,
+    pub max_open: Duration,
+}
+
+impl Default for CircuitPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_share: 800,
+            window: 20,
+            open_for: Duration::from_secs(5),
+            max_open: Duration::from_secs(300),
+        }
+    }
 }
 
 impl DispatcherConfig {
@@ -251,6 +295,14 @@ impl DispatcherConfig {
                 stage: args.delivery_budget,
                 tenant: args.tenant_budget.unwrap_or(args.delivery_budget / 4).max(1),
                 ..DeliveryBudgets::default()
+            },
+            circuit: CircuitPolicy {
+                consecutive_failures: args.circuit_failures,
+                failure_share: args.circuit_failure_rate * 10,
+                window: args.circuit_window,
+                open_for: args.circuit_cool_down,
+                // A longest cool-down below the first is the first.
+                max_open: args.circuit_max_cool_down.max(args.circuit_cool_down),
             },
         }
     }
@@ -438,6 +490,46 @@ mod tests {
         assert_eq!(schedule.delay_after(2), Some(Duration::from_secs(300)));
         assert_eq!(schedule.delay_after(3), None);
         assert_eq!(schedule.delay_after(0), None);
+    }
+
+    #[test]
+    fn circuit_settings_reach_the_policy_and_nonsense_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            delivery: DeliveryArgs,
+        }
+        let parsed = Cli::try_parse_from([
+            "hookgate",
+            "--circuit-failures=3",
+            "--circuit-failure-rate=50",
+            "--circuit-window=40",
+            "--circuit-cool-down=2s",
+            "--circuit-max-cool-down=1s",
+        ])
+        .expect("valid settings");
+        let circuit = DispatcherConfig::from_args(&parsed.delivery).circuit;
+        assert_eq!(
+            circuit,
+            CircuitPolicy {
+                consecutive_failures: 3,
+                failure_share: 500,
+                window: 40,
+                open_for: Duration::from_secs(2),
+                max_open: Duration::from_secs(2),
+            },
+            "a longest cool-down below the first is the first"
+        );
+        let defaults = Cli::try_parse_from(["hookgate"]).expect("defaults");
+        assert_eq!(
+            DispatcherConfig::from_args(&defaults.delivery).circuit,
+            CircuitPolicy::default()
+        );
+        for bad in ["--circuit-failures=0", "--circuit-failure-rate=101", "--circuit-window=1"] {
+            let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
+            assert!(error.contains("circuit"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -52,6 +52,7 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         response_body_cap: 256,
         retention: Duration::from_secs(30 * 24 * 3600),
         budgets: Default::default(),
+        circuit: Default::default(),
     };
     let app = TestApp::spawn_with("chaos", |config| config.dispatcher = None).await;
     let healthy = TestReceiver::start().await;

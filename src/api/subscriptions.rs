@@ -17,8 +17,8 @@ use super::problem::{ApiError, FieldError, Problem};
 use super::{validate, AppState};
 use crate::domain::event::is_valid_event_type;
 use crate::domain::{
-    EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
-    TenantId,
+    CircuitRecord, EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId,
+    SubscriptionStatus, TenantId,
 };
 use crate::store::{Page, MAX_PAGE};
 
@@ -108,9 +108,53 @@ pub struct SubscriptionOut {
     metadata: BTreeMap<String, String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The circuit breaker of its deliveries (only on `GET
+    /// /v1/subscriptions/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit: Option<CircuitOut>,
 }
 
 list_of!(SubscriptionList, SubscriptionOut);
+
+/// A subscription's circuit breaker, as its dispatcher last reported it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitOut {
+    /// `closed`: deliveries go. `open`: after failures in a row (or most
+    /// recent attempts failing), deliveries wait in a retry tier until
+    /// `retry_at`. `half_open`: past `retry_at`; one probe goes, and its
+    /// outcome closes or opens the circuit again.
+    #[schema(example = "closed")]
+    state: CircuitState,
+    /// When it opened (while not closed).
+    opened_at: Option<DateTime<Utc>>,
+    /// When the next probe may go (while not closed).
+    retry_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitOut {
+    pub fn new(record: Option<CircuitRecord>, now: DateTime<Utc>) -> Self {
+        let time = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+        match record {
+            Some(r) if r.open => {
+                let retry_at = time(r.until_ms);
+                let state = match retry_at {
+                    Some(at) if at <= now => CircuitState::HalfOpen,
+                    _ => CircuitState::Open,
+                };
+                Self { state, opened_at: time(r.opened_ms), retry_at }
+            }
+            _ => Self { state: CircuitState::Closed, opened_at: None, retry_at: None },
+        }
+    }
+}
 
 impl SubscriptionOut {
     pub fn new(s: Subscription, show_secret: bool) -> Self {
@@ -130,6 +174,7 @@ impl SubscriptionOut {
             metadata: s.metadata,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            circuit: None,
         }
     }
 }
@@ -358,7 +403,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<SubscriptionOut>, ApiError> {
     let subscription = visible(&state, &caller, &id).await?;
-    Ok(axum::Json(SubscriptionOut::new(subscription, false)))
+    let circuit = state.store.get_circuit(&subscription.id).await.map_err(ApiError::store)?;
+    let mut out = SubscriptionOut::new(subscription, false);
+    out.circuit = Some(CircuitOut::new(circuit, Utc::now()));
+    Ok(axum::Json(out))
 }
 
 #[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "update_subscription",

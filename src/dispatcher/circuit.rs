@@ -7,32 +7,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// When a circuit opens, and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitPolicy {
-    /// Failed attempts in a row that open the circuit.
-    pub consecutive_failures: u32,
-    /// Or: at least this share of the recent attempts failed (thousandths,
-    /// an exponentially weighted average over about `window` attempts)...
-    pub failure_share: u32,
-    /// ...once this many attempts were made.
-    pub window: u32,
-    /// The first cool-down; each failed probe doubles it, up to `max_open`.
-    pub open_for: Duration,
-    pub max_open: Duration,
-}
-
-impl Default for CircuitPolicy {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            failure_share: 800,
-            window: 20,
-            open_for: Duration::from_secs(5),
-            max_open: Duration::from_secs(300),
-        }
-    }
-}
+pub use crate::config::CircuitPolicy;
 
 /// What the circuit lets through now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

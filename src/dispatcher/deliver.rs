@@ -32,7 +32,7 @@ use super::parked_lanes::{Place, Slot};
 use super::policy::{ParkReason, RetryPolicy, Verdict, MAX_RETRY_AFTER};
 use super::replay::ReplayLimits;
 use super::webhook::Webhooks;
-use crate::domain::{SubscriptionId, SubscriptionStatus};
+use crate::domain::{CircuitRecord, SubscriptionId, SubscriptionStatus};
 use crate::kafka::delivery::{DeadReason, Delivery};
 use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
@@ -583,6 +583,26 @@ impl Deliver {
     }
 
     fn circuit_changed(&self, id: &SubscriptionId, transition: Transition) {
+        let now_ms = Utc::now().timestamp_millis();
+        let record = match transition {
+            Transition::Opened { until_ms } | Transition::Reopened { until_ms } => CircuitRecord {
+                open: true,
+                opened_ms: Some(now_ms),
+                until_ms: Some(until_ms),
+                changed_ms: now_ms,
+            },
+            Transition::Closed => {
+                CircuitRecord { open: false, opened_ms: None, until_ms: None, changed_ms: now_ms }
+            }
+        };
+        // For the API to show; off the delivery's path (a change written
+        // late or out of order is ignored by the store).
+        let (store, id_owned) = (Arc::clone(&self.store), id.clone());
+        tokio::spawn(async move {
+            if let Err(error) = store.record_circuit(&id_owned, &record).await {
+                tracing::warn!(subscription_id = %id_owned, %error, "circuit state not written");
+            }
+        });
         match transition {
             Transition::Opened { until_ms } | Transition::Reopened { until_ms } => {
                 let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();

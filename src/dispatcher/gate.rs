@@ -64,6 +64,8 @@ pub struct Shares {
 
 #[derive(Default)]
 pub struct Gates {
+    /// When each subscription's circuit opens.
+    circuit: CircuitPolicy,
     gates: Mutex<HashMap<SubscriptionId, Arc<Gate>>>,
     tenants: Mutex<HashMap<TenantId, Arc<TenantLoad>>>,
 }
@@ -174,6 +176,10 @@ impl Drop for WaitingGuard<'_> {
 }
 
 impl Gates {
+    pub fn new(circuit: CircuitPolicy) -> Self {
+        Self { circuit, ..Self::default() }
+    }
+
     /// The gate of a subscription; its limits follow the subscription's.
     pub fn of(&self, subscription: &Subscription, shares: Shares) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
@@ -188,7 +194,7 @@ impl Gates {
             });
             Arc::clone(load)
         };
-        let gate = Arc::new(Gate::new(subscription, shares, tenant));
+        let gate = Arc::new(Gate::new(subscription, shares, tenant, self.circuit));
         gates.insert(subscription.id.clone(), Arc::clone(&gate));
         gate
     }
@@ -213,7 +219,12 @@ impl Gates {
 }
 
 impl Gate {
-    fn new(subscription: &Subscription, shares: Shares, tenant: Arc<TenantLoad>) -> Self {
+    fn new(
+        subscription: &Subscription,
+        shares: Shares,
+        tenant: Arc<TenantLoad>,
+        circuit: CircuitPolicy,
+    ) -> Self {
         let limits =
             Limits::new(subscription.rate_limit, subscription.max_in_flight, shares.max_in_flight);
         Self {
@@ -230,7 +241,7 @@ impl Gate {
             parking: AtomicBool::new(false),
             lanes: Lanes::default(),
             parked_lanes: ParkedLanes::default(),
-            circuit: Circuit::new(CircuitPolicy::default()),
+            circuit: Circuit::new(circuit),
             clock: Instant::now(),
         }
     }

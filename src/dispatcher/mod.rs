@@ -144,7 +144,7 @@ pub async fn run(
     let deliver_handler = Arc::new(Deliver {
         cache: Arc::clone(&cache),
         store: Arc::clone(&store),
-        gates: gate::Gates::default(),
+        gates: gate::Gates::new(config.circuit),
         shares: Shares { tenant: budgets.tenant, max_in_flight: limits.max_in_flight },
         webhooks: Webhooks::new(
             log,

@@ -18,6 +18,6 @@ pub use event::Event;
 pub use ids::{ApiKeyId, AttemptId, DeadLetterId, ReplayId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
 pub use subscription::{
-    EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionStatus,
+    CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionStatus,
 };
 pub use tenant::{ApiKey, EventType, NewApiKey, Tenant};

@@ -131,6 +131,19 @@ impl EventTypePattern {
     }
 }
 
+/// A subscription's circuit breaker as its dispatcher last wrote it (times
+/// in Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitRecord {
+    pub open: bool,
+    /// While open: when it opened.
+    pub opened_ms: Option<i64>,
+    /// While open: when the next probe may go.
+    pub until_ms: Option<i64>,
+    /// When this change happened; an older write never replaces a newer.
+    pub changed_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,8 @@ pub use sqlite::SqliteStore;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ApiKey, ApiKeyId, Attempt, EventType, Subscription, SubscriptionId, SubscriptionStatus, Tenant,
-    TenantId,
+    ApiKey, ApiKeyId, Attempt, CircuitRecord, EventType, Subscription, SubscriptionId,
+    SubscriptionStatus, Tenant, TenantId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +218,12 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
         -> Result<Vec<SubscriptionChange>>;
 
     async fn insert_attempts(&self, attempts: &[Attempt]) -> Result<()>;
+
+    /// Writes a subscription's circuit state, unless a newer one is there.
+    async fn record_circuit(&self, id: &SubscriptionId, circuit: &CircuitRecord) -> Result<()>;
+
+    /// The circuit state last written for a subscription.
+    async fn get_circuit(&self, id: &SubscriptionId) -> Result<Option<CircuitRecord>>;
 
     /// Attempts by id (oldest first within a process), filtered.
     async fn list_attempts(

@@ -149,6 +149,46 @@ macro_rules! impl_store_with {
                 rows.into_iter().map(|r| r.into_change()).collect()
             }
 
+            async fn record_circuit(
+                &self,
+                id: &$crate::domain::SubscriptionId,
+                circuit: &$crate::domain::CircuitRecord,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "INSERT INTO subscription_circuits \
+                     (subscription_id, open, opened_ms, until_ms, changed_ms) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (subscription_id) DO UPDATE SET open = excluded.open, \
+                     opened_ms = excluded.opened_ms, until_ms = excluded.until_ms, \
+                     changed_ms = excluded.changed_ms \
+                     WHERE subscription_circuits.changed_ms <= excluded.changed_ms",
+                )
+                .bind(id.as_str())
+                .bind(circuit.open)
+                .bind(circuit.opened_ms)
+                .bind(circuit.until_ms)
+                .bind(circuit.changed_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_circuit(
+                &self,
+                id: &$crate::domain::SubscriptionId,
+            ) -> $crate::store::Result<Option<$crate::domain::CircuitRecord>> {
+                let row: Option<(bool, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT open, opened_ms, until_ms, changed_ms FROM subscription_circuits \
+                     WHERE subscription_id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(open, opened_ms, until_ms, changed_ms)| {
+                    $crate::domain::CircuitRecord { open, opened_ms, until_ms, changed_ms }
+                }))
+            }
+
             async fn insert_attempts(
                 &self,
                 attempts: &[$crate::domain::Attempt],

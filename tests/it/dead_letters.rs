@@ -294,6 +294,7 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
         response_body_cap: 256,
         retention: Duration::from_secs(30 * 24 * 3600),
         budgets: Default::default(),
+        circuit: Default::default(),
     };
     let mut first = DispatcherProcess::start(&app.config, &dispatcher_config);
     let (receiver, broken) = fixable_receiver(400).await;

@@ -472,7 +472,15 @@ async fn a_circuit_opens_after_failures_probes_once_and_closes_and_its_backlog_w
         Reply::status(if flag.load(Ordering::SeqCst) { 500 } else { 204 })
     })
     .await;
-    app.subscribe(json!({"url": receiver.url, "event_types": ["*"], "max_in_flight": 1})).await;
+    let created =
+        app.subscribe(json!({"url": receiver.url, "event_types": ["*"], "max_in_flight": 1})).await;
+    let path = format!("/v1/subscriptions/{}", created["id"].as_str().expect("id"));
+    let circuit = || async {
+        let (status, body) = app.call(Method::GET, &path, ADMIN_TOKEN, None).await;
+        assert_eq!(status, 200);
+        body["circuit"].clone()
+    };
+    assert_eq!(circuit().await, json!({"state": "closed", "opened_at": null, "retry_at": null}));
     const EVENTS: usize = 30;
     let events: Vec<_> = (0..EVENTS).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect();
     assert_eq!(app.post_json("/v1/events/batch", json!({ "events": events })).await.status(), 202);
@@ -483,6 +491,17 @@ async fn a_circuit_opens_after_failures_probes_once_and_closes_and_its_backlog_w
     })
     .await;
     let opened = Instant::now();
+    let shown = eventually("the subscription to show its open circuit", secs(2), || async {
+        let circuit = circuit().await;
+        (circuit["state"] == "open").then_some(circuit)
+    })
+    .await;
+    let retry_at = chrono::DateTime::parse_from_rfc3339(shown["retry_at"].as_str().expect("time"))
+        .expect("RFC 3339");
+    let opened_at =
+        chrono::DateTime::parse_from_rfc3339(shown["opened_at"].as_str().expect("time"))
+            .expect("RFC 3339");
+    assert_eq!((retry_at - opened_at).num_seconds(), 5, "the first cool-down: {shown}");
     let sent_before = receiver.received().len();
     assert!((5..=6).contains(&sent_before), "opened after 5 failures, {sent_before} sent");
     failing.store(false, Ordering::SeqCst);
@@ -500,6 +519,10 @@ async fn a_circuit_opens_after_failures_probes_once_and_closes_and_its_backlog_w
     // Then one probe; it succeeds, the circuit closes, and the rest goes.
     eventually("the circuit to close", DEADLINE, || async {
         (metric(&app, "hookgate_circuits_open ").await == 0.0).then_some(())
+    })
+    .await;
+    eventually("the subscription to show its closed circuit", secs(2), || async {
+        (circuit().await["state"] == "closed").then_some(())
     })
     .await;
     let received = receiver.received();

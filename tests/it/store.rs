@@ -122,6 +122,25 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(for_a[0].error.as_deref(), Some("the endpoint answered 500"));
     assert_eq!(for_a[1].outcome, Outcome::Success);
     assert!(store.attempts_for_event(Some(&other), "evt_a").await.expect("list").is_empty());
+
+    // Circuit changes: the newest wins, whatever order they are written in.
+    use hookgate::domain::CircuitRecord;
+    assert_eq!(store.get_circuit(&first.id).await.expect("get circuit"), None);
+    let opened = CircuitRecord {
+        open: true,
+        opened_ms: Some(2_000),
+        until_ms: Some(7_000),
+        changed_ms: 2_000,
+    };
+    let closed_before =
+        CircuitRecord { open: false, opened_ms: None, until_ms: None, changed_ms: 1_000 };
+    store.record_circuit(&first.id, &opened).await.expect("write circuit");
+    store.record_circuit(&first.id, &closed_before).await.expect("write an older change");
+    assert_eq!(store.get_circuit(&first.id).await.expect("get"), Some(opened), "not rolled back");
+    let closed = CircuitRecord { changed_ms: 9_000, ..closed_before };
+    store.record_circuit(&first.id, &closed).await.expect("write circuit");
+    assert_eq!(store.get_circuit(&first.id).await.expect("get"), Some(closed));
+    assert_eq!(store.get_circuit(&second.id).await.expect("get"), None, "per subscription");
 }
 
 /// The REST API's resources: tenants and keys, subscription lists and

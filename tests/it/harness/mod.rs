@@ -46,6 +46,7 @@ pub fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
         response_body_cap: 4096,
         retention: Duration::from_secs(30 * 24 * 3600),
         budgets: Default::default(),
+        circuit: Default::default(),
     }
 }
 
@@ -177,6 +178,7 @@ impl TestApp {
                 response_body_cap: 4096,
                 retention: Duration::from_secs(30 * 24 * 3600),
                 budgets: Default::default(),
+                circuit: Default::default(),
             }),
             limits: Default::default(),
             migrate: true,
