@@ -62,9 +62,11 @@ const TARPIT_TYPE: &str = "bench.iso.tarpit";
 /// What the two phases run with, from the bench's scale.
 pub(super) struct Plan {
     /// The isolation app's budgets: the defaults at scale 1 and above;
-    /// below, the stage budget scales down with the window (at least 1,024;
-    /// tenants a quarter of it, as `HOOKGATE_TENANT_BUDGET` defaults), so
-    /// that the tarpit is still sent more than the stage holds.
+    /// below, the stage budget scales down with the window (at least
+    /// 1,024), so that the tarpit is still sent more than the stage holds.
+    /// A tenant's stays the default (at most the stage's): a quarter of a
+    /// small stage would be less than tenant A's healthy subscriptions may
+    /// have in flight (10 × 64), and measure that instead.
     pub budgets: DeliveryBudgets,
     window: Duration,
     tarpit_rate: f64,
@@ -80,7 +82,7 @@ impl Plan {
         } else {
             ((full.stage as f64 * scale).round() as usize).max(1_024)
         };
-        let budgets = DeliveryBudgets { stage, tenant: (stage / 4).max(1), ..full };
+        let budgets = DeliveryBudgets { stage, tenant: full.tenant.min(stage), ..full };
         let window = Duration::from_secs_f64((FULL_WINDOW * scale).max(MIN_WINDOW));
         Self {
             budgets,
