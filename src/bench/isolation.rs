@@ -797,6 +797,15 @@ impl Isolation {
             "isolation figure {:.1} % (healthy p99 ×{:.2}); clean-up {:.1} s",
             self.throughput_percent, self.p99_ratio, self.clean_up_s
         );
+        let offered = plan.offered_healthy_deliveries_per_s;
+        if b.healthy_per_s < 0.9 * offered {
+            println!(
+                "note: the baseline kept up with {:.0} % of the {offered:.0} deliveries/s offered: \
+                 this machine is below the offered rate, so both phases measure capacity \
+                 (a loaded machine, or a slow dispatcher), not keeping up",
+                b.healthy_per_s / offered * 100.0
+            );
+        }
     }
 }
 
