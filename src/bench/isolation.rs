@@ -409,18 +409,20 @@ async fn measure(
     // Kept up: what arrived by the end of the window and the grace (the
     // publisher may have run late: then from its actual end).
     let stream_end = (started + plan.window).max(published.ended);
-    let in_time_us = wall_clock_us(stream_end + GRACE);
+    let (end_us, in_time_us) = (wall_clock_us(stream_end), wall_clock_us(stream_end + GRACE));
     tokio::time::sleep_until((stream_end + GRACE).into()).await;
     let expected = published.healthy * HEALTHY_SUBSCRIPTIONS as u64;
     let drain_limit = plan.window.max(Duration::from_secs(30));
     let delivered = wait_for(receiver, phase, expected, drain_limit).await;
-    let drain_s = (delivered >= expected).then(|| stream_end.elapsed().as_secs_f64());
 
     sampling.cancel();
     let peaks = sampler.await.unwrap_or_default();
     let after = scraper.scrape().await.unwrap_or_default();
     let samples = receiver.healthy_of(phase);
     let in_time = samples.iter().filter(|&&(_, at)| at <= in_time_us).count() as u64;
+    // From the end of the stream to the last healthy delivery's arrival.
+    let last_us = samples.iter().map(|&(_, at)| at).max().unwrap_or(end_us);
+    let drain_s = (delivered >= expected).then(|| (last_us - end_us).max(0) as f64 / 1e6);
     let mut latencies: Vec<i64> = samples.iter().map(|&(sent, at)| at - sent).collect();
     latencies.sort_unstable();
     let percentile = |p: f64| {
