@@ -1,9 +1,11 @@
 //! At least once under failure: 10,000 events while the dispatcher is killed
-//! (SIGKILL) and restarted, then while the broker restarts. For every
-//! subscription, every event is delivered or dead-lettered.
+//! (SIGKILL) and restarted, then while the broker restarts; and 6,000 events
+//! while the broker restarts three times. For every subscription, every
+//! event is delivered or dead-lettered; duplicates are counted and printed.
 //!
 //! A test binary of its own: cargo runs test binaries one after another, so
-//! restarting the shared broker disturbs no other test.
+//! restarting the shared broker disturbs no other test (and the tests here
+//! take turns).
 
 #[allow(dead_code)]
 #[path = "it/harness/mod.rs"]
@@ -42,8 +44,57 @@ async fn restart_broker() {
     assert!(status.success(), "scripts/test-env restart-kafka failed");
 }
 
+/// A plain idempotent producer that rides out broker restarts.
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("producer")
+}
+
+/// Writes the events numbered `range` (CloudEvents binary mode, 64 keys).
+async fn publish(producer: &FutureProducer, topic: &str, range: std::ops::Range<usize>) {
+    let sends = range.map(|n| {
+        let id = event_id(n);
+        async move {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "ce_specversion", value: Some("1.0") })
+                .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+                .insert(Header { key: "ce_type", value: Some("chaos.tick") })
+                .insert(Header { key: "ce_source", value: Some("chaos") })
+                .insert(Header { key: "content-type", value: Some("application/json") });
+            let payload = json!({"n": n}).to_string();
+            let key = format!("k{}", n % 64);
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload).headers(headers),
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("event written");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Deliveries per event id that `receiver` answered 204.
+fn delivered(receiver: &TestReceiver) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for request in receiver.received().iter().filter(|r| r.status == 204) {
+        let n = request.json()["data"]["n"].as_u64().unwrap_or(u64::MAX) as usize;
+        *counts.entry(event_id(n)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The tests here restart the one broker: one at a time.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_restarts() {
+    let _broker = BROKER.lock().await;
     let dispatcher_config = DispatcherConfig {
         allow_private_targets: true,
         request_timeout: Duration::from_secs(5),
@@ -67,42 +118,8 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         app.subscribe(json!({"url": picky.url, "event_types": ["chaos.*"]})).await["id"].clone();
 
     let mut dispatcher = DispatcherProcess::start(&app.config, &dispatcher_config);
-    // A plain idempotent producer that rides out the broker restart.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &app.kafka.brokers)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "120000")
-        .create()
-        .expect("producer");
-    let publish = |range: std::ops::Range<usize>| {
-        let producer = producer.clone();
-        let topic = app.topics.publish.clone();
-        async move {
-            let sends = range.map(|n| {
-                let producer = producer.clone();
-                let topic = topic.clone();
-                async move {
-                    let id = event_id(n);
-                    let headers = OwnedHeaders::new()
-                        .insert(Header { key: "ce_specversion", value: Some("1.0") })
-                        .insert(Header { key: "ce_id", value: Some(id.as_str()) })
-                        .insert(Header { key: "ce_type", value: Some("chaos.tick") })
-                        .insert(Header { key: "ce_source", value: Some("chaos") })
-                        .insert(Header { key: "content-type", value: Some("application/json") });
-                    let payload = json!({"n": n}).to_string();
-                    let key = format!("k{}", n % 64);
-                    producer
-                        .send(
-                            FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers),
-                            Duration::from_secs(60),
-                        )
-                        .await
-                        .expect("event written");
-                }
-            });
-            futures::future::join_all(sends).await;
-        }
-    };
+    let producer = producer(&app.kafka.brokers);
+    let publish = |range| publish(&producer, &app.topics.publish, range);
 
     // A third, then SIGKILL mid-stream and a restart.
     publish(0..EVENTS / 3).await;
@@ -140,14 +157,6 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         tokio::time::timeout(DEADLINE, read).await.expect("every refused event dead-lettered");
         dead_ids
     };
-    let delivered = |receiver: &TestReceiver| -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for request in receiver.received().iter().filter(|r| r.status == 204) {
-            let n = request.json()["data"]["n"].as_u64().unwrap_or(u64::MAX) as usize;
-            *counts.entry(event_id(n)).or_insert(0) += 1;
-        }
-        counts
-    };
     for (name, receiver, id) in [("healthy", &healthy, &healthy_id), ("picky", &picky, &picky_id)] {
         let id = id.as_str().expect("id").to_owned();
         let counts = eventually(
@@ -173,6 +182,51 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         );
     }
     assert_eq!(dead_ids.get(picky_id.as_str().expect("id")).map_or(0, HashSet::len), refused);
+    dispatcher.kill().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_broker_restarts_while_publishing_lose_nothing() {
+    let _broker = BROKER.lock().await;
+    const EVENTS: usize = 6_000;
+    let dispatcher_config = DispatcherConfig {
+        allow_private_targets: true,
+        request_timeout: Duration::from_secs(5),
+        retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
+        max_delivery_age: Duration::from_secs(3600),
+        response_body_cap: 256,
+        retention: Duration::from_secs(30 * 24 * 3600),
+        budgets: Default::default(),
+        circuit: Default::default(),
+    };
+    let app = TestApp::spawn_with("chaos-restarts", |config| config.dispatcher = None).await;
+    let receiver = TestReceiver::start().await;
+    app.subscribe(json!({"url": receiver.url, "event_types": ["chaos.*"]})).await;
+    let mut dispatcher = DispatcherProcess::start(&app.config, &dispatcher_config);
+    let producer = producer(&app.kafka.brokers);
+    let chunk = EVENTS / 4;
+    publish(&producer, &app.topics.publish, 0..chunk).await;
+    for round in 1..4 {
+        // Each restart lands while a quarter of the events is being written.
+        let range = round * chunk..(round + 1) * chunk;
+        let (_, ()) =
+            tokio::join!(publish(&producer, &app.topics.publish, range), restart_broker());
+        assert!(
+            dispatcher.exit_status().is_none(),
+            "the dispatcher exited after broker restart {round}: {:?}",
+            dispatcher.exit_status()
+        );
+    }
+    let counts =
+        eventually("every event delivered after three broker restarts", DEADLINE, || async {
+            let counts = delivered(&receiver);
+            (counts.len() == EVENTS).then_some(counts)
+        })
+        .await;
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    println!("three broker restarts: {EVENTS} events delivered, {duplicates} duplicate deliveries");
+    assert!(dispatcher.exit_status().is_none(), "the dispatcher kept running");
     dispatcher.kill().await;
     app.stop().await;
 }

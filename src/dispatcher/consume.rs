@@ -122,9 +122,14 @@ const ERROR_PAUSE: Duration = Duration::from_millis(500);
 const PAUSE_CHECK: Duration = Duration::from_millis(20);
 
 /// librdkafka's prefetch bounds, per consumer (its defaults are 64 MiB and
-/// 100,000 records).
+/// 100,000 records): memory is bounded in bytes; the record count stays
+/// above what one fetch brings (a fetch past it waits `FETCH_BACKOFF`).
 const QUEUED_KBYTES: &str = "16384";
-const QUEUED_MESSAGES: &str = "2000";
+const QUEUED_MESSAGES: &str = "20000";
+/// How long librdkafka waits to fetch again once a prefetch bound is
+/// reached (its default, a second, leaves a fast stage idle: deliveries/s
+/// fell fivefold with a 2,000-record bound).
+const FETCH_BACKOFF: &str = "10";
 
 /// After an abort, how long the last hand-offs get to give up.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -246,6 +251,7 @@ impl<H: Handler> Stage<H> {
             // (per consumer), beside the stage's own budget.
             .set("queued.max.messages.kbytes", QUEUED_KBYTES)
             .set("queued.min.messages", QUEUED_MESSAGES)
+            .set("fetch.queue.backoff.ms", FETCH_BACKOFF)
             // A regex subscription (the retry tiers) sees new topics soon.
             .set("topic.metadata.refresh.interval.ms", "10000")
             .create_with_context(StageContext { tracker: Arc::clone(&tracker), revoke_wait })?;

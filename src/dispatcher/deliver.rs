@@ -160,9 +160,14 @@ impl Deliver {
                     }) as _)
                     .into();
                 }
-                // Healthy (or ordered): the partition waits until it drains.
-                _ if gate.is_over_budget() => pressure = Some(Arc::clone(&gate) as _),
-                _ => pressure = Some(Arc::clone(gate.tenant()) as _),
+                // Healthy (or ordered) and its tenant holds all it may: the
+                // partition waits until the tenant's backlog drains.
+                _ if gate.tenant().is_over() => pressure = Some(Arc::clone(gate.tenant()) as _),
+                // A healthy subscription over its own budget, within its
+                // tenant's share, goes on: pausing its partition each time
+                // costs a refetch (librdkafka drops what it prefetched for a
+                // paused partition), and a fast endpoint then starves.
+                _ => {}
             }
         }
         let stage = Arc::clone(self);

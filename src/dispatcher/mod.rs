@@ -145,7 +145,11 @@ pub async fn run(
         cache: Arc::clone(&cache),
         store: Arc::clone(&store),
         gates: gate::Gates::new(config.circuit),
-        shares: Shares { tenant: budgets.tenant, max_in_flight: limits.max_in_flight },
+        shares: Shares {
+            tenant: budgets.tenant,
+            max_in_flight: limits.max_in_flight,
+            stage: budgets.stage,
+        },
         webhooks: Webhooks::new(
             log,
             config.allow_private_targets,

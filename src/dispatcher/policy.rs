@@ -14,6 +14,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Delays vary by up to this fraction, so that failed deliveries do not all
 /// come back at the same instant.
 const JITTER: f64 = 0.1;
+/// How much shorter than a tier's delay a delay may be and still go to it.
+const TIER_SLACK: f64 = 0.1;
 
 pub struct RetryPolicy {
     pub schedule: RetrySchedule,
@@ -154,11 +156,15 @@ impl RetryPolicy {
     }
 
     /// The longest tier not longer than `delay` (the shortest when all
-    /// are): records of one tier are due in about the order they were
-    /// written, and none is held back by one due much later.
+    /// are), give or take `TIER_SLACK`: records of one tier are due in about
+    /// the order they were written, and none is held back by one due much
+    /// later. The slack keeps a delay a little short of a tier (a 30 s
+    /// `Retry-After` counted from when it was answered) in that tier, not
+    /// sitting for its whole wait in a short one.
     pub fn tier_for(&self, delay: Duration) -> Duration {
         let tiers = self.schedule.tiers();
-        tiers.iter().rev().find(|t| **t <= delay).or(tiers.first()).copied().unwrap_or(delay)
+        let slack = delay.mul_f64(1.0 + TIER_SLACK);
+        tiers.iter().rev().find(|t| **t <= slack).or(tiers.first()).copied().unwrap_or(delay)
     }
 
     pub fn tier_topic(&self, tier: Duration) -> String {
@@ -296,6 +302,14 @@ mod tests {
         d.parked = 0;
         let verdict = p.park(&d, Some(NOW + 60_000), NOW);
         assert_eq!(verdict, Verdict::Retry { delay: secs(60), tier: secs(5) });
+        // A pause asked a moment ago: the tier of its length, not a short
+        // one it would sit in for the whole wait.
+        let p = policy(&[1, 30], 86_400);
+        let verdict = p.park(&d, Some(NOW + 29_990), NOW);
+        assert_eq!(
+            verdict,
+            Verdict::Retry { delay: Duration::from_millis(29_990), tier: secs(30) }
+        );
         let old = policy(&[5], 3);
         assert_eq!(old.park(&d, None, NOW), Verdict::DeadLetter(DeadReason::Expired));
     }
@@ -305,6 +319,8 @@ mod tests {
         let p = policy(&[5, 300, 7200], 86_400);
         assert_eq!(p.tier_for(Duration::from_secs(4)), secs(5), "shorter than all: the first");
         assert_eq!(p.tier_for(Duration::from_secs(6)), secs(5));
+        assert_eq!(p.tier_for(Duration::from_secs(280)), secs(300), "a little short of it");
+        assert_eq!(p.tier_for(Duration::from_secs(250)), secs(5));
         assert_eq!(p.tier_for(Duration::from_secs(300)), secs(300));
         assert_eq!(p.tier_for(Duration::from_secs(90_000)), secs(7200));
         assert_eq!(p.tier_topic(secs(300)), "t.retry.5m");

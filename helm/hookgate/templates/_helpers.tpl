@@ -142,6 +142,7 @@ RUST_LOG: {{ . | quote }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 OTEL_SERVICE_NAME: {{ .Values.tracing.serviceName | quote }}
+HOOKGATE_MAX_IN_FLIGHT_LIMIT: {{ .Values.delivery.maxInFlightLimit | toString | quote }}
 {{- end }}
 
 {{/* Probes on the ops endpoint; include with (dict "probes" .Values.api.probes). */}}
