@@ -25,7 +25,7 @@ use crate::app;
 use crate::config::{
     ApiConfig, AppConfig, DeliveryBudgets, DispatcherConfig, RetrySchedule, Topics,
 };
-use crate::domain::{Subscription, SubscriptionId, SubscriptionStatus, TenantId};
+use crate::domain::TenantId;
 use crate::kafka::KafkaConfig;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
@@ -120,25 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let hook = |path: &str| format!("http://{receiver_addr}/hook/{path}");
     let subscribe = |url: String, event_type: &str| {
-        let now = Utc::now();
-        Subscription {
-            id: SubscriptionId::generate(),
-            tenant_id: TenantId::default_tenant(),
-            url,
-            event_types: vec![event_type.to_owned()],
-            secret: crate::domain::SigningSecret::generate().expose().to_owned(),
-            previous_secrets: Vec::new(),
-            rate_limit: None,
-            max_in_flight: None,
-            ordered: false,
-            headers: Default::default(),
-            status: SubscriptionStatus::Active,
-            disabled_reason: None,
-            description: None,
-            metadata: Default::default(),
-            created_at: now,
-            updated_at: now,
-        }
+        isolation::subscription(&TenantId::default_tenant(), url, event_type, None)
     };
     let publish = |event_type: &'static str, n: usize| {
         let client = client.clone();

@@ -44,6 +44,20 @@ async fn restart_broker() {
     assert!(status.success(), "scripts/test-env restart-kafka failed");
 }
 
+/// The dispatcher process's settings: quick retries, the default budgets.
+fn dispatcher_config() -> DispatcherConfig {
+    DispatcherConfig {
+        allow_private_targets: true,
+        request_timeout: Duration::from_secs(5),
+        retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
+        max_delivery_age: Duration::from_secs(3600),
+        response_body_cap: 256,
+        retention: Duration::from_secs(30 * 24 * 3600),
+        budgets: Default::default(),
+        circuit: Default::default(),
+    }
+}
+
 /// A plain idempotent producer that rides out broker restarts.
 fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
@@ -95,16 +109,7 @@ static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_restarts() {
     let _broker = BROKER.lock().await;
-    let dispatcher_config = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(5),
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 256,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        budgets: Default::default(),
-        circuit: Default::default(),
-    };
+    let dispatcher_config = dispatcher_config();
     let app = TestApp::spawn_with("chaos", |config| config.dispatcher = None).await;
     let healthy = TestReceiver::start().await;
     let picky = TestReceiver::answering(|_, body| {
@@ -190,16 +195,7 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
 async fn three_broker_restarts_while_publishing_lose_nothing() {
     let _broker = BROKER.lock().await;
     const EVENTS: usize = 6_000;
-    let dispatcher_config = DispatcherConfig {
-        allow_private_targets: true,
-        request_timeout: Duration::from_secs(5),
-        retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 256,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        budgets: Default::default(),
-        circuit: Default::default(),
-    };
+    let dispatcher_config = dispatcher_config();
     let app = TestApp::spawn_with("chaos-restarts", |config| config.dispatcher = None).await;
     let receiver = TestReceiver::start().await;
     app.subscribe(json!({"url": receiver.url, "event_types": ["chaos.*"]})).await;

@@ -349,7 +349,8 @@ async fn tenant(store: &dyn Store, name: &str) -> anyhow::Result<TenantId> {
     Ok(tenant.id)
 }
 
-fn subscription(
+/// An active subscription of `tenant` to `event_type` at `url`.
+pub(super) fn subscription(
     tenant: &TenantId,
     url: String,
     event_type: &str,
