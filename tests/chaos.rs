@@ -1,7 +1,7 @@
 //! At least once under failure: 10,000 events while the dispatcher is killed
-//! (SIGKILL) and restarted, then while the broker restarts; and 6,000 events
-//! while the broker restarts three times. For every subscription, every
-//! event is delivered or dead-lettered; duplicates are counted and printed.
+//! (SIGKILL) and restarted, then while the broker restarts. For every
+//! subscription, every event is delivered or dead-lettered; duplicates are
+//! counted and printed.
 //!
 //! A test binary of its own: cargo runs test binaries one after another, so
 //! restarting the shared broker disturbs no other test (and the tests here
@@ -187,42 +187,6 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         );
     }
     assert_eq!(dead_ids.get(picky_id.as_str().expect("id")).map_or(0, HashSet::len), refused);
-    dispatcher.kill().await;
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn three_broker_restarts_while_publishing_lose_nothing() {
-    let _broker = BROKER.lock().await;
-    const EVENTS: usize = 6_000;
-    let dispatcher_config = dispatcher_config();
-    let app = TestApp::spawn_with("chaos-restarts", |config| config.dispatcher = None).await;
-    let receiver = TestReceiver::start().await;
-    app.subscribe(json!({"url": receiver.url, "event_types": ["chaos.*"]})).await;
-    let mut dispatcher = DispatcherProcess::start(&app.config, &dispatcher_config);
-    let producer = producer(&app.kafka.brokers);
-    let chunk = EVENTS / 4;
-    publish(&producer, &app.topics.publish, 0..chunk).await;
-    for round in 1..4 {
-        // Each restart lands while a quarter of the events is being written.
-        let range = round * chunk..(round + 1) * chunk;
-        let (_, ()) =
-            tokio::join!(publish(&producer, &app.topics.publish, range), restart_broker());
-        assert!(
-            dispatcher.exit_status().is_none(),
-            "the dispatcher exited after broker restart {round}: {:?}",
-            dispatcher.exit_status()
-        );
-    }
-    let counts =
-        eventually("every event delivered after three broker restarts", DEADLINE, || async {
-            let counts = delivered(&receiver);
-            (counts.len() == EVENTS).then_some(counts)
-        })
-        .await;
-    let duplicates: usize = counts.values().map(|c| c - 1).sum();
-    println!("three broker restarts: {EVENTS} events delivered, {duplicates} duplicate deliveries");
-    assert!(dispatcher.exit_status().is_none(), "the dispatcher kept running");
     dispatcher.kill().await;
     app.stop().await;
 }

@@ -78,12 +78,6 @@ impl DispatcherProcess {
         }
     }
 
-    /// How it exited, if it did (for `tests/chaos.rs`).
-    #[allow(dead_code)]
-    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
     /// SIGKILL: no chance to clean up.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
