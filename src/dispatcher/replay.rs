@@ -154,7 +154,12 @@ impl ReplayRunner {
     pub async fn run(self) {
         loop {
             let now = Utc::now();
-            let claimed = self.store.claim_replay(&self.owner, now, now + LEASE).await;
+            // A claim cut short at shutdown leaves at most a lease that
+            // runs out; a database that is slow must not hold the exit.
+            let claimed = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                claimed = self.store.claim_replay(&self.owner, now, now + LEASE) => claimed,
+            };
             let pause = match claimed {
                 Ok(Some(job)) => {
                     tracing::info!(replay_id = %job.id, total = job.total, done = job.done, "replay job claimed");

@@ -210,6 +210,9 @@ async fn a_dead_ordered_endpoint_with_a_busy_key_parks_its_lanes_keeps_the_other
         // here, it would fill the stage and stall the other subscription.
         dispatcher(config).budgets =
             DeliveryBudgets { stage: 1_024, tenant: 1_024, ..DeliveryBudgets::default() };
+        // Probes every 5 s at most: however long the endpoint was down (a
+        // loaded machine takes longer to commit), it is found back soon.
+        dispatcher(config).circuit.max_open = secs(5);
     })
     .await;
     let dead = Arc::new(AtomicBool::new(true));

@@ -152,7 +152,9 @@ async fn deliveries_move_the_counters_and_histograms() {
             .iter()
             .filter(|s| s.name == "hookgate_consumer_lag" && s.labels["topic"] == source)
             .collect();
-        (partitions.len() == 3 && partitions.iter().all(|s| s.value == 0.0)).then_some(scrape)
+        let tier_reported = scrape.0.iter().any(|s| s.name == "hookgate_retry_backlog");
+        (partitions.len() == 3 && partitions.iter().all(|s| s.value == 0.0) && tier_reported)
+            .then_some(scrape)
     })
     .await;
     let lag = scrape.0.iter().find(|s| s.name == "hookgate_consumer_lag").expect("lag");
