@@ -131,7 +131,28 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
     healthy.wait_for(EVENTS / 10, DEADLINE).await;
     dispatcher.kill().await;
     publish(EVENTS / 3..2 * EVENTS / 3).await;
-    let mut dispatcher = DispatcherProcess::start(&app.config, &dispatcher_config);
+    let dispatcher = DispatcherProcess::start(&app.config, &dispatcher_config);
+    // From here on it runs supervised, as in a deployment: a dispatcher that
+    // exits (its watchdog found a stage stuck after the broker came back)
+    // is started again, and the restarts are counted.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let supervisor = tokio::spawn({
+        let (config, settings) = (app.config.clone(), dispatcher_config.clone());
+        let (stop, restarts) = (stop.clone(), std::sync::Arc::clone(&restarts));
+        async move {
+            let mut dispatcher = dispatcher;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return dispatcher.kill().await,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                if dispatcher.restart_if_exited(&config, &settings) {
+                    restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    });
     // Another third, then the broker restarts mid-stream.
     healthy.wait_for(EVENTS / 2, DEADLINE).await;
     let (_, ()) = tokio::join!(publish(2 * EVENTS / 3..EVENTS), restart_broker());
@@ -187,6 +208,11 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         );
     }
     assert_eq!(dead_ids.get(picky_id.as_str().expect("id")).map_or(0, HashSet::len), refused);
-    dispatcher.kill().await;
+    stop.cancel();
+    supervisor.await.expect("supervisor");
+    println!(
+        "dispatcher restarted by its supervisor {} time(s) after the broker restart",
+        restarts.load(std::sync::atomic::Ordering::SeqCst)
+    );
     app.stop().await;
 }

@@ -78,6 +78,17 @@ impl DispatcherProcess {
         }
     }
 
+    /// Starts it again if it exited, as a supervisor would; answers whether
+    /// it had (for `tests/chaos.rs`).
+    #[allow(dead_code)]
+    pub fn restart_if_exited(&mut self, config: &AppConfig, dispatcher: &DispatcherConfig) -> bool {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        *self = Self::start(config, dispatcher);
+        true
+    }
+
     /// SIGKILL: no chance to clean up.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
