@@ -1,6 +1,6 @@
 //! The delivery engine that no endpoint and no tenant can stall, against the
 //! real broker: a tarpit tenant, an endpoint that starts hanging mid-stream,
-//! a dead `ordered` endpoint with a busy key, a consumer starved of room, a full long retry tier, a changed retry
+//! a consumer starved of room, a full long retry tier, a changed retry
 //! schedule, a database blip, and subscriptions paused or deleted while
 //! their deliveries wait.
 
@@ -197,89 +197,6 @@ async fn an_endpoint_that_starts_hanging_mid_stream_leaves_the_others_at_full_ra
         (app.uncommitted(&group, &deliveries).await == 0).then_some(())
     })
     .await;
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_ordered_endpoint_with_a_busy_key_parks_its_lanes_keeps_the_others_at_full_rate_and_their_order(
-) {
-    let app = TestApp::spawn_with("ordered-dead", |config| {
-        dispatcher(config).request_timeout = secs(3);
-        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(1), secs(2), secs(4)]);
-        // Smaller than the busy key's backlog: were it to wait in its lane
-        // here, it would fill the stage and stall the other subscription.
-        dispatcher(config).budgets =
-            DeliveryBudgets { stage: 1_024, tenant: 1_024, ..DeliveryBudgets::default() };
-        // Probes every 5 s at most: however long the endpoint was down (a
-        // loaded machine takes longer to commit), it is found back soon.
-        dispatcher(config).circuit.max_open = secs(5);
-    })
-    .await;
-    let dead = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&dead);
-    let ordered = TestReceiver::answering(move |_, _| {
-        Reply::status(if flag.load(Ordering::SeqCst) { 503 } else { 200 })
-    })
-    .await;
-    let healthy = TestReceiver::start().await;
-    app.subscribe(json!({"url": ordered.url, "event_types": ["*"], "ordered": true})).await;
-    app.subscribe(json!({"url": healthy.url, "event_types": ["*"]})).await;
-    // 500 events a second for 6 s; four in five for one busy key.
-    const RATE: usize = 500;
-    const KEYS: [&str; 5] = ["busy", "busy", "busy", "busy", "quiet"];
-    let mut next_n = [0u64; 5];
-    let started = Instant::now();
-    for second in 0..6 {
-        let events: Vec<_> = (0..RATE)
-            .map(|i| {
-                let k = if KEYS[i % 5] == "busy" { 0 } else { 4 };
-                next_n[k] += 1;
-                let key = KEYS[k];
-                json!({"type": "a.b", "key": key, "data": {"key": key, "n": next_n[k] - 1}})
-            })
-            .collect();
-        let response = app.post_json("/v1/events/batch", json!({ "events": events })).await;
-        assert_eq!(response.status(), 202);
-        tokio::time::sleep_until((started + secs(second + 1)).into()).await;
-    }
-    let published_for = started.elapsed();
-    tokio::time::sleep_until((started + published_for + secs(1)).into()).await;
-    let kept_up = healthy.received().len();
-    assert!(kept_up * 10 >= 6 * RATE * 9, "only {kept_up} of {} delivered in time", 6 * RATE);
-    // Its lanes wait in a retry tier, not in the partition: everything is
-    // committed while the endpoint is still down.
-    let group = format!("{}.deliveries", app.topics.group_id);
-    let deliveries = app.topics.deliveries.clone();
-    eventually("the deliveries topic committed past the dead endpoint", secs(15), || async {
-        (app.uncommitted(&group, &deliveries).await == 0).then_some(())
-    })
-    .await;
-    assert!(metric(&app, "hookgate_parked_total{reason=\"lane_parked\"}").await > 0.0);
-    // Back up: each key's events arrive, all of them, in order.
-    dead.store(false, Ordering::SeqCst);
-    let total = (next_n[0] + next_n[4]) as usize;
-    eventually("every ordered event delivered once the endpoint is back", secs(90), || async {
-        let ok = ordered.received().iter().filter(|r| r.status == 200).count();
-        (ok >= total).then_some(())
-    })
-    .await;
-    let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
-    for request in ordered.received().iter().filter(|r| r.status == 200) {
-        let data = &request.json()["data"];
-        let key = data["key"].as_str().expect("key").to_owned();
-        seen.entry(key).or_default().push(data["n"].as_u64().expect("n"));
-    }
-    for (key, k) in [("busy", 0), ("quiet", 4)] {
-        let mut sequence = seen.remove(key).unwrap_or_default();
-        // At least once: a copy may repeat, never come after a later one.
-        assert!(
-            sequence.windows(2).all(|w| w[0] <= w[1]),
-            "{key} out of order: {:?}",
-            sequence.windows(2).find(|w| w[0] > w[1])
-        );
-        sequence.dedup();
-        assert_eq!(sequence, (0..next_n[k]).collect::<Vec<_>>(), "{key}: every event");
-    }
     app.stop().await;
 }
 
