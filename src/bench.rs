@@ -212,13 +212,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     wait_until("latency", events as u64, Duration::from_secs(60)).await;
     let mut samples = receiver.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
     samples.sort_unstable();
-    let percentile = |p: f64| {
-        samples
-            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let percentile = |p: f64| percentile_ms(&samples, p);
     let (p50, p99) = (percentile(0.50), percentile(0.99));
     figures.push(Figure {
         name: "latency publish → receiver at 1,000/s, p50",
@@ -360,6 +354,12 @@ impl Env {
 
 /// Every app's webhook time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `p` quantile (0 to 1) of latencies sorted in microseconds, in ms.
+fn percentile_ms(sorted_us: &[i64], p: f64) -> f64 {
+    let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
+    sorted_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
+}
 
 fn events_sustained(scale: f64) -> usize {
     ((10_000.0 * scale).round() as usize).max(1)

@@ -426,13 +426,7 @@ async fn measure(
     let drain_s = (delivered >= expected).then(|| (last_us - end_us).max(0) as f64 / 1e6);
     let mut latencies: Vec<i64> = samples.iter().map(|&(sent, at)| at - sent).collect();
     latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let percentile = |p: f64| super::percentile_ms(&latencies, p);
     PhaseReport {
         name,
         published_healthy: published.healthy,
