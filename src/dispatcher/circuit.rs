@@ -69,6 +69,11 @@ impl Circuit {
         }
     }
 
+    /// Closed, with nothing to remember but its counts.
+    pub fn is_closed(&self) -> bool {
+        self.state().open_until_ms.is_none()
+    }
+
     /// Whether deliveries must wait elsewhere now: open, or half open with
     /// its probe under way.
     pub fn holds_back(&self, now_ms: i64) -> bool {

@@ -230,8 +230,14 @@ impl Gates {
         // again on the next delivery (its health starts afresh).
         if gates.len() > 4096 {
             // A gate with parked lanes keeps them: their order lives here.
+            // One whose circuit is not closed keeps it: forgotten, its
+            // endpoint would be sent the backlog at once (and the open
+            // circuits gauge would never come down).
             gates.retain(|_, gate| {
-                gate.held() > 0 || Arc::strong_count(gate) > 1 || gate.parked_lanes.any()
+                gate.held() > 0
+                    || Arc::strong_count(gate) > 1
+                    || gate.parked_lanes.any()
+                    || !gate.circuit.is_closed()
             });
         }
         gates
@@ -468,6 +474,27 @@ mod tests {
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp_millis()
+    }
+
+    #[test]
+    fn idle_gates_are_forgotten_but_an_open_circuit_is_kept() {
+        let gates = Gates::default();
+        let open = subscription(None, None);
+        let gate = gates.of(&open, SHARES);
+        for _ in 0..5 {
+            gate.record(false, true, Duration::from_millis(5));
+        }
+        assert_eq!(gate.should_park(now()), Some(ParkReason::CircuitOpen));
+        drop(gate);
+        let idle = subscription(None, None);
+        drop(gates.of(&idle, SHARES));
+        for _ in 0..4096 {
+            drop(gates.of(&subscription(None, None), SHARES));
+        }
+        gates.busy();
+        assert_eq!(gates.gates.lock().expect("gates").len(), 1, "the idle ones are forgotten");
+        let gate = gates.of(&open, SHARES);
+        assert_eq!(gate.should_park(now()), Some(ParkReason::CircuitOpen), "still open");
     }
 
     #[test]
