@@ -22,9 +22,13 @@ use crate::kafka::delivery::LaneSeq;
 
 /// Lanes a subscription's keys are parked in.
 const SLOTS: u64 = 1_024;
-/// A delivery behind a head waits at least this long before it looks again,
-/// so a head under way is not raced by the ones behind it.
+/// A delivery behind a head that is due (on its way back, or under way)
+/// waits this long before it looks again, so as not to race it.
 pub const BEHIND_WAIT: Duration = Duration::from_secs(1);
+/// Behind a head that waits in a tier, a delivery comes back this long
+/// after it: the tier hands the head back first, and a lane drains at the
+/// pace of its endpoint rather than of `BEHIND_WAIT`.
+const AFTER_HEAD: Duration = Duration::from_millis(50);
 /// A head that has not come back this long after it was due is taken for
 /// lost (its hand-on failed and it is read again later, or its tier is
 /// gone): the lane goes on without it, and it is let through when it comes.
@@ -108,7 +112,11 @@ impl ParkedLanes {
             // that dispatcher parked.
             return Place::Go;
         };
-        let due_ms = lane.due_ms.max(now_ms.saturating_add(ms(BEHIND_WAIT)));
+        let due_ms = if lane.due_ms > now_ms {
+            lane.due_ms.saturating_add(ms(AFTER_HEAD))
+        } else {
+            now_ms.saturating_add(ms(BEHIND_WAIT))
+        };
         let behind = |lane: &mut Lane, seq: LaneSeq| Place::Behind { seq, tier: lane.tier, due_ms };
         match seq {
             Some(seq) if seq.epoch == lane.epoch => {
@@ -251,9 +259,9 @@ mod tests {
             Place::Behind {
                 seq: LaneSeq { epoch: head.epoch, seq: third.seq + 1 },
                 tier: TIER,
-                due_ms: NOW + 5_000
+                due_ms: NOW + 5_000 + ms(AFTER_HEAD)
             },
-            "they wait where the head waits"
+            "they wait where the head waits, and come back just after it"
         );
         lanes.abandon(slot(), LaneSeq { epoch: head.epoch, seq: third.seq + 1 }, NOW);
         // The third comes back first: it waits behind the head again.
@@ -263,7 +271,7 @@ mod tests {
         assert_eq!(lanes.leave(slot(), Some(head), TIER * 2, NOW + 20_000), head);
         match lanes.place(slot(), Some(second), NOW + 6_000) {
             Place::Behind { due_ms, tier, .. } => {
-                assert_eq!((tier, due_ms), (TIER * 2, NOW + 20_000))
+                assert_eq!((tier, due_ms), (TIER * 2, NOW + 20_000 + ms(AFTER_HEAD)))
             }
             other => panic!("behind, not {other:?}"),
         }
@@ -311,6 +319,21 @@ mod tests {
         let soon = later + ms(HEAD_GRACE) / 2;
         assert_eq!(behind(lanes.place(slot(), Some(third), soon)), third);
         assert_eq!(lanes.place(slot(), Some(second), soon), Place::Go);
+    }
+
+    #[test]
+    fn behind_a_head_in_a_short_tier_a_delivery_comes_back_just_after_it() {
+        let lanes = ParkedLanes::default();
+        lanes.leave(slot(), None, TIER, NOW + 300);
+        match lanes.place(slot(), None, NOW) {
+            Place::Behind { due_ms, .. } => assert_eq!(due_ms, NOW + 300 + ms(AFTER_HEAD)),
+            other => panic!("behind, not {other:?}"),
+        }
+        // The head is due (on its way back): do not race it.
+        match lanes.place(slot(), None, NOW + 300) {
+            Place::Behind { due_ms, .. } => assert_eq!(due_ms, NOW + 300 + ms(BEHIND_WAIT)),
+            other => panic!("behind, not {other:?}"),
+        }
     }
 
     #[test]
