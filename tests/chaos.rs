@@ -1,7 +1,10 @@
 //! At least once under failure: 10,000 events while the dispatcher is killed
-//! (SIGKILL) and restarted, then while the broker restarts. For every
-//! subscription, every event is delivered or dead-lettered; duplicates are
-//! counted and printed.
+//! (SIGKILL) and restarted, then while the broker restarts; and 6,000 events
+//! while the broker restarts three times. For every subscription, every
+//! event is delivered or dead-lettered; duplicates are counted and printed.
+//! After the first kill the dispatcher runs supervised, as deployed: its
+//! watchdog may end it when a stage is stuck after the broker came back,
+//! and the restarts are printed too.
 //!
 //! A test binary of its own: cargo runs test binaries one after another, so
 //! restarting the shared broker disturbs no other test (and the tests here
@@ -103,6 +106,45 @@ fn delivered(receiver: &TestReceiver) -> HashMap<String, usize> {
     counts
 }
 
+/// A dispatcher process run as a deployment runs it: one that exits (its
+/// watchdog found a stage stuck after the broker came back, and exited so
+/// as to be restarted) is started again, and the restarts are counted.
+struct Supervised {
+    stop: tokio_util::sync::CancellationToken,
+    supervisor: tokio::task::JoinHandle<usize>,
+}
+
+impl Supervised {
+    fn start(app: &TestApp, settings: &DispatcherConfig) -> Self {
+        let (config, settings) = (app.config.clone(), settings.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let supervisor = tokio::spawn(async move {
+            let mut dispatcher = DispatcherProcess::start(&config, &settings);
+            let mut restarts = 0;
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => {
+                        dispatcher.kill().await;
+                        return restarts;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                if dispatcher.restart_if_exited(&config, &settings) {
+                    restarts += 1;
+                }
+            }
+        });
+        Self { stop, supervisor }
+    }
+
+    /// Kills the dispatcher; answers how often it was restarted.
+    async fn stop(self) -> usize {
+        self.stop.cancel();
+        self.supervisor.await.expect("supervisor")
+    }
+}
+
 /// The tests here restart the one broker: one at a time.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -131,28 +173,8 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
     healthy.wait_for(EVENTS / 10, DEADLINE).await;
     dispatcher.kill().await;
     publish(EVENTS / 3..2 * EVENTS / 3).await;
-    let dispatcher = DispatcherProcess::start(&app.config, &dispatcher_config);
-    // From here on it runs supervised, as in a deployment: a dispatcher that
-    // exits (its watchdog found a stage stuck after the broker came back)
-    // is started again, and the restarts are counted.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let supervisor = tokio::spawn({
-        let (config, settings) = (app.config.clone(), dispatcher_config.clone());
-        let (stop, restarts) = (stop.clone(), std::sync::Arc::clone(&restarts));
-        async move {
-            let mut dispatcher = dispatcher;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return dispatcher.kill().await,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                if dispatcher.restart_if_exited(&config, &settings) {
-                    restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        }
-    });
+    // From here on it runs supervised, as deployed.
+    let supervised = Supervised::start(&app, &dispatcher_config);
     // Another third, then the broker restarts mid-stream.
     healthy.wait_for(EVENTS / 2, DEADLINE).await;
     let (_, ()) = tokio::join!(publish(2 * EVENTS / 3..EVENTS), restart_broker());
@@ -208,11 +230,40 @@ async fn every_event_is_delivered_or_dead_lettered_through_kills_and_broker_rest
         );
     }
     assert_eq!(dead_ids.get(picky_id.as_str().expect("id")).map_or(0, HashSet::len), refused);
-    stop.cancel();
-    supervisor.await.expect("supervisor");
+    let restarts = supervised.stop().await;
+    println!("dispatcher restarted by its supervisor {restarts} time(s) after the broker restart");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_broker_restarts_while_publishing_lose_nothing() {
+    let _broker = BROKER.lock().await;
+    const EVENTS: usize = 6_000;
+    let dispatcher_config = dispatcher_config();
+    let app = TestApp::spawn_with("chaos-restarts", |config| config.dispatcher = None).await;
+    let receiver = TestReceiver::start().await;
+    app.subscribe(json!({"url": receiver.url, "event_types": ["chaos.*"]})).await;
+    let supervised = Supervised::start(&app, &dispatcher_config);
+    let producer = producer(&app.kafka.brokers);
+    let chunk = EVENTS / 4;
+    publish(&producer, &app.topics.publish, 0..chunk).await;
+    for round in 1..4 {
+        // Each restart lands while a quarter of the events is being written.
+        let range = round * chunk..(round + 1) * chunk;
+        let (_, ()) =
+            tokio::join!(publish(&producer, &app.topics.publish, range), restart_broker());
+    }
+    let counts =
+        eventually("every event delivered after three broker restarts", DEADLINE, || async {
+            let counts = delivered(&receiver);
+            (counts.len() == EVENTS).then_some(counts)
+        })
+        .await;
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    let restarts = supervised.stop().await;
     println!(
-        "dispatcher restarted by its supervisor {} time(s) after the broker restart",
-        restarts.load(std::sync::atomic::Ordering::SeqCst)
+        "three broker restarts: {EVENTS} events delivered, {duplicates} duplicate deliveries, \
+         dispatcher restarted {restarts} time(s)"
     );
     app.stop().await;
 }

@@ -80,7 +80,6 @@ impl DispatcherProcess {
 
     /// Starts it again if it exited, as a supervisor would; answers whether
     /// it had (for `tests/chaos.rs`).
-    #[allow(dead_code)]
     pub fn restart_if_exited(&mut self, config: &AppConfig, dispatcher: &DispatcherConfig) -> bool {
         if !matches!(self.child.try_wait(), Ok(Some(_))) {
             return false;
