@@ -438,20 +438,34 @@ async fn a_database_blip_during_a_refresh_drops_no_delivery() {
     app.stop().await;
 }
 
+/// How the 40 deliveries of `requests_after_a_change` wait their turn.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// On the subscription's gate: `max_in_flight` 1.
+    Gate,
+    /// In one key's lane of an `ordered` subscription.
+    Lane,
+}
+
 /// Publishes 40 events to a subscription that takes one at a time, 300 ms
-/// each; once it is under way, `change` is applied; answers how many
-/// requests began later than a second after the change.
+/// each (the others `waiting`); once it is under way, `change` is applied;
+/// answers how many requests began later than a second after the change.
 async fn requests_after_a_change(
     name: &str,
+    waiting: Waiting,
     change: Method,
     body: Option<serde_json::Value>,
 ) -> usize {
     let app = TestApp::spawn(name).await;
     let receiver = slow(Duration::from_millis(300)).await;
-    let created =
-        app.subscribe(json!({"url": receiver.url, "event_types": ["*"], "max_in_flight": 1})).await;
+    let subscription = match waiting {
+        Waiting::Gate => json!({"url": receiver.url, "event_types": ["*"], "max_in_flight": 1}),
+        Waiting::Lane => json!({"url": receiver.url, "event_types": ["*"], "ordered": true}),
+    };
+    let created = app.subscribe(subscription).await;
     let id = created["id"].as_str().expect("id").to_owned();
-    let events: Vec<_> = (0..40).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect();
+    let events: Vec<_> =
+        (0..40).map(|i| json!({"type": "a.b", "key": "one", "data": {"i": i}})).collect();
     assert_eq!(app.post_json("/v1/events/batch", json!({ "events": events })).await.status(), 202);
     receiver.wait_for(2, DEADLINE).await;
     let (status, _) = app.call(change, &format!("/v1/subscriptions/{id}"), ADMIN_TOKEN, body).await;
@@ -467,17 +481,20 @@ async fn requests_after_a_change(
 #[tokio::test(flavor = "multi_thread")]
 async fn pausing_a_subscription_stops_every_delivery_to_it_within_a_second() {
     let _turn = TURN.lock().await;
-    let late =
-        requests_after_a_change("pause-waiting", Method::PATCH, Some(json!({"status": "paused"})))
-            .await;
-    assert_eq!(late, 0, "requests began more than a second after the pause");
+    for (name, waiting) in [("pause-gate", Waiting::Gate), ("pause-lane", Waiting::Lane)] {
+        let paused = Some(json!({"status": "paused"}));
+        let late = requests_after_a_change(name, waiting, Method::PATCH, paused).await;
+        assert_eq!(late, 0, "{name}: requests began more than a second after the pause");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_subscription_stops_every_delivery_to_it_within_a_second() {
     let _turn = TURN.lock().await;
-    let late = requests_after_a_change("delete-waiting", Method::DELETE, None).await;
-    assert_eq!(late, 0, "requests began more than a second after the delete");
+    for (name, waiting) in [("delete-gate", Waiting::Gate), ("delete-lane", Waiting::Lane)] {
+        let late = requests_after_a_change(name, waiting, Method::DELETE, None).await;
+        assert_eq!(late, 0, "{name}: requests began more than a second after the delete");
+    }
 }
 
 /// One sample of the app's `/metrics`, 0 when absent.
