@@ -182,7 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 key: Some(n.to_string().into_bytes()),
                 data: serde_json::value::RawValue::from_string(format!("{{\"n\":{n}}}"))
                     .expect("valid JSON"),
-                tenant_id: None,
+                audience: crate::domain::Audience::Tenant(TenantId::default_tenant()),
             };
             producer.publish(&topic, &event).await
         }

@@ -19,7 +19,7 @@ use super::problem::{ApiError, FieldError, Problem};
 use super::validate::MAX_TEXT_LEN;
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
-use crate::domain::EventType;
+use crate::domain::{EventType, TenantId};
 use crate::store::Store;
 
 /// How long a looked-up schema (or its absence) is trusted. Another API
@@ -41,6 +41,11 @@ pub struct CreateEventType {
     /// A JSON Schema (draft 2020-12 unless `$schema` says otherwise) for `data`.
     #[schema(value_type = Option<Object>)]
     schema: Option<serde_json::Value>,
+    /// The only tenants that may see this type (absent: every tenant). A
+    /// tenant's `*` and `prefix.*` never match a type it may not see, and a
+    /// broadcast of it reaches only these tenants.
+    #[schema(max_items = 1000, example = json!(["ten_01jd0000000000000000000000"]))]
+    visible_to: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,6 +54,8 @@ pub struct EventTypeOut {
     description: Option<String>,
     #[schema(value_type = Option<Object>)]
     schema: Option<serde_json::Value>,
+    /// The only tenants that may see it; `null`: every tenant.
+    visible_to: Option<Vec<String>>,
     created_at: DateTime<Utc>,
 }
 
@@ -58,6 +65,9 @@ impl From<EventType> for EventTypeOut {
             name: t.name,
             description: t.description,
             schema: t.schema,
+            visible_to: t
+                .visible_to
+                .map(|ids| ids.into_iter().map(|id| id.as_str().to_owned()).collect()),
             created_at: t.created_at,
         }
     }
@@ -85,7 +95,7 @@ pub struct ListEventTypes {
         (status = 409, description = "An event type of that name exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, such as a schema that is not a JSON Schema", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, such as a schema that is not a JSON Schema or a `visible_to` tenant that does not exist", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -112,6 +122,10 @@ pub async fn create(
             }
         },
     };
+    let visible_to = match req.visible_to {
+        None => None,
+        Some(ids) => Some(visible_to(&state, &ids, &mut errors).await?),
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -119,6 +133,7 @@ pub async fn create(
         name: req.name,
         description: req.description,
         schema: req.schema,
+        visible_to,
         created_at: super::now(),
     };
     let created = state.store.create_event_type(&event_type).await.map_err(ApiError::store)?;
@@ -131,6 +146,38 @@ pub async fn create(
     state.schemas.put(&event_type.name, validator);
     tracing::info!(event_type = %event_type.name, "event type registered");
     Ok((StatusCode::CREATED, axum::Json(event_type.into())))
+}
+
+/// The most tenants one type may name.
+const MAX_VISIBLE_TO: usize = 1_000;
+
+/// Checks `visible_to`: existing tenants, each once (repeats are dropped).
+async fn visible_to(
+    state: &AppState,
+    ids: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Result<Vec<TenantId>, ApiError> {
+    if ids.len() > MAX_VISIBLE_TO {
+        errors.push(FieldError::new("visible_to", format!("at most {MAX_VISIBLE_TO} tenants")));
+        return Ok(Vec::new());
+    }
+    let mut tenants: Vec<TenantId> = Vec::with_capacity(ids.len());
+    for (i, raw) in ids.iter().enumerate() {
+        let field = format!("visible_to/{i}");
+        let Some(tenant) = TenantId::parse(raw) else {
+            errors.push(FieldError::new(field, "not a tenant id (ten_…)"));
+            continue;
+        };
+        if tenants.contains(&tenant) {
+            continue;
+        }
+        if !state.store.tenant_exists(&tenant).await.map_err(ApiError::store)? {
+            errors.push(FieldError::new(field, "no such tenant"));
+            continue;
+        }
+        tenants.push(tenant);
+    }
+    Ok(tenants)
 }
 
 #[utoipa::path(get, path = "/v1/event-types", tag = "event-types", operation_id = "list_event_types",

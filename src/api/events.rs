@@ -2,6 +2,7 @@
 //! once Kafka acknowledged every write, within `PUBLISH_TIMEOUT`; otherwise
 //! 503 with `Retry-After`. `GET /v1/events/{id}/attempts`: its deliveries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -17,7 +18,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use super::auth::Caller;
+use super::auth::{Caller, TenantChoice};
 use super::event_types::check_data;
 use super::extract::{Json, Path, Query};
 use super::idempotency;
@@ -26,7 +27,7 @@ use super::subscription_actions::{attempt_page, list_params, AttemptList, ListAt
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
 use crate::domain::ids::new_event_id;
-use crate::domain::Event;
+use crate::domain::{Audience, Event, TenantId};
 use crate::kafka::produce::PUBLISH_TIMEOUT;
 use crate::metrics::Metrics;
 use crate::store::AttemptFilter;
@@ -60,6 +61,15 @@ pub struct PublishEvent {
     id: Option<String>,
     /// CloudEvents `source` (default `hookgate`).
     source: Option<String>,
+    /// The tenant whose subscriptions get the event. A tenant key publishes
+    /// for its own tenant only; an admin who names none publishes for the
+    /// built-in `default` tenant.
+    #[schema(example = "ten_01jd0000000000000000000000")]
+    tenant_id: Option<String>,
+    /// Admin only: for every tenant that may see the type, instead of one
+    /// (leave `tenant_id` out).
+    #[serde(default)]
+    broadcast: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -93,7 +103,7 @@ pub struct PublishedBatch {
         (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, `data` against the event type's schema, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (among them a `tenant_id` that is unknown or another tenant's, or `broadcast` from a tenant key), `data` against the event type's schema, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Kafka did not take the event within 5 s; nothing was published", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
@@ -106,7 +116,8 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency::key(&headers)?;
     let mut errors = Vec::new();
-    let event = validate(&state, &caller, req, "", &mut errors).await?;
+    let mut tenants = KnownTenants::default();
+    let event = validate(&state, &caller, req, "", &mut tenants, &mut errors).await?;
     let Some(event) = event.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
@@ -155,10 +166,12 @@ pub async fn publish_batch(
         return Err(ApiError::field("events", format!("1 to {MAX_BATCH} events")));
     }
     let mut errors = Vec::new();
+    let mut tenants = KnownTenants::default();
     let mut events = Vec::with_capacity(req.events.len());
     for (i, item) in req.events.into_iter().enumerate() {
+        let prefix = format!("events/{i}/");
         if let Some(event) =
-            validate(&state, &caller, item, &format!("events/{i}/"), &mut errors).await?
+            validate(&state, &caller, item, &prefix, &mut tenants, &mut errors).await?
         {
             events.push(event);
         }
@@ -214,15 +227,65 @@ pub async fn attempts(
     Ok(answer)
 }
 
+/// Whether tenants named in one request exist, looked up once each.
+type KnownTenants = HashMap<TenantId, bool>;
+
+/// Who an event is for: see `PublishEvent::tenant_id` and `broadcast`.
+async fn audience(
+    state: &AppState,
+    caller: &Caller,
+    tenant_id: Option<&str>,
+    broadcast: bool,
+    known: &mut KnownTenants,
+) -> Result<Result<Audience, (&'static str, &'static str)>, ApiError> {
+    if broadcast {
+        return Ok(match (caller, tenant_id) {
+            (Caller::Tenant(_), _) => Err(("broadcast", "only an admin token may broadcast")),
+            (Caller::Admin, Some(_)) => {
+                Err(("tenant_id", "a broadcast is for every tenant: leave tenant_id out"))
+            }
+            (Caller::Admin, None) => Ok(Audience::Broadcast),
+        });
+    }
+    let tenant = match caller.acting_tenant(tenant_id) {
+        Ok(tenant) => tenant,
+        Err(TenantChoice::Malformed) => return Ok(Err(("tenant_id", "not a tenant id (ten_…)"))),
+        Err(TenantChoice::NotVisible) => return Ok(Err(("tenant_id", "no such tenant"))),
+    };
+    if tenant_id.is_some() && matches!(caller, Caller::Admin) {
+        let exists = match known.get(&tenant) {
+            Some(exists) => *exists,
+            None => {
+                let exists = state.store.tenant_exists(&tenant).await.map_err(ApiError::store)?;
+                known.insert(tenant.clone(), exists);
+                exists
+            }
+        };
+        if !exists {
+            return Ok(Err(("tenant_id", "no such tenant")));
+        }
+    }
+    Ok(Ok(Audience::Tenant(tenant)))
+}
+
 /// Checks one event; errors go to `errors` under `prefix` (`events/3/`).
 async fn validate(
     state: &AppState,
     caller: &Caller,
     req: PublishEvent,
     prefix: &str,
+    known: &mut KnownTenants,
     errors: &mut Vec<FieldError>,
 ) -> Result<Option<Event>, ApiError> {
     let before = errors.len();
+    let audience =
+        match audience(state, caller, req.tenant_id.as_deref(), req.broadcast, known).await? {
+            Ok(audience) => Some(audience),
+            Err((field, message)) => {
+                errors.push(FieldError::new(format!("{prefix}{field}"), message));
+                None
+            }
+        };
     let mut error = |field: &str, message: String| {
         errors.push(FieldError::new(format!("{prefix}{field}"), message));
     };
@@ -249,9 +312,9 @@ async fn validate(
             check_data(&validator, &req.data, prefix, errors);
         }
     }
-    if errors.len() > before {
+    let Some(audience) = audience.filter(|_| errors.len() == before) else {
         return Ok(None);
-    }
+    };
     Ok(Some(Event {
         id: req.id.unwrap_or_else(new_event_id),
         event_type: req.event_type,
@@ -259,7 +322,7 @@ async fn validate(
         time: Utc::now(),
         key: req.key.map(String::into_bytes),
         data: req.data,
-        tenant_id: caller.scope().cloned(),
+        audience,
     }))
 }
 

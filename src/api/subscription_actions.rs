@@ -15,7 +15,7 @@ use super::subscriptions::visible;
 use super::AppState;
 use crate::dispatcher::cache::Target;
 use crate::domain::ids::new_event_id;
-use crate::domain::{Attempt, Event, PreviousSecret, SigningSecret};
+use crate::domain::{Attempt, Audience, Event, PreviousSecret, SigningSecret};
 use crate::store::AttemptFilter;
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
@@ -181,7 +181,7 @@ pub async fn send_test(
         time: super::now(),
         key: None,
         data: RawValue::from_string(data.to_string()).map_err(ApiError::internal)?,
-        tenant_id: Some(subscription.tenant_id.clone()),
+        audience: Audience::Tenant(subscription.tenant_id.clone()),
     };
     let target = Target::new(subscription).ok_or_else(|| {
         ApiError::Internal("the stored subscription has an unusable secret".into())

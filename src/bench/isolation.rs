@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Env, Figure, REQUEST_TIMEOUT};
 use crate::config::DeliveryBudgets;
 use crate::dispatcher::policy::ParkReason;
-use crate::domain::{Event, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId};
+use crate::domain::{
+    Audience, Event, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
+};
 use crate::kafka::Producer;
 use crate::store::Store;
 
@@ -492,7 +494,7 @@ impl Stream {
             time: Utc::now(),
             key: Some(format!("{kind}{n}").into_bytes()),
             data: serde_json::value::RawValue::from_string(data).expect("valid JSON"),
-            tenant_id: Some(tenant.clone()),
+            audience: Audience::Tenant(tenant.clone()),
         }
     }
 

@@ -3,7 +3,7 @@
 //! copy, so that a subscription created before an event was published always
 //! gets it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
     Event, EventTypePattern, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
+    TenantId,
 };
 use crate::store::{self, Store};
 
@@ -76,9 +77,12 @@ impl Target {
             && self.patterns.iter().any(|p| p.matches(event_type))
     }
 
-    /// An event published by a tenant's key goes to that tenant only.
-    pub fn wants_event(&self, event: &Event) -> bool {
-        event.tenant_id.as_ref().is_none_or(|tenant| *tenant == self.subscription.tenant_id)
+    /// An event goes to the subscriptions of its audience whose tenant may
+    /// see its type (`visible`: the tenants that may, when not all).
+    pub fn wants_event(&self, event: &Event, visible: Option<&HashSet<TenantId>>) -> bool {
+        let tenant = &self.subscription.tenant_id;
+        event.audience.includes(tenant)
+            && visible.is_none_or(|tenants| tenants.contains(tenant))
             && self.wants(&event.event_type)
     }
 
@@ -122,7 +126,9 @@ pub enum Lookup {
 struct Snapshot {
     targets: HashMap<SubscriptionId, Arc<Target>>,
     /// Deleted subscriptions (and ones whose row no longer parses).
-    tombstones: std::collections::HashSet<SubscriptionId>,
+    tombstones: HashSet<SubscriptionId>,
+    /// Event types only some tenants may see, with those tenants.
+    restricted: HashMap<String, HashSet<TenantId>>,
 }
 
 /// Whether a refresh asked for succeeded.
@@ -138,6 +144,8 @@ pub const STALE_RETRY: Duration = FAILURE_BACKOFF;
 
 struct RefreshState {
     version: i64,
+    /// The last event type change seen.
+    type_version: i64,
     failed_at: Option<Instant>,
 }
 
@@ -155,7 +163,11 @@ impl SubscriptionCache {
         Self {
             store,
             snapshot: RwLock::new(Arc::default()),
-            refresh: tokio::sync::Mutex::new(RefreshState { version: 0, failed_at: None }),
+            refresh: tokio::sync::Mutex::new(RefreshState {
+                version: 0,
+                type_version: 0,
+                failed_at: None,
+            }),
             fresh_as_of: AtomicI64::new(i64::MIN),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -164,7 +176,9 @@ impl SubscriptionCache {
     /// The targets an event goes to: by type, and by tenant when a tenant
     /// published it.
     pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
-        self.current().targets.values().filter(|t| t.wants_event(event)).cloned().collect()
+        let snapshot = self.current();
+        let visible = snapshot.restricted.get(&event.event_type);
+        snapshot.targets.values().filter(|t| t.wants_event(event, visible)).cloned().collect()
     }
 
     /// The subscription as last seen, without waiting.
@@ -254,10 +268,29 @@ impl SubscriptionCache {
                 break;
             }
         }
+        // In the same refresh, so that a type restricted before an event
+        // was written is restricted for it too. Types are never changed
+        // once created: a new row is all there is to learn.
+        let types = match self.store.event_type_changes(state.type_version).await {
+            Ok(types) => types,
+            Err(error) => {
+                state.failed_at = Some(Instant::now());
+                return Err(error);
+            }
+        };
         state.failed_at = None;
-        if !changes.is_empty() {
+        if !changes.is_empty() || !types.is_empty() {
             let mut next: Snapshot =
                 self.snapshot.read().map(|s| (**s).clone()).unwrap_or_default();
+            for change in types {
+                state.type_version = state.type_version.max(change.version);
+                match change.visible_to {
+                    Some(tenants) => {
+                        next.restricted.insert(change.name, tenants.into_iter().collect())
+                    }
+                    None => next.restricted.remove(&change.name),
+                };
+            }
             for change in changes {
                 let id = change.subscription.id.clone();
                 match (change.deleted, Target::new(change.subscription)) {
@@ -302,7 +335,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::domain::{PreviousSecret, TenantId};
+    use crate::domain::{Audience, PreviousSecret};
 
     const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -322,16 +355,27 @@ mod tests {
             time: Utc::now(),
             key: None,
             data: RawValue::from_string("{}".to_owned()).expect("JSON"),
-            tenant_id: tenant.map(|t| TenantId::from_trusted(t.to_owned())),
+            audience: match tenant {
+                Some(t) => Audience::Tenant(TenantId::from_trusted(t.to_owned())),
+                None => Audience::Broadcast,
+            },
         }
     }
 
     #[test]
-    fn a_tenants_event_goes_to_that_tenant_only() {
+    fn an_event_goes_to_its_audience_among_the_tenants_that_may_see_its_type() {
         let mine = target("ten_a", Vec::new());
-        assert!(mine.wants_event(&event(None)), "admin and raw Kafka events: everyone");
-        assert!(mine.wants_event(&event(Some("ten_a"))));
-        assert!(!mine.wants_event(&event(Some("ten_b"))));
+        assert!(mine.wants_event(&event(Some("ten_a")), None));
+        assert!(!mine.wants_event(&event(Some("ten_b")), None), "another tenant's event");
+        assert!(mine.wants_event(&event(None), None), "a broadcast");
+        let only_b: HashSet<TenantId> = [TenantId::from_trusted("ten_b".into())].into();
+        assert!(
+            !mine.wants_event(&event(None), Some(&only_b)),
+            "a broadcast of a type A may not see"
+        );
+        assert!(!mine.wants_event(&event(Some("ten_a")), Some(&only_b)), "even for A itself");
+        let with_a: HashSet<TenantId> = [TenantId::from_trusted("ten_a".into())].into();
+        assert!(mine.wants_event(&event(None), Some(&with_a)));
     }
 
     #[test]

@@ -200,7 +200,7 @@ mod tests {
             time: chrono::Utc::now(),
             key: None,
             data: RawValue::from_string("{}".into()).expect("json"),
-            tenant_id: None,
+            audience: crate::domain::Audience::Tenant(TenantId::default_tenant()),
         };
         let mut delivery =
             Delivery::new(event, SubscriptionId::generate(), TenantId::default_tenant());

@@ -19,9 +19,30 @@ pub struct Event {
     pub key: Option<Vec<u8>>,
     /// Kept as raw JSON so delivery never re-encodes it.
     pub data: Box<RawValue>,
-    /// Set when a tenant's API key published it: only that tenant's
-    /// subscriptions get it. `None` (admin, raw Kafka): every tenant's.
-    pub tenant_id: Option<TenantId>,
+    pub audience: Audience,
+}
+
+/// Whose subscriptions an event may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// One tenant's: the publishing key's, the one an admin named, or the
+    /// built-in default tenant (an admin who names none, a raw Kafka record
+    /// without `ce_tenantid`).
+    Tenant(TenantId),
+    /// Every tenant that may see the event's type: only ever on purpose
+    /// (`"broadcast": true` from an admin, `ce_broadcast: true` on Kafka).
+    Broadcast,
+}
+
+impl Audience {
+    /// Whether a subscription of `tenant` may get the event, as far as its
+    /// audience goes (the type's visibility is checked besides).
+    pub fn includes(&self, tenant: &TenantId) -> bool {
+        match self {
+            Self::Tenant(own) => own == tenant,
+            Self::Broadcast => true,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -67,7 +88,7 @@ mod tests {
             time: DateTime::from_timestamp(1_700_000_000, 0).expect("valid time"),
             key: None,
             data: RawValue::from_string(r#"{"b":1, "a":2}"#.into()).expect("valid json"),
-            tenant_id: None,
+            audience: Audience::Broadcast,
         };
         let body: serde_json::Value =
             serde_json::from_slice(&event.webhook_body()).expect("body is JSON");

@@ -14,7 +14,7 @@ pub use dead_letter::{
     DeadLetter, DeadLetterFilter, DeadLetterStatus, NewDeadLetter, RecordHeader, Replay,
     ReplayStatus,
 };
-pub use event::Event;
+pub use event::{Audience, Event};
 pub use ids::{ApiKeyId, AttemptId, DeadLetterId, ReplayId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
 pub use subscription::{

@@ -70,6 +70,8 @@ pub struct EventType {
     pub name: String,
     pub description: Option<String>,
     pub schema: Option<serde_json::Value>,
+    /// The only tenants that may see it; `None`: every tenant.
+    pub visible_to: Option<Vec<TenantId>>,
     pub created_at: DateTime<Utc>,
 }
 

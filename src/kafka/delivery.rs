@@ -328,7 +328,7 @@ mod tests {
             time: Utc::now(),
             key: Some(b"customer-7".to_vec()),
             data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
-            tenant_id: None,
+            audience: crate::domain::Audience::Tenant(TenantId::default_tenant()),
         };
         let mut delivery =
             Delivery::new(event, SubscriptionId::generate(), TenantId::default_tenant());

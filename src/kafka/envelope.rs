@@ -6,11 +6,13 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde_json::value::RawValue;
 
 use crate::domain::event::is_valid_event_type;
-use crate::domain::{Event, TenantId};
+use crate::domain::{Audience, Event, TenantId};
 
 pub const SPEC_VERSION: &str = "1.0";
 /// CloudEvents extension attribute naming the tenant an event is for.
 pub const TENANT_HEADER: &str = "ce_tenantid";
+/// CloudEvents extension attribute marking an event for every tenant.
+pub const BROADCAST_HEADER: &str = "ce_broadcast";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// Why a record is a poison record. Goes into the dead-letter headers.
@@ -32,6 +34,10 @@ pub enum Poison {
     BadJson(String),
     #[error("ce_tenantid is not a tenant id")]
     BadTenant,
+    #[error("ce_broadcast is neither true nor false")]
+    BadBroadcast,
+    #[error("ce_broadcast is true and ce_tenantid names a tenant: which is meant?")]
+    TwoAudiences,
 }
 
 pub fn encode_headers(event: &Event) -> OwnedHeaders {
@@ -43,9 +49,9 @@ pub fn encode_headers(event: &Event) -> OwnedHeaders {
         .insert(header("ce_source", &event.source))
         .insert(header("ce_time", &time))
         .insert(header("content-type", CONTENT_TYPE_JSON));
-    match &event.tenant_id {
-        Some(tenant) => headers.insert(header(TENANT_HEADER, tenant.as_str())),
-        None => headers,
+    match &event.audience {
+        Audience::Tenant(tenant) => headers.insert(header(TENANT_HEADER, tenant.as_str())),
+        Audience::Broadcast => headers.insert(header(BROADCAST_HEADER, "true")),
     }
 }
 
@@ -97,6 +103,7 @@ pub fn decode(
     let mut time = None;
     let mut content_type = None;
     let mut tenant = None;
+    let mut broadcast = None;
     let pairs = match headers {
         Some(headers) => header_list(headers).ok_or(Poison::BadHeaderName)?,
         None => Vec::new(),
@@ -110,6 +117,7 @@ pub fn decode(
                 "ce_time" => &mut time,
                 "content-type" | "content_type" => &mut content_type,
                 TENANT_HEADER => &mut tenant,
+                BROADCAST_HEADER => &mut broadcast,
                 _ => continue,
             };
             *slot = value;
@@ -145,6 +153,24 @@ pub fn decode(
         .or_else(|| position.timestamp_ms.and_then(DateTime::from_timestamp_millis))
         .unwrap_or_else(Utc::now);
 
+    // Anything unclear about the audience is poison: guessing could only
+    // widen it.
+    let broadcast = match text(broadcast, BROADCAST_HEADER)?.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Poison::BadBroadcast),
+    };
+    let tenant = match text(tenant, TENANT_HEADER)? {
+        None => None,
+        Some(raw) => Some(TenantId::parse(&raw).ok_or(Poison::BadTenant)?),
+    };
+    let audience = match (broadcast, tenant) {
+        (true, Some(_)) => return Err(Poison::TwoAudiences),
+        (true, None) => Audience::Broadcast,
+        (false, Some(tenant)) => Audience::Tenant(tenant),
+        (false, None) => Audience::Tenant(TenantId::default_tenant()),
+    };
+
     Ok(Event {
         id,
         event_type,
@@ -152,12 +178,7 @@ pub fn decode(
         time,
         key: key.map(<[u8]>::to_vec),
         data,
-        // Reading a bad tenant as "none" would widen the audience to every
-        // tenant, so such a record is poison instead.
-        tenant_id: match text(tenant, TENANT_HEADER)? {
-            None => None,
-            Some(raw) => Some(TenantId::parse(&raw).ok_or(Poison::BadTenant)?),
-        },
+        audience,
     })
 }
 
@@ -187,7 +208,7 @@ mod tests {
             time: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid"),
             key: Some(b"k1".to_vec()),
             data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
-            tenant_id: Some(TenantId::from_trusted("ten_a".into())),
+            audience: Audience::Tenant(TenantId::from_trusted("ten_a".into())),
         }
     }
 
@@ -203,7 +224,11 @@ mod tests {
         assert_eq!(decoded.time, event.time);
         assert_eq!(decoded.key, event.key);
         assert_eq!(decoded.data.get(), r#"{"n":1}"#);
-        assert_eq!(decoded.tenant_id, event.tenant_id);
+        assert_eq!(decoded.audience, event.audience);
+        let broadcast = Event { audience: Audience::Broadcast, ..event };
+        let headers = encode_headers(&broadcast);
+        let decoded = decode(Some(&headers), None, Some(b"1"), &position()).expect("decodes");
+        assert_eq!(decoded.audience, Audience::Broadcast);
     }
 
     #[test]
@@ -213,7 +238,11 @@ mod tests {
         assert_eq!(decoded.id, "kafka:t:2:7");
         assert_eq!(decoded.time.timestamp_millis(), 1_700_000_000_000);
         assert_eq!(decoded.source, "t");
-        assert_eq!(decoded.tenant_id, None, "no header: for every tenant");
+        assert_eq!(
+            decoded.audience,
+            Audience::Tenant(TenantId::default_tenant()),
+            "no header: for the default tenant, not for every tenant"
+        );
     }
 
     #[test]
@@ -237,5 +266,18 @@ mod tests {
             .insert(header("ce_type", "a.b"))
             .insert(header("content-type", "application/vnd.shop+json; charset=utf-8"));
         assert!(decode(Some(&vendor_json), None, Some(b"{}"), &position()).is_ok());
+        let unclear = |extra: &[(&'static str, &'static str)]| {
+            let mut headers = OwnedHeaders::new().insert(header("ce_type", "a.b"));
+            for (name, value) in extra {
+                headers = headers.insert(header(name, value));
+            }
+            decode(Some(&headers), None, Some(b"{}"), &position()).unwrap_err()
+        };
+        assert_eq!(unclear(&[(BROADCAST_HEADER, "yes")]), Poison::BadBroadcast);
+        assert_eq!(unclear(&[(TENANT_HEADER, "acme")]), Poison::BadTenant);
+        assert_eq!(
+            unclear(&[(BROADCAST_HEADER, "true"), (TENANT_HEADER, "ten_a")]),
+            Poison::TwoAudiences
+        );
     }
 }

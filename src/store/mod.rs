@@ -83,6 +83,15 @@ pub struct SubscriptionChange {
     pub deleted: bool,
 }
 
+/// An event type as the dispatchers need it, in the order types were made.
+#[derive(Debug, Clone)]
+pub struct EventTypeChange {
+    pub version: i64,
+    pub name: String,
+    /// The only tenants that may see it; `None`: every tenant.
+    pub visible_to: Option<Vec<TenantId>>,
+}
+
 /// Which attempts to list; `None` fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct AttemptFilter<'a> {
@@ -183,6 +192,9 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
 
     async fn list_event_types(&self, page: Page<'_>) -> Result<Vec<EventType>>;
+
+    /// Event types made after version `after`, oldest first.
+    async fn event_type_changes(&self, after: i64) -> Result<Vec<EventTypeChange>>;
 
     /// Claims `key` for this request: true when it is ours to do (a new key,
     /// or one whose earlier claim is `in_progress` since before

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Error, IdempotencyRecord, Result, SubscriptionChange};
+use super::{Error, EventTypeChange, IdempotencyRecord, Result, SubscriptionChange};
 use crate::domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, EventType, Outcome, PreviousSecret, RateLimit,
     Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
@@ -158,7 +158,14 @@ pub(super) struct EventTypeRow {
     name: String,
     description: Option<String>,
     json_schema: Option<Json<serde_json::Value>>,
+    visible_to: Option<Json<Vec<String>>>,
     created_at: DateTime<Utc>,
+}
+
+/// Tenant ids as stored; one that no longer parses is dropped, which can
+/// only narrow who sees the type.
+fn tenants(ids: Option<Json<Vec<String>>>) -> Option<Vec<TenantId>> {
+    ids.map(|ids| ids.0.iter().filter_map(|id| TenantId::parse(id)).collect())
 }
 
 impl From<EventTypeRow> for EventType {
@@ -167,8 +174,22 @@ impl From<EventTypeRow> for EventType {
             name: row.name,
             description: row.description,
             schema: row.json_schema.map(|j| j.0),
+            visible_to: tenants(row.visible_to),
             created_at: row.created_at,
         }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventTypeChangeRow {
+    version: i64,
+    name: String,
+    visible_to: Option<Json<Vec<String>>>,
+}
+
+impl From<EventTypeChangeRow> for EventTypeChange {
+    fn from(row: EventTypeChangeRow) -> Self {
+        Self { version: row.version, name: row.name, visible_to: tenants(row.visible_to) }
     }
 }
 

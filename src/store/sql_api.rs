@@ -4,7 +4,8 @@
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, created_at, revoked_at";
-pub(super) const EVENT_TYPE_COLUMNS: &str = "name, description, json_schema, created_at";
+pub(super) const EVENT_TYPE_COLUMNS: &str =
+    "name, description, json_schema, visible_to, created_at";
 
 /// Expands `impl_store_with!` with the methods of the API's resources. The
 /// methods go in as tokens, because `#[async_trait]` must see them expanded.
@@ -223,17 +224,46 @@ macro_rules! api_methods {
             &self,
             t: &$crate::domain::EventType,
         ) -> $crate::store::Result<bool> {
+            let visible_to: Option<Vec<&str>> =
+                t.visible_to.as_ref().map(|ids| ids.iter().map(|id| id.as_str()).collect());
+            // The version orders it among subscription changes, which the
+            // dispatchers load in the same refresh.
+            let mut tx = self.pool.begin().await?;
+            let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                .fetch_one(&mut *tx)
+                .await?;
             let done = sqlx::query(
-                "INSERT INTO event_types (name, description, json_schema, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO event_types \
+                 (name, description, json_schema, visible_to, version, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
             )
             .bind(&t.name)
             .bind(&t.description)
             .bind(t.schema.as_ref().map(sqlx::types::Json))
+            .bind(visible_to.map(sqlx::types::Json))
+            .bind(version)
             .bind(t.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-            Ok(done.rows_affected() > 0)
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        async fn event_type_changes(
+            &self,
+            after: i64,
+        ) -> $crate::store::Result<Vec<$crate::store::EventTypeChange>> {
+            let rows: Vec<$crate::store::rows::EventTypeChangeRow> = sqlx::query_as(
+                "SELECT version, name, visible_to FROM event_types WHERE version > $1 \
+                 ORDER BY version",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(Into::into).collect())
         }
 
         async fn get_event_type(

@@ -7,6 +7,7 @@
 mod harness;
 
 mod api;
+mod audience;
 mod backpressure;
 mod cli;
 mod dead_letters;

@@ -245,6 +245,7 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         name: "invoice.paid".to_owned(),
         description: Some("paid".to_owned()),
         schema: Some(schema.clone()),
+        visible_to: None,
         created_at: now,
     };
     assert!(store.create_event_type(&event_type).await.expect("create"));
@@ -253,6 +254,23 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     assert_eq!(read.schema, Some(schema));
     assert!(store.get_event_type("nothing").await.expect("get").is_none());
     assert_eq!(store.list_event_types(page(None, 5)).await.expect("list").len(), 1);
+    // Dispatchers load types made since they last looked, in order, with
+    // who may see them.
+    let seen = store.event_type_changes(0).await.expect("type changes");
+    let since = seen.last().expect("invoice.paid is a change").version;
+    let only_a = EventType {
+        name: "secret.report".to_owned(),
+        visible_to: Some(vec![tenant.id.clone()]),
+        ..event_type.clone()
+    };
+    assert!(store.create_event_type(&only_a).await.expect("create"));
+    assert!(!store.create_event_type(&only_a).await.expect("create again"));
+    let changes = store.event_type_changes(since).await.expect("type changes");
+    let names: Vec<(&str, Option<Vec<TenantId>>)> =
+        changes.iter().map(|c| (c.name.as_str(), c.visible_to.clone())).collect();
+    assert_eq!(names, [("secret.report", Some(vec![tenant.id.clone()]))], "only the new one");
+    let read = store.get_event_type("secret.report").await.expect("get").expect("found");
+    assert_eq!(read.visible_to, Some(vec![tenant.id.clone()]));
 
     // Idempotency: one claim wins; the answer is saved; old records purged.
     let old = now - chrono::Duration::hours(1);

@@ -152,9 +152,11 @@ async fn a_tenant_key_sees_only_its_own_tenant(backend: Backend) {
     let event_a = published["id"].as_str().expect("id").to_owned();
     receiver_a.wait_for(1, DEADLINE).await;
     app.attempts_for(&event_a, DEADLINE).await;
-    // An admin's event goes to every tenant; once B has it, B would long
-    // have had A's event too had it been sent there.
-    let admin_event = app.publish(json!({"type": "order.created", "data": {"for": "all"}})).await;
+    // An admin's broadcast goes to every tenant; once B has it, B would
+    // long have had A's event too had it been sent there.
+    let admin_event = app
+        .publish(json!({"type": "order.created", "data": {"for": "all"}, "broadcast": true}))
+        .await;
     receiver_b.wait_for(1, DEADLINE).await;
     receiver_a.wait_for(2, DEADLINE).await;
     let b_got: Vec<serde_json::Value> = receiver_b

@@ -1,0 +1,163 @@
+//! Every event has an audience: one tenant, or on purpose every tenant that
+//! may see its type. Tried as tenant B would: its `*` subscription gets
+//! nothing meant for tenant A or for the default tenant, whether published
+//! through the API or straight to Kafka, and nothing of a type it may not see.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Every event of the test has this key and every subscription is ordered,
+/// so a receiver that got the last event has been sent all it ever will.
+const KEY: &str = "one-lane";
+
+/// The `data.n` of each event a receiver got.
+fn got(receiver: &TestReceiver) -> BTreeSet<u64> {
+    receiver.received().iter().filter_map(|r| r.json()["data"]["n"].as_u64()).collect()
+}
+
+/// Writes a record straight to the source topic, with `extra` headers.
+async fn produce(app: &TestApp, n: u64, extra: &[(&str, &str)]) {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &app.kafka.brokers)
+        .create()
+        .expect("plain producer");
+    let id = format!("raw-{n}");
+    let mut headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_specversion", value: Some("1.0") })
+        .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+        .insert(Header { key: "ce_type", value: Some("order.created") })
+        .insert(Header { key: "ce_source", value: Some("raw") });
+    for (key, value) in extra {
+        headers = headers.insert(Header { key, value: Some(*value) });
+    }
+    let payload = json!({ "n": n }).to_string();
+    producer
+        .send(
+            FutureRecord::to(&app.topics.publish).key(KEY).payload(&payload).headers(headers),
+            DEADLINE,
+        )
+        .await
+        .expect("record written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_reaches_its_tenant_or_on_purpose_every_tenant_that_may_see_its_type() {
+    let app = TestApp::spawn("audience").await;
+    let (tenant_a, key_a) = app.tenant_with_key("a").await;
+    let (tenant_b, key_b) = app.tenant_with_key("b").await;
+    let (a, b, default) =
+        (TestReceiver::start().await, TestReceiver::start().await, TestReceiver::start().await);
+    for (key, receiver) in [(&key_a, &a), (&key_b, &b), (&ADMIN_TOKEN.to_owned(), &default)] {
+        let body = json!({"url": receiver.url, "event_types": ["*"], "ordered": true});
+        let (status, sub) = app.call(Method::POST, "/v1/subscriptions", key, Some(body)).await;
+        assert_eq!(status, 201, "{sub}");
+    }
+    // Only tenant A may see `secret.report`.
+    let (status, registered) = app
+        .call(
+            Method::POST,
+            "/v1/event-types",
+            ADMIN_TOKEN,
+            Some(json!({"name": "secret.report", "visible_to": [tenant_a]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(registered["visible_to"], json!([tenant_a]));
+
+    let publish = |token: String, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let (status, answer) = app.call(Method::POST, "/v1/events", &token, Some(body)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    let event =
+        |n: u64, event_type: &str| json!({"type": event_type, "key": KEY, "data": {"n": n}});
+    let with = |mut body: serde_json::Value, field: &str, value: serde_json::Value| {
+        body[field] = value;
+        body
+    };
+    let admin = || ADMIN_TOKEN.to_owned();
+    // 1: the admin, for A. 2: the admin, naming no tenant. 3: A's own key.
+    publish(admin(), with(event(1, "order.created"), "tenant_id", json!(tenant_a))).await;
+    publish(admin(), event(2, "order.created")).await;
+    publish(key_a.clone(), event(3, "order.created")).await;
+    // 4: raw, no ce_tenantid. 5: raw, for A. 6: raw, a broadcast.
+    produce(&app, 4, &[]).await;
+    produce(&app, 5, &[("ce_tenantid", tenant_a.as_str())]).await;
+    produce(&app, 6, &[("ce_broadcast", "true")]).await;
+    // 7: a broadcast through the API. 8: a broadcast of a type only A sees.
+    // 9: for B, of that type.
+    publish(admin(), with(event(7, "order.created"), "broadcast", json!(true))).await;
+    publish(admin(), with(event(8, "secret.report"), "broadcast", json!(true))).await;
+    publish(admin(), with(event(9, "secret.report"), "tenant_id", json!(tenant_b))).await;
+    // 10: last, for everyone: once it arrived, all before it did.
+    publish(admin(), with(event(10, "order.created"), "broadcast", json!(true))).await;
+    for receiver in [&a, &b, &default] {
+        crate::harness::eventually("the last broadcast", DEADLINE, || async {
+            got(receiver).contains(&10).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(got(&a), BTreeSet::from([1, 3, 5, 6, 7, 8, 10]), "tenant A");
+    assert_eq!(got(&b), BTreeSet::from([6, 7, 10]), "tenant B: broadcasts of what it may see");
+    assert_eq!(got(&default), BTreeSet::from([2, 4, 6, 7, 10]), "the default tenant");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn who_may_publish_for_whom_is_checked_and_a_refused_publish_sends_nothing() {
+    let app = TestApp::spawn("audience-refused").await;
+    let (tenant_a, key_a) = app.tenant_with_key("a").await;
+    let (tenant_b, _) = app.tenant_with_key("b").await;
+    let cases = [
+        (key_a.clone(), json!({"broadcast": true}), "broadcast"),
+        (key_a.clone(), json!({"tenant_id": tenant_b}), "tenant_id"),
+        (ADMIN_TOKEN.to_owned(), json!({"tenant_id": "ten_nobody"}), "tenant_id"),
+        (ADMIN_TOKEN.to_owned(), json!({"tenant_id": "acme"}), "tenant_id"),
+        (ADMIN_TOKEN.to_owned(), json!({"tenant_id": tenant_a, "broadcast": true}), "tenant_id"),
+    ];
+    let before = app.records_on(&app.topics.publish).await;
+    for (token, mut body, field) in cases {
+        body["type"] = json!("order.created");
+        body["data"] = json!({});
+        let (status, problem) =
+            app.call(Method::POST, "/v1/events", &token, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+        // In a batch, the same error names the event.
+        let batch = json!({"events": [{"type": "a.b", "data": {}}, body]});
+        let (status, problem) =
+            app.call(Method::POST, "/v1/events/batch", &token, Some(batch)).await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], format!("events/1/{field}"), "{problem}");
+    }
+    let (status, problem) = app
+        .call(
+            Method::POST,
+            "/v1/event-types",
+            ADMIN_TOKEN,
+            Some(json!({"name": "x.y", "visible_to": [tenant_a, "ten_nobody", "acme"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["visible_to/1", "visible_to/2"]);
+    let (status, _) = app.call(Method::GET, "/v1/event-types/x.y", ADMIN_TOKEN, None).await;
+    assert_eq!(status, 404, "a refused type is not registered");
+    assert_eq!(app.records_on(&app.topics.publish).await, before, "nothing was published");
+    app.stop().await;
+}
