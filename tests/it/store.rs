@@ -531,6 +531,35 @@ async fn dead_letter_scenarios(store: Arc<dyn Store>) {
     let pending = DeadLetterFilter { status: Some(DeadLetterStatus::Pending), ..recent.clone() };
     assert_eq!(store.count_dead_letters(&pending).await.expect("count").0, 4);
 
+    // A single replay's claim: one holder at a time; nothing else moves it
+    // meanwhile; given up or run out, it can be claimed again; spent, it
+    // marks the dead letter replayed.
+    let claimed = dead_letter(8, &SubscriptionId::generate(), now);
+    store.insert_dead_letter(&claimed).await.expect("insert");
+    let id = &claimed.id;
+    let minute = chrono::Duration::minutes(1);
+    assert!(store.claim_dead_letter(id, "a", now, now + minute).await.expect("claim"));
+    assert!(!store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
+    assert_eq!(
+        store
+            .mark_dead_letters(std::slice::from_ref(id), DeadLetterStatus::Discarded, None, now)
+            .await
+            .expect("mark"),
+        0,
+        "a claimed dead letter is not discarded under the replay"
+    );
+    store.release_dead_letter_claim(id, "b").await.expect("release another's: nothing");
+    assert!(!store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
+    store.release_dead_letter_claim(id, "a").await.expect("release");
+    assert!(store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
+    let later = now + minute * 2;
+    assert!(store.claim_dead_letter(id, "c", later, later + minute).await.expect("run out"));
+    assert!(!store.finish_dead_letter_claim(id, "b", later).await.expect("finish"), "lost");
+    assert!(store.finish_dead_letter_claim(id, "c", later).await.expect("finish"));
+    let replayed = store.get_dead_letter(None, id).await.expect("get").expect("found");
+    assert_eq!(replayed.status, DeadLetterStatus::Replayed);
+    assert!(!store.claim_dead_letter(id, "d", later, later + minute).await.expect("claim"));
+
     // A replay job: one owner at a time, progress saved, completion counts skips.
     let replay = Replay {
         id: ReplayId::generate(),
