@@ -21,7 +21,14 @@ use crate::domain::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, RecordHeader, SubscriptionId,
 };
 use crate::kafka::delivery::ReplayOrigin;
+use crate::kafka::produce::PUBLISH_TIMEOUT;
 use crate::store::{AttemptFilter, Page, MAX_PAGE};
+
+/// How long a single replay holds its dead letter: well over the longest
+/// the API's producer takes to give a send up (`PUBLISH_TIMEOUT`), so that
+/// no second replay takes over while the first one's record may still
+/// land; after a crash, the dead letter is replayable again this soon.
+const REPLAY_CLAIM_SECS: i64 = 6 * PUBLISH_TIMEOUT.as_secs() as i64;
 
 /// A dead letter: a delivery that will not succeed as it is, or a record
 /// that could not be read, and why.
@@ -334,7 +341,7 @@ pub struct ReplayOne {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending (replayed or discarded already), or not replayable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending (replayed or discarded already), being replayed by a concurrent request (each dead letter is claimed before it is sent, so it is sent once), or not replayable", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Kafka did not take the delivery in time; try again", body = Problem, content_type = "application/problem+json"),
@@ -372,22 +379,51 @@ pub async fn replay(
             code: "not_replayable",
             detail: NotReplayable::SubscriptionDeleted(delivery.subscription_id).to_string(),
         });
-    } // Sent before it is marked: a failure in between leaves it pending, to
-      // be replayed again (receivers deduplicate by `webhook-id`), never lost.
-    state
+    }
+    // Claimed before it is sent, so that of concurrent replays one sends. A
+    // failed send gives the claim up; a crash leaves a claim that runs out:
+    // pending either way, to be replayed again, never lost.
+    let id = &dead_letter.record.id;
+    let claim = ulid::Ulid::new().to_string();
+    let now = super::now();
+    let until = now + chrono::Duration::seconds(REPLAY_CLAIM_SECS);
+    if !state.store.claim_dead_letter(id, &claim, now, until).await.map_err(ApiError::store)? {
+        let current = visible(&state, &caller, id.as_str()).await?;
+        require_pending(&current)?;
+        return Err(being_replayed(id));
+    }
+    let sent = state
         .producer
         .send(&state.deliveries_topic, Some(delivery.key()), delivery.headers(), delivery.payload())
+        .await;
+    if let Err(error) = sent {
+        tracing::warn!(dead_letter_id = %id, %error, "replay could not be written to Kafka");
+        if let Err(error) = state.store.release_dead_letter_claim(id, &claim).await {
+            tracing::warn!(dead_letter_id = %id, %error, "could not give a replay claim up; it runs out");
+        }
+        return Err(ApiError::Unavailable {
+            detail: "the replay could not be written to Kafka in time; try again".to_owned(),
+            retry_after_secs: 1,
+        });
+    }
+    let finished = state
+        .store
+        .finish_dead_letter_claim(id, &claim, super::now())
         .await
-        .map_err(|error| {
-            tracing::warn!(dead_letter_id = %dead_letter.record.id, %error, "replay could not be written to Kafka");
-            ApiError::Unavailable {
-                detail: "the replay could not be written to Kafka in time; try again".to_owned(),
-                retry_after_secs: 1,
-            }
-        })?;
-    set_status(&state, &caller, dead_letter, DeadLetterStatus::Replayed)
-        .await
-        .map(|out| (StatusCode::ACCEPTED, out))
+        .map_err(ApiError::store)?;
+    if !finished {
+        // Sent, but slower than the claim, and another replay took it over.
+        tracing::warn!(dead_letter_id = %id, "a replay outlasted its claim; it may be sent twice");
+    }
+    let current = visible(&state, &caller, id.as_str()).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json((&current).into())))
+}
+
+fn being_replayed(id: &DeadLetterId) -> ApiError {
+    ApiError::Conflict {
+        code: "conflict",
+        detail: format!("dead letter {id} is being replayed by another request"),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/discard", tag = "dead-letters", operation_id = "discard_dead_letter",
@@ -396,7 +432,7 @@ pub async fn replay(
         (status = 200, description = "Discarded: it will not be replayed", body = DeadLetterOut),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending (replayed or discarded already)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending (replayed or discarded already), or being replayed", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn discard(
@@ -424,7 +460,8 @@ fn require_pending(dead_letter: &DeadLetter) -> Result<(), ApiError> {
 }
 
 /// Moves a pending dead letter to `status` and answers it as it is now
-/// (a concurrent request may have moved it first).
+/// (a concurrent request may have moved it first); 409 while a replay
+/// holds it.
 async fn set_status(
     state: &AppState,
     caller: &Caller,
@@ -438,5 +475,8 @@ async fn set_status(
         .await
         .map_err(ApiError::store)?;
     let now = visible(state, caller, id.as_str()).await?;
+    if now.status == DeadLetterStatus::Pending {
+        return Err(being_replayed(&id));
+    }
     Ok(axum::Json((&now).into()))
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
+pub mod precondition;
 pub mod problem;
 pub mod replays;
 pub mod subscription_actions;

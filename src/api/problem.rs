@@ -40,6 +40,13 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    #[error(
+        "the subscription changed: it is at ETag \"{current}\", not one If-Match names; \
+         read it again and retry"
+    )]
+    PreconditionFailed { current: i64 },
+    #[error("If-Match must be `*` or a list of entity tags, like `\"12\"` or `\"12\", \"13\"`")]
+    InvalidIfMatch,
     #[error("this Idempotency-Key was used with another request body")]
     IdempotencyKeyReused,
     #[error("the request body must be JSON (content-type: application/json)")]
@@ -65,7 +72,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code: `unauthorized`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_query`,
-    /// `validation`, `conflict`, `idempotency_in_progress`,
+    /// `validation`, `conflict`, `precondition_failed`, `invalid_if_match`,
+    /// `idempotency_in_progress`,
     /// `idempotency_key_reused`, `unsupported_media_type`,
     /// `payload_too_large`, `unavailable`, `internal`.
     pub code: String,
@@ -124,6 +132,12 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation failed")
             }
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
+            Self::PreconditionFailed { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed", "Precondition failed")
+            }
+            Self::InvalidIfMatch => {
+                (StatusCode::BAD_REQUEST, "invalid_if_match", "Invalid If-Match")
+            }
             Self::IdempotencyKeyReused => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -176,6 +190,10 @@ impl IntoResponse for ApiError {
             }
             Self::Conflict { code: "idempotency_in_progress", .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            // The version it is at, so that a client can tell what it missed.
+            Self::PreconditionFailed { current } => {
+                headers.insert(header::ETAG, super::precondition::etag(*current));
             }
             _ => {}
         }

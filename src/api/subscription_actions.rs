@@ -10,18 +10,17 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::extract::{OptionalJson, Path, Query};
 use super::pagination::{list_of, PageRequest};
+use super::precondition::{etag_header, IfMatch};
 use super::problem::{ApiError, Problem};
-use super::subscriptions::visible;
+use super::subscriptions::{visible, written, ETag, IfMatchParam};
 use super::AppState;
 use crate::dispatcher::cache::Target;
 use crate::domain::ids::new_event_id;
-use crate::domain::{Attempt, Audience, Event, PreviousSecret, SigningSecret};
-use crate::store::AttemptFilter;
+use crate::domain::{Attempt, Audience, Event, SigningSecret};
+use crate::store::{AttemptFilter, SecretRotation};
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
 pub const MAX_GRACE_SECS: u32 = 7 * 24 * 60 * 60;
-/// Rotated-out secrets kept signing at once; older ones are dropped early.
-const MAX_PREVIOUS_SECRETS: usize = 5;
 pub const TEST_EVENT_TYPE: &str = "hookgate.test";
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -43,6 +42,9 @@ pub struct RotatedSecret {
     /// Until when webhooks also carry the old secret's signature; `null`
     /// when there is no grace period.
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// The subscription's version after the rotation (its new `ETag`).
+    #[schema(example = 43)]
+    version: i64,
 }
 
 /// One delivery attempt, as logged.
@@ -99,13 +101,16 @@ pub struct ListAttempts {
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions", operation_id = "rotate_subscription_secret",
-    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), IfMatchParam),
     request_body(content = Option<RotateSecret>, description = "Optional; an empty body generates a secret with a 24 h grace period"),
     responses(
-        (status = 200, description = "Rotated; the new secret is shown once", body = RotatedSecret),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Rotated, in one transaction with reading the secret it replaces; the new secret is shown once", body = RotatedSecret,
+            headers(("ETag" = String, description = "The new version, as a strong entity tag"))),
+        (status = 400, description = "Malformed JSON, or a malformed If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names no current version: changed since; nothing was rotated", body = Problem, content_type = "application/problem+json",
+            headers(("ETag" = String, description = "The current version"))),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ),
@@ -114,8 +119,9 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    if_match: IfMatch,
     OptionalJson(req): OptionalJson<RotateSecret>,
-) -> Result<axum::Json<RotatedSecret>, ApiError> {
+) -> Result<(ETag, axum::Json<RotatedSecret>), ApiError> {
     let grace = req.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECS);
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::field(
@@ -128,48 +134,50 @@ pub async fn rotate_secret(
         Some(Ok(secret)) => secret,
         Some(Err(e)) => return Err(ApiError::field("secret", e.to_string())),
     };
-    let mut s = visible(&state, &caller, &id).await?;
-    if new_secret.expose() == s.secret {
-        return Err(ApiError::field("secret", "the new secret must differ from the current one"));
-    }
+    let current = visible(&state, &caller, &id).await?;
+    let expected = if_match.expect(current.version)?;
     let now = super::now();
-    let expires_at = (grace > 0).then(|| now + Duration::seconds(i64::from(grace)));
-    s.previous_secrets.retain(|p| p.expires_at > now);
-    if let Some(expires_at) = expires_at {
-        s.previous_secrets
-            .push(PreviousSecret { secret: std::mem::take(&mut s.secret), expires_at });
-    }
-    if s.previous_secrets.len() > MAX_PREVIOUS_SECRETS {
-        let extra = s.previous_secrets.len() - MAX_PREVIOUS_SECRETS;
-        s.previous_secrets.drain(..extra);
-    }
-    s.secret = new_secret.expose().to_owned();
-    s.updated_at = now;
-    if !state.store.update_subscription(&s).await.map_err(ApiError::store)? {
-        return Err(ApiError::NotFound(format!("no subscription {id}")));
-    }
+    let grace_ends = (grace > 0).then(|| now + Duration::seconds(i64::from(grace)));
+    let rotation = SecretRotation { secret: new_secret.expose(), grace_ends, now };
+    let guarded = state
+        .store
+        .rotate_subscription_secret(caller.scope(), &current.id, rotation, expected)
+        .await
+        .map_err(ApiError::store)?;
+    let s = written(guarded, &id)?;
     tracing::info!(subscription_id = %s.id, grace_period_seconds = grace, "secret rotated");
-    Ok(axum::Json(RotatedSecret {
-        id: s.id.as_str().to_owned(),
-        secret: s.secret,
-        previous_secret_expires_at: expires_at,
-    }))
+    Ok((
+        etag_header(s.version),
+        axum::Json(RotatedSecret {
+            id: s.id.as_str().to_owned(),
+            secret: s.secret,
+            previous_secret_expires_at: grace_ends,
+            version: s.version,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions", operation_id = "test_subscription",
-    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), IfMatchParam),
     responses(
         (status = 200, description = "The attempt: a `hookgate.test` event sent to this subscription only, signed like any webhook. The endpoint's failure is an attempt with outcome `failed`, not an error.", body = AttemptOut),
+        (status = 400, description = "Malformed If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names no current version: the subscription changed since; nothing was sent", body = Problem, content_type = "application/problem+json",
+            headers(("ETag" = String, description = "The current version"))),
     ),
     security(("bearer" = [])))]
 pub async fn send_test(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    if_match: IfMatch,
 ) -> Result<axum::Json<AttemptOut>, ApiError> {
     let subscription = visible(&state, &caller, &id).await?;
+    // Sent with the subscription as read: a matching If-Match means the
+    // test goes to the settings the caller saw.
+    if_match.expect(subscription.version)?;
     let data = serde_json::json!({
         "message": "a test event from hookgate",
         "subscription_id": subscription.id.as_str(),

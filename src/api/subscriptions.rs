@@ -1,11 +1,12 @@
 //! `/v1/subscriptions`: third parties register where their events go, list,
 //! change and delete them. Every write bumps the subscription version in its
-//! transaction, which is how dispatchers notice.
+//! transaction, which is how dispatchers notice; the version is the `ETag`
+//! that `If-Match` checks (see `precondition`).
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,14 +14,18 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Caller, TenantChoice};
 use super::extract::{Json, Path, Query};
 use super::pagination::{list_of, PageRequest};
+use super::precondition::{etag_header, IfMatch};
 use super::problem::{ApiError, FieldError, Problem};
 use super::{validate, AppState};
 use crate::domain::event::is_valid_event_type;
 use crate::domain::{
     CircuitRecord, EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId,
-    SubscriptionStatus, TenantId,
+    SubscriptionPatch, SubscriptionStatus, TenantId,
 };
-use crate::store::{Page, MAX_PAGE};
+use crate::store::{Guarded, Page, MAX_PAGE};
+
+/// A response's `ETag` header.
+pub type ETag = [(HeaderName, HeaderValue); 1];
 
 /// At most this many rows are read to fill one page filtered by event type;
 /// past it the page comes back short, with a cursor to go on.
@@ -108,6 +113,10 @@ pub struct SubscriptionOut {
     metadata: BTreeMap<String, String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Bumped by every change; the `ETag` is this number in quotes, and
+    /// `If-Match` with it makes a write apply only to this version.
+    #[schema(example = 42)]
+    version: i64,
     /// The circuit breaker of its deliveries (only on `GET
     /// /v1/subscriptions/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +183,7 @@ impl SubscriptionOut {
             metadata: s.metadata,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            version: s.version,
             circuit: None,
         }
     }
@@ -213,6 +223,18 @@ pub async fn visible(
         .ok_or_else(not_found)
 }
 
+/// What a guarded write answers: the written value, or 404 or 412.
+pub fn written<T>(guarded: Guarded<T>, id: &str) -> Result<T, ApiError> {
+    match guarded {
+        Guarded::Written(value) => Ok(value),
+        Guarded::NotFound => Err(ApiError::NotFound(format!("no subscription {id}"))),
+        Guarded::Stale { current } => Err(ApiError::PreconditionFailed { current }),
+        Guarded::SameSecret => {
+            Err(ApiError::field("secret", "the new secret must differ from the current one"))
+        }
+    }
+}
+
 /// The tenant a list acts on; another tenant's or an unknown one is 404.
 pub async fn list_tenant(
     state: &AppState,
@@ -239,7 +261,8 @@ pub async fn list_tenant(
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", operation_id = "create_subscription",
     request_body = CreateSubscription,
     responses(
-        (status = 201, description = "Created; the answer shows the secret, once", body = SubscriptionOut),
+        (status = 201, description = "Created; the answer shows the secret, once", body = SubscriptionOut,
+            headers(("ETag" = String, description = "The version, as a strong entity tag: `\"42\"`"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
@@ -251,7 +274,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Json { value: req, .. }: Json<CreateSubscription>,
-) -> Result<(StatusCode, axum::Json<SubscriptionOut>), ApiError> {
+) -> Result<(StatusCode, ETag, axum::Json<SubscriptionOut>), ApiError> {
     let mut errors = Vec::new();
     let tenant_id = match caller.acting_tenant(req.tenant_id.as_deref()) {
         Ok(tenant) => Some(tenant),
@@ -276,7 +299,7 @@ pub async fn create(
         errors.push(FieldError::new("status", "a new subscription is active or paused"));
     }
     let now = super::now();
-    let subscription = Subscription {
+    let mut subscription = Subscription {
         id: SubscriptionId::generate(),
         tenant_id: tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
         url: req.url,
@@ -293,6 +316,7 @@ pub async fn create(
         metadata: req.metadata,
         created_at: now,
         updated_at: now,
+        version: 0,
     };
     errors.extend(validate::subscription(&subscription, state.limits.max_in_flight));
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
@@ -301,9 +325,11 @@ pub async fn create(
     if !state.store.tenant_exists(&subscription.tenant_id).await.map_err(ApiError::store)? {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     }
-    state.store.create_subscription(&subscription).await.map_err(ApiError::store)?;
+    subscription.version =
+        state.store.create_subscription(&subscription).await.map_err(ApiError::store)?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
-    Ok((StatusCode::CREATED, axum::Json(SubscriptionOut::new(subscription, true))))
+    let tag = etag_header(subscription.version);
+    Ok((StatusCode::CREATED, tag, axum::Json(SubscriptionOut::new(subscription, true))))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", operation_id = "list_subscriptions",
@@ -392,7 +418,8 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "get_subscription",
     params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
     responses(
-        (status = 200, description = "The subscription, without its secret", body = SubscriptionOut),
+        (status = 200, description = "The subscription, without its secret", body = SubscriptionOut,
+            headers(("ETag" = String, description = "The version, as a strong entity tag: `\"42\"`; send it back in `If-Match`"))),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -401,22 +428,26 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<SubscriptionOut>, ApiError> {
+) -> Result<(ETag, axum::Json<SubscriptionOut>), ApiError> {
     let subscription = visible(&state, &caller, &id).await?;
     let circuit = state.store.get_circuit(&subscription.id).await.map_err(ApiError::store)?;
+    let tag = etag_header(subscription.version);
     let mut out = SubscriptionOut::new(subscription, false);
     out.circuit = Some(CircuitOut::new(circuit, Utc::now()));
-    Ok(axum::Json(out))
+    Ok((tag, axum::Json(out)))
 }
 
 #[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "update_subscription",
-    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), IfMatchParam),
     request_body = UpdateSubscription,
     responses(
-        (status = 200, description = "The updated subscription", body = SubscriptionOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The updated subscription. Only the fields sent are written: a concurrent change of the others (a rotation, a 410 disable) stands", body = SubscriptionOut,
+            headers(("ETag" = String, description = "The new version, as a strong entity tag"))),
+        (status = 400, description = "Malformed JSON, or a malformed If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names no current version: changed since; nothing was written", body = Problem, content_type = "application/problem+json",
+            headers(("ETag" = String, description = "The current version"))),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -426,83 +457,96 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json { value: patch, .. }: Json<UpdateSubscription>,
-) -> Result<axum::Json<SubscriptionOut>, ApiError> {
-    let mut s = visible(&state, &caller, &id).await?;
+    if_match: IfMatch,
+    Json { value: req, .. }: Json<UpdateSubscription>,
+) -> Result<(ETag, axum::Json<SubscriptionOut>), ApiError> {
+    let current = visible(&state, &caller, &id).await?;
+    let expected = if_match.expect(current.version)?;
     let mut errors = Vec::new();
-    if let Some(url) = patch.url {
-        s.url = url;
-    }
-    if let Some(event_types) = patch.event_types {
-        s.event_types = event_types;
-    }
-    if let Some(rate_limit) = patch.rate_limit {
-        s.rate_limit = rate_limit;
-    }
-    // A value set before the limit was lowered stays until it is changed.
-    let mut max_in_flight_limit = s.max_in_flight.unwrap_or(0).max(state.limits.max_in_flight);
-    if let Some(max_in_flight) = patch.max_in_flight {
-        s.max_in_flight = max_in_flight;
-        max_in_flight_limit = state.limits.max_in_flight;
-    }
-    if let Some(ordered) = patch.ordered {
-        s.ordered = ordered;
-    }
-    if let Some(headers) = patch.headers {
-        s.headers = headers;
-    }
-    match patch.status {
-        None => {}
-        Some(SubscriptionStatus::Disabled) => errors.push(FieldError::new(
+    if req.status == Some(SubscriptionStatus::Disabled) {
+        errors.push(FieldError::new(
             "status",
             "`disabled` is set by hookgate when the endpoint answers 410; use `paused`",
-        )),
-        Some(status) => {
-            s.status = status;
-            s.disabled_reason = None;
-        }
+        ));
     }
-    if let Some(description) = patch.description {
-        s.description = description;
-    }
-    if let Some(metadata) = patch.metadata {
-        s.metadata = metadata;
-    }
-    errors.extend(validate::subscription(&s, max_in_flight_limit));
+    let patch = SubscriptionPatch {
+        url: req.url,
+        event_types: req.event_types,
+        rate_limit: req.rate_limit,
+        max_in_flight: req.max_in_flight,
+        ordered: req.ordered,
+        headers: req.headers,
+        status: req.status.filter(|s| *s != SubscriptionStatus::Disabled),
+        description: req.description,
+        metadata: req.metadata,
+    };
+    // A value set before the limit was lowered stays until it is changed.
+    let max_in_flight_limit = match patch.max_in_flight {
+        Some(_) => state.limits.max_in_flight,
+        None => current.max_in_flight.unwrap_or(0).max(state.limits.max_in_flight),
+    };
+    // Checked as it will be once patched; the fields are checked one by
+    // one, so what a concurrent write changes in the others cannot make it
+    // invalid.
+    let mut candidate = current.clone();
+    patch.apply_to(&mut candidate);
+    errors.extend(validate::subscription(&candidate, max_in_flight_limit));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    s.updated_at = super::now();
-    if !state.store.update_subscription(&s).await.map_err(ApiError::store)? {
-        return Err(ApiError::NotFound(format!("no subscription {id}")));
-    }
+    let guarded = state
+        .store
+        .patch_subscription(caller.scope(), &current.id, &patch, expected, super::now())
+        .await
+        .map_err(ApiError::store)?;
+    let s = written(guarded, &id)?;
     tracing::info!(subscription_id = %s.id, "subscription updated");
-    Ok(axum::Json(SubscriptionOut::new(s, false)))
+    Ok((etag_header(s.version), axum::Json(SubscriptionOut::new(s, false))))
+}
+
+/// `If-Match`, as the writes of a subscription document it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatchParam {
+    /// Apply only if the subscription is still at this version: its `ETag`
+    /// (`"42"`), a list of them, or `*`. A stale one answers 412 and
+    /// changes nothing; without it the write applies to whatever version
+    /// is current (and still writes only its own fields).
+    #[param(rename = "If-Match", value_type = String, required = false, example = "\"42\"")]
+    if_match: Option<String>,
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions", operation_id = "delete_subscription",
-    params(("id" = String, Path, description = "Subscription id (`sub_…`)")),
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), IfMatchParam),
     responses(
         (status = 204, description = "Deleted; nothing more is delivered to it"),
+        (status = 400, description = "Malformed If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names no current version: changed since; nothing was deleted", body = Problem, content_type = "application/problem+json",
+            headers(("ETag" = String, description = "The current version"))),
     ),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::NotFound(format!("no subscription {id}"));
     let parsed = SubscriptionId::parse(&id).ok_or_else(not_found)?;
-    let deleted = state
+    // Only a list of tags needs the current version to compare with.
+    let expected = match if_match {
+        IfMatch::Tags(_) => if_match.expect(visible(&state, &caller, &id).await?.version)?,
+        IfMatch::Absent | IfMatch::Any => None,
+    };
+    let guarded = state
         .store
-        .delete_subscription(caller.scope(), &parsed, super::now())
+        .delete_subscription(caller.scope(), &parsed, expected, super::now())
         .await
         .map_err(ApiError::store)?;
-    if !deleted {
-        return Err(not_found());
-    }
+    written(guarded, &id)?;
     tracing::info!(subscription_id = %parsed, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -303,7 +303,7 @@ async fn phases(
     // Clean up: their deliveries stop, and so do the requests under way.
     let started = Instant::now();
     for subscription in [&tarpit, &hanging] {
-        store.delete_subscription(None, &subscription.id, Utc::now()).await?;
+        store.delete_subscription(None, &subscription.id, None, Utc::now()).await?;
     }
     let end = started + CLEAN_UP_LIMIT;
     while Instant::now() < end {
@@ -376,6 +376,7 @@ pub(super) fn subscription(
         metadata: Default::default(),
         created_at: now,
         updated_at: now,
+        version: 0,
     }
 }
 

@@ -566,17 +566,19 @@ impl Deliver {
         sent
     }
 
-    /// 410 Gone: the receiver asks us to stop.
+    /// 410 Gone: the receiver asks us to stop. Only the status is written,
+    /// and only while the subscription still points at the endpoint that
+    /// answered, so a concurrent PATCH neither undoes it nor is undone.
     async fn disable(&self, target: &Target) {
-        let reason = format!("the endpoint answered 410 Gone at {}", Utc::now().to_rfc3339());
+        let now = Utc::now();
+        let reason = format!("the endpoint answered 410 Gone at {}", now.to_rfc3339());
         let id = &target.subscription.id;
-        match self
-            .store
-            .set_subscription_status(id, SubscriptionStatus::Disabled, Some(&reason))
-            .await
-        {
-            Ok(()) => {
+        match self.store.disable_gone(id, &target.subscription.url, &reason, now).await {
+            Ok(true) => {
                 tracing::warn!(subscription_id = %id, "subscription disabled: the endpoint answered 410 Gone")
+            }
+            Ok(false) => {
+                tracing::info!(subscription_id = %id, "410 Gone from an endpoint no longer the subscription's, or disabled already")
             }
             Err(error) => {
                 tracing::error!(subscription_id = %id, %error, "could not disable subscription after 410")

@@ -18,6 +18,7 @@ pub use event::{Audience, Event};
 pub use ids::{ApiKeyId, AttemptId, DeadLetterId, ReplayId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
 pub use subscription::{
-    CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionStatus,
+    CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionPatch,
+    SubscriptionStatus,
 };
 pub use tenant::{ApiKey, EventType, NewApiKey, Tenant};

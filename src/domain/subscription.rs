@@ -73,6 +73,99 @@ pub struct Subscription {
     pub metadata: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every write (the store assigns it; 0 until stored): the
+    /// API's `ETag`, checked against `If-Match`.
+    pub version: i64,
+}
+
+/// Rotated-out secrets kept signing at once; older ones are dropped early.
+pub const MAX_PREVIOUS_SECRETS: usize = 5;
+
+impl Subscription {
+    /// Makes `new` the secret; the current one keeps signing until
+    /// `grace_ends` (`None`: dropped now), expired ones go, and at most
+    /// `MAX_PREVIOUS_SECRETS` stay. False, changing nothing, when `new` is
+    /// the current secret.
+    pub fn rotate_secret(
+        &mut self,
+        new: &str,
+        grace_ends: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        if new == self.secret {
+            return false;
+        }
+        self.previous_secrets.retain(|p| p.expires_at > now);
+        let old = std::mem::replace(&mut self.secret, new.to_owned());
+        if let Some(expires_at) = grace_ends {
+            self.previous_secrets.push(PreviousSecret { secret: old, expires_at });
+        }
+        let extra = self.previous_secrets.len().saturating_sub(MAX_PREVIOUS_SECRETS);
+        self.previous_secrets.drain(..extra);
+        self.updated_at = now;
+        true
+    }
+}
+
+/// The fields a PATCH sets; `None` leaves a field as it is. The store
+/// writes only these columns, so a concurrent write to others stands.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionPatch {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub max_in_flight: Option<Option<u32>>,
+    pub ordered: Option<bool>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Setting a status also clears `disabled_reason`.
+    pub status: Option<SubscriptionStatus>,
+    pub description: Option<Option<String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl SubscriptionPatch {
+    /// The subscription as it is once patched, for validation.
+    pub fn apply_to(&self, s: &mut Subscription) {
+        let Self {
+            url,
+            event_types,
+            rate_limit,
+            max_in_flight,
+            ordered,
+            headers,
+            status,
+            description,
+            metadata,
+        } = self.clone();
+        if let Some(url) = url {
+            s.url = url;
+        }
+        if let Some(event_types) = event_types {
+            s.event_types = event_types;
+        }
+        if let Some(rate_limit) = rate_limit {
+            s.rate_limit = rate_limit;
+        }
+        if let Some(max_in_flight) = max_in_flight {
+            s.max_in_flight = max_in_flight;
+        }
+        if let Some(ordered) = ordered {
+            s.ordered = ordered;
+        }
+        if let Some(headers) = headers {
+            s.headers = headers;
+        }
+        if let Some(status) = status {
+            s.status = status;
+            s.disabled_reason = None;
+        }
+        if let Some(description) = description {
+            s.description = description;
+        }
+        if let Some(metadata) = metadata {
+            s.metadata = metadata;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +191,7 @@ impl Subscription {
             metadata: BTreeMap::new(),
             created_at: now,
             updated_at: now,
+            version: 0,
         }
     }
 }
@@ -160,6 +254,56 @@ mod tests {
         assert!(!prefix.matches("order"));
         assert!(!prefix.matches("orders.created"));
         assert!(all.matches("anything.at.all"));
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_grace_and_drops_the_expired() {
+        let now = Utc::now();
+        let hour = chrono::Duration::hours(1);
+        let mut s = Subscription::example(TenantId::default_tenant(), "whsec_old");
+        s.previous_secrets = vec![
+            PreviousSecret { secret: "whsec_expired".to_owned(), expires_at: now - hour },
+            PreviousSecret { secret: "whsec_older".to_owned(), expires_at: now + hour },
+        ];
+        assert!(!s.rotate_secret("whsec_old", Some(now + hour), now), "the same secret");
+        assert_eq!(s.previous_secrets.len(), 2, "a refused rotation changes nothing");
+
+        assert!(s.rotate_secret("whsec_new", Some(now + hour), now));
+        assert_eq!(s.secret, "whsec_new");
+        let kept: Vec<&str> = s.previous_secrets.iter().map(|p| p.secret.as_str()).collect();
+        assert_eq!(kept, ["whsec_older", "whsec_old"]);
+
+        assert!(s.rotate_secret("whsec_newer", None, now), "no grace");
+        assert_eq!(s.previous_secrets.len(), 2, "the replaced secret is dropped at once");
+
+        for n in 0..10 {
+            assert!(s.rotate_secret(&format!("whsec_{n}"), Some(now + hour), now));
+        }
+        assert_eq!(s.previous_secrets.len(), MAX_PREVIOUS_SECRETS);
+        assert_eq!(s.previous_secrets.last().map(|p| p.secret.as_str()), Some("whsec_8"));
+    }
+
+    #[test]
+    fn a_patch_changes_only_the_fields_it_names() {
+        let mut s = Subscription::example(TenantId::default_tenant(), "whsec_x");
+        s.status = SubscriptionStatus::Disabled;
+        s.disabled_reason = Some("410".to_owned());
+        s.description = Some("kept".to_owned());
+        let mut patched = s.clone();
+        SubscriptionPatch { metadata: Some(BTreeMap::new()), ..Default::default() }
+            .apply_to(&mut patched);
+        assert_eq!(patched.status, SubscriptionStatus::Disabled);
+        assert_eq!(patched.disabled_reason.as_deref(), Some("410"));
+        SubscriptionPatch {
+            status: Some(SubscriptionStatus::Active),
+            description: Some(None),
+            ..Default::default()
+        }
+        .apply_to(&mut patched);
+        assert_eq!(patched.status, SubscriptionStatus::Active);
+        assert_eq!(patched.disabled_reason, None, "re-enabling clears the reason");
+        assert_eq!(patched.description, None);
+        assert_eq!(patched.url, s.url);
     }
 
     #[test]

@@ -41,7 +41,30 @@ pub trait DeadLetterStore: Send + Sync {
         id: &DeadLetterId,
     ) -> Result<Option<DeadLetter>>;
 
-    /// Moves pending dead letters to `status`; answers how many moved.
+    /// Claims a pending dead letter for one replay until `until`, unless an
+    /// unexpired claim holds it; answers whether the claim is ours.
+    async fn claim_dead_letter(
+        &self,
+        id: &DeadLetterId,
+        claim: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Marks a claimed dead letter replayed, spending the claim; false when
+    /// it is no longer ours (it ran out and another replay took it).
+    async fn finish_dead_letter_claim(
+        &self,
+        id: &DeadLetterId,
+        claim: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Gives a claim up (its send failed), so that it can be replayed again.
+    async fn release_dead_letter_claim(&self, id: &DeadLetterId, claim: &str) -> Result<()>;
+
+    /// Moves pending dead letters that no replay holds a claim on to
+    /// `status`; answers how many moved.
     async fn mark_dead_letters(
         &self,
         ids: &[DeadLetterId],
@@ -263,7 +286,9 @@ macro_rules! move_pending {
             .push_bind($replay.map(|r: &$crate::domain::ReplayId| r.as_str().to_owned()))
             .push(", status_changed_at = ")
             .push_bind($at)
-            .push(" WHERE status = 'pending' AND id IN (");
+            .push(" WHERE status = 'pending' AND (replay_claimed_until IS NULL OR replay_claimed_until <= ")
+            .push_bind($at)
+            .push(") AND id IN (");
         let mut list = query.separated(", ");
         for id in $ids {
             list.push_bind(id.as_str().to_owned());
@@ -353,6 +378,63 @@ macro_rules! dead_letter_methods {
                         .fetch_optional(&self.pool)
                         .await?;
                 row.map(|r| r.into_dead_letter()).transpose()
+            }
+
+            async fn claim_dead_letter(
+                &self,
+                id: &$crate::domain::DeadLetterId,
+                claim: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::Result<bool> {
+                // One statement: of concurrent claims, one finds it unclaimed.
+                let done = sqlx::query(
+                    "UPDATE dead_letters SET replay_claim = $2, replay_claimed_until = $4 \
+                     WHERE id = $1 AND status = 'pending' \
+                     AND (replay_claimed_until IS NULL OR replay_claimed_until <= $3)",
+                )
+                .bind(id.as_str())
+                .bind(claim)
+                .bind(now)
+                .bind(until)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn finish_dead_letter_claim(
+                &self,
+                id: &$crate::domain::DeadLetterId,
+                claim: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE dead_letters SET status = 'replayed', replay_id = NULL, \
+                     status_changed_at = $3, replay_claim = NULL, replay_claimed_until = NULL \
+                     WHERE id = $1 AND replay_claim = $2 AND status = 'pending'",
+                )
+                .bind(id.as_str())
+                .bind(claim)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_dead_letter_claim(
+                &self,
+                id: &$crate::domain::DeadLetterId,
+                claim: &str,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE dead_letters SET replay_claim = NULL, replay_claimed_until = NULL \
+                     WHERE id = $1 AND replay_claim = $2",
+                )
+                .bind(id.as_str())
+                .bind(claim)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn mark_dead_letters(

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     ApiKey, ApiKeyId, Attempt, CircuitRecord, EventType, Subscription, SubscriptionId,
-    SubscriptionStatus, Tenant, TenantId,
+    SubscriptionPatch, SubscriptionStatus, Tenant, TenantId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,30 @@ pub struct EventTypeChange {
     pub visible_to: Option<Vec<TenantId>>,
 }
 
+/// How a write guarded by a version went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Written(T),
+    /// No such live subscription (for the tenant asked).
+    NotFound,
+    /// The subscription is at `current`, not the version the write expected;
+    /// nothing was written.
+    Stale {
+        current: i64,
+    },
+    /// A rotation to the secret it has already; nothing was written.
+    SameSecret,
+}
+
+/// A secret rotation: `secret` becomes current; the replaced one keeps
+/// signing until `grace_ends` (`None`: not at all).
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRotation<'a> {
+    pub secret: &'a str,
+    pub grace_ends: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
 /// Which attempts to list; `None` fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct AttemptFilter<'a> {
@@ -147,15 +171,28 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
     /// The tenant of an unrevoked key with this hash.
     async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<TenantId>>;
 
-    async fn create_subscription(&self, subscription: &Subscription) -> Result<()>;
+    /// Answers the version it was stored with.
+    async fn create_subscription(&self, subscription: &Subscription) -> Result<i64>;
 
-    /// Sets a subscription's status (and why, for `disabled`).
+    /// Sets a subscription's status (and why, for `disabled`), and nothing else.
     async fn set_subscription_status(
         &self,
         id: &SubscriptionId,
         status: SubscriptionStatus,
         reason: Option<&str>,
     ) -> Result<()>;
+
+    /// Disables a subscription whose endpoint answered 410 Gone, unless it
+    /// was disabled already or its URL is no longer `url` (changed since
+    /// that endpoint answered). Writes only the status, its reason and the
+    /// version; answers whether it disabled.
+    async fn disable_gone(
+        &self,
+        id: &SubscriptionId,
+        url: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
 
     /// `tenant: None` looks across tenants (admin); otherwise another
     /// tenant's subscription is not found.
@@ -173,18 +210,39 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
         page: Page<'_>,
     ) -> Result<Vec<Subscription>>;
 
-    /// Writes every mutable field with a new version; false when the
-    /// subscription is gone (deleted meanwhile).
-    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool>;
+    /// Writes the columns the patch names (and a new version) in one
+    /// statement, only while the subscription is at `expected` (when
+    /// given); answers the subscription as it is after the write.
+    async fn patch_subscription(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &SubscriptionId,
+        patch: &SubscriptionPatch,
+        expected: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> Result<Guarded<Subscription>>;
 
-    /// Soft-deletes with a new version, so dispatchers see it go; false when
-    /// there is no such live subscription for `tenant` (`None`: any).
+    /// Rotates the secret in one transaction that reads the current secrets
+    /// and writes the new ones, so that no concurrent write comes between;
+    /// only while the subscription is at `expected` (when given).
+    async fn rotate_subscription_secret(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &SubscriptionId,
+        rotation: SecretRotation<'_>,
+        expected: Option<i64>,
+    ) -> Result<Guarded<Subscription>>;
+
+    /// Soft-deletes with a new version, so dispatchers see it go; only
+    /// while the subscription is at `expected` (when given). `tenant: None`
+    /// looks across tenants.
     async fn delete_subscription(
         &self,
         tenant: Option<&TenantId>,
         id: &SubscriptionId,
+        expected: Option<i64>,
         at: DateTime<Utc>,
-    ) -> Result<bool>;
+    ) -> Result<Guarded<()>>;
 
     /// False when an event type of that name exists.
     async fn create_event_type(&self, event_type: &EventType) -> Result<bool>;

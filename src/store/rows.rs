@@ -72,6 +72,7 @@ impl SubscriptionRow {
                 metadata: self.metadata.0,
                 created_at: self.created_at,
                 updated_at: self.updated_at,
+                version: self.version,
             },
         })
     }

@@ -52,7 +52,7 @@ macro_rules! impl_store_with {
             async fn create_subscription(
                 &self,
                 s: &$crate::domain::Subscription,
-            ) -> $crate::store::Result<()> {
+            ) -> $crate::store::Result<i64> {
                 use sqlx::types::Json;
                 let mut tx = self.pool.begin().await?;
                 let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
@@ -86,7 +86,7 @@ macro_rules! impl_store_with {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(version)
             }
 
             async fn set_subscription_status(
@@ -112,6 +112,39 @@ macro_rules! impl_store_with {
                 .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn disable_gone(
+                &self,
+                id: &$crate::domain::SubscriptionId,
+                url: &str,
+                reason: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                // A new URL is another endpoint, whose answer is yet to come;
+                // disabled already keeps the first reason.
+                let done = sqlx::query(
+                    "UPDATE subscriptions SET status = 'disabled', disabled_reason = $1, \
+                     version = $2, updated_at = $3 \
+                     WHERE id = $4 AND url = $5 AND status <> 'disabled' AND deleted_at IS NULL",
+                )
+                .bind(reason)
+                .bind(version)
+                .bind(at)
+                .bind(id.as_str())
+                .bind(url)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    // Dropping the transaction rolls the version bump back.
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn get_subscription(

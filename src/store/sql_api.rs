@@ -7,6 +7,25 @@ pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, created_a
 pub(super) const EVENT_TYPE_COLUMNS: &str =
     "name, description, json_schema, visible_to, created_at";
 
+/// What a guarded write that matched no row met: the subscription at
+/// another version, or none (inside the write's transaction).
+macro_rules! missed {
+    ($tx:ident, $tenant:expr, $id:expr) => {{
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM subscriptions WHERE id = $1 AND deleted_at IS NULL \
+             AND ($2 IS NULL OR tenant_id = $2)",
+        )
+        .bind($id.as_str())
+        .bind($tenant.map(|t| t.as_str()))
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match current {
+            Some(current) => $crate::store::Guarded::Stale { current },
+            None => $crate::store::Guarded::NotFound,
+        }
+    }};
+}
+
 /// Expands `impl_store_with!` with the methods of the API's resources. The
 /// methods go in as tokens, because `#[async_trait]` must see them expanded.
 macro_rules! api_methods {
@@ -150,74 +169,150 @@ macro_rules! api_methods {
                 .collect()
         }
 
-        async fn update_subscription(
+        async fn patch_subscription(
             &self,
-            s: &$crate::domain::Subscription,
-        ) -> $crate::store::Result<bool> {
+            tenant: Option<&$crate::domain::TenantId>,
+            id: &$crate::domain::SubscriptionId,
+            patch: &$crate::domain::SubscriptionPatch,
+            expected: Option<i64>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::store::Result<$crate::store::Guarded<$crate::domain::Subscription>> {
             use sqlx::types::Json;
             let mut tx = self.pool.begin().await?;
             let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
                 .fetch_one(&mut *tx)
                 .await?;
-            let done = sqlx::query(
-                "UPDATE subscriptions SET url = $2, event_types = $3, secret = $4, \
-                 rate_limit_per_second = $5, rate_limit_burst = $6, max_in_flight = $7, \
-                 ordered = $8, headers = $9, status = $10, disabled_reason = $11, \
-                 description = $12, metadata = $13, version = $14, updated_at = $15, \
-                 previous_secrets = $16 \
-                 WHERE id = $1 AND deleted_at IS NULL",
+            // Only the columns the patch names: a concurrent rotation or
+            // disable of the others stands.
+            let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE subscriptions SET version = ");
+            update.push_bind(version).push(", updated_at = ").push_bind(at);
+            if let Some(url) = &patch.url {
+                update.push(", url = ").push_bind(url);
+            }
+            if let Some(event_types) = &patch.event_types {
+                update.push(", event_types = ").push_bind(Json(event_types));
+            }
+            if let Some(rate_limit) = patch.rate_limit {
+                update
+                    .push(", rate_limit_per_second = ")
+                    .push_bind(rate_limit.map(|r| i64::from(r.per_second)))
+                    .push(", rate_limit_burst = ")
+                    .push_bind(rate_limit.map(|r| i64::from(r.burst)));
+            }
+            if let Some(max_in_flight) = patch.max_in_flight {
+                update.push(", max_in_flight = ").push_bind(max_in_flight.map(i64::from));
+            }
+            if let Some(ordered) = patch.ordered {
+                update.push(", ordered = ").push_bind(ordered);
+            }
+            if let Some(headers) = &patch.headers {
+                update.push(", headers = ").push_bind(Json(headers));
+            }
+            if let Some(status) = patch.status {
+                update.push(", status = ").push_bind(status.as_str()).push(", disabled_reason = NULL");
+            }
+            if let Some(description) = &patch.description {
+                update.push(", description = ").push_bind(description);
+            }
+            if let Some(metadata) = &patch.metadata {
+                update.push(", metadata = ").push_bind(Json(metadata));
+            }
+            update.push(" WHERE id = ").push_bind(id.as_str()).push(" AND deleted_at IS NULL");
+            if let Some(tenant) = tenant {
+                update.push(" AND tenant_id = ").push_bind(tenant.as_str());
+            }
+            if let Some(expected) = expected {
+                update.push(" AND version = ").push_bind(expected);
+            }
+            update.push(format!(" RETURNING {}", $crate::store::sql::SUBSCRIPTION_COLUMNS));
+            let row: Option<$crate::store::rows::SubscriptionRow> =
+                update.build_query_as().fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                // Dropping the transaction rolls the version bump back.
+                return Ok($crate::store::sql_api::missed!(tx, tenant, id));
+            };
+            let subscription = row.into_change()?.subscription;
+            tx.commit().await?;
+            Ok($crate::store::Guarded::Written(subscription))
+        }
+
+        async fn rotate_subscription_secret(
+            &self,
+            tenant: Option<&$crate::domain::TenantId>,
+            id: &$crate::domain::SubscriptionId,
+            rotation: $crate::store::SecretRotation<'_>,
+            expected: Option<i64>,
+        ) -> $crate::store::Result<$crate::store::Guarded<$crate::domain::Subscription>> {
+            use sqlx::types::Json;
+            let mut tx = self.pool.begin().await?;
+            // Taking the version row first orders this transaction after every
+            // other subscription write (each takes it first), so the secrets
+            // read below are the current ones until the commit.
+            let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                .fetch_one(&mut *tx)
+                .await?;
+            let sql = format!(
+                "SELECT {} FROM subscriptions WHERE id = $1 AND deleted_at IS NULL \
+                 AND ($2 IS NULL OR tenant_id = $2)",
+                $crate::store::sql::SUBSCRIPTION_COLUMNS
+            );
+            let row: Option<$crate::store::rows::SubscriptionRow> = sqlx::query_as(&sql)
+                .bind(id.as_str())
+                .bind(tenant.map(|t| t.as_str()))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok($crate::store::Guarded::NotFound) };
+            let mut s = row.into_change()?.subscription;
+            if let Some(current) = expected.filter(|v| *v != s.version).map(|_| s.version) {
+                return Ok($crate::store::Guarded::Stale { current });
+            }
+            if !s.rotate_secret(rotation.secret, rotation.grace_ends, rotation.now) {
+                return Ok($crate::store::Guarded::SameSecret);
+            }
+            s.version = version;
+            sqlx::query(
+                "UPDATE subscriptions SET secret = $1, previous_secrets = $2, version = $3, \
+                 updated_at = $4 WHERE id = $5",
             )
-            .bind(s.id.as_str())
-            .bind(&s.url)
-            .bind(Json(&s.event_types))
             .bind(&s.secret)
-            .bind(s.rate_limit.map(|r| i64::from(r.per_second)))
-            .bind(s.rate_limit.map(|r| i64::from(r.burst)))
-            .bind(s.max_in_flight.map(i64::from))
-            .bind(s.ordered)
-            .bind(Json(&s.headers))
-            .bind(s.status.as_str())
-            .bind(&s.disabled_reason)
-            .bind(&s.description)
-            .bind(Json(&s.metadata))
+            .bind(Json(&s.previous_secrets))
             .bind(version)
             .bind(s.updated_at)
-            .bind(Json(&s.previous_secrets))
+            .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-            if done.rows_affected() == 0 {
-                // Dropping the transaction rolls the version bump back.
-                return Ok(false);
-            }
             tx.commit().await?;
-            Ok(true)
+            Ok($crate::store::Guarded::Written(s))
         }
 
         async fn delete_subscription(
             &self,
             tenant: Option<&$crate::domain::TenantId>,
             id: &$crate::domain::SubscriptionId,
+            expected: Option<i64>,
             at: chrono::DateTime<chrono::Utc>,
-        ) -> $crate::store::Result<bool> {
+        ) -> $crate::store::Result<$crate::store::Guarded<()>> {
             let mut tx = self.pool.begin().await?;
             let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
                 .fetch_one(&mut *tx)
                 .await?;
             let done = sqlx::query(
                 "UPDATE subscriptions SET deleted_at = $3, updated_at = $3, version = $4 \
-                 WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2) AND deleted_at IS NULL",
+                 WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2) AND deleted_at IS NULL \
+                 AND ($5 IS NULL OR version = $5)",
             )
             .bind(id.as_str())
             .bind(tenant.map(|t| t.as_str()))
             .bind(at)
             .bind(version)
+            .bind(expected)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
-                return Ok(false);
+                return Ok($crate::store::sql_api::missed!(tx, tenant, id));
             }
             tx.commit().await?;
-            Ok(true)
+            Ok($crate::store::Guarded::Written(()))
         }
 
         async fn create_event_type(
@@ -420,4 +515,4 @@ macro_rules! api_methods {
     };
 }
 
-pub(super) use api_methods;
+pub(super) use {api_methods, missed};

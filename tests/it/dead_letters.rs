@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::process::DispatcherProcess;
-use crate::harness::{eventually, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -155,6 +155,62 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_with_the_same_webh
         "{replay}"
     );
     app.stop().await;
+}
+
+async fn concurrent_replays_of_one_dead_letter_send_it_once(backend: Backend) {
+    const DEAD_LETTERS: usize = 10;
+    const REPLAYS: usize = 3;
+    let app = TestApp::spawn_on_backend("dl-replay-race", backend).await;
+    // 400 is final: each event is dead-lettered at its first attempt.
+    let (receiver, broken) = fixable_receiver(400).await;
+    let created = app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
+    let sub = created["id"].as_str().expect("id");
+    for n in 0..DEAD_LETTERS {
+        app.publish(json!({"type": "order.created", "data": {"n": n}})).await;
+    }
+    let listed = wait_for_dead_letters(&app, &format!("subscription_id={sub}"), DEAD_LETTERS).await;
+    broken.store(false, Ordering::SeqCst);
+    let before = app.records_on(&app.topics.deliveries).await;
+
+    for dead in &listed {
+        let path = format!("/v1/dead-letters/{}/replay", dead["id"].as_str().expect("id"));
+        let answers =
+            futures::future::join_all((0..REPLAYS).map(|_| post(&app, &path, None))).await;
+        let mut statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+        statuses.sort_unstable();
+        let mut expected = vec![202];
+        expected.resize(REPLAYS, 409);
+        let codes: Vec<&Value> = answers.iter().map(|(_, body)| &body["code"]).collect();
+        assert_eq!(statuses, expected, "one replay wins, the others are told: {codes:?}");
+    }
+    // Each replay answers after Kafka took its record: the topic holds all.
+    let sent = app.records_on(&app.topics.deliveries).await - before;
+    assert_eq!(sent, DEAD_LETTERS as i64, "one replayed delivery per dead letter");
+    let delivered = eventually("every replay delivered", DEADLINE, || async {
+        let mut delivered: HashMap<String, usize> = HashMap::new();
+        for webhook in receiver.received().iter().filter(|w| w.status == 200) {
+            *delivered.entry(webhook.header("webhook-id").to_owned()).or_default() += 1;
+        }
+        (delivered.values().sum::<usize>() >= DEAD_LETTERS).then_some(delivered)
+    })
+    .await;
+    assert_eq!(delivered.len(), DEAD_LETTERS, "{delivered:?}");
+    assert!(delivered.values().all(|&n| n == 1), "each delivered once: {delivered:?}");
+    let (_, replayed) =
+        get(&app, &format!("/v1/dead-letters?subscription_id={sub}&status=replayed&limit=200"))
+            .await;
+    assert_eq!(replayed["data"].as_array().map(Vec::len), Some(DEAD_LETTERS), "{replayed}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_replays_of_one_dead_letter_send_it_once_on_postgres() {
+    concurrent_replays_of_one_dead_letter_send_it_once(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_replays_of_one_dead_letter_send_it_once_on_sqlite() {
+    concurrent_replays_of_one_dead_letter_send_it_once(Backend::Sqlite).await;
 }
 
 /// Publishes `n` events of `event_type` in batches of 1,000.

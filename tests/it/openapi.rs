@@ -70,6 +70,35 @@ fn every_operation_is_documented_with_its_errors() {
             );
         }
     }
+    // Writes of a subscription honour If-Match; what answers one shows its ETag.
+    for (method, path) in [
+        ("patch", "/v1/subscriptions/{id}"),
+        ("delete", "/v1/subscriptions/{id}"),
+        ("post", "/v1/subscriptions/{id}/rotate-secret"),
+        ("post", "/v1/subscriptions/{id}/test"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        let params = operation["parameters"].as_array().expect("parameters");
+        assert!(
+            params.iter().any(|p| p["name"] == "If-Match" && p["in"] == "header"),
+            "{method} {path} documents If-Match"
+        );
+        for status in ["400", "412"] {
+            assert!(
+                operation["responses"][status]["content"]["application/problem+json"].is_object(),
+                "{method} {path} documents its {status} problem"
+            );
+        }
+    }
+    for (method, path, status) in [
+        ("post", "/v1/subscriptions", "201"),
+        ("get", "/v1/subscriptions/{id}", "200"),
+        ("patch", "/v1/subscriptions/{id}", "200"),
+        ("post", "/v1/subscriptions/{id}/rotate-secret", "200"),
+    ] {
+        let headers = &doc["paths"][path][method]["responses"][status]["headers"];
+        assert!(headers["ETag"].is_object(), "{method} {path} documents its ETag");
+    }
     let documented: usize = doc["paths"]
         .as_object()
         .expect("paths")

@@ -115,6 +115,60 @@ async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one(backe
     app.stop().await;
 }
 
+async fn concurrent_patches_never_undo_a_rotation(backend: Backend) {
+    const ROUNDS: usize = 50;
+    const PATCHES: usize = 3;
+    let app = TestApp::spawn_on_backend("rotation-race", backend).await;
+    let receiver = TestReceiver::start().await;
+    let created =
+        app.subscribe(json!({"url": receiver.url, "event_types": ["*"], "secret": OLD})).await;
+    let id = created["id"].as_str().expect("id");
+    let sub_id = hookgate::domain::SubscriptionId::parse(id).expect("id");
+    let path = format!("/v1/subscriptions/{id}");
+    let mut current = OLD.to_owned();
+    for round in 0..ROUNDS {
+        // Each PATCH reads the subscription before the rotation lands and
+        // writes after it, or the other way round: neither may undo the other.
+        let patches = futures::future::join_all((0..PATCHES).map(|n| {
+            let patch = json!({"description": format!("round {round}, patch {n}")});
+            app.call(Method::PATCH, &path, ADMIN_TOKEN, Some(patch))
+        }));
+        let (rotated, patched) = tokio::join!(rotate(&app, id, json!({})), patches);
+        for (status, body) in patched {
+            assert_eq!(status, 200, "round {round}: {body}");
+        }
+        let rotated_to = rotated["secret"].as_str().expect("new secret").to_owned();
+        let stored = app.store.get_subscription(None, &sub_id).await.expect("read").expect("found");
+        assert_eq!(
+            stored.secret, rotated_to,
+            "round {round}: a concurrent PATCH undid the rotation"
+        );
+        let previous = stored.previous_secrets.last().map(|p| p.secret.as_str());
+        assert_eq!(
+            previous,
+            Some(current.as_str()),
+            "round {round}: the old secret is the previous one"
+        );
+        let description = stored.description.unwrap_or_default();
+        assert!(
+            description.starts_with(&format!("round {round}, patch")),
+            "round {round}: the rotation undid a PATCH: {description:?}"
+        );
+        current = rotated_to;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_never_undo_a_rotation_on_postgres() {
+    concurrent_patches_never_undo_a_rotation(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_never_undo_a_rotation_on_sqlite() {
+    concurrent_patches_never_undo_a_rotation(Backend::Sqlite).await;
+}
+
 #[tokio::test]
 async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one_on_postgres() {
     both_secrets_verify_during_the_grace_period_then_only_the_new_one(Backend::Postgres).await;

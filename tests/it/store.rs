@@ -6,10 +6,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use hookgate::domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, DeadLetterFilter, DeadLetterId, DeadLetterStatus,
-    EventType, NewApiKey, NewDeadLetter, Outcome, PreviousSecret, RateLimit, RecordHeader, Replay,
-    ReplayId, ReplayStatus, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
+    EventType, NewApiKey, NewDeadLetter, Outcome, RateLimit, RecordHeader, Replay, ReplayId,
+    ReplayStatus, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus, Tenant,
+    TenantId,
 };
-use hookgate::store::{retention, AttemptFilter, Page, Store};
+use hookgate::store::{retention, AttemptFilter, Guarded, Page, SecretRotation, Store};
 
 use crate::harness::TestDb;
 
@@ -32,6 +33,7 @@ fn subscription(url: &str) -> Subscription {
         metadata: BTreeMap::from([("owner".to_owned(), "ops".to_owned())]),
         created_at: now,
         updated_at: now,
+        version: 0,
     }
 }
 
@@ -211,29 +213,122 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         changes.iter().find(|c| c.subscription.id == *id).map(|c| (c.version, c.deleted))
     };
     let before = store.subscription_changes(0, 100).await.expect("changes");
-    let mut updated = first.clone();
-    updated.url = "https://example.com/new".to_owned();
-    updated.previous_secrets = vec![PreviousSecret {
-        secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_owned(),
-        expires_at: now,
-    }];
-    assert!(store.update_subscription(&updated).await.expect("update"));
+    let created = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    let patch = SubscriptionPatch {
+        url: Some("https://example.com/new".to_owned()),
+        description: Some(None),
+        ..Default::default()
+    };
+    let Guarded::Written(patched) = store
+        .patch_subscription(Some(&tenant.id), &first.id, &patch, Some(created.version), now)
+        .await
+        .expect("patch")
+    else {
+        panic!("the current version lets the patch through")
+    };
+    assert_eq!(patched.url, "https://example.com/new");
+    assert_eq!(patched.description, None);
+    assert_eq!(patched.metadata, first.metadata, "a field not named stays");
+    assert!(patched.version > created.version);
     let read =
         store.get_subscription(Some(&tenant.id), &first.id).await.expect("get").expect("found");
-    assert_eq!(read.url, "https://example.com/new");
-    assert_eq!(read.previous_secrets, updated.previous_secrets);
+    assert_eq!((read.url.as_str(), read.version), (patched.url.as_str(), patched.version));
     let after = store.subscription_changes(0, 100).await.expect("changes");
     assert!(version(&after, &first.id) > version(&before, &first.id));
-    assert!(
-        !store
-            .delete_subscription(Some(&TenantId::default_tenant()), &first.id, now)
+
+    // A stale version writes nothing and names the current one.
+    let stale = SubscriptionPatch { ordered: Some(false), ..Default::default() };
+    assert!(matches!(
+        store.patch_subscription(None, &first.id, &stale, Some(created.version), now).await,
+        Ok(Guarded::Stale { current }) if current == patched.version
+    ));
+    let rotation =
+        SecretRotation { secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", grace_ends: None, now };
+    assert!(matches!(
+        store.rotate_subscription_secret(None, &first.id, rotation, Some(created.version)).await,
+        Ok(Guarded::Stale { current }) if current == patched.version
+    ));
+    assert!(matches!(
+        store.delete_subscription(None, &first.id, Some(created.version), now).await,
+        Ok(Guarded::Stale { current }) if current == patched.version
+    ));
+    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    assert!(read.ordered && read.secret == first.secret && read.version == patched.version);
+
+    // A rotation keeps the replaced secret for the grace period, and
+    // refuses the current secret.
+    let grace_ends = now + chrono::Duration::hours(1);
+    let rotation = SecretRotation { grace_ends: Some(grace_ends), ..rotation };
+    let Ok(Guarded::Written(rotated)) =
+        store.rotate_subscription_secret(Some(&tenant.id), &first.id, rotation, None).await
+    else {
+        panic!("rotated")
+    };
+    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    assert_eq!(read.secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
+    assert_eq!(read.previous_secrets.len(), 1);
+    assert_eq!(read.previous_secrets[0].secret, first.secret);
+    assert_eq!(read.version, rotated.version);
+    assert_eq!(read.url, "https://example.com/new", "the rotation wrote only the secrets");
+    assert!(matches!(
+        store.rotate_subscription_secret(None, &first.id, rotation, None).await,
+        Ok(Guarded::SameSecret)
+    ));
+
+    // The 410 disable: only for the URL that answered, once, and a later
+    // patch of another field leaves it disabled.
+    assert!(!store
+        .disable_gone(&first.id, "https://example.com/1", "gone", now)
+        .await
+        .expect("disable"));
+    assert!(store
+        .disable_gone(&first.id, "https://example.com/new", "gone", now)
+        .await
+        .expect("disable"));
+    let disabled = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    assert!(!store
+        .disable_gone(&first.id, "https://example.com/new", "again", now)
+        .await
+        .expect("disable"));
+    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    assert_eq!(read.version, disabled.version, "disabled already: no new version");
+    assert_eq!(read.disabled_reason.as_deref(), Some("gone"));
+    let describe = SubscriptionPatch { description: Some(Some("x".into())), ..Default::default() };
+    let Ok(Guarded::Written(described)) =
+        store.patch_subscription(None, &first.id, &describe, None, now).await
+    else {
+        panic!("patched")
+    };
+    assert_eq!(described.status, SubscriptionStatus::Disabled);
+    assert_eq!(described.disabled_reason.as_deref(), Some("gone"));
+
+    assert_eq!(
+        store
+            .delete_subscription(Some(&TenantId::default_tenant()), &first.id, None, now)
             .await
             .expect("delete"),
+        Guarded::NotFound,
         "another tenant's subscription is not deleted"
     );
-    assert!(store.delete_subscription(Some(&tenant.id), &first.id, now).await.expect("delete"));
-    assert!(!store.delete_subscription(None, &first.id, now).await.expect("delete again"));
-    assert!(!store.update_subscription(&updated).await.expect("update"), "gone");
+    assert_eq!(
+        store
+            .delete_subscription(Some(&tenant.id), &first.id, Some(described.version), now)
+            .await
+            .expect("delete"),
+        Guarded::Written(())
+    );
+    assert_eq!(
+        store.delete_subscription(None, &first.id, None, now).await.expect("delete again"),
+        Guarded::NotFound
+    );
+    assert!(matches!(
+        store.patch_subscription(None, &first.id, &describe, None, now).await,
+        Ok(Guarded::NotFound)
+    ));
+    assert!(!store
+        .disable_gone(&first.id, "https://example.com/new", "gone", now)
+        .await
+        .expect("disable"));
     let deleted = store.subscription_changes(0, 100).await.expect("changes");
     let (v, gone) = version(&deleted, &first.id).expect("listed");
     assert!(gone && Some((v, true)) > version(&after, &first.id));
@@ -453,6 +548,35 @@ async fn dead_letter_scenarios(store: Arc<dyn Store>) {
     );
     let pending = DeadLetterFilter { status: Some(DeadLetterStatus::Pending), ..recent.clone() };
     assert_eq!(store.count_dead_letters(&pending).await.expect("count").0, 4);
+
+    // A single replay's claim: one holder at a time; nothing else moves it
+    // meanwhile; given up or run out, it can be claimed again; spent, it
+    // marks the dead letter replayed.
+    let claimed = dead_letter(8, &SubscriptionId::generate(), now);
+    store.insert_dead_letter(&claimed).await.expect("insert");
+    let id = &claimed.id;
+    let minute = chrono::Duration::minutes(1);
+    assert!(store.claim_dead_letter(id, "a", now, now + minute).await.expect("claim"));
+    assert!(!store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
+    assert_eq!(
+        store
+            .mark_dead_letters(std::slice::from_ref(id), DeadLetterStatus::Discarded, None, now)
+            .await
+            .expect("mark"),
+        0,
+        "a claimed dead letter is not discarded under the replay"
+    );
+    store.release_dead_letter_claim(id, "b").await.expect("release another's: nothing");
+    assert!(!store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
+    store.release_dead_letter_claim(id, "a").await.expect("release");
+    assert!(store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
+    let later = now + minute * 2;
+    assert!(store.claim_dead_letter(id, "c", later, later + minute).await.expect("run out"));
+    assert!(!store.finish_dead_letter_claim(id, "b", later).await.expect("finish"), "lost");
+    assert!(store.finish_dead_letter_claim(id, "c", later).await.expect("finish"));
+    let replayed = store.get_dead_letter(None, id).await.expect("get").expect("found");
+    assert_eq!(replayed.status, DeadLetterStatus::Replayed);
+    assert!(!store.claim_dead_letter(id, "d", later, later + minute).await.expect("claim"));
 
     // A replay job: one owner at a time, progress saved, completion counts skips.
     let replay = Replay {

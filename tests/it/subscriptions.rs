@@ -1,12 +1,16 @@
 //! Subscriptions through the API: lists with filters and stable cursors,
-//! partial updates validated like creates, deletes the dispatcher honours.
+//! partial updates validated like creates, deletes the dispatcher honours,
+//! versions as ETags that guard writes, and writes that never undo a
+//! concurrent one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{Backend, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -21,6 +25,44 @@ fn ids(page: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["id"].as_str().expect("id").to_owned())
         .collect()
+}
+
+/// Sends a request with `If-Match` (when given); answers the status, the
+/// `ETag` and the JSON body (`Null` when empty).
+async fn call_if_match(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    if_match: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(ADMIN_TOKEN);
+    if let Some(tag) = if_match {
+        request = request.header("if-match", tag);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request reaches the API");
+    let status = response.status().as_u16();
+    let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if status >= 400 {
+        let content_type = response.headers().get("content-type").cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{path}: errors are problems"
+        );
+    }
+    let bytes = response.bytes().await.expect("read body");
+    let json =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON") };
+    (status, etag, json)
+}
+
+/// The strong ETag of a version, as the API writes it.
+fn etag_of(body: &Value) -> String {
+    format!("\"{}\"", body["version"].as_i64().expect("version"))
 }
 
 async fn lists_filter_and_page_stably_while_rows_are_inserted(backend: Backend) {
@@ -217,6 +259,205 @@ async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher(backend: 
     alive.wait_for(1, DEADLINE).await;
     assert!(doomed.received().is_empty());
     app.stop().await;
+}
+
+async fn etags_guard_writes_against_stale_versions(backend: Backend) {
+    let app = TestApp::spawn_on_backend("sub-etag", backend).await;
+    let receiver = TestReceiver::start().await;
+    let (status, etag, created) = call_if_match(
+        &app,
+        Method::POST,
+        "/v1/subscriptions",
+        None,
+        Some(json!({"url": receiver.url, "event_types": ["order.*"], "description": "zero"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(etag.as_deref(), Some(etag_of(&created).as_str()), "create answers the ETag");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/subscriptions/{id}");
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+
+    let (status, first_tag, read) = call_if_match(&app, Method::GET, &path, None, None).await;
+    assert_eq!(status, 200);
+    let first_tag = first_tag.expect("GET answers an ETag");
+    assert_eq!(first_tag, etag_of(&read), "the ETag is the version shown");
+    assert_eq!(first_tag, etag_of(&created), "a read changes no version");
+
+    // The current ETag lets a PATCH through and answers the new one.
+    let (status, second_tag, patched) = call_if_match(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&first_tag),
+        Some(json!({"description": "one"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    let second_tag = second_tag.expect("PATCH answers an ETag");
+    assert_ne!(second_tag, first_tag);
+    assert_eq!(second_tag, etag_of(&patched));
+
+    // A stale ETag: 412 for every write, and nothing changes.
+    let writes = [
+        (Method::PATCH, path.clone(), Some(json!({"description": "two"}))),
+        (Method::DELETE, path.clone(), None),
+        (Method::POST, format!("{path}/rotate-secret"), Some(json!({}))),
+        (Method::POST, format!("{path}/test"), None),
+    ];
+    for (method, target, body) in writes {
+        let (status, _, problem) =
+            call_if_match(&app, method.clone(), &target, Some(&first_tag), body).await;
+        assert_eq!(status, 412, "{method} {target}: {problem}");
+        assert_eq!(problem["type"], "urn:hookgate:problem:precondition_failed", "{problem}");
+        assert_eq!(problem["code"], "precondition_failed");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains(&second_tag)), "{problem}");
+    }
+    assert!(receiver.received().is_empty(), "a stale test send sends nothing");
+    let (status, tag, mut read) = call_if_match(&app, Method::GET, &path, None, None).await;
+    assert_eq!((status, tag.as_deref()), (200, Some(second_tag.as_str())), "nothing changed");
+    assert_eq!(read["description"], "one");
+    read.as_object_mut().map(|o| o.remove("circuit"));
+    assert_eq!(read, patched);
+    let stored = app
+        .store
+        .get_subscription(None, &hookgate::domain::SubscriptionId::parse(&id).expect("id"))
+        .await
+        .expect("read")
+        .expect("not deleted");
+    assert_eq!(stored.secret, secret, "the stale rotation rotated nothing");
+
+    // Malformed If-Match: a clear 400, nothing changes.
+    for malformed in ["12", "\"12", "W/", "\"1\" \"2\"", "W/\"1"] {
+        let (status, _, problem) = call_if_match(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(malformed),
+            Some(json!({"description": "three"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{malformed:?}: {problem}");
+        assert_eq!(problem["code"], "invalid_if_match", "{malformed:?}");
+    }
+    // A weak tag never matches (If-Match compares strongly).
+    let weak = format!("W/{second_tag}");
+    let (status, _, _) =
+        call_if_match(&app, Method::PATCH, &path, Some(&weak), Some(json!({}))).await;
+    assert_eq!(status, 412);
+    let (_, tag, _) = call_if_match(&app, Method::GET, &path, None, None).await;
+    assert_eq!(tag.as_deref(), Some(second_tag.as_str()));
+
+    // `*` and a list holding the current tag match.
+    let (status, third_tag, _) =
+        call_if_match(&app, Method::PATCH, &path, Some("*"), Some(json!({"description": "four"})))
+            .await;
+    assert_eq!(status, 200);
+    let third_tag = third_tag.expect("etag");
+    let list = format!("\"1\", {third_tag}");
+    let (status, fourth_tag, rotated) = call_if_match(
+        &app,
+        Method::POST,
+        &format!("{path}/rotate-secret"),
+        Some(&list),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let fourth_tag = fourth_tag.expect("rotation answers the new ETag");
+    assert_eq!(fourth_tag, etag_of(&rotated));
+    let (status, _, _) = call_if_match(&app, Method::DELETE, &path, Some(&third_tag), None).await;
+    assert_eq!(status, 412, "the rotation made the tag stale");
+    let (status, _, _) = call_if_match(&app, Method::DELETE, &path, Some(&fourth_tag), None).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = call_if_match(&app, Method::GET, &path, None, None).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+async fn a_patch_racing_the_410_disable_leaves_it_disabled(backend: Backend) {
+    const ROUNDS: usize = 10;
+    const PATCHERS: usize = 4;
+    let app = Arc::new(TestApp::spawn_on_backend("sub-gone-race", backend).await);
+    let receiver = TestReceiver::answering(|_, _| Reply::status(410)).await;
+    let id = create(&app, json!({"url": receiver.url, "event_types": ["*"]})).await;
+    let path = format!("/v1/subscriptions/{id}");
+    for round in 1..=ROUNDS {
+        if round > 1 {
+            let (status, body) = app
+                .call(Method::PATCH, &path, ADMIN_TOKEN, Some(json!({"status": "active"})))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        app.publish(json!({"type": "order.created", "data": {"round": round}})).await;
+
+        // PATCHes of another field, back to back, while the 410 comes in.
+        let stop = Arc::new(AtomicBool::new(false));
+        let patchers: Vec<_> = (0..PATCHERS)
+            .map(|n| {
+                let (app, stop, path) = (Arc::clone(&app), Arc::clone(&stop), path.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        i += 1;
+                        let patch = json!({"description": format!("round {round}, {n}.{i}")});
+                        let (status, body) =
+                            app.call(Method::PATCH, &path, ADMIN_TOKEN, Some(patch)).await;
+                        assert_eq!(status, 200, "{body}");
+                    }
+                })
+            })
+            .collect();
+        // The dead letter follows the disable.
+        eventually(&format!("round {round}'s dead letter"), DEADLINE, || async {
+            let (_, page) = app
+                .call(
+                    Method::GET,
+                    &format!("/v1/dead-letters?subscription_id={id}&limit=200"),
+                    ADMIN_TOKEN,
+                    None,
+                )
+                .await;
+            (page["data"].as_array().map_or(0, Vec::len) >= round).then_some(())
+        })
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        for patcher in patchers {
+            patcher.await.expect("patcher");
+        }
+        let (_, read) = app.call(Method::GET, &path, ADMIN_TOKEN, None).await;
+        assert_eq!(read["status"], "disabled", "round {round}: a PATCH undid the disable: {read}");
+        assert!(
+            read["disabled_reason"].as_str().is_some_and(|r| r.contains("410")),
+            "round {round}: {read}"
+        );
+        assert!(
+            read["description"].as_str().is_some_and(|d| d.starts_with(&format!("round {round},"))),
+            "round {round}: the PATCHes kept their field: {read}"
+        );
+    }
+    assert_eq!(receiver.received().len(), ROUNDS, "one delivery a round");
+    Arc::into_inner(app).expect("patchers are done").stop().await;
+}
+
+#[tokio::test]
+async fn etags_guard_writes_against_stale_versions_on_postgres() {
+    etags_guard_writes_against_stale_versions(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn etags_guard_writes_against_stale_versions_on_sqlite() {
+    etags_guard_writes_against_stale_versions(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_racing_the_410_disable_leaves_it_disabled_on_postgres() {
+    a_patch_racing_the_410_disable_leaves_it_disabled(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_racing_the_410_disable_leaves_it_disabled_on_sqlite() {
+    a_patch_racing_the_410_disable_leaves_it_disabled(Backend::Sqlite).await;
 }
 
 #[tokio::test]
