@@ -156,6 +156,31 @@ async fn a_tarpit_tenant_at_its_largest_max_in_flight_leaves_another_tenants_p99
     app.stop().await;
 }
 
+/// Events a second of `stream_kept_up_with`, for 6 s.
+const RATE: usize = 500;
+const STREAMED: usize = 6 * RATE;
+
+/// Publishes `batch(second)` (`RATE` events) each second for 6 s, and
+/// checks that `healthy` kept up: at least 90 % of what was published
+/// arrived while it was published (and a second's grace).
+async fn stream_kept_up_with(
+    app: &TestApp,
+    healthy: &TestReceiver,
+    mut batch: impl FnMut(u64) -> Vec<serde_json::Value>,
+) {
+    let started = Instant::now();
+    for second in 0..6 {
+        let events = batch(second);
+        let response = app.post_json("/v1/events/batch", json!({ "events": events })).await;
+        assert_eq!(response.status(), 202);
+        tokio::time::sleep_until((started + secs(second + 1)).into()).await;
+    }
+    let published_for = started.elapsed();
+    tokio::time::sleep_until((started + published_for + secs(1)).into()).await;
+    let kept_up = healthy.received().len();
+    assert!(kept_up * 10 >= STREAMED * 9, "only {kept_up} of {STREAMED} delivered in time");
+}
+
 /// Deliveries parked so far, from the app's `/metrics`.
 async fn parked(app: &TestApp) -> f64 {
     metric(app, "hookgate_parked_total{").await
@@ -186,26 +211,15 @@ async fn an_endpoint_that_starts_hanging_mid_stream_leaves_the_others_at_full_ra
     for url in [&turning.url, &healthy.url] {
         app.subscribe(json!({"url": url, "event_types": ["*"]})).await;
     }
-    // 500 events a second for 6 s, the endpoint hanging from the second second.
-    const RATE: usize = 500;
-    let started = Instant::now();
-    for second in 0..6 {
+    // The endpoint hangs from the second second.
+    stream_kept_up_with(&app, &healthy, |second| {
         if second == 1 {
             hanging.store(true, Ordering::SeqCst);
         }
-        let events: Vec<_> =
-            (0..RATE).map(|i| json!({"type": "a.b", "data": {"s": second, "i": i}})).collect();
-        let response = app.post_json("/v1/events/batch", json!({ "events": events })).await;
-        assert_eq!(response.status(), 202);
-        tokio::time::sleep_until((started + secs(second + 1)).into()).await;
-    }
-    let published_for = started.elapsed();
-    // Keeping up: at least 90 % of what was published arrived while it was
-    // published (and a second's grace).
-    tokio::time::sleep_until((started + published_for + secs(1)).into()).await;
-    let kept_up = healthy.received().len();
-    assert!(kept_up * 10 >= 6 * RATE * 9, "only {kept_up} of {} delivered in time", 6 * RATE);
-    healthy.wait_for(6 * RATE, DEADLINE).await;
+        (0..RATE).map(|i| json!({"type": "a.b", "data": {"s": second, "i": i}})).collect()
+    })
+    .await;
+    healthy.wait_for(STREAMED, DEADLINE).await;
     // The hanging endpoint's backlog left the partition: once its last
     // requests time out (3 s), everything is committed, long before its
     // parked deliveries come back (30 s).
@@ -243,28 +257,20 @@ async fn a_dead_ordered_endpoint_with_a_busy_key_parks_its_lanes_keeps_the_other
     let healthy = TestReceiver::start().await;
     app.subscribe(json!({"url": ordered.url, "event_types": ["*"], "ordered": true})).await;
     app.subscribe(json!({"url": healthy.url, "event_types": ["*"]})).await;
-    // 500 events a second for 6 s; four in five for one busy key.
-    const RATE: usize = 500;
+    // Four events in five for one busy key.
     const KEYS: [&str; 5] = ["busy", "busy", "busy", "busy", "quiet"];
     let mut next_n = [0u64; 5];
-    let started = Instant::now();
-    for second in 0..6 {
-        let events: Vec<_> = (0..RATE)
+    stream_kept_up_with(&app, &healthy, |_| {
+        (0..RATE)
             .map(|i| {
                 let k = if KEYS[i % 5] == "busy" { 0 } else { 4 };
                 next_n[k] += 1;
                 let key = KEYS[k];
                 json!({"type": "a.b", "key": key, "data": {"key": key, "n": next_n[k] - 1}})
             })
-            .collect();
-        let response = app.post_json("/v1/events/batch", json!({ "events": events })).await;
-        assert_eq!(response.status(), 202);
-        tokio::time::sleep_until((started + secs(second + 1)).into()).await;
-    }
-    let published_for = started.elapsed();
-    tokio::time::sleep_until((started + published_for + secs(1)).into()).await;
-    let kept_up = healthy.received().len();
-    assert!(kept_up * 10 >= 6 * RATE * 9, "only {kept_up} of {} delivered in time", 6 * RATE);
+            .collect()
+    })
+    .await;
     // Its lanes wait in a retry tier, not in the partition: everything is
     // committed while the endpoint is still down.
     let group = format!("{}.deliveries", app.topics.group_id);

@@ -311,3 +311,16 @@ pub fn check_data(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_schema_number_reads_back_as_postgresql_writes_it() {
+        // JSONB keeps numbers as exact decimals: `1.7976931348623157e308`
+        // (f64::MAX as written) comes back as 309 digits. Read imprecisely,
+        // they overflow, and every list of event types answered 500.
+        let stored = format!("{{\"maximum\":17976931348623157{}}}", "0".repeat(292));
+        let schema: serde_json::Value = serde_json::from_str(&stored).expect("reads back");
+        assert_eq!(schema["maximum"].as_f64(), Some(f64::MAX));
+    }
+}

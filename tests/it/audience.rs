@@ -11,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{error_fields, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Every event of the test has this key and every subscription is ordered,
@@ -149,13 +149,7 @@ async fn who_may_publish_for_whom_is_checked_and_a_refused_publish_sends_nothing
         )
         .await;
     assert_eq!(status, 422, "{problem}");
-    let fields: Vec<&str> = problem["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["field"].as_str())
-        .collect();
-    assert_eq!(fields, ["visible_to/1", "visible_to/2"]);
+    assert_eq!(error_fields(&problem), ["visible_to/1", "visible_to/2"]);
     let (status, _) = app.call(Method::GET, "/v1/event-types/x.y", ADMIN_TOKEN, None).await;
     assert_eq!(status, 404, "a refused type is not registered");
     assert_eq!(app.records_on(&app.topics.publish).await, before, "nothing was published");

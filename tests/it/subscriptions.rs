@@ -10,7 +10,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{
+    error_fields, eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -207,12 +209,7 @@ async fn updates_are_partial_validated_and_versioned(backend: Backend) {
         let (status, problem) =
             app.call(Method::PATCH, &path, ADMIN_TOKEN, Some(patch.clone())).await;
         assert_eq!(status, 422, "{patch}: {problem}");
-        let fields: Vec<&str> = problem["errors"]
-            .as_array()
-            .expect("errors")
-            .iter()
-            .filter_map(|e| e["field"].as_str())
-            .collect();
+        let fields = error_fields(&problem);
         assert!(fields.contains(&field), "{patch}: {fields:?}");
     }
     let (_, mut read) = app.call(Method::GET, &path, ADMIN_TOKEN, None).await;

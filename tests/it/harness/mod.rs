@@ -50,6 +50,14 @@ pub fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
     }
 }
 
+/// The `field` of each error in a validation problem, in order.
+pub fn error_fields(problem: &serde_json::Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Polls `check` until it answers `Some`, or fails the test at the deadline.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
