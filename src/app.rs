@@ -114,8 +114,7 @@ pub async fn start(
             api_config.admin_tokens.clone(),
             &config.topics.publish,
             &config.topics.deliveries,
-            // An API without a dispatcher (`hookgate api`) keeps the guard on.
-            config.dispatcher.as_ref().is_some_and(|d| d.allow_private_targets),
+            Arc::new(config.egress.clone()),
             Arc::clone(&metrics),
         )
         .map_err(StartError::Http)?
@@ -139,6 +138,7 @@ pub async fn start(
     if let Some(dispatcher_config) = &config.dispatcher {
         let (kafka, topics, dispatcher_config, limits) =
             (config.kafka.clone(), config.topics.clone(), dispatcher_config.clone(), config.limits);
+        let egress = Arc::new(config.egress.clone());
         running.drain =
             running.drain.max(dispatcher::drain_deadline(dispatcher_config.request_timeout));
         let run = async move {
@@ -149,6 +149,7 @@ pub async fn start(
                 &topics,
                 &dispatcher_config,
                 limits,
+                egress,
                 metrics,
                 liveness,
                 shutdown,

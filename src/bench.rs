@@ -23,7 +23,7 @@ mod isolation;
 
 use crate::app;
 use crate::config::{
-    ApiConfig, AppConfig, DeliveryBudgets, DispatcherConfig, RetrySchedule, Topics,
+    ApiConfig, AppConfig, DeliveryBudgets, DispatcherConfig, EgressRules, RetrySchedule, Topics,
 };
 use crate::domain::TenantId;
 use crate::kafka::KafkaConfig;
@@ -316,7 +316,6 @@ impl Env {
             topics: Topics::under_prefix(&prefix, 6, 1),
             api: Some(ApiConfig { admin_tokens: vec![TOKEN.to_owned()] }),
             dispatcher: Some(DispatcherConfig {
-                allow_private_targets: true,
                 request_timeout: REQUEST_TIMEOUT,
                 retry_schedule: RetrySchedule(vec![Duration::from_secs(30)]),
                 max_delivery_age: Duration::from_secs(3600),
@@ -326,6 +325,7 @@ impl Env {
                 circuit: Default::default(),
             }),
             limits: Default::default(),
+            egress: EgressRules::private_allowed(),
             migrate: true,
             create_topics: true,
         };

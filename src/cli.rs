@@ -10,8 +10,8 @@ use rdkafka::mocking::MockCluster;
 
 use crate::app::{self, StartError};
 use crate::config::{
-    ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, KafkaArgs,
-    LimitsArgs, TelemetryArgs, TopicArgs, Topics,
+    ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, EgressArgs,
+    KafkaArgs, LimitsArgs, TelemetryArgs, TopicArgs, Topics,
 };
 use crate::domain::SigningSecret;
 use crate::kafka::KafkaConfig;
@@ -41,6 +41,8 @@ enum Command {
         #[command(flatten)]
         delivery: DeliveryArgs,
         #[command(flatten)]
+        egress: EgressArgs,
+        #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
@@ -53,6 +55,8 @@ enum Command {
         kafka: KafkaArgs,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        egress: EgressArgs,
         #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
@@ -69,6 +73,8 @@ enum Command {
         kafka: KafkaArgs,
         #[command(flatten)]
         delivery: DeliveryArgs,
+        #[command(flatten)]
+        egress: EgressArgs,
         #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
@@ -111,6 +117,8 @@ struct DevArgs {
     topics: TopicArgs,
     #[command(flatten)]
     delivery: DeliveryArgs,
+    #[command(flatten)]
+    egress: EgressArgs,
     #[command(flatten)]
     limits: LimitsArgs,
     #[command(flatten)]
@@ -215,16 +223,19 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, limits, .. } => {
-            let config = app_config(database, &kafka, Some(&api), Some(&delivery), &limits, true)?;
+        Command::Serve { database, kafka, api, delivery, egress, limits, .. } => {
+            let roles = Roles { api: Some(&api), delivery: Some(&delivery), egress: &egress };
+            let config = app_config(database, &kafka, roles, &limits, true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, limits, .. } => {
-            let config = app_config(database, &kafka, Some(&api), None, &limits, false)?;
+        Command::Api { database, kafka, api, egress, limits, .. } => {
+            let roles = Roles { api: Some(&api), delivery: None, egress: &egress };
+            let config = app_config(database, &kafka, roles, &limits, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher { listen, database, kafka, delivery, limits, .. } => {
-            let config = app_config(database, &kafka, None, Some(&delivery), &limits, false)?;
+        Command::Dispatcher { listen, database, kafka, delivery, egress, limits, .. } => {
+            let roles = Roles { api: None, delivery: Some(&delivery), egress: &egress };
+            let config = app_config(database, &kafka, roles, &limits, false)?;
             run_roles(&config, listen).await
         }
         Command::Migrate { database, .. } => {
@@ -252,11 +263,17 @@ async fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// The roles' own settings.
+struct Roles<'a> {
+    api: Option<&'a ApiArgs>,
+    delivery: Option<&'a DeliveryArgs>,
+    egress: &'a EgressArgs,
+}
+
 fn app_config(
     database: DatabaseArgs,
     kafka: &KafkaArgs,
-    api: Option<&ApiArgs>,
-    delivery: Option<&DeliveryArgs>,
+    Roles { api, delivery, egress }: Roles<'_>,
     limits: &LimitsArgs,
     migrate: bool,
 ) -> Result<AppConfig, Failure> {
@@ -270,6 +287,7 @@ fn app_config(
             .map_err(Failure::Config)?,
         dispatcher: delivery.map(DispatcherConfig::from_args),
         limits: limits.into(),
+        egress: egress.rules(false).map_err(Failure::Config)?,
         migrate,
         create_topics: true,
     })
@@ -303,9 +321,10 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         kafka: KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() },
         topics,
         api: Some(ApiConfig { admin_tokens: vec![admin_token.clone()] }),
-        // Locally, webhooks go to local receivers.
-        dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
+        dispatcher: Some(dispatcher),
         limits: (&args.limits).into(),
+        // Locally, webhooks go to local receivers, unless told otherwise.
+        egress: args.egress.rules(true).map_err(Failure::Config)?,
         migrate: true,
         create_topics: false,
     };
@@ -314,7 +333,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
     shutdown::watchdog(&shutdown, running.shutdown_deadline() + shutdown::WATCHDOG_MARGIN);
     let addr = running.api_addr.unwrap_or(args.listen);
     println!("listening on http://{addr}");
-    print_quickstart(addr, &admin_token);
+    print_quickstart(addr, &admin_token, config.egress.allow_private);
     let result = running.wait().await;
     // The broker goes only once every role is done with it: roles still
     // running when the deadline passed keep it until the process exits.
@@ -326,15 +345,16 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
     result.map_err(Failure::Run)
 }
 
-fn print_quickstart(addr: SocketAddr, token: &str) {
+fn print_quickstart(addr: SocketAddr, token: &str, private_targets: bool) {
     let exe = std::env::current_exe()
         .ok()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "hookgate".to_owned());
     let secret = SigningSecret::generate();
     let secret = secret.expose();
+    let targets = if private_targets { "allowed" } else { "refused" };
     println!(
-        "\nhookgate dev: SQLite store and in-process Kafka; private targets allowed.\n\
+        "\nhookgate dev: SQLite store and in-process Kafka; private targets {targets}.\n\
          admin token: {token}\n\n\
          Quickstart (run each in its own terminal):\n  \
          {exe} listen --port 9000 --secret {secret}\n  \

@@ -3,11 +3,14 @@
 //! parsing, so a bad one stops the process at start with one clear line.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 
+pub use crate::dispatcher::egress::EgressRules;
 use crate::kafka::KafkaConfig;
 
 /// Environment variables under this prefix are librdkafka properties
@@ -77,11 +80,58 @@ pub struct ApiArgs {
     pub admin_token: Vec<String>,
 }
 
+/// Where webhooks (deliveries and test sends) may go: for the API and
+/// dispatchers alike.
+#[derive(Debug, Clone, Args)]
+pub struct EgressArgs {
+    /// Deliver to loopback, private, link-local and metadata addresses too
+    /// (default: false; `hookgate dev`: true).
+    #[arg(long, env = "HOOKGATE_ALLOW_PRIVATE_TARGETS", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_targets: Option<bool>,
+    /// Networks (CIDR, comma-separated) deliveries may go to even when
+    /// otherwise refused. The most specific matching network, allowed or
+    /// denied, decides; a deny wins a tie.
+    #[arg(long, env = "HOOKGATE_EGRESS_ALLOWED_NETWORKS", value_delimiter = ',', value_parser = network)]
+    pub egress_allowed_networks: Vec<IpNet>,
+    /// Networks (CIDR, comma-separated) deliveries never go to.
+    #[arg(long, env = "HOOKGATE_EGRESS_DENIED_NETWORKS", value_delimiter = ',', value_parser = network)]
+    pub egress_denied_networks: Vec<IpNet>,
+    /// Ports deliveries may use (`443,8000-8999`; default: any).
+    #[arg(long, env = "HOOKGATE_EGRESS_ALLOWED_PORTS", value_delimiter = ',', value_parser = port_range)]
+    pub egress_allowed_ports: Vec<RangeInclusive<u16>>,
+    /// Send every webhook through this HTTP(S) proxy, which must then enforce
+    /// the egress rules itself (it resolves the names). `HTTP_PROXY` and the
+    /// like are ignored.
+    // Checked after parsing (`EgressArgs::rules`): clap's own error would
+    // print the value, credentials included.
+    #[arg(long, env = "HOOKGATE_EGRESS_PROXY", hide_env_values = true)]
+    pub egress_proxy: Option<String>,
+}
+
+impl EgressArgs {
+    /// The rules; `private_by_default` when the role allows private targets
+    /// unless told otherwise (`hookgate dev`).
+    pub fn rules(&self, private_by_default: bool) -> Result<EgressRules, String> {
+        let proxy = self
+            .egress_proxy
+            .as_deref()
+            .map(|p| {
+                proxy_url(p)
+                    .map_err(|e| format!("invalid --egress-proxy (HOOKGATE_EGRESS_PROXY): {e}"))
+            })
+            .transpose()?;
+        Ok(EgressRules {
+            allow_private: self.allow_private_targets.unwrap_or(private_by_default),
+            allowed_networks: self.egress_allowed_networks.clone(),
+            denied_networks: self.egress_denied_networks.clone(),
+            allowed_ports: self.egress_allowed_ports.clone(),
+            proxy,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DeliveryArgs {
-    /// Deliver to loopback, private, link-local and metadata addresses too.
-    #[arg(long, env = "HOOKGATE_ALLOW_PRIVATE_TARGETS", value_parser = BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
-    pub allow_private_targets: bool,
     /// Time limit of one webhook request.
     #[arg(long, env = "HOOKGATE_REQUEST_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub request_timeout: Duration,
@@ -211,6 +261,8 @@ pub struct AppConfig {
     /// Run the dispatcher.
     pub dispatcher: Option<DispatcherConfig>,
     pub limits: SubscriptionLimits,
+    /// Where deliveries and test sends may go.
+    pub egress: EgressRules,
     /// Apply migrations at start (single-node roles; the chart runs `migrate`).
     pub migrate: bool,
     /// Create missing topics with the admin API (the in-process broker of
@@ -243,7 +295,6 @@ impl std::fmt::Debug for ApiConfig {
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
-    pub allow_private_targets: bool,
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub max_delivery_age: Duration,
@@ -285,7 +336,6 @@ impl Default for CircuitPolicy {
 impl DispatcherConfig {
     pub fn from_args(args: &DeliveryArgs) -> Self {
         Self {
-            allow_private_targets: args.allow_private_targets,
             request_timeout: args.request_timeout,
             retry_schedule: args.retry_schedule.clone(),
             max_delivery_age: args.max_delivery_age,
@@ -456,6 +506,37 @@ fn count_in(value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize
     }
 }
 
+fn network(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    // A bare address is the network of just that address.
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{value}` is not a network (CIDR such as 10.0.0.0/8) or an address"))
+}
+
+fn port_range(value: &str) -> Result<RangeInclusive<u16>, String> {
+    let value = value.trim();
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let range = match value.split_once('-') {
+        Some((low, high)) => port(low).zip(port(high)).map(|(l, h)| l..=h),
+        None => port(value).map(|p| p..=p),
+    };
+    range
+        .filter(|r| r.start() <= r.end())
+        .ok_or_else(|| format!("`{value}` is not a port (1-65535) or a range such as 8000-8999"))
+}
+
+fn proxy_url(value: &str) -> Result<url::Url, String> {
+    // The value may carry credentials: the error does not repeat it.
+    let url = url::Url::parse(value.trim())
+        .map_err(|_| "not a URL (http://host:port or https://host:port)".to_owned())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("the proxy is an http:// or https:// URL with a host".to_owned());
+    }
+    Ok(url)
+}
+
 fn retry_schedule(value: &str) -> Result<RetrySchedule, String> {
     let delays = value
         .split(',')
@@ -530,6 +611,56 @@ mod tests {
             let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
             assert!(error.contains("circuit"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn egress_rules_parse_and_nonsense_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            egress: EgressArgs,
+        }
+        let parsed = Cli::try_parse_from([
+            "hookgate",
+            "--egress-allowed-networks=10.1.0.0/16, 192.168.1.7",
+            "--egress-denied-networks=0.0.0.0/0,::/0",
+            "--egress-allowed-ports=443,8000-8999",
+            "--egress-proxy=http://proxy.internal:3128",
+        ])
+        .expect("valid rules");
+        let rules = parsed.egress.rules(false).expect("valid rules");
+        assert!(!rules.allow_private);
+        assert_eq!(rules.allowed_networks.len(), 2);
+        assert!(rules.allows_ip("192.168.1.7".parse().expect("ip")));
+        assert!(!rules.allows_ip("192.168.1.8".parse().expect("ip")));
+        assert_eq!(rules.allowed_ports, vec![443..=443, 8000..=8999]);
+        assert_eq!(rules.proxy.as_ref().and_then(url::Url::host_str), Some("proxy.internal"));
+
+        let dev = Cli::try_parse_from(["hookgate"]).expect("defaults").egress;
+        assert!(dev.rules(true).expect("valid").allow_private, "dev allows private by default");
+        assert!(!dev.rules(false).expect("valid").allow_private);
+        let refused = Cli::try_parse_from(["hookgate", "--allow-private-targets=false"])
+            .expect("explicit false")
+            .egress;
+        assert!(!refused.rules(true).expect("valid").allow_private, "explicit false holds in dev");
+
+        for bad in [
+            "--egress-allowed-networks=10.0.0.0/33",
+            "--egress-denied-networks=internal",
+            "--egress-allowed-ports=0",
+            "--egress-allowed-ports=9000-8000",
+            "--egress-allowed-ports=70000",
+        ] {
+            let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
+            assert!(error.contains("egress"), "{bad}: {error}");
+        }
+        let proxy =
+            Cli::try_parse_from(["hookgate", "--egress-proxy=socks5://u:hunter2@127.0.0.1"])
+                .expect("checked later")
+                .egress;
+        let error = proxy.rules(false).expect_err("not an http proxy");
+        assert!(error.contains("HOOKGATE_EGRESS_PROXY") && !error.contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -50,7 +50,6 @@ async fn restart_broker() {
 /// The dispatcher process's settings: quick retries, the default budgets.
 fn dispatcher_config() -> DispatcherConfig {
     DispatcherConfig {
-        allow_private_targets: true,
         request_timeout: Duration::from_secs(5),
         retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
         max_delivery_age: Duration::from_secs(3600),

@@ -355,7 +355,7 @@ pub async fn replay(
 ) -> Result<(StatusCode, axum::Json<DeadLetterOut>), ApiError> {
     if let Some(url) = &req.url {
         let mut errors = Vec::new();
-        validate::url(url, &mut errors);
+        validate::url(url, &state.egress, &mut errors);
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use crate::config::SubscriptionLimits;
+use crate::config::{EgressRules, SubscriptionLimits};
 use crate::dispatcher::watchdog::Liveness;
 use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
@@ -62,6 +62,7 @@ pub struct AppState {
     pub schemas: Arc<event_types::SchemaCache>,
     /// Sends test webhooks, as the dispatcher sends them.
     pub webhooks: Arc<Webhooks>,
+    pub egress: Arc<EgressRules>,
     pub metrics: Arc<Metrics>,
     pub limits: SubscriptionLimits,
     /// The health of the dispatcher stages run beside the API (`serve`).
@@ -69,22 +70,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// `allow_private_targets` as for the dispatcher: test sends go where
-    /// deliveries may go, through the same SSRF guard.
+    /// `egress` as for the dispatcher: test sends go where deliveries may
+    /// go, and subscriptions name no address the rules refuse.
     pub fn new(
         store: Arc<dyn Store>,
         producer: Producer,
         admin_tokens: Vec<String>,
         publish_topic: &str,
         deliveries_topic: &str,
-        allow_private_targets: bool,
+        egress: Arc<EgressRules>,
         metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
         // Test sends write their attempt themselves (the caller lists it
         // next); the log only satisfies `Webhooks`.
         let (log, _writer) = AttemptLog::spawn(Arc::clone(&store), CancellationToken::new());
         let webhooks =
-            Webhooks::new(log, allow_private_targets, TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
+            Webhooks::new(log, Arc::clone(&egress), TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
         Ok(Self {
             store,
             producer,
@@ -93,6 +94,7 @@ impl AppState {
             deliveries_topic: deliveries_topic.into(),
             schemas: Arc::default(),
             webhooks: Arc::new(webhooks),
+            egress,
             metrics,
             limits: SubscriptionLimits::default(),
             liveness: Liveness::new(),

@@ -119,7 +119,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
     if let Some(url) = &req.url {
-        validate::url(url, &mut errors);
+        validate::url(url, &state.egress, &mut errors);
     }
     if req.rate_per_second.is_some_and(|r| r == 0 || r > MAX_RATE) {
         errors.push(FieldError::new("rate_per_second", format!("from 1 to {MAX_RATE}")));

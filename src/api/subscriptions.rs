@@ -318,7 +318,11 @@ pub async fn create(
         updated_at: now,
         version: 0,
     };
-    errors.extend(validate::subscription(&subscription, state.limits.max_in_flight));
+    errors.extend(validate::subscription(
+        &subscription,
+        state.limits.max_in_flight,
+        Some(&state.egress),
+    ));
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
@@ -490,7 +494,9 @@ pub async fn update(
     // invalid.
     let mut candidate = current.clone();
     patch.apply_to(&mut candidate);
-    errors.extend(validate::subscription(&candidate, max_in_flight_limit));
+    // A URL accepted before the rules changed stays until it is changed.
+    let egress = patch.url.is_some().then_some(&*state.egress);
+    errors.extend(validate::subscription(&candidate, max_in_flight_limit, egress));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

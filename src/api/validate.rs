@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::problem::FieldError;
-use crate::domain::{EventTypePattern, Subscription};
+use crate::config::EgressRules;
+use crate::dispatcher::egress;
+use crate::domain::{subscription, EventTypePattern, Subscription};
 
 const MAX_URL_LEN: usize = 2048;
 const MAX_EVENT_TYPES: usize = 100;
@@ -14,26 +16,18 @@ pub const MAX_TEXT_LEN: usize = 1024;
 const MAX_KEY_LEN: usize = 255;
 const MAX_RATE: u32 = 1_000_000;
 
-/// Headers hookgate sets itself or that HTTP owns.
-const RESERVED_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "connection",
-    "host",
-    "user-agent",
-    "traceparent",
-    "tracestate",
-];
-
-/// `max_in_flight_limit`: the operator's ceiling (`HOOKGATE_MAX_IN_FLIGHT_LIMIT`).
-pub fn subscription(s: &Subscription, max_in_flight_limit: u32) -> Vec<FieldError> {
+/// `max_in_flight_limit`: the operator's ceiling (`HOOKGATE_MAX_IN_FLIGHT_LIMIT`);
+/// `egress`: the rules the URL is checked against (`None`: it is not new).
+pub fn subscription(
+    s: &Subscription,
+    max_in_flight_limit: u32,
+    egress: Option<&EgressRules>,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    url(&s.url, &mut errors);
+    match egress {
+        Some(rules) => url(&s.url, rules, &mut errors),
+        None => url_form(&s.url, &mut errors),
+    }
     event_types(&s.event_types, &mut errors);
     if let Some(limit) = s.rate_limit {
         for (field, value) in [("per_second", limit.per_second), ("burst", limit.burst)] {
@@ -59,7 +53,18 @@ pub fn subscription(s: &Subscription, max_in_flight_limit: u32) -> Vec<FieldErro
     errors
 }
 
-pub fn url(raw: &str, errors: &mut Vec<FieldError>) {
+/// A destination URL: well formed, and allowed by the egress rules as far as
+/// it says by itself (its port, its address when literal; names are checked
+/// when resolved).
+pub fn url(raw: &str, rules: &EgressRules, errors: &mut Vec<FieldError>) {
+    let before = errors.len();
+    url_form(raw, errors);
+    if errors.len() == before && url::Url::parse(raw).is_ok_and(|u| !rules.allows_url(&u)) {
+        errors.push(FieldError::new("url", egress::REFUSED));
+    }
+}
+
+fn url_form(raw: &str, errors: &mut Vec<FieldError>) {
     let problem = if raw.len() > MAX_URL_LEN {
         Some(format!("at most {MAX_URL_LEN} characters"))
     } else if has_nul(raw) {
@@ -109,8 +114,11 @@ fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
         let field = format!("headers/{}", pointer_escape(name));
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             errors.push(FieldError::new(field, "not a valid header name"));
-        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            errors.push(FieldError::new(field, "this header is set by hookgate"));
+        } else if !subscription::is_custom_header_allowed(name) {
+            errors.push(FieldError::new(
+                field,
+                "hookgate sets this header, or it is a hop-by-hop or proxy header",
+            ));
         } else if value.len() > MAX_TEXT_LEN || http::HeaderValue::from_str(value).is_err() {
             errors.push(FieldError::new(field, "not a valid header value"));
         }

@@ -4,7 +4,6 @@
 //! gets it.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -14,8 +13,8 @@ use http::{HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    Event, EventTypePattern, SigningSecret, Subscription, SubscriptionId, SubscriptionStatus,
-    TenantId,
+    subscription, Event, EventTypePattern, SigningSecret, Subscription, SubscriptionId,
+    SubscriptionStatus, TenantId,
 };
 use crate::store::{self, Store};
 
@@ -33,7 +32,8 @@ pub struct Target {
     pub previous_secrets: Vec<(SigningSecret, DateTime<Utc>)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     patterns: Vec<EventTypePattern>,
-    literal_ip: Option<IpAddr>,
+    /// The parsed URL (`None`: it does not parse, and nothing is sent).
+    url: Option<url::Url>,
 }
 
 impl Target {
@@ -49,6 +49,8 @@ impl Target {
         let headers = subscription
             .headers
             .iter()
+            // Rows written before a header was reserved keep it, unsent.
+            .filter(|(name, _)| subscription::is_custom_header_allowed(name))
             .filter_map(|(name, value)| {
                 Some((
                     HeaderName::from_bytes(name.as_bytes()).ok()?,
@@ -56,13 +58,8 @@ impl Target {
                 ))
             })
             .collect();
-        let literal_ip =
-            url::Url::parse(&subscription.url).ok().and_then(|url| match url.host()? {
-                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-                url::Host::Domain(_) => None,
-            });
-        Some(Self { subscription, secret, previous_secrets, headers, patterns, literal_ip })
+        let url = url::Url::parse(&subscription.url).ok();
+        Some(Self { subscription, secret, previous_secrets, headers, patterns, url })
     }
 
     /// The same subscription sending to `url` instead (a replay's override);
@@ -107,8 +104,8 @@ impl Target {
     }
 
     /// The destination's address when the URL names one instead of a host.
-    pub fn literal_ip(&self) -> Option<IpAddr> {
-        self.literal_ip
+    pub fn url(&self) -> Option<&url::Url> {
+        self.url.as_ref()
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! source topics → `fan_out` (match via `cache`) → deliveries topic, keyed by
 //! subscription → `deliver` (`gate`: lane, in-flight cap, rate limit;
-//! `webhook`: signed POST, `ssrf` guard, attempt logged) → done, or a retry
+//! `webhook`: signed POST, egress rules, attempt logged) → done, or a retry
 //! tier topic → `retry` delay line → deliveries topic again, or → `dlq`.
 //!
 //! The dead-letter topic → `dlq_index` → the store, where admins filter it;
@@ -21,6 +21,7 @@ pub mod consume;
 pub mod deliver;
 pub mod dlq;
 pub mod dlq_index;
+pub mod egress;
 pub mod fan_out;
 pub mod gate;
 pub mod lanes;
@@ -29,7 +30,6 @@ pub mod parked_lanes;
 pub mod policy;
 pub mod replay;
 pub mod retry;
-pub mod ssrf;
 pub mod watchdog;
 pub mod webhook;
 
@@ -48,6 +48,7 @@ use consume::{Stage, StageOptions};
 use deliver::Deliver;
 use dlq::DeadLetters;
 use dlq_index::DlqIndexer;
+use egress::EgressRules;
 use fan_out::FanOut;
 use gate::Shares;
 use lanes::Lanes;
@@ -97,6 +98,7 @@ pub async fn run(
     topics: &Topics,
     config: &DispatcherConfig,
     limits: SubscriptionLimits,
+    egress: Arc<EgressRules>,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
     shutdown: CancellationToken,
@@ -150,12 +152,7 @@ pub async fn run(
             max_in_flight: limits.max_in_flight,
             stage: budgets.stage,
         },
-        webhooks: Webhooks::new(
-            log,
-            config.allow_private_targets,
-            config.request_timeout,
-            config.response_body_cap,
-        )?,
+        webhooks: Webhooks::new(log, egress, config.request_timeout, config.response_body_cap)?,
         producer: producer.clone(),
         policy: RetryPolicy {
             schedule: config.retry_schedule.clone(),

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use super::cache::Target;
-use super::ssrf::{self, ForbiddenDestination, GuardedResolver};
+use super::egress::{self, EgressRules, ForbiddenDestination};
 use crate::domain::{Attempt, AttemptId, Event, Outcome, SubscriptionId};
 use crate::store::AttemptLog;
 use crate::trace::TraceHeaders;
@@ -65,7 +65,7 @@ impl DeliveryError {
 pub struct Webhooks {
     client: reqwest::Client,
     log: AttemptLog,
-    allow_private_targets: bool,
+    egress: Arc<EgressRules>,
     request_timeout: Duration,
     response_body_cap: usize,
 }
@@ -73,11 +73,15 @@ pub struct Webhooks {
 impl Webhooks {
     pub fn new(
         log: AttemptLog,
-        allow_private_targets: bool,
+        egress: Arc<EgressRules>,
         request_timeout: Duration,
         response_body_cap: usize,
     ) -> reqwest::Result<Self> {
         let mut builder = reqwest::Client::builder()
+            // Never a proxy from the environment: it would resolve the
+            // destination out of the egress rules' sight.
+            .no_proxy()
+            .dns_resolver(Arc::new(egress.resolver()))
             .timeout(request_timeout)
             .connect_timeout(request_timeout.min(Duration::from_secs(10)))
             // A redirect is a failed attempt: following it would send the
@@ -85,11 +89,11 @@ impl Webhooks {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true);
-        if !allow_private_targets {
-            builder = builder.dns_resolver(Arc::new(GuardedResolver));
+        if let Some(proxy) = &egress.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
         }
         let client = builder.build()?;
-        Ok(Self { client, log, allow_private_targets, request_timeout, response_body_cap })
+        Ok(Self { client, log, egress, request_timeout, response_body_cap })
     }
 
     /// The webhook id of an event for a subscription: the same for every
@@ -164,15 +168,10 @@ impl Webhooks {
         body: &Bytes,
         target: &Target,
     ) -> Result<(u16, Option<String>, Option<Duration>), DeliveryError> {
-        // Names are checked by the resolver; literal addresses never reach it.
-        if !self.allow_private_targets {
-            if let Some(ip) = target.literal_ip() {
-                if ssrf::is_forbidden(ip) {
-                    return Err(DeliveryError::Forbidden(format!(
-                        "the destination {ip} is an internal address"
-                    )));
-                }
-            }
+        // Names are checked by the resolver; literal addresses never reach
+        // it, and it does not see ports.
+        if !target.url().is_some_and(|url| self.egress.allows_url(url)) {
+            return Err(DeliveryError::Forbidden(egress::REFUSED.to_owned()));
         }
         let timestamp = Utc::now().timestamp();
         let mut request = self
@@ -214,8 +213,8 @@ impl Webhooks {
     fn classify(&self, error: reqwest::Error) -> DeliveryError {
         // Without the URL: it may carry tokens, and it is in the subscription anyway.
         let error = error.without_url();
-        if let Some(forbidden) = find_cause::<ForbiddenDestination>(&error) {
-            return DeliveryError::Forbidden(forbidden.to_string());
+        if find_cause::<ForbiddenDestination>(&error).is_some() {
+            return DeliveryError::Forbidden(egress::REFUSED.to_owned());
         }
         if error.is_timeout() {
             DeliveryError::Timeout(self.request_timeout)

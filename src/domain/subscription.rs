@@ -35,6 +35,39 @@ impl SubscriptionStatus {
     }
 }
 
+/// Headers hookgate sets itself or that HTTP owns.
+const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "host",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+    // Hop-by-hop (RFC 9110 §7.6.1): they speak to the next hop, not the receiver.
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // What proxies read and write: a subscription must not steer, or speak
+    // to, the operator's egress proxy.
+    "via",
+    "forwarded",
+];
+
+/// Whether a subscription may set this custom header (any case).
+pub fn is_custom_header_allowed(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    !(RESERVED_HEADERS.contains(&name.as_str())
+        || name.starts_with("proxy-")
+        || name.starts_with("x-forwarded-"))
+}
+
 /// Deliveries per second, with bursts up to `burst`; absent: unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -343,7 +343,6 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
     const EVENTS: usize = 2_000;
     let app = TestApp::spawn_with("dl-kill", |config| config.dispatcher = None).await;
     let dispatcher_config = DispatcherConfig {
-        allow_private_targets: true,
         request_timeout: Duration::from_secs(5),
         retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
         max_delivery_age: Duration::from_secs(3600),

@@ -15,6 +15,7 @@ mod delivery;
 mod deploy;
 mod dev_mode;
 mod dispatch;
+mod egress;
 mod liveness;
 mod logs;
 mod metrics;

@@ -6,7 +6,7 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, Topics};
+use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, EgressRules, Topics};
 use hookgate::kafka::KafkaConfig;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -40,6 +40,7 @@ fn serve_config(name: &str, db: &TestDb, brokers: String) -> AppConfig {
         api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
         dispatcher: None,
         limits: Default::default(),
+        egress: EgressRules::private_allowed(),
         migrate: true,
         create_topics: true,
     }

@@ -143,6 +143,19 @@ OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 OTEL_SERVICE_NAME: {{ .Values.tracing.serviceName | quote }}
 HOOKGATE_MAX_IN_FLIGHT_LIMIT: {{ .Values.delivery.maxInFlightLimit | toString | quote }}
+HOOKGATE_ALLOW_PRIVATE_TARGETS: {{ .Values.delivery.allowPrivateTargets | toString | quote }}
+{{- with .Values.egress.allowedNetworks }}
+HOOKGATE_EGRESS_ALLOWED_NETWORKS: {{ . | quote }}
+{{- end }}
+{{- with .Values.egress.deniedNetworks }}
+HOOKGATE_EGRESS_DENIED_NETWORKS: {{ . | quote }}
+{{- end }}
+{{- with .Values.egress.allowedPorts }}
+HOOKGATE_EGRESS_ALLOWED_PORTS: {{ . | quote }}
+{{- end }}
+{{- with .Values.egress.proxy }}
+HOOKGATE_EGRESS_PROXY: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Probes on the ops endpoint; include with (dict "probes" .Values.api.probes). */}}

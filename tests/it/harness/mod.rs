@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookgate::app::{self, Running};
-use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, RetrySchedule, Topics};
+use hookgate::config::{
+    ApiConfig, AppConfig, DispatcherConfig, EgressRules, RetrySchedule, Topics,
+};
 use hookgate::kafka::KafkaConfig;
 use hookgate::store::Store;
 use sqlx::Connection;
@@ -39,7 +41,6 @@ pub fn unique(name: &str) -> String {
 /// Settings of a `hookgate dispatcher` process started by a test.
 pub fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
     DispatcherConfig {
-        allow_private_targets: true,
         request_timeout,
         retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
         max_delivery_age: Duration::from_secs(3600),
@@ -179,7 +180,6 @@ impl TestApp {
             topics: topics.clone(),
             api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
             dispatcher: Some(DispatcherConfig {
-                allow_private_targets: true,
                 request_timeout: Duration::from_secs(5),
                 retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
                 max_delivery_age: Duration::from_secs(3600),
@@ -189,6 +189,7 @@ impl TestApp {
                 circuit: Default::default(),
             }),
             limits: Default::default(),
+            egress: EgressRules::private_allowed(),
             migrate: true,
             create_topics: true,
         };

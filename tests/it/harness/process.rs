@@ -31,7 +31,7 @@ pub fn command(role: &str, config: &AppConfig, dispatcher: &DispatcherConfig) ->
         .env("HOOKGATE_GROUP_ID", &topics.group_id)
         .env("HOOKGATE_PARTITIONS", topics.partitions.to_string())
         .env("HOOKGATE_REPLICATION_FACTOR", topics.replication.to_string())
-        .env("HOOKGATE_ALLOW_PRIVATE_TARGETS", dispatcher.allow_private_targets.to_string())
+        .env("HOOKGATE_ALLOW_PRIVATE_TARGETS", config.egress.allow_private.to_string())
         .env("HOOKGATE_REQUEST_TIMEOUT", format!("{}ms", dispatcher.request_timeout.as_millis()))
         .env("HOOKGATE_RETRY_SCHEDULE", schedule.join(","))
         .env("HOOKGATE_MAX_DELIVERY_AGE", format!("{}s", dispatcher.max_delivery_age.as_secs()))
