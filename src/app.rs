@@ -120,6 +120,7 @@ pub async fn start(
         )
         .map_err(StartError::Http)?
         .with_limits(config.limits)
+        .with_quotas(config.quotas)
         .with_liveness(Arc::clone(&liveness));
         let serve = api::serve(listener, state, shutdown.clone());
         running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));

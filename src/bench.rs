@@ -322,10 +322,12 @@ impl Env {
                 max_delivery_age: Duration::from_secs(3600),
                 response_body_cap: 4096,
                 retention: Duration::from_secs(30 * 24 * 3600),
+                deleted_retention: Duration::from_secs(24 * 3600),
                 budgets,
                 circuit: Default::default(),
             }),
             limits: Default::default(),
+            quotas: Default::default(),
             migrate: true,
             create_topics: true,
         };

@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use crate::app::{self, StartError};
 use crate::config::{
     ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, KafkaArgs,
-    LimitsArgs, TelemetryArgs, TopicArgs, Topics,
+    LimitsArgs, QuotaArgs, TelemetryArgs, TopicArgs, Topics,
 };
 use crate::domain::SigningSecret;
 use crate::kafka::KafkaConfig;
@@ -43,6 +43,8 @@ enum Command {
         #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
+        quotas: QuotaArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
     },
     /// REST API only; stateless, scale by replicas.
@@ -55,6 +57,8 @@ enum Command {
         api: ApiArgs,
         #[command(flatten)]
         limits: LimitsArgs,
+        #[command(flatten)]
+        quotas: QuotaArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -113,6 +117,8 @@ struct DevArgs {
     delivery: DeliveryArgs,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    quotas: QuotaArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -215,12 +221,15 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, limits, .. } => {
-            let config = app_config(database, &kafka, Some(&api), Some(&delivery), &limits, true)?;
+        Command::Serve { database, kafka, api, delivery, limits, quotas, .. } => {
+            let mut config =
+                app_config(database, &kafka, Some(&api), Some(&delivery), &limits, true)?;
+            config.quotas = (&quotas).into();
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, limits, .. } => {
-            let config = app_config(database, &kafka, Some(&api), None, &limits, false)?;
+        Command::Api { database, kafka, api, limits, quotas, .. } => {
+            let mut config = app_config(database, &kafka, Some(&api), None, &limits, false)?;
+            config.quotas = (&quotas).into();
             run_roles(&config, api.listen).await
         }
         Command::Dispatcher { listen, database, kafka, delivery, limits, .. } => {
@@ -270,6 +279,7 @@ fn app_config(
             .map_err(Failure::Config)?,
         dispatcher: delivery.map(DispatcherConfig::from_args),
         limits: limits.into(),
+        quotas: Default::default(),
         migrate,
         create_topics: true,
     })
@@ -306,6 +316,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         // Locally, webhooks go to local receivers.
         dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
         limits: (&args.limits).into(),
+        quotas: (&args.quotas).into(),
         migrate: true,
         create_topics: false,
     };

@@ -94,6 +94,11 @@ pub struct DeliveryArgs {
     /// How long delivery attempts, dead letters and finished replays are kept.
     #[arg(long, env = "HOOKGATE_RETENTION", default_value = "30d", value_parser = duration)]
     pub retention: Duration,
+    /// How long a deleted subscription's row is kept before it is purged
+    /// (dispatchers see the delete within a second; the rest is margin for
+    /// one that lost the database for a while).
+    #[arg(long, env = "HOOKGATE_DELETED_SUBSCRIPTION_RETENTION", default_value = "1d", value_parser = deleted_retention)]
+    pub deleted_subscription_retention: Duration,
     /// Deliveries a dispatcher holds at once in every state (waiting, in
     /// flight); beyond it, its partitions pause until there is room.
     #[arg(long, env = "HOOKGATE_DELIVERY_BUDGET", default_value_t = DeliveryBudgets::default().stage, value_parser = stage_budget)]
@@ -127,6 +132,103 @@ pub struct LimitsArgs {
     /// more; dispatchers cap older subscriptions at it).
     #[arg(long, env = "HOOKGATE_MAX_IN_FLIGHT_LIMIT", default_value_t = SubscriptionLimits::default().max_in_flight, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight_limit: u32,
+}
+
+/// What one tenant (or one caller) may take of the API: counts answer 422
+/// `quota_exceeded`, rates 429 `rate_limited` with `Retry-After`. Admin
+/// tokens are trusted and not limited by the per-tenant rates.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Live subscriptions one tenant may have.
+    #[arg(long, env = "HOOKGATE_MAX_SUBSCRIPTIONS_PER_TENANT", default_value_t = Quotas::default().subscriptions_per_tenant, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_subscriptions_per_tenant: u32,
+    /// Events a second one tenant API key may publish (a batch counts each event).
+    #[arg(long, env = "HOOKGATE_PUBLISH_RATE_PER_KEY", default_value_t = Quotas::default().publish_per_key.per_second, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_rate_per_key: u32,
+    /// Events one key may publish at once above its rate.
+    #[arg(long, env = "HOOKGATE_PUBLISH_BURST_PER_KEY", default_value_t = Quotas::default().publish_per_key.burst, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_burst_per_key: u32,
+    /// Events a second all keys of one tenant may publish together.
+    #[arg(long, env = "HOOKGATE_PUBLISH_RATE_PER_TENANT", default_value_t = Quotas::default().publish_per_tenant.per_second, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_rate_per_tenant: u32,
+    /// Events one tenant may publish at once above its rate.
+    #[arg(long, env = "HOOKGATE_PUBLISH_BURST_PER_TENANT", default_value_t = Quotas::default().publish_per_tenant.burst, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_burst_per_tenant: u32,
+    /// Bytes of custom header names and values one subscription may carry.
+    #[arg(long, env = "HOOKGATE_MAX_HEADER_BYTES", default_value_t = Quotas::default().header_bytes, value_parser = clap::value_parser!(u32).range(64..=65_536))]
+    pub max_header_bytes: u32,
+    /// Bytes of metadata keys and values one subscription may carry.
+    #[arg(long, env = "HOOKGATE_MAX_METADATA_BYTES", default_value_t = Quotas::default().metadata_bytes, value_parser = clap::value_parser!(u32).range(64..=65_536))]
+    pub max_metadata_bytes: u32,
+    /// Bulk replays one tenant may have running at once.
+    #[arg(long, env = "HOOKGATE_MAX_RUNNING_REPLAYS_PER_TENANT", default_value_t = Quotas::default().running_replays_per_tenant, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_running_replays_per_tenant: u32,
+    /// Test sends (`POST /v1/subscriptions/{id}/test`) one tenant may make a minute.
+    #[arg(long, env = "HOOKGATE_TEST_SENDS_PER_MINUTE", default_value_t = Quotas::default().test_sends_per_minute, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub test_sends_per_minute: u32,
+    /// Failed authentications a minute from one client address (the TCP
+    /// peer; X-Forwarded-For is not trusted); past it, requests with a
+    /// tenant key answer 429 without a database lookup.
+    #[arg(long, env = "HOOKGATE_AUTH_FAILURES_PER_MINUTE", default_value_t = Quotas::default().auth_failures_per_minute, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub auth_failures_per_minute: u32,
+}
+
+/// A token bucket: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// See `QuotaArgs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub subscriptions_per_tenant: u32,
+    pub publish_per_key: Rate,
+    pub publish_per_tenant: Rate,
+    pub header_bytes: u32,
+    pub metadata_bytes: u32,
+    pub running_replays_per_tenant: u32,
+    pub test_sends_per_minute: u32,
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for Quotas {
+    /// Generous for one integration, small enough that one tenant cannot
+    /// take a dispatcher's memory or the API's database.
+    fn default() -> Self {
+        Self {
+            subscriptions_per_tenant: 1_000,
+            publish_per_key: Rate { per_second: 1_000, burst: 2_000 },
+            publish_per_tenant: Rate { per_second: 2_000, burst: 4_000 },
+            header_bytes: 8 << 10,
+            metadata_bytes: 16 << 10,
+            running_replays_per_tenant: 5,
+            test_sends_per_minute: 10,
+            auth_failures_per_minute: 60,
+        }
+    }
+}
+
+impl From<&QuotaArgs> for Quotas {
+    fn from(args: &QuotaArgs) -> Self {
+        Self {
+            subscriptions_per_tenant: args.max_subscriptions_per_tenant,
+            publish_per_key: Rate {
+                per_second: args.publish_rate_per_key,
+                burst: args.publish_burst_per_key,
+            },
+            publish_per_tenant: Rate {
+                per_second: args.publish_rate_per_tenant,
+                burst: args.publish_burst_per_tenant,
+            },
+            header_bytes: args.max_header_bytes,
+            metadata_bytes: args.max_metadata_bytes,
+            running_replays_per_tenant: args.max_running_replays_per_tenant,
+            test_sends_per_minute: args.test_sends_per_minute,
+            auth_failures_per_minute: args.auth_failures_per_minute,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +313,8 @@ pub struct AppConfig {
     /// Run the dispatcher.
     pub dispatcher: Option<DispatcherConfig>,
     pub limits: SubscriptionLimits,
+    /// What one tenant may take of the API.
+    pub quotas: Quotas,
     /// Apply migrations at start (single-node roles; the chart runs `migrate`).
     pub migrate: bool,
     /// Create missing topics with the admin API (the in-process broker of
@@ -251,6 +355,8 @@ pub struct DispatcherConfig {
     pub response_body_cap: usize,
     /// How long attempts, dead letters and finished replays are kept.
     pub retention: Duration,
+    /// How long deleted subscriptions are kept before they are purged.
+    pub deleted_retention: Duration,
     pub budgets: DeliveryBudgets,
     pub circuit: CircuitPolicy,
 }
@@ -291,6 +397,7 @@ impl DispatcherConfig {
             max_delivery_age: args.max_delivery_age,
             response_body_cap: 4096,
             retention: args.retention,
+            deleted_retention: args.deleted_subscription_retention,
             budgets: DeliveryBudgets {
                 stage: args.delivery_budget,
                 tenant: args.tenant_budget.unwrap_or(args.delivery_budget / 4).max(1),
@@ -441,6 +548,16 @@ fn duration(value: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// A deleted subscription's row outlives the dispatchers' next refresh
+/// (every half second) by a wide margin.
+fn deleted_retention(value: &str) -> Result<Duration, String> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_secs(60) {
+        return Err("at least 1m, so that every dispatcher sees the delete first".to_owned());
+    }
+    Ok(parsed)
+}
+
 fn stage_budget(value: &str) -> Result<usize, String> {
     count_in(value, 16..=1_000_000)
 }
@@ -529,6 +646,50 @@ mod tests {
         for bad in ["--circuit-failures=0", "--circuit-failure-rate=101", "--circuit-window=1"] {
             let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
             assert!(error.contains("circuit"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn quotas_default_as_documented_and_refuse_nonsense() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            quotas: QuotaArgs,
+            #[command(flatten)]
+            delivery: DeliveryArgs,
+        }
+        let defaults = Cli::try_parse_from(["hookgate"]).expect("defaults");
+        assert_eq!(Quotas::from(&defaults.quotas), Quotas::default());
+        assert_eq!(
+            DispatcherConfig::from_args(&defaults.delivery).deleted_retention,
+            Duration::from_secs(24 * 3600)
+        );
+        let set = Cli::try_parse_from([
+            "hookgate",
+            "--max-subscriptions-per-tenant=3",
+            "--publish-rate-per-key=5",
+            "--publish-burst-per-key=7",
+            "--test-sends-per-minute=2",
+            "--deleted-subscription-retention=2h",
+        ])
+        .expect("valid quotas");
+        let quotas = Quotas::from(&set.quotas);
+        assert_eq!(quotas.subscriptions_per_tenant, 3);
+        assert_eq!(quotas.publish_per_key, Rate { per_second: 5, burst: 7 });
+        assert_eq!(quotas.test_sends_per_minute, 2);
+        assert_eq!(
+            DispatcherConfig::from_args(&set.delivery).deleted_retention,
+            Duration::from_secs(7200)
+        );
+        for bad in [
+            "--max-subscriptions-per-tenant=0",
+            "--publish-rate-per-tenant=0",
+            "--max-header-bytes=10",
+            "--auth-failures-per-minute=-1",
+            "--deleted-subscription-retention=5s",
+        ] {
+            assert!(Cli::try_parse_from(["hookgate", bad]).is_err(), "{bad} is refused");
         }
     }
 

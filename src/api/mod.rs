@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod precondition;
 pub mod problem;
+pub mod quota;
 pub mod replays;
 pub mod subscription_actions;
 pub mod subscriptions;
@@ -22,6 +23,7 @@ pub mod tenants;
 pub mod validate;
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use crate::config::SubscriptionLimits;
+use crate::config::{Quotas, SubscriptionLimits};
 use crate::dispatcher::watchdog::Liveness;
 use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     pub metrics: Arc<Metrics>,
     pub limits: SubscriptionLimits,
+    /// What one tenant may take; the rate quotas' buckets.
+    pub limiters: Arc<quota::Limiters>,
     /// The health of the dispatcher stages run beside the API (`serve`).
     pub liveness: Arc<Liveness>,
 }
@@ -95,8 +99,17 @@ impl AppState {
             webhooks: Arc::new(webhooks),
             metrics,
             limits: SubscriptionLimits::default(),
+            limiters: quota::Limiters::new(Quotas::default()),
             liveness: Liveness::new(),
         })
+    }
+
+    pub fn with_quotas(self, quotas: Quotas) -> Self {
+        Self { limiters: quota::Limiters::new(quotas), ..self }
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.limiters.quotas
     }
 
     pub fn with_limits(self, limits: SubscriptionLimits) -> Self {
@@ -174,15 +187,17 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Serves until `shutdown` is cancelled, then finishes the requests under
-/// way. Purges expired idempotency keys meanwhile.
+/// way. Purges expired idempotency keys and idle rate buckets meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_idempotency_keys(Arc::clone(&state.store), shutdown.clone()));
+    let clean_up = tokio::spawn(Arc::clone(&state.limiters).clean_up(shutdown.clone()));
     let served = serve_draining(listener, router(state), shutdown, DRAIN).await;
     purge.abort();
+    clean_up.abort();
     served
 }
 
@@ -195,6 +210,8 @@ pub async fn serve_draining(
     shutdown: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<()> {
+    // The peer address: failed authentications are counted by it.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut server = std::pin::pin!(server.into_future());

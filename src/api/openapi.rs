@@ -18,7 +18,11 @@ use super::{
             Every `/v1` call takes `Authorization: Bearer <token>`: an admin token, or a \
             tenant API key (`hgk_…`) that sees only its tenant's resources. Errors are \
             RFC 9457 `application/problem+json` with a stable `type` and `code`. Lists \
-            answer `{\"data\": [...], \"next_cursor\": …}`; pass `next_cursor` as `cursor`.",
+            answer `{\"data\": [...], \"next_cursor\": …}`; pass `next_cursor` as `cursor`. \
+            Quotas answer 422 `quota_exceeded` (a count is full) or 429 `rate_limited` with \
+            `Retry-After` (a rate is spent), naming the `quota` and its `limit`; a client \
+            address whose tokens failed too often gets 429 for tenant keys for a while, \
+            without a database lookup.",
         license(name = "Apache-2.0")
     ),
     paths(

@@ -267,7 +267,7 @@ pub async fn list_tenant(
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (headers and metadata over this server's byte quotas among them), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_SUBSCRIPTIONS_PER_TENANT` live subscriptions; nothing was created", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -318,15 +318,28 @@ pub async fn create(
         updated_at: now,
         version: 0,
     };
-    errors.extend(validate::subscription(&subscription, state.limits.max_in_flight));
+    let rules = validate::Rules::new(state.limits.max_in_flight, state.quotas());
+    errors.extend(validate::subscription(&subscription, &rules));
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
     if !state.store.tenant_exists(&subscription.tenant_id).await.map_err(ApiError::store)? {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     }
-    subscription.version =
-        state.store.create_subscription(&subscription).await.map_err(ApiError::store)?;
+    let limit = state.quotas().subscriptions_per_tenant;
+    subscription.version = state
+        .store
+        .create_subscription_within(&subscription, limit)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::QuotaExceeded {
+            quota: "subscriptions_per_tenant",
+            limit: u64::from(limit),
+            detail: format!(
+                "tenant {} has {limit} subscriptions, this server's limit; delete one first",
+                subscription.tenant_id
+            ),
+        })?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
     let tag = etag_header(subscription.version);
     Ok((StatusCode::CREATED, tag, axum::Json(SubscriptionOut::new(subscription, true))))
@@ -489,8 +502,16 @@ pub async fn update(
     // one, so what a concurrent write changes in the others cannot make it
     // invalid.
     let mut candidate = current.clone();
+    // Headers and metadata stored before tighter limits stay until changed.
+    if patch.headers.is_none() {
+        candidate.headers.clear();
+    }
+    if patch.metadata.is_none() {
+        candidate.metadata.clear();
+    }
     patch.apply_to(&mut candidate);
-    errors.extend(validate::subscription(&candidate, max_in_flight_limit));
+    let rules = validate::Rules::new(max_in_flight_limit, state.quotas());
+    errors.extend(validate::subscription(&candidate, &rules));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

@@ -4,15 +4,40 @@
 use std::collections::BTreeMap;
 
 use super::problem::FieldError;
+use crate::config::Quotas;
 use crate::domain::{EventTypePattern, Subscription};
 
 const MAX_URL_LEN: usize = 2048;
 const MAX_EVENT_TYPES: usize = 100;
 const MAX_HEADERS: usize = 20;
-const MAX_METADATA: usize = 50;
+const MAX_HEADER_NAME_LEN: usize = 256;
 pub const MAX_TEXT_LEN: usize = 1024;
-const MAX_KEY_LEN: usize = 255;
+/// Metadata as Stripe bounds it: 50 keys of up to 40 characters, values of
+/// up to 500.
+const MAX_METADATA: usize = 50;
+const MAX_METADATA_KEY_CHARS: usize = 40;
+const MAX_METADATA_VALUE_CHARS: usize = 500;
 const MAX_RATE: u32 = 1_000_000;
+
+/// What a subscription may hold on this server.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// `HOOKGATE_MAX_IN_FLIGHT_LIMIT`.
+    pub max_in_flight: u32,
+    /// `HOOKGATE_MAX_HEADER_BYTES`, `HOOKGATE_MAX_METADATA_BYTES`.
+    pub header_bytes: u32,
+    pub metadata_bytes: u32,
+}
+
+impl Rules {
+    pub fn new(max_in_flight: u32, quotas: &Quotas) -> Self {
+        Self {
+            max_in_flight,
+            header_bytes: quotas.header_bytes,
+            metadata_bytes: quotas.metadata_bytes,
+        }
+    }
+}
 
 /// Headers hookgate sets itself or that HTTP owns.
 const RESERVED_HEADERS: &[&str] = &[
@@ -30,8 +55,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "tracestate",
 ];
 
-/// `max_in_flight_limit`: the operator's ceiling (`HOOKGATE_MAX_IN_FLIGHT_LIMIT`).
-pub fn subscription(s: &Subscription, max_in_flight_limit: u32) -> Vec<FieldError> {
+pub fn subscription(s: &Subscription, rules: &Rules) -> Vec<FieldError> {
+    let max_in_flight_limit = rules.max_in_flight;
     let mut errors = Vec::new();
     url(&s.url, &mut errors);
     event_types(&s.event_types, &mut errors);
@@ -53,9 +78,9 @@ pub fn subscription(s: &Subscription, max_in_flight_limit: u32) -> Vec<FieldErro
             ));
         }
     }
-    headers(&s.headers, &mut errors);
+    headers(&s.headers, rules.header_bytes, &mut errors);
     text("description", s.description.as_deref(), &mut errors);
-    metadata(&s.metadata, &mut errors);
+    metadata(&s.metadata, rules.metadata_bytes, &mut errors);
     errors
 }
 
@@ -101,13 +126,28 @@ fn event_types(types: &[String], errors: &mut Vec<FieldError>) {
     }
 }
 
-fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+/// Names and values together, as they weigh on every webhook.
+fn bytes_of(map: &BTreeMap<String, String>) -> usize {
+    map.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+fn headers(headers: &BTreeMap<String, String>, max_bytes: u32, errors: &mut Vec<FieldError>) {
     if headers.len() > MAX_HEADERS {
         errors.push(FieldError::new("headers", format!("at most {MAX_HEADERS} headers")));
+    } else if bytes_of(headers) > max_bytes as usize {
+        errors.push(FieldError::new(
+            "headers",
+            format!("at most {max_bytes} bytes of names and values together (this server's quota)"),
+        ));
     }
     for (name, value) in headers {
         let field = format!("headers/{}", pointer_escape(name));
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if name.len() > MAX_HEADER_NAME_LEN {
+            errors.push(FieldError::new(
+                field,
+                format!("a header name has at most {MAX_HEADER_NAME_LEN} bytes"),
+            ));
+        } else if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             errors.push(FieldError::new(field, "not a valid header name"));
         } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             errors.push(FieldError::new(field, "this header is set by hookgate"));
@@ -117,21 +157,28 @@ fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn metadata(metadata: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+fn metadata(metadata: &BTreeMap<String, String>, max_bytes: u32, errors: &mut Vec<FieldError>) {
     if metadata.len() > MAX_METADATA {
         errors.push(FieldError::new("metadata", format!("at most {MAX_METADATA} entries")));
+    } else if bytes_of(metadata) > max_bytes as usize {
+        errors.push(FieldError::new(
+            "metadata",
+            format!("at most {max_bytes} bytes of keys and values together (this server's quota)"),
+        ));
     }
     for (key, value) in metadata {
-        if key.is_empty()
-            || key.len() > MAX_KEY_LEN
-            || value.len() > MAX_TEXT_LEN
+        let key_chars = key.chars().count();
+        if key_chars == 0
+            || key_chars > MAX_METADATA_KEY_CHARS
+            || value.chars().count() > MAX_METADATA_VALUE_CHARS
             || has_nul(key)
             || has_nul(value)
         {
             errors.push(FieldError::new(
                 format!("metadata/{}", pointer_escape(key)),
                 format!(
-                    "keys are 1 to {MAX_KEY_LEN} and values at most {MAX_TEXT_LEN} bytes, without NUL"
+                    "keys have 1 to {MAX_METADATA_KEY_CHARS} characters and values at most \
+                     {MAX_METADATA_VALUE_CHARS}, without NUL"
                 ),
             ));
         }

@@ -1,7 +1,10 @@
 //! The dispatchers' copy of the subscriptions, refreshed from the store by
 //! version: in the background, and on demand when an event is newer than the
 //! copy, so that a subscription created before an event was published always
-//! gets it.
+//! gets it. The first load reads live rows only (up to the version current
+//! then); deletes after it leave tombstones, forgotten after a while: a
+//! delivery for an id the copy does not know is dropped after a refresh
+//! anyway, so a tombstone only spares that refresh.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -24,6 +27,8 @@ const PAGE: i64 = 1_000;
 /// After a failed refresh, events go on with the copy they have for this
 /// long rather than each waiting on an unreachable database.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a deleted subscription's tombstone is kept.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// A subscription ready for delivery: its secrets and headers parsed once.
 pub struct Target {
@@ -125,8 +130,9 @@ pub enum Lookup {
 #[derive(Clone, Default)]
 struct Snapshot {
     targets: HashMap<SubscriptionId, Arc<Target>>,
-    /// Deleted subscriptions (and ones whose row no longer parses).
-    tombstones: HashSet<SubscriptionId>,
+    /// Deleted subscriptions (and ones whose row no longer parses), with
+    /// when the copy learnt it.
+    tombstones: HashMap<SubscriptionId, Instant>,
     /// Event types only some tenants may see, with those tenants.
     restricted: HashMap<String, HashSet<TenantId>>,
 }
@@ -143,6 +149,8 @@ pub enum Freshness {
 pub const STALE_RETRY: Duration = FAILURE_BACKOFF;
 
 struct RefreshState {
+    /// The first load (live rows only) is done.
+    loaded: bool,
     version: i64,
     /// The last event type change seen.
     type_version: i64,
@@ -164,6 +172,7 @@ impl SubscriptionCache {
             store,
             snapshot: RwLock::new(Arc::default()),
             refresh: tokio::sync::Mutex::new(RefreshState {
+                loaded: false,
                 version: 0,
                 type_version: 0,
                 failed_at: None,
@@ -186,7 +195,7 @@ impl SubscriptionCache {
         let snapshot = self.current();
         match snapshot.targets.get(id) {
             Some(target) => Lookup::Found(Arc::clone(target)),
-            None if snapshot.tombstones.contains(id) => Lookup::Deleted,
+            None if snapshot.tombstones.contains_key(id) => Lookup::Deleted,
             None => Lookup::Unknown,
         }
     }
@@ -249,19 +258,42 @@ impl SubscriptionCache {
     }
 
     async fn refresh_locked(&self, state: &mut RefreshState) -> store::Result<()> {
+        let result = self.load(state).await;
+        if result.is_err() {
+            state.failed_at = Some(Instant::now());
+        }
+        result
+    }
+
+    /// Reads what changed and applies it; `state` moves on only when all
+    /// of it was read, so that a failed page is read again next time.
+    async fn load(&self, state: &mut RefreshState) -> store::Result<()> {
         let started = Utc::now().timestamp_micros();
+        let mut version = state.version;
         let mut changes = Vec::new();
-        loop {
-            let page = match self.store.subscription_changes(state.version, PAGE).await {
-                Ok(page) => page,
-                Err(error) => {
-                    state.failed_at = Some(Instant::now());
-                    return Err(error);
+        if !state.loaded {
+            // Rows at or below `upto` are committed (writes take the version
+            // row until they commit); a row deleted while this reads moves
+            // above it and comes in as a change, below.
+            let upto = self.store.subscription_version().await?;
+            loop {
+                let page = self.store.live_subscriptions(version, upto, PAGE).await?;
+                let done = (page.len() as i64) < PAGE;
+                if let Some(last) = page.last() {
+                    version = last.version;
                 }
-            };
+                changes.extend(page);
+                if done {
+                    break;
+                }
+            }
+            version = version.max(upto);
+        }
+        loop {
+            let page = self.store.subscription_changes(version, PAGE).await?;
             let done = (page.len() as i64) < PAGE;
             if let Some(last) = page.last() {
-                state.version = last.version;
+                version = last.version;
             }
             changes.extend(page);
             if done {
@@ -271,17 +303,17 @@ impl SubscriptionCache {
         // In the same refresh, so that a type restricted before an event
         // was written is restricted for it too. Types are never changed
         // once created: a new row is all there is to learn.
-        let types = match self.store.event_type_changes(state.type_version).await {
-            Ok(types) => types,
-            Err(error) => {
-                state.failed_at = Some(Instant::now());
-                return Err(error);
-            }
-        };
+        let types = self.store.event_type_changes(state.type_version).await?;
         state.failed_at = None;
-        if !changes.is_empty() || !types.is_empty() {
-            let mut next: Snapshot =
-                self.snapshot.read().map(|s| (**s).clone()).unwrap_or_default();
+        state.loaded = true;
+        state.version = version;
+        let now = Instant::now();
+        let expired = |seen: &Instant| now.duration_since(*seen) >= TOMBSTONE_TTL;
+        let current = self.current();
+        let prune = current.tombstones.values().any(expired);
+        if !changes.is_empty() || !types.is_empty() || prune {
+            let mut next: Snapshot = (*current).clone();
+            next.tombstones.retain(|_, seen| !expired(seen));
             for change in types {
                 state.type_version = state.type_version.max(change.version);
                 match change.visible_to {
@@ -300,7 +332,7 @@ impl SubscriptionCache {
                     }
                     _ => {
                         next.targets.remove(&id);
-                        next.tombstones.insert(id);
+                        next.tombstones.insert(id, now);
                     }
                 }
             }
@@ -311,6 +343,12 @@ impl SubscriptionCache {
         }
         self.fresh_as_of.fetch_max(started, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// How many subscriptions and tombstones the copy holds.
+    pub fn held(&self) -> (usize, usize) {
+        let snapshot = self.current();
+        (snapshot.targets.len(), snapshot.tombstones.len())
     }
 
     /// Picks up changes (pause, delete, new URL) even when no event comes.

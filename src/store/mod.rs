@@ -174,6 +174,28 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
     /// Answers the version it was stored with.
     async fn create_subscription(&self, subscription: &Subscription) -> Result<i64>;
 
+    /// Like `create_subscription`, unless its tenant has `max_per_tenant`
+    /// live subscriptions already (`None`: nothing written). Concurrent
+    /// creates are counted one after the other.
+    async fn create_subscription_within(
+        &self,
+        subscription: &Subscription,
+        max_per_tenant: u32,
+    ) -> Result<Option<i64>>;
+
+    /// The version of the last subscription write committed.
+    async fn subscription_version(&self) -> Result<i64>;
+
+    /// Live (not deleted) subscriptions with a version above `after` up to
+    /// `upto`, oldest first, at most `limit`: a fresh dispatcher's first
+    /// load, before it follows `subscription_changes` from `upto`.
+    async fn live_subscriptions(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<SubscriptionChange>>;
+
     /// Sets a subscription's status (and why, for `disabled`), and nothing else.
     async fn set_subscription_status(
         &self,

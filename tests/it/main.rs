@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod publishing;
+mod quotas;
 mod rotation;
 mod shutdown;
 mod store;
