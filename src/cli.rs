@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use crate::app::{self, StartError};
 use crate::config::{
     ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, KafkaArgs,
-    LimitsArgs, TelemetryArgs, TopicArgs, Topics,
+    LimitsArgs, ServerLimitsArgs, TelemetryArgs, TopicArgs, Topics,
 };
 use crate::domain::SigningSecret;
 use crate::kafka::KafkaConfig;
@@ -43,6 +43,8 @@ enum Command {
         #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
+        server: ServerLimitsArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
     },
     /// REST API only; stateless, scale by replicas.
@@ -55,6 +57,8 @@ enum Command {
         api: ApiArgs,
         #[command(flatten)]
         limits: LimitsArgs,
+        #[command(flatten)]
+        server: ServerLimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -71,6 +75,8 @@ enum Command {
         delivery: DeliveryArgs,
         #[command(flatten)]
         limits: LimitsArgs,
+        #[command(flatten)]
+        server: ServerLimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -113,6 +119,8 @@ struct DevArgs {
     delivery: DeliveryArgs,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    server: ServerLimitsArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -215,16 +223,18 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, limits, .. } => {
-            let config = app_config(database, &kafka, Some(&api), Some(&delivery), &limits, true)?;
+        Command::Serve { database, kafka, api, delivery, limits, server, .. } => {
+            let config =
+                app_config(database, &kafka, Some(&api), Some(&delivery), &limits, &server, true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, limits, .. } => {
-            let config = app_config(database, &kafka, Some(&api), None, &limits, false)?;
+        Command::Api { database, kafka, api, limits, server, .. } => {
+            let config = app_config(database, &kafka, Some(&api), None, &limits, &server, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher { listen, database, kafka, delivery, limits, .. } => {
-            let config = app_config(database, &kafka, None, Some(&delivery), &limits, false)?;
+        Command::Dispatcher { listen, database, kafka, delivery, limits, server, .. } => {
+            let config =
+                app_config(database, &kafka, None, Some(&delivery), &limits, &server, false)?;
             run_roles(&config, listen).await
         }
         Command::Migrate { database, .. } => {
@@ -258,6 +268,7 @@ fn app_config(
     api: Option<&ApiArgs>,
     delivery: Option<&DeliveryArgs>,
     limits: &LimitsArgs,
+    server: &ServerLimitsArgs,
     migrate: bool,
 ) -> Result<AppConfig, Failure> {
     Ok(AppConfig {
@@ -270,6 +281,7 @@ fn app_config(
             .map_err(Failure::Config)?,
         dispatcher: delivery.map(DispatcherConfig::from_args),
         limits: limits.into(),
+        server: server.into(),
         migrate,
         create_topics: true,
     })
@@ -306,6 +318,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         // Locally, webhooks go to local receivers.
         dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
         limits: (&args.limits).into(),
+        server: (&args.server).into(),
         migrate: true,
         create_topics: false,
     };

@@ -53,6 +53,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u32 },
     #[error("internal error")]
@@ -75,7 +77,7 @@ pub struct Problem {
     /// `validation`, `conflict`, `precondition_failed`, `invalid_if_match`,
     /// `idempotency_in_progress`,
     /// `idempotency_key_reused`, `unsupported_media_type`,
-    /// `payload_too_large`, `unavailable`, `internal`.
+    /// `payload_too_large`, `request_timeout`, `unavailable`, `internal`.
     pub code: String,
     /// The invalid fields, for `validation` and `invalid_query`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +153,9 @@ impl ApiError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large")
             }
+            Self::BodyTimeout(_) => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout")
+            }
             Self::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
@@ -187,6 +192,11 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // The rest of the body may still come: the connection cannot
+            // carry another request (RFC 9110, 408).
+            Self::BodyTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Self::Conflict { code: "idempotency_in_progress", .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));

@@ -22,6 +22,7 @@ mod openapi;
 mod ops;
 mod publishing;
 mod rotation;
+mod server_limits;
 mod shutdown;
 mod store;
 mod subscriptions;

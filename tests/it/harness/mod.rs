@@ -189,6 +189,7 @@ impl TestApp {
                 circuit: Default::default(),
             }),
             limits: Default::default(),
+            server: Default::default(),
             migrate: true,
             create_topics: true,
         };
