@@ -70,7 +70,8 @@ pub async fn start(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let store = store::connect(&config.database_url).await?;
+    let store =
+        store::connect_with(&config.database_url, Some(config.server.statement_timeout)).await?;
     if config.migrate {
         store.migrate().await?;
     }
@@ -93,7 +94,7 @@ pub async fn start(
         store: Arc::clone(&store),
         producer: producer.clone(),
         shutdown: shutdown.clone(),
-        drain: api::DRAIN,
+        drain: config.server.drain,
         roles: Vec::new(),
     };
     let listener = match listener {
@@ -122,7 +123,7 @@ pub async fn start(
         .with_limits(config.limits)
         .with_quotas(config.quotas)
         .with_liveness(Arc::clone(&liveness));
-        let serve = api::serve(listener, state, shutdown.clone());
+        let serve = api::serve(listener, state, config.server, shutdown.clone());
         running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));
     } else {
         // A dispatcher alone still answers probes and scrapes.
@@ -133,7 +134,7 @@ pub async fn start(
             metrics: Arc::clone(&metrics),
             liveness: Arc::clone(&liveness),
         };
-        let serve = ops::serve(listener, ops, shutdown.clone());
+        let serve = ops::serve_within(listener, ops, config.server, shutdown.clone());
         running.roles.push(("ops endpoint", tokio::spawn(async { Ok(serve.await?) })));
     }
     running.roles.push(("Kafka producer", watch_producer(&producer, &shutdown)));

@@ -328,6 +328,7 @@ impl Env {
             }),
             limits: Default::default(),
             quotas: Default::default(),
+            server: Default::default(),
             migrate: true,
             create_topics: true,
         };

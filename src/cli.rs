@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use crate::app::{self, StartError};
 use crate::config::{
     ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, KafkaArgs,
-    LimitsArgs, QuotaArgs, TelemetryArgs, TopicArgs, Topics,
+    LimitsArgs, QuotaArgs, ServerLimitsArgs, TelemetryArgs, TopicArgs, Topics,
 };
 use crate::domain::SigningSecret;
 use crate::kafka::KafkaConfig;
@@ -45,6 +45,8 @@ enum Command {
         #[command(flatten)]
         quotas: QuotaArgs,
         #[command(flatten)]
+        server: ServerLimitsArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
     },
     /// REST API only; stateless, scale by replicas.
@@ -59,6 +61,8 @@ enum Command {
         limits: LimitsArgs,
         #[command(flatten)]
         quotas: QuotaArgs,
+        #[command(flatten)]
+        server: ServerLimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -75,6 +79,8 @@ enum Command {
         delivery: DeliveryArgs,
         #[command(flatten)]
         limits: LimitsArgs,
+        #[command(flatten)]
+        server: ServerLimitsArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -119,6 +125,8 @@ struct DevArgs {
     limits: LimitsArgs,
     #[command(flatten)]
     quotas: QuotaArgs,
+    #[command(flatten)]
+    server: ServerLimitsArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -221,19 +229,21 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, limits, quotas, .. } => {
+        Command::Serve { database, kafka, api, delivery, limits, quotas, server, .. } => {
             let mut config =
-                app_config(database, &kafka, Some(&api), Some(&delivery), &limits, true)?;
+                app_config(database, &kafka, Some(&api), Some(&delivery), &limits, &server, true)?;
             config.quotas = (&quotas).into();
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, limits, quotas, .. } => {
-            let mut config = app_config(database, &kafka, Some(&api), None, &limits, false)?;
+        Command::Api { database, kafka, api, limits, quotas, server, .. } => {
+            let mut config =
+                app_config(database, &kafka, Some(&api), None, &limits, &server, false)?;
             config.quotas = (&quotas).into();
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher { listen, database, kafka, delivery, limits, .. } => {
-            let config = app_config(database, &kafka, None, Some(&delivery), &limits, false)?;
+        Command::Dispatcher { listen, database, kafka, delivery, limits, server, .. } => {
+            let config =
+                app_config(database, &kafka, None, Some(&delivery), &limits, &server, false)?;
             run_roles(&config, listen).await
         }
         Command::Migrate { database, .. } => {
@@ -267,6 +277,7 @@ fn app_config(
     api: Option<&ApiArgs>,
     delivery: Option<&DeliveryArgs>,
     limits: &LimitsArgs,
+    server: &ServerLimitsArgs,
     migrate: bool,
 ) -> Result<AppConfig, Failure> {
     Ok(AppConfig {
@@ -280,6 +291,7 @@ fn app_config(
         dispatcher: delivery.map(DispatcherConfig::from_args),
         limits: limits.into(),
         quotas: Default::default(),
+        server: server.into(),
         migrate,
         create_topics: true,
     })
@@ -317,6 +329,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         dispatcher: Some(DispatcherConfig { allow_private_targets: true, ..dispatcher }),
         limits: (&args.limits).into(),
         quotas: (&args.quotas).into(),
+        server: (&args.server).into(),
         migrate: true,
         create_topics: false,
     };

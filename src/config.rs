@@ -125,6 +125,73 @@ pub struct DeliveryArgs {
     pub circuit_max_cool_down: Duration,
 }
 
+/// Limits of the HTTP servers (the API and the dispatcher's ops endpoint)
+/// and of the database sessions, so that slow or many clients cannot hold
+/// the process: every role flattens them.
+#[derive(Debug, Clone, Args)]
+pub struct ServerLimitsArgs {
+    /// How long a client may take to send a request's headers; also how long
+    /// an idle keep-alive connection stays open. The connection is closed
+    /// beyond it.
+    #[arg(long, env = "HOOKGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = server_timeout)]
+    pub header_read_timeout: Duration,
+    /// Time limit of a whole API request, its handler included (503 beyond it).
+    #[arg(long, env = "HOOKGATE_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = server_timeout)]
+    pub api_request_timeout: Duration,
+    /// How long a request body may take to arrive once its headers have (408 beyond it).
+    #[arg(long, env = "HOOKGATE_BODY_TIMEOUT", default_value = "10s", value_parser = server_timeout)]
+    pub body_timeout: Duration,
+    /// Connections served at once; beyond it new ones wait in the listen backlog.
+    #[arg(long, env = "HOOKGATE_MAX_CONNECTIONS", default_value_t = ServerLimits::default().max_connections, value_parser = max_connections)]
+    pub max_connections: usize,
+    /// At shutdown, how long open connections may finish their requests;
+    /// those still open after it are dropped.
+    #[arg(long, env = "HOOKGATE_CONNECTION_DRAIN_TIMEOUT", default_value = "11s", value_parser = server_timeout)]
+    pub connection_drain_timeout: Duration,
+    /// PostgreSQL `statement_timeout` of every pooled connection (not
+    /// `hookgate migrate`'s, nor migrations at start); SQLite has none.
+    #[arg(long, env = "HOOKGATE_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = statement_timeout)]
+    pub db_statement_timeout: Duration,
+}
+
+/// What `ServerLimitsArgs` configures, as the roles use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    /// How long connections may finish at shutdown before they are dropped.
+    pub drain: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            drain: crate::api::DRAIN,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl From<&ServerLimitsArgs> for ServerLimits {
+    fn from(args: &ServerLimitsArgs) -> Self {
+        Self {
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.api_request_timeout,
+            body_timeout: args.body_timeout,
+            max_connections: args.max_connections,
+            drain: args.connection_drain_timeout,
+            statement_timeout: args.db_statement_timeout,
+        }
+    }
+}
+
 /// Limits on what a subscription may ask for, for the API and dispatchers alike.
 #[derive(Debug, Clone, Args)]
 pub struct LimitsArgs {
@@ -315,6 +382,9 @@ pub struct AppConfig {
     pub limits: SubscriptionLimits,
     /// What one tenant may take of the API.
     pub quotas: Quotas,
+    /// Timeouts and the connection cap of the HTTP servers, the database's
+    /// statement timeout.
+    pub server: ServerLimits,
     /// Apply migrations at start (single-node roles; the chart runs `migrate`).
     pub migrate: bool,
     /// Create missing topics with the admin API (the in-process broker of
@@ -558,6 +628,33 @@ fn deleted_retention(value: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// A timeout of the servers: at least a millisecond, at most an hour (a
+/// larger one guards nothing, and overflows timers).
+fn server_timeout(value: &str) -> Result<Duration, String> {
+    duration_in(value, Duration::from_secs(3600))
+}
+
+/// PostgreSQL counts in milliseconds, up to about 24 days; 0 would turn the
+/// limit off, so it is refused like every zero.
+fn statement_timeout(value: &str) -> Result<Duration, String> {
+    duration_in(value, Duration::from_secs(24 * 3600))
+}
+
+fn duration_in(value: &str, max: Duration) -> Result<Duration, String> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    if parsed > max {
+        return Err(format!("must be at most {}", humantime::format_duration(max)));
+    }
+    Ok(parsed)
+}
+
+fn max_connections(value: &str) -> Result<usize, String> {
+    count_in(value, 1..=1_000_000)
+}
+
 fn stage_budget(value: &str) -> Result<usize, String> {
     count_in(value, 16..=1_000_000)
 }
@@ -690,6 +787,53 @@ mod tests {
             "--deleted-subscription-retention=5s",
         ] {
             assert!(Cli::try_parse_from(["hookgate", bad]).is_err(), "{bad} is refused");
+        }
+    }
+
+    #[test]
+    fn server_limits_parse_with_defaults_and_refuse_nonsense() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            limits: ServerLimitsArgs,
+        }
+        let defaults = Cli::try_parse_from(["hookgate"]).expect("defaults");
+        assert_eq!(ServerLimits::from(&defaults.limits), ServerLimits::default());
+        let parsed = Cli::try_parse_from([
+            "hookgate",
+            "--header-read-timeout=1s",
+            "--api-request-timeout=2s",
+            "--body-timeout=500ms",
+            "--max-connections=2",
+            "--connection-drain-timeout=3s",
+            "--db-statement-timeout=200ms",
+        ])
+        .expect("valid settings");
+        assert_eq!(
+            ServerLimits::from(&parsed.limits),
+            ServerLimits {
+                header_read_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(2),
+                body_timeout: Duration::from_millis(500),
+                max_connections: 2,
+                drain: Duration::from_secs(3),
+                statement_timeout: Duration::from_millis(200),
+            }
+        );
+        for (bad, says) in [
+            ("--header-read-timeout=0s", "greater than zero"),
+            ("--header-read-timeout=soon", "header-read-timeout"),
+            ("--api-request-timeout=500us", "at least 1ms"),
+            ("--body-timeout=1000years", "at most 1h"),
+            ("--max-connections=0", "from 1 to 1000000"),
+            ("--max-connections=-3", "max-connections"),
+            ("--connection-drain-timeout=2h", "at most 1h"),
+            ("--db-statement-timeout=0", "db-statement-timeout"),
+            ("--db-statement-timeout=30d", "at most 1day"),
+        ] {
+            let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
+            assert!(error.contains(says), "{bad}: {error}");
         }
     }
 

@@ -76,6 +76,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u32 },
     /// A count quota is full (subscriptions, running replays): nothing was
@@ -105,8 +107,8 @@ pub struct Problem {
     /// `validation`, `conflict`, `precondition_failed`, `invalid_if_match`,
     /// `idempotency_in_progress`,
     /// `idempotency_key_reused`, `unsupported_media_type`,
-    /// `payload_too_large`, `quota_exceeded`, `rate_limited`,
-    /// `unavailable`, `internal`.
+    /// `payload_too_large`, `request_timeout`, `quota_exceeded`,
+    /// `rate_limited`, `unavailable`, `internal`.
     pub code: String,
     /// The invalid fields, for `validation` and `invalid_query`: at most 20.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,6 +198,9 @@ impl ApiError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large")
             }
+            Self::BodyTimeout(_) => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout")
+            }
             Self::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
@@ -258,6 +263,11 @@ impl IntoResponse for ApiError {
             }
             Self::RateLimited { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // The rest of the body may still come: the connection cannot
+            // carry another request (RFC 9110, 408).
+            Self::BodyTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Self::Conflict { code: "idempotency_in_progress", .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));

@@ -331,10 +331,21 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
     ) -> Result<Vec<Attempt>>;
 }
 
-/// Opens the backend the URL names.
+/// Opens the backend the URL names, without a statement timeout (for
+/// `hookgate migrate` and tests).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(url, None).await
+}
+
+/// Opens the backend the URL names; on PostgreSQL every pooled connection
+/// gets `statement_timeout` (SQLite has none: its statements are local, and
+/// a lock waits at most its busy timeout).
+pub async fn connect_with(
+    url: &str,
+    statement_timeout: Option<std::time::Duration>,
+) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect_with(url, statement_timeout).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else {

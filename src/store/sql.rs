@@ -69,8 +69,7 @@ macro_rules! impl_store_with {
             }
 
             async fn migrate(&self) -> $crate::store::Result<()> {
-                Self::MIGRATOR.run(&self.pool).await?;
-                Ok(())
+                self.run_migrations().await
             }
 
             async fn tenant_exists(

@@ -30,6 +30,11 @@ impl SqliteStore {
             .map_err(connect_error)?;
         Ok(Self { pool })
     }
+
+    async fn run_migrations(&self) -> Result<()> {
+        Self::MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);

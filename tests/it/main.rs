@@ -23,6 +23,7 @@ mod ops;
 mod publishing;
 mod quotas;
 mod rotation;
+mod server_limits;
 mod shutdown;
 mod store;
 mod subscriptions;

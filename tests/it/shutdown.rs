@@ -41,6 +41,7 @@ fn serve_config(name: &str, db: &TestDb, brokers: String) -> AppConfig {
         dispatcher: None,
         limits: Default::default(),
         quotas: Default::default(),
+        server: Default::default(),
         migrate: true,
         create_topics: true,
     }

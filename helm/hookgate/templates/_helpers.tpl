@@ -143,6 +143,12 @@ OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 OTEL_SERVICE_NAME: {{ .Values.tracing.serviceName | quote }}
 HOOKGATE_MAX_IN_FLIGHT_LIMIT: {{ .Values.delivery.maxInFlightLimit | toString | quote }}
+HOOKGATE_HEADER_READ_TIMEOUT: {{ .Values.server.headerReadTimeout | quote }}
+HOOKGATE_API_REQUEST_TIMEOUT: {{ .Values.server.requestTimeout | quote }}
+HOOKGATE_BODY_TIMEOUT: {{ .Values.server.bodyTimeout | quote }}
+HOOKGATE_MAX_CONNECTIONS: {{ .Values.server.maxConnections | toString | quote }}
+HOOKGATE_CONNECTION_DRAIN_TIMEOUT: {{ .Values.server.connectionDrainTimeout | quote }}
+HOOKGATE_DB_STATEMENT_TIMEOUT: {{ .Values.server.dbStatementTimeout | quote }}
 {{- end }}
 
 {{/* Probes on the ops endpoint; include with (dict "probes" .Values.api.probes). */}}

@@ -201,6 +201,7 @@ impl TestApp {
             }),
             limits: Default::default(),
             quotas: Default::default(),
+            server: Default::default(),
             migrate: true,
             create_topics: true,
         };
