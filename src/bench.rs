@@ -326,6 +326,7 @@ impl Env {
                 circuit: Default::default(),
             }),
             limits: Default::default(),
+            secret_keys: Default::default(),
             migrate: true,
             create_topics: true,
         };

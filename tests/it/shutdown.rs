@@ -40,6 +40,7 @@ fn serve_config(name: &str, db: &TestDb, brokers: String) -> AppConfig {
         api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
         dispatcher: None,
         limits: Default::default(),
+        secret_keys: Default::default(),
         migrate: true,
         create_topics: true,
     }

@@ -189,6 +189,7 @@ impl TestApp {
                 circuit: Default::default(),
             }),
             limits: Default::default(),
+            secret_keys: Default::default(),
             migrate: true,
             create_topics: true,
         };
