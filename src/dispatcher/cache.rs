@@ -373,6 +373,16 @@ mod tests {
     }
 
     #[test]
+    fn a_subscription_whose_secrets_did_not_decrypt_is_no_target() {
+        let mut subscription = Subscription::example(TenantId::default_tenant(), NEW);
+        assert!(Target::new(subscription.clone()).is_some());
+        // As the store leaves it: a header value that did not open.
+        subscription.headers.insert("Authorization".into(), "********".into());
+        subscription.unreadable = Some("a secret sealed with key id `a`, …".into());
+        assert!(Target::new(subscription).is_none(), "it would send the placeholder");
+    }
+
+    #[test]
     fn an_event_goes_to_its_audience_among_the_tenants_that_may_see_its_type() {
         let mine = target("ten_a", Vec::new());
         assert!(mine.wants_event(&event(Some("ten_a")), None));

@@ -22,6 +22,7 @@ mod openapi;
 mod ops;
 mod publishing;
 mod rotation;
+mod secrets_at_rest;
 mod shutdown;
 mod store;
 mod subscriptions;
