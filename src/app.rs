@@ -70,8 +70,16 @@ pub async fn start(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let store =
-        store::connect_with(&config.database_url, Some(config.server.statement_timeout)).await?;
+    let store = store::connect_with(
+        &config.database_url,
+        Some(config.server.statement_timeout),
+        config.secret_keys.clone(),
+    )
+    .await?;
+    match config.secret_keys.current_id() {
+        Some(key_id) => tracing::info!(key_id, "secrets at rest are encrypted"),
+        None => tracing::info!("HOOKGATE_SECRET_KEY is not set: secrets are stored in clear"),
+    }
     if config.migrate {
         store.migrate().await?;
     }

@@ -329,6 +329,7 @@ impl Env {
             limits: Default::default(),
             quotas: Default::default(),
             server: Default::default(),
+            secret_keys: Default::default(),
             migrate: true,
             create_topics: true,
         };

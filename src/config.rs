@@ -9,6 +9,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 
 use crate::kafka::KafkaConfig;
+use crate::store::SecretKeys;
 
 /// Environment variables under this prefix are librdkafka properties
 /// (`HOOKGATE_KAFKA_SASL_MECHANISMS` → `sasl.mechanisms`).
@@ -20,6 +21,41 @@ pub struct DatabaseArgs {
     /// PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) URL.
     #[arg(long, env = "HOOKGATE_DATABASE_URL", hide_env_values = true, value_parser = non_empty)]
     pub database_url: String,
+}
+
+/// The keys that encrypt secrets at rest (store/sealing.rs). Every role
+/// that reads or writes subscriptions takes it: the API seals what it
+/// writes and opens secrets for test sends, dispatchers open them to sign
+/// and to send headers, `secrets re-encrypt` does both.
+#[derive(Clone, Args)]
+pub struct SecretKeyArgs {
+    /// Keys that encrypt signing secrets and secret header values at rest:
+    /// `id:base64key` entries (32 random bytes each, e.g. `openssl rand
+    /// -base64 32`), comma-separated; the first encrypts, every one
+    /// decrypts. A single key may leave out its id (it is then `default`).
+    /// Unset: secrets are stored in clear.
+    // Parsed after clap (`SecretKeyArgs::keys`): clap's own error would
+    // print the rejected value, which is the key.
+    #[arg(long, env = "HOOKGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for SecretKeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.secret_key.as_ref().map(|_| "***");
+        f.debug_struct("SecretKeyArgs").field("secret_key", &shown).finish()
+    }
+}
+
+impl SecretKeyArgs {
+    /// The keys, checked; the error is one line and never repeats a key.
+    pub fn keys(&self) -> Result<SecretKeys, String> {
+        match self.secret_key.as_deref().map(str::trim) {
+            None | Some("") => Ok(SecretKeys::none()),
+            Some(text) => SecretKeys::parse(text)
+                .map_err(|e| format!("invalid --secret-key (HOOKGATE_SECRET_KEY): {e}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -385,6 +421,8 @@ pub struct AppConfig {
     /// Timeouts and the connection cap of the HTTP servers, the database's
     /// statement timeout.
     pub server: ServerLimits,
+    /// Seal secrets at rest with these (none: in clear).
+    pub secret_keys: SecretKeys,
     /// Apply migrations at start (single-node roles; the chart runs `migrate`).
     pub migrate: bool,
     /// Create missing topics with the admin API (the in-process broker of
@@ -835,6 +873,32 @@ mod tests {
             let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
             assert!(error.contains(says), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn secret_keys_parse_and_a_bad_one_is_named_but_never_printed() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            keys: SecretKeyArgs,
+        }
+        let a = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let parsed = Cli::try_parse_from(["hookgate", &format!("--secret-key=b:{a},a:{a}")])
+            .expect("parses");
+        let keys = parsed.keys.keys().expect("valid keys");
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["b", "a"]);
+        assert!(!format!("{:?}", parsed.keys).contains(a));
+        let unset = Cli::try_parse_from(["hookgate"]).expect("parses");
+        assert!(!unset.keys.keys().expect("no key").is_set());
+        let bad = "c2hvcnQta2V5";
+        let error = Cli::try_parse_from(["hookgate", &format!("--secret-key=x:{bad}")])
+            .expect("parses")
+            .keys
+            .keys()
+            .expect_err("a short key");
+        assert!(error.contains("HOOKGATE_SECRET_KEY") && !error.contains(bad), "{error}");
+        assert_eq!(error.lines().count(), 1);
     }
 
     #[test]

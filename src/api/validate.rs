@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::problem::FieldError;
 use crate::config::Quotas;
 use crate::domain::{EventTypePattern, Subscription};
+use crate::store::sealing::SEALED_PREFIX;
 
 const MAX_URL_LEN: usize = 2048;
 const MAX_EVENT_TYPES: usize = 100;
@@ -79,6 +80,7 @@ pub fn subscription(s: &Subscription, rules: &Rules) -> Vec<FieldError> {
         }
     }
     headers(&s.headers, rules.header_bytes, &mut errors);
+    secret_headers(&s.secret_headers, &mut errors);
     text("description", s.description.as_deref(), &mut errors);
     metadata(&s.metadata, rules.metadata_bytes, &mut errors);
     errors
@@ -153,6 +155,20 @@ fn headers(headers: &BTreeMap<String, String>, max_bytes: u32, errors: &mut Vec<
             errors.push(FieldError::new(field, "this header is set by hookgate"));
         } else if value.len() > MAX_TEXT_LEN || http::HeaderValue::from_str(value).is_err() {
             errors.push(FieldError::new(field, "not a valid header value"));
+        } else if value.starts_with(SEALED_PREFIX) {
+            // Stored values with it are taken for encrypted ones.
+            errors.push(FieldError::new(field, "a header value must not start with `enc:v1:`"));
+        }
+    }
+}
+
+fn secret_headers(names: &[String], errors: &mut Vec<FieldError>) {
+    if names.len() > MAX_HEADERS {
+        errors.push(FieldError::new("secret_headers", format!("at most {MAX_HEADERS} names")));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(FieldError::new(format!("secret_headers/{i}"), "not a valid header name"));
         }
     }
 }
@@ -201,6 +217,6 @@ pub fn has_nul(value: &str) -> bool {
 }
 
 /// Map keys inside a field path, as JSON Pointer escapes them.
-fn pointer_escape(key: &str) -> String {
+pub fn pointer_escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }

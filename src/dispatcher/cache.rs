@@ -43,6 +43,10 @@ pub struct Target {
 
 impl Target {
     pub fn new(subscription: Subscription) -> Option<Self> {
+        // A secret that did not decrypt would sign wrong or send a placeholder.
+        if subscription.unreadable.is_some() {
+            return None;
+        }
         let secret = SigningSecret::parse(&subscription.secret).ok()?;
         let previous_secrets = subscription
             .previous_secrets
@@ -325,12 +329,18 @@ impl SubscriptionCache {
             }
             for change in changes {
                 let id = change.subscription.id.clone();
+                let unreadable = change.subscription.unreadable.clone();
                 match (change.deleted, Target::new(change.subscription)) {
                     (false, Some(target)) => {
                         next.tombstones.remove(&id);
                         next.targets.insert(id, Arc::new(target));
                     }
-                    _ => {
+                    (deleted, _) => {
+                        if let (false, Some(reason)) = (deleted, unreadable) {
+                            // Logged once per change of the row; its
+                            // deliveries are dropped like a deleted one's.
+                            tracing::error!(subscription_id = %id, %reason, "subscription not delivered: its secrets cannot be decrypted with HOOKGATE_SECRET_KEY");
+                        }
                         next.targets.remove(&id);
                         next.tombstones.insert(id, now);
                     }
@@ -398,6 +408,16 @@ mod tests {
                 None => Audience::Broadcast,
             },
         }
+    }
+
+    #[test]
+    fn a_subscription_whose_secrets_did_not_decrypt_is_no_target() {
+        let mut subscription = Subscription::example(TenantId::default_tenant(), NEW);
+        assert!(Target::new(subscription.clone()).is_some());
+        // As the store leaves it: a header value that did not open.
+        subscription.headers.insert("Authorization".into(), "********".into());
+        subscription.unreadable = Some("a secret sealed with key id `a`, …".into());
+        assert!(Target::new(subscription).is_none(), "it would send the placeholder");
     }
 
     #[test]

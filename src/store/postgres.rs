@@ -5,24 +5,31 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::dead_letters::dead_letter_methods;
+use super::resealing::secret_methods;
 use super::sql::impl_store;
 use super::{redact, Error, Result};
 
 pub struct PgStore {
     pool: PgPool,
+    /// Seal secrets before they are written, open them when read.
+    keys: super::SecretKeys,
 }
 
 impl PgStore {
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, None).await
+    pub async fn connect(url: &str, keys: super::SecretKeys) -> Result<Self> {
+        Self::connect_with(url, None, keys).await
     }
 
     /// With `statement_timeout`, every connection of the pool cancels a
     /// statement that runs longer (SQLSTATE 57014): a slow query cannot
     /// hold a connection, nor the request waiting on it, for ever.
-    pub async fn connect_with(url: &str, statement_timeout: Option<Duration>) -> Result<Self> {
+    pub async fn connect_with(
+        url: &str,
+        statement_timeout: Option<Duration>,
+        keys: super::SecretKeys,
+    ) -> Result<Self> {
         let mut options =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5));
         if let Some(timeout) = statement_timeout {
@@ -44,7 +51,7 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(|source| Error::Connect { url: redact(url), source })?;
-        Ok(Self { pool })
+        Ok(Self { pool, keys })
     }
 
     /// The pool, for tests that check what its connections do.
@@ -66,3 +73,4 @@ impl PgStore {
 
 impl_store!(PgStore, sqlx::Postgres);
 dead_letter_methods!(PgStore, sqlx::Postgres);
+secret_methods!(PgStore, sqlx::Postgres);

@@ -5,7 +5,7 @@
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "id, tenant_id, url, event_types, secret, \
      rate_limit_per_second, rate_limit_burst, max_in_flight, ordered, headers, status, \
      disabled_reason, description, metadata, version, created_at, updated_at, deleted_at, \
-     previous_secrets";
+     previous_secrets, secret_headers";
 
 pub(super) const ATTEMPT_COLUMNS: &str = "id, event_id, webhook_id, subscription_id, tenant_id, \
      event_type, attempt, outcome, status_code, latency_ms, error, response_excerpt, created_at";
@@ -23,12 +23,13 @@ macro_rules! impl_store {
 
 /// Inserts subscription `$s` at `$version` inside transaction `$tx`.
 macro_rules! insert_subscription {
-    ($tx:ident, $s:expr, $version:expr) => {{
+    ($tx:ident, $s:expr, $version:expr, $keys:expr) => {{
         use sqlx::types::Json;
         let s = $s;
+        let sealed = $crate::store::rows::SealedSecrets::of($keys, s)?;
         let sql = format!(
             "INSERT INTO subscriptions ({}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             $crate::store::sql::SUBSCRIPTION_COLUMNS
         );
         sqlx::query(&sql)
@@ -36,12 +37,12 @@ macro_rules! insert_subscription {
             .bind(s.tenant_id.as_str())
             .bind(&s.url)
             .bind(Json(&s.event_types))
-            .bind(&s.secret)
+            .bind(&sealed.secret)
             .bind(s.rate_limit.map(|r| i64::from(r.per_second)))
             .bind(s.rate_limit.map(|r| i64::from(r.burst)))
             .bind(s.max_in_flight.map(i64::from))
             .bind(s.ordered)
-            .bind(Json(&s.headers))
+            .bind(&sealed.headers)
             .bind(s.status.as_str())
             .bind(&s.disabled_reason)
             .bind(&s.description)
@@ -50,7 +51,8 @@ macro_rules! insert_subscription {
             .bind(s.created_at)
             .bind(s.updated_at)
             .bind(None::<chrono::DateTime<chrono::Utc>>)
-            .bind(Json(&s.previous_secrets))
+            .bind(&sealed.previous_secrets)
+            .bind(Json(&s.secret_headers))
             .execute(&mut *$tx)
             .await?;
     }};
@@ -91,7 +93,7 @@ macro_rules! impl_store_with {
                 let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
                     .fetch_one(&mut *tx)
                     .await?;
-                $crate::store::sql::insert_subscription!(tx, s, version);
+                $crate::store::sql::insert_subscription!(tx, s, version, &self.keys);
                 tx.commit().await?;
                 Ok(version)
             }
@@ -118,7 +120,7 @@ macro_rules! impl_store_with {
                     // Dropping the transaction rolls the version bump back.
                     return Ok(None);
                 }
-                $crate::store::sql::insert_subscription!(tx, s, version);
+                $crate::store::sql::insert_subscription!(tx, s, version, &self.keys);
                 tx.commit().await?;
                 Ok(Some(version))
             }
@@ -148,7 +150,7 @@ macro_rules! impl_store_with {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.into_iter().map(|r| r.into_change()).collect()
+                rows.into_iter().map(|r| r.into_change(&self.keys)).collect()
             }
 
             async fn set_subscription_status(
@@ -224,7 +226,7 @@ macro_rules! impl_store_with {
                     .bind(tenant.map(|t| t.as_str()))
                     .fetch_optional(&self.pool)
                     .await?;
-                row.map(|r| r.into_change().map(|c| c.subscription)).transpose()
+                row.map(|r| r.into_change(&self.keys).map(|c| c.subscription)).transpose()
             }
 
             async fn subscription_changes(
@@ -241,7 +243,7 @@ macro_rules! impl_store_with {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.into_iter().map(|r| r.into_change()).collect()
+                rows.into_iter().map(|r| r.into_change(&self.keys)).collect()
             }
 
             async fn record_circuit(

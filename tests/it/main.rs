@@ -23,6 +23,7 @@ mod ops;
 mod publishing;
 mod quotas;
 mod rotation;
+mod secrets_at_rest;
 mod server_limits;
 mod shutdown;
 mod store;

@@ -432,6 +432,8 @@ fn stored(tenant: &TenantId, n: usize) -> Subscription {
         event_types: vec!["order.*".to_owned()],
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
         previous_secrets: Vec::new(),
+        secret_headers: Vec::new(),
+        unreadable: None,
         rate_limit: None,
         max_in_flight: None,
         ordered: false,

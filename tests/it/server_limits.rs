@@ -252,6 +252,7 @@ async fn shutdown_ends_within_the_drain_while_a_client_sends_its_headers_a_byte_
         limits: Default::default(),
         quotas: Default::default(),
         server: Default::default(),
+        secret_keys: Default::default(),
         migrate: true,
         create_topics: true,
     };
@@ -290,7 +291,9 @@ async fn shutdown_ends_within_the_drain_while_a_client_sends_its_headers_a_byte_
 async fn a_statement_longer_than_the_database_statement_timeout_is_cancelled() {
     const TIMEOUT: Duration = Duration::from_millis(200);
     let db = TestDb::postgres().await;
-    let store = PgStore::connect_with(&db.url, Some(TIMEOUT)).await.expect("connect");
+    let store = PgStore::connect_with(&db.url, Some(TIMEOUT), hookgate::store::SecretKeys::none())
+        .await
+        .expect("connect");
     let shown: String =
         sqlx::query_scalar("SHOW statement_timeout").fetch_one(store.pool()).await.expect("SHOW");
     assert_eq!(shown, "200ms");
@@ -316,7 +319,7 @@ async fn a_statement_longer_than_the_database_statement_timeout_is_cancelled() {
         assert_eq!(shown, "200ms", "after the migrations");
     }
     // A store without one (as `hookgate migrate` opens) lets it run.
-    let plain = PgStore::connect(&db.url).await.expect("connect");
+    let plain = PgStore::connect(&db.url, hookgate::store::SecretKeys::none()).await.expect("connect");
     let shown: String =
         sqlx::query_scalar("SHOW statement_timeout").fetch_one(plain.pool()).await.expect("SHOW");
     assert_ne!(shown, "200ms");

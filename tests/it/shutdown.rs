@@ -42,6 +42,7 @@ fn serve_config(name: &str, db: &TestDb, brokers: String) -> AppConfig {
         limits: Default::default(),
         quotas: Default::default(),
         server: Default::default(),
+        secret_keys: Default::default(),
         migrate: true,
         create_topics: true,
     }

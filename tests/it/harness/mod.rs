@@ -202,6 +202,7 @@ impl TestApp {
             limits: Default::default(),
             quotas: Default::default(),
             server: Default::default(),
+            secret_keys: Default::default(),
             migrate: true,
             create_topics: true,
         };
