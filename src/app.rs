@@ -70,7 +70,16 @@ pub async fn start(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect_with(
+        &config.database_url,
+        Some(config.server.statement_timeout),
+        config.secret_keys.clone(),
+    )
+    .await?;
+    match config.secret_keys.current_id() {
+        Some(key_id) => tracing::info!(key_id, "secrets at rest are encrypted"),
+        None => tracing::info!("HOOKGATE_SECRET_KEY is not set: secrets are stored in clear"),
+    }
     if config.migrate {
         store.migrate().await?;
     }
@@ -93,7 +102,7 @@ pub async fn start(
         store: Arc::clone(&store),
         producer: producer.clone(),
         shutdown: shutdown.clone(),
-        drain: api::DRAIN,
+        drain: config.server.drain,
         roles: Vec::new(),
     };
     let listener = match listener {
@@ -119,8 +128,9 @@ pub async fn start(
         )
         .map_err(StartError::Http)?
         .with_limits(config.limits)
+        .with_quotas(config.quotas)
         .with_liveness(Arc::clone(&liveness));
-        let serve = api::serve(listener, state, shutdown.clone());
+        let serve = api::serve(listener, state, config.server, shutdown.clone());
         running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));
     } else {
         // A dispatcher alone still answers probes and scrapes.
@@ -131,7 +141,7 @@ pub async fn start(
             metrics: Arc::clone(&metrics),
             liveness: Arc::clone(&liveness),
         };
-        let serve = ops::serve(listener, ops, shutdown.clone());
+        let serve = ops::serve_within(listener, ops, config.server, shutdown.clone());
         running.roles.push(("ops endpoint", tokio::spawn(async { Ok(serve.await?) })));
     }
     running.roles.push(("Kafka producer", watch_producer(&producer, &shutdown)));

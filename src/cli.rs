@@ -1,4 +1,5 @@
-//! The command line: `hookgate serve|api|dispatcher|migrate|dev|listen`.
+//! The command line: `hookgate serve|api|dispatcher|migrate|dev|listen`,
+//! and `hookgate secrets re-encrypt`.
 //! A bad configuration ends the process with one line and exit code 2.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,7 +12,8 @@ use rdkafka::mocking::MockCluster;
 use crate::app::{self, StartError};
 use crate::config::{
     ApiArgs, ApiConfig, AppConfig, DatabaseArgs, DeliveryArgs, DispatcherConfig, EgressArgs,
-    KafkaArgs, LimitsArgs, TelemetryArgs, TopicArgs, Topics,
+    KafkaArgs, LimitsArgs, QuotaArgs, SecretKeyArgs, ServerLimitsArgs, TelemetryArgs, TopicArgs,
+    Topics,
 };
 use crate::domain::SigningSecret;
 use crate::kafka::KafkaConfig;
@@ -45,6 +47,12 @@ enum Command {
         #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
+        quotas: QuotaArgs,
+        #[command(flatten)]
+        server: ServerLimitsArgs,
+        #[command(flatten)]
+        secrets: SecretKeyArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
     },
     /// REST API only; stateless, scale by replicas.
@@ -59,6 +67,12 @@ enum Command {
         egress: EgressArgs,
         #[command(flatten)]
         limits: LimitsArgs,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+        #[command(flatten)]
+        server: ServerLimitsArgs,
+        #[command(flatten)]
+        secrets: SecretKeyArgs,
         #[command(flatten)]
         telemetry: TelemetryArgs,
     },
@@ -78,7 +92,16 @@ enum Command {
         #[command(flatten)]
         limits: LimitsArgs,
         #[command(flatten)]
+        server: ServerLimitsArgs,
+        #[command(flatten)]
+        secrets: SecretKeyArgs,
+        #[command(flatten)]
         telemetry: TelemetryArgs,
+    },
+    /// Secrets at rest: `hookgate secrets re-encrypt`.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Apply the database migrations and exit.
     Migrate {
@@ -95,6 +118,24 @@ enum Command {
     Openapi,
     /// Measures the performance figures against the test environment's broker and database.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Encrypt every subscription's secrets with the first key of
+    /// HOOKGATE_SECRET_KEY (after adding a key, before removing an old one);
+    /// safe while the service runs.
+    ReEncrypt {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        secrets: SecretKeyArgs,
+        /// Subscriptions read and rewritten at a time.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch_size: i64,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +162,12 @@ struct DevArgs {
     egress: EgressArgs,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    quotas: QuotaArgs,
+    #[command(flatten)]
+    server: ServerLimitsArgs,
+    #[command(flatten)]
+    secrets: SecretKeyArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -203,7 +250,10 @@ impl Command {
             Self::Serve { telemetry, .. }
             | Self::Api { telemetry, .. }
             | Self::Dispatcher { telemetry, .. }
-            | Self::Migrate { telemetry, .. } => Some(telemetry.log_format),
+            | Self::Migrate { telemetry, .. }
+            | Self::Secrets { command: SecretsCommand::ReEncrypt { telemetry, .. } } => {
+                Some(telemetry.log_format)
+            }
             Self::Dev(args) => Some(args.telemetry.log_format),
             Self::Bench(_) => Some(crate::config::LogFormat::Text),
             Self::Listen(_) | Self::Openapi => None,
@@ -223,21 +273,63 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { database, kafka, api, delivery, egress, limits, .. } => {
-            let roles = Roles { api: Some(&api), delivery: Some(&delivery), egress: &egress };
+        Command::Serve {
+            database,
+            kafka,
+            api,
+            delivery,
+            egress,
+            limits,
+            quotas,
+            server,
+            secrets,
+            ..
+        } => {
+            let roles = Roles {
+                api: Some((&api, &quotas)),
+                delivery: Some(&delivery),
+                egress: &egress,
+                server: &server,
+                secrets: &secrets,
+            };
             let config = app_config(database, &kafka, roles, &limits, true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, egress, limits, .. } => {
-            let roles = Roles { api: Some(&api), delivery: None, egress: &egress };
+        Command::Api { database, kafka, api, egress, limits, quotas, server, secrets, .. } => {
+            let roles = Roles {
+                api: Some((&api, &quotas)),
+                delivery: None,
+                egress: &egress,
+                server: &server,
+                secrets: &secrets,
+            };
             let config = app_config(database, &kafka, roles, &limits, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher { listen, database, kafka, delivery, egress, limits, .. } => {
-            let roles = Roles { api: None, delivery: Some(&delivery), egress: &egress };
+        Command::Dispatcher {
+            listen,
+            database,
+            kafka,
+            delivery,
+            egress,
+            limits,
+            server,
+            secrets,
+            ..
+        } => {
+            let roles = Roles {
+                api: None,
+                delivery: Some(&delivery),
+                egress: &egress,
+                server: &server,
+                secrets: &secrets,
+            };
             let config = app_config(database, &kafka, roles, &limits, false)?;
             run_roles(&config, listen).await
         }
+        Command::Secrets {
+            command: SecretsCommand::ReEncrypt { database, secrets, batch_size, .. },
+        } => re_encrypt(&database, &secrets, batch_size).await,
         Command::Migrate { database, .. } => {
             let store = store::connect(&database.database_url)
                 .await
@@ -265,18 +357,21 @@ async fn run(command: Command) -> Result<(), Failure> {
 
 /// The roles' own settings.
 struct Roles<'a> {
-    api: Option<&'a ApiArgs>,
+    api: Option<(&'a ApiArgs, &'a QuotaArgs)>,
     delivery: Option<&'a DeliveryArgs>,
     egress: &'a EgressArgs,
+    server: &'a ServerLimitsArgs,
+    secrets: &'a SecretKeyArgs,
 }
 
 fn app_config(
     database: DatabaseArgs,
     kafka: &KafkaArgs,
-    Roles { api, delivery, egress }: Roles<'_>,
+    Roles { api, delivery, egress, server, secrets }: Roles<'_>,
     limits: &LimitsArgs,
     migrate: bool,
 ) -> Result<AppConfig, Failure> {
+    let (api, quotas) = (api.map(|(api, _)| api), api.map(|(_, quotas)| quotas));
     Ok(AppConfig {
         database_url: database.database_url,
         kafka: KafkaConfig::from_env(kafka.kafka_brokers.clone()),
@@ -288,9 +383,73 @@ fn app_config(
         dispatcher: delivery.map(DispatcherConfig::from_args),
         limits: limits.into(),
         egress: egress.rules(false).map_err(Failure::Config)?,
+        quotas: quotas.map(Into::into).unwrap_or_default(),
+        server: server.into(),
+        secret_keys: secrets.keys().map_err(Failure::Config)?,
         migrate,
         create_topics: true,
     })
+}
+
+/// `hookgate secrets re-encrypt`: every subscription, batch by batch, then
+/// one line of what was done. Rows it cannot decrypt (a key id no longer
+/// configured) are named, and make it fail.
+async fn re_encrypt(
+    database: &DatabaseArgs,
+    secrets: &SecretKeyArgs,
+    batch_size: i64,
+) -> Result<(), Failure> {
+    let keys = secrets.keys().map_err(Failure::Config)?;
+    let Some(key_id) = keys.current_id().map(str::to_owned) else {
+        return Err(Failure::Config(
+            "HOOKGATE_SECRET_KEY is not set: there is no key to encrypt with".to_owned(),
+        ));
+    };
+    let store = store::connect_with_keys(&database.database_url, keys)
+        .await
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    let mut total = store::ResealBatch::default();
+    let mut after: Option<String> = None;
+    loop {
+        let batch = store
+            .reseal_subscriptions(after.as_deref(), batch_size)
+            .await
+            .map_err(|e| Failure::Run(e.into()))?;
+        for (id, error) in &batch.unreadable {
+            tracing::error!(subscription_id = %id, %error, "secrets cannot be decrypted; left as they are");
+        }
+        total.scanned += batch.scanned;
+        total.rewritten += batch.rewritten;
+        total.current += batch.current;
+        total.unreadable.extend(batch.unreadable);
+        total.busy.extend(batch.busy);
+        match batch.last_id {
+            Some(last) if batch.scanned >= batch_size as u64 => after = Some(last),
+            _ => break,
+        }
+    }
+    println!(
+        "re-encrypted {} of {} subscriptions with key `{key_id}` ({} already were, {} cannot be decrypted, {} changed during every try)",
+        total.rewritten,
+        total.scanned,
+        total.current,
+        total.unreadable.len(),
+        total.busy.len(),
+    );
+    if total.unreadable.is_empty() && total.busy.is_empty() {
+        Ok(())
+    } else {
+        let ids: Vec<&str> = total
+            .unreadable
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .chain(total.busy.iter().map(String::as_str))
+            .collect();
+        Err(Failure::Run(anyhow::anyhow!(
+            "not every subscription is encrypted with `{key_id}`: {} (run it again; for ones that cannot be decrypted, add the key they name to HOOKGATE_SECRET_KEY)",
+            ids.join(", ")
+        )))
+    }
 }
 
 async fn run_roles(config: &AppConfig, listen: SocketAddr) -> Result<(), Failure> {
@@ -325,6 +484,9 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         limits: (&args.limits).into(),
         // Locally, webhooks go to local receivers, unless told otherwise.
         egress: args.egress.rules(true).map_err(Failure::Config)?,
+        quotas: (&args.quotas).into(),
+        server: (&args.server).into(),
+        secret_keys: args.secrets.keys().map_err(Failure::Config)?,
         migrate: true,
         create_topics: false,
     };

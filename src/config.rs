@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 pub use crate::dispatcher::egress::EgressRules;
 use crate::kafka::KafkaConfig;
+use crate::store::SecretKeys;
 
 /// Environment variables under this prefix are librdkafka properties
 /// (`HOOKGATE_KAFKA_SASL_MECHANISMS` → `sasl.mechanisms`).
@@ -23,6 +24,41 @@ pub struct DatabaseArgs {
     /// PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) URL.
     #[arg(long, env = "HOOKGATE_DATABASE_URL", hide_env_values = true, value_parser = non_empty)]
     pub database_url: String,
+}
+
+/// The keys that encrypt secrets at rest (store/sealing.rs). Every role
+/// that reads or writes subscriptions takes it: the API seals what it
+/// writes and opens secrets for test sends, dispatchers open them to sign
+/// and to send headers, `secrets re-encrypt` does both.
+#[derive(Clone, Args)]
+pub struct SecretKeyArgs {
+    /// Keys that encrypt signing secrets and secret header values at rest:
+    /// `id:base64key` entries (32 random bytes each, e.g. `openssl rand
+    /// -base64 32`), comma-separated; the first encrypts, every one
+    /// decrypts. A single key may leave out its id (it is then `default`).
+    /// Unset: secrets are stored in clear.
+    // Parsed after clap (`SecretKeyArgs::keys`): clap's own error would
+    // print the rejected value, which is the key.
+    #[arg(long, env = "HOOKGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for SecretKeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.secret_key.as_ref().map(|_| "***");
+        f.debug_struct("SecretKeyArgs").field("secret_key", &shown).finish()
+    }
+}
+
+impl SecretKeyArgs {
+    /// The keys, checked; the error is one line and never repeats a key.
+    pub fn keys(&self) -> Result<SecretKeys, String> {
+        match self.secret_key.as_deref().map(str::trim) {
+            None | Some("") => Ok(SecretKeys::none()),
+            Some(text) => SecretKeys::parse(text)
+                .map_err(|e| format!("invalid --secret-key (HOOKGATE_SECRET_KEY): {e}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -144,6 +180,11 @@ pub struct DeliveryArgs {
     /// How long delivery attempts, dead letters and finished replays are kept.
     #[arg(long, env = "HOOKGATE_RETENTION", default_value = "30d", value_parser = duration)]
     pub retention: Duration,
+    /// How long a deleted subscription's row is kept before it is purged
+    /// (dispatchers see the delete within a second; the rest is margin for
+    /// one that lost the database for a while).
+    #[arg(long, env = "HOOKGATE_DELETED_SUBSCRIPTION_RETENTION", default_value = "1d", value_parser = deleted_retention)]
+    pub deleted_subscription_retention: Duration,
     /// Deliveries a dispatcher holds at once in every state (waiting, in
     /// flight); beyond it, its partitions pause until there is room.
     #[arg(long, env = "HOOKGATE_DELIVERY_BUDGET", default_value_t = DeliveryBudgets::default().stage, value_parser = stage_budget)]
@@ -170,6 +211,73 @@ pub struct DeliveryArgs {
     pub circuit_max_cool_down: Duration,
 }
 
+/// Limits of the HTTP servers (the API and the dispatcher's ops endpoint)
+/// and of the database sessions, so that slow or many clients cannot hold
+/// the process: every role flattens them.
+#[derive(Debug, Clone, Args)]
+pub struct ServerLimitsArgs {
+    /// How long a client may take to send a request's headers; also how long
+    /// an idle keep-alive connection stays open. The connection is closed
+    /// beyond it.
+    #[arg(long, env = "HOOKGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = server_timeout)]
+    pub header_read_timeout: Duration,
+    /// Time limit of a whole API request, its handler included (503 beyond it).
+    #[arg(long, env = "HOOKGATE_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = server_timeout)]
+    pub api_request_timeout: Duration,
+    /// How long a request body may take to arrive once its headers have (408 beyond it).
+    #[arg(long, env = "HOOKGATE_BODY_TIMEOUT", default_value = "10s", value_parser = server_timeout)]
+    pub body_timeout: Duration,
+    /// Connections served at once; beyond it new ones wait in the listen backlog.
+    #[arg(long, env = "HOOKGATE_MAX_CONNECTIONS", default_value_t = ServerLimits::default().max_connections, value_parser = max_connections)]
+    pub max_connections: usize,
+    /// At shutdown, how long open connections may finish their requests;
+    /// those still open after it are dropped.
+    #[arg(long, env = "HOOKGATE_CONNECTION_DRAIN_TIMEOUT", default_value = "11s", value_parser = server_timeout)]
+    pub connection_drain_timeout: Duration,
+    /// PostgreSQL `statement_timeout` of every pooled connection (not
+    /// `hookgate migrate`'s, nor migrations at start); SQLite has none.
+    #[arg(long, env = "HOOKGATE_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = statement_timeout)]
+    pub db_statement_timeout: Duration,
+}
+
+/// What `ServerLimitsArgs` configures, as the roles use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    /// How long connections may finish at shutdown before they are dropped.
+    pub drain: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            drain: crate::api::DRAIN,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl From<&ServerLimitsArgs> for ServerLimits {
+    fn from(args: &ServerLimitsArgs) -> Self {
+        Self {
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.api_request_timeout,
+            body_timeout: args.body_timeout,
+            max_connections: args.max_connections,
+            drain: args.connection_drain_timeout,
+            statement_timeout: args.db_statement_timeout,
+        }
+    }
+}
+
 /// Limits on what a subscription may ask for, for the API and dispatchers alike.
 #[derive(Debug, Clone, Args)]
 pub struct LimitsArgs {
@@ -177,6 +285,103 @@ pub struct LimitsArgs {
     /// more; dispatchers cap older subscriptions at it).
     #[arg(long, env = "HOOKGATE_MAX_IN_FLIGHT_LIMIT", default_value_t = SubscriptionLimits::default().max_in_flight, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight_limit: u32,
+}
+
+/// What one tenant (or one caller) may take of the API: counts answer 422
+/// `quota_exceeded`, rates 429 `rate_limited` with `Retry-After`. Admin
+/// tokens are trusted and not limited by the per-tenant rates.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Live subscriptions one tenant may have.
+    #[arg(long, env = "HOOKGATE_MAX_SUBSCRIPTIONS_PER_TENANT", default_value_t = Quotas::default().subscriptions_per_tenant, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_subscriptions_per_tenant: u32,
+    /// Events a second one tenant API key may publish (a batch counts each event).
+    #[arg(long, env = "HOOKGATE_PUBLISH_RATE_PER_KEY", default_value_t = Quotas::default().publish_per_key.per_second, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_rate_per_key: u32,
+    /// Events one key may publish at once above its rate.
+    #[arg(long, env = "HOOKGATE_PUBLISH_BURST_PER_KEY", default_value_t = Quotas::default().publish_per_key.burst, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_burst_per_key: u32,
+    /// Events a second all keys of one tenant may publish together.
+    #[arg(long, env = "HOOKGATE_PUBLISH_RATE_PER_TENANT", default_value_t = Quotas::default().publish_per_tenant.per_second, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_rate_per_tenant: u32,
+    /// Events one tenant may publish at once above its rate.
+    #[arg(long, env = "HOOKGATE_PUBLISH_BURST_PER_TENANT", default_value_t = Quotas::default().publish_per_tenant.burst, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub publish_burst_per_tenant: u32,
+    /// Bytes of custom header names and values one subscription may carry.
+    #[arg(long, env = "HOOKGATE_MAX_HEADER_BYTES", default_value_t = Quotas::default().header_bytes, value_parser = clap::value_parser!(u32).range(64..=65_536))]
+    pub max_header_bytes: u32,
+    /// Bytes of metadata keys and values one subscription may carry.
+    #[arg(long, env = "HOOKGATE_MAX_METADATA_BYTES", default_value_t = Quotas::default().metadata_bytes, value_parser = clap::value_parser!(u32).range(64..=65_536))]
+    pub max_metadata_bytes: u32,
+    /// Bulk replays one tenant may have running at once.
+    #[arg(long, env = "HOOKGATE_MAX_RUNNING_REPLAYS_PER_TENANT", default_value_t = Quotas::default().running_replays_per_tenant, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_running_replays_per_tenant: u32,
+    /// Test sends (`POST /v1/subscriptions/{id}/test`) one tenant may make a minute.
+    #[arg(long, env = "HOOKGATE_TEST_SENDS_PER_MINUTE", default_value_t = Quotas::default().test_sends_per_minute, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub test_sends_per_minute: u32,
+    /// Failed authentications a minute from one client address (the TCP
+    /// peer; X-Forwarded-For is not trusted); past it, requests with a
+    /// tenant key answer 429 without a database lookup.
+    #[arg(long, env = "HOOKGATE_AUTH_FAILURES_PER_MINUTE", default_value_t = Quotas::default().auth_failures_per_minute, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub auth_failures_per_minute: u32,
+}
+
+/// A token bucket: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// See `QuotaArgs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub subscriptions_per_tenant: u32,
+    pub publish_per_key: Rate,
+    pub publish_per_tenant: Rate,
+    pub header_bytes: u32,
+    pub metadata_bytes: u32,
+    pub running_replays_per_tenant: u32,
+    pub test_sends_per_minute: u32,
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for Quotas {
+    /// Generous for one integration, small enough that one tenant cannot
+    /// take a dispatcher's memory or the API's database.
+    fn default() -> Self {
+        Self {
+            subscriptions_per_tenant: 1_000,
+            publish_per_key: Rate { per_second: 1_000, burst: 2_000 },
+            publish_per_tenant: Rate { per_second: 2_000, burst: 4_000 },
+            header_bytes: 8 << 10,
+            metadata_bytes: 16 << 10,
+            running_replays_per_tenant: 5,
+            test_sends_per_minute: 10,
+            auth_failures_per_minute: 60,
+        }
+    }
+}
+
+impl From<&QuotaArgs> for Quotas {
+    fn from(args: &QuotaArgs) -> Self {
+        Self {
+            subscriptions_per_tenant: args.max_subscriptions_per_tenant,
+            publish_per_key: Rate {
+                per_second: args.publish_rate_per_key,
+                burst: args.publish_burst_per_key,
+            },
+            publish_per_tenant: Rate {
+                per_second: args.publish_rate_per_tenant,
+                burst: args.publish_burst_per_tenant,
+            },
+            header_bytes: args.max_header_bytes,
+            metadata_bytes: args.max_metadata_bytes,
+            running_replays_per_tenant: args.max_running_replays_per_tenant,
+            test_sends_per_minute: args.test_sends_per_minute,
+            auth_failures_per_minute: args.auth_failures_per_minute,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +468,13 @@ pub struct AppConfig {
     pub limits: SubscriptionLimits,
     /// Where deliveries and test sends may go.
     pub egress: EgressRules,
+    /// What one tenant may take of the API.
+    pub quotas: Quotas,
+    /// Timeouts and the connection cap of the HTTP servers, the database's
+    /// statement timeout.
+    pub server: ServerLimits,
+    /// Seal secrets at rest with these (none: in clear).
+    pub secret_keys: SecretKeys,
     /// Apply migrations at start (single-node roles; the chart runs `migrate`).
     pub migrate: bool,
     /// Create missing topics with the admin API (the in-process broker of
@@ -302,6 +514,8 @@ pub struct DispatcherConfig {
     pub response_body_cap: usize,
     /// How long attempts, dead letters and finished replays are kept.
     pub retention: Duration,
+    /// How long deleted subscriptions are kept before they are purged.
+    pub deleted_retention: Duration,
     pub budgets: DeliveryBudgets,
     pub circuit: CircuitPolicy,
 }
@@ -341,6 +555,7 @@ impl DispatcherConfig {
             max_delivery_age: args.max_delivery_age,
             response_body_cap: 4096,
             retention: args.retention,
+            deleted_retention: args.deleted_subscription_retention,
             budgets: DeliveryBudgets {
                 stage: args.delivery_budget,
                 tenant: args.tenant_budget.unwrap_or(args.delivery_budget / 4).max(1),
@@ -489,6 +704,43 @@ fn duration(value: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_owned());
     }
     Ok(parsed)
+}
+
+/// A deleted subscription's row outlives the dispatchers' next refresh
+/// (every half second) by a wide margin.
+fn deleted_retention(value: &str) -> Result<Duration, String> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_secs(60) {
+        return Err("at least 1m, so that every dispatcher sees the delete first".to_owned());
+    }
+    Ok(parsed)
+}
+
+/// A timeout of the servers: at least a millisecond, at most an hour (a
+/// larger one guards nothing, and overflows timers).
+fn server_timeout(value: &str) -> Result<Duration, String> {
+    duration_in(value, Duration::from_secs(3600))
+}
+
+/// PostgreSQL counts in milliseconds, up to about 24 days; 0 would turn the
+/// limit off, so it is refused like every zero.
+fn statement_timeout(value: &str) -> Result<Duration, String> {
+    duration_in(value, Duration::from_secs(24 * 3600))
+}
+
+fn duration_in(value: &str, max: Duration) -> Result<Duration, String> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    if parsed > max {
+        return Err(format!("must be at most {}", humantime::format_duration(max)));
+    }
+    Ok(parsed)
+}
+
+fn max_connections(value: &str) -> Result<usize, String> {
+    count_in(value, 1..=1_000_000)
 }
 
 fn stage_budget(value: &str) -> Result<usize, String> {
@@ -661,6 +913,123 @@ mod tests {
                 .egress;
         let error = proxy.rules(false).expect_err("not an http proxy");
         assert!(error.contains("HOOKGATE_EGRESS_PROXY") && !error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn quotas_default_as_documented_and_refuse_nonsense() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            quotas: QuotaArgs,
+            #[command(flatten)]
+            delivery: DeliveryArgs,
+        }
+        let defaults = Cli::try_parse_from(["hookgate"]).expect("defaults");
+        assert_eq!(Quotas::from(&defaults.quotas), Quotas::default());
+        assert_eq!(
+            DispatcherConfig::from_args(&defaults.delivery).deleted_retention,
+            Duration::from_secs(24 * 3600)
+        );
+        let set = Cli::try_parse_from([
+            "hookgate",
+            "--max-subscriptions-per-tenant=3",
+            "--publish-rate-per-key=5",
+            "--publish-burst-per-key=7",
+            "--test-sends-per-minute=2",
+            "--deleted-subscription-retention=2h",
+        ])
+        .expect("valid quotas");
+        let quotas = Quotas::from(&set.quotas);
+        assert_eq!(quotas.subscriptions_per_tenant, 3);
+        assert_eq!(quotas.publish_per_key, Rate { per_second: 5, burst: 7 });
+        assert_eq!(quotas.test_sends_per_minute, 2);
+        assert_eq!(
+            DispatcherConfig::from_args(&set.delivery).deleted_retention,
+            Duration::from_secs(7200)
+        );
+        for bad in [
+            "--max-subscriptions-per-tenant=0",
+            "--publish-rate-per-tenant=0",
+            "--max-header-bytes=10",
+            "--auth-failures-per-minute=-1",
+            "--deleted-subscription-retention=5s",
+        ] {
+            assert!(Cli::try_parse_from(["hookgate", bad]).is_err(), "{bad} is refused");
+        }
+    }
+
+    #[test]
+    fn server_limits_parse_with_defaults_and_refuse_nonsense() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            limits: ServerLimitsArgs,
+        }
+        let defaults = Cli::try_parse_from(["hookgate"]).expect("defaults");
+        assert_eq!(ServerLimits::from(&defaults.limits), ServerLimits::default());
+        let parsed = Cli::try_parse_from([
+            "hookgate",
+            "--header-read-timeout=1s",
+            "--api-request-timeout=2s",
+            "--body-timeout=500ms",
+            "--max-connections=2",
+            "--connection-drain-timeout=3s",
+            "--db-statement-timeout=200ms",
+        ])
+        .expect("valid settings");
+        assert_eq!(
+            ServerLimits::from(&parsed.limits),
+            ServerLimits {
+                header_read_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(2),
+                body_timeout: Duration::from_millis(500),
+                max_connections: 2,
+                drain: Duration::from_secs(3),
+                statement_timeout: Duration::from_millis(200),
+            }
+        );
+        for (bad, says) in [
+            ("--header-read-timeout=0s", "greater than zero"),
+            ("--header-read-timeout=soon", "header-read-timeout"),
+            ("--api-request-timeout=500us", "at least 1ms"),
+            ("--body-timeout=1000years", "at most 1h"),
+            ("--max-connections=0", "from 1 to 1000000"),
+            ("--max-connections=-3", "max-connections"),
+            ("--connection-drain-timeout=2h", "at most 1h"),
+            ("--db-statement-timeout=0", "db-statement-timeout"),
+            ("--db-statement-timeout=30d", "at most 1day"),
+        ] {
+            let error = Cli::try_parse_from(["hookgate", bad]).err().expect(bad).to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn secret_keys_parse_and_a_bad_one_is_named_but_never_printed() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            keys: SecretKeyArgs,
+        }
+        let a = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let parsed = Cli::try_parse_from(["hookgate", &format!("--secret-key=b:{a},a:{a}")])
+            .expect("parses");
+        let keys = parsed.keys.keys().expect("valid keys");
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["b", "a"]);
+        assert!(!format!("{:?}", parsed.keys).contains(a));
+        let unset = Cli::try_parse_from(["hookgate"]).expect("parses");
+        assert!(!unset.keys.keys().expect("no key").is_set());
+        let bad = "c2hvcnQta2V5";
+        let error = Cli::try_parse_from(["hookgate", &format!("--secret-key=x:{bad}")])
+            .expect("parses")
+            .keys
+            .keys()
+            .expect_err("a short key");
+        assert!(error.contains("HOOKGATE_SECRET_KEY") && !error.contains(bad), "{error}");
+        assert_eq!(error.lines().count(), 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod listen;
 pub mod metrics;
 pub mod ops;
+pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

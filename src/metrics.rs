@@ -72,6 +72,9 @@ pub struct Metrics {
     pub stage_stuck: IntGaugeVec,
     publish_requests: IntCounterVec,
     pub published_events: IntCounter,
+    auth_failures: IntCounterVec,
+    /// Database lookups of tenant API keys.
+    pub api_key_lookups: IntCounter,
 }
 
 impl Metrics {
@@ -239,6 +242,23 @@ impl Metrics {
                 &registry,
                 IntCounter::new("hookgate_published_events_total", "Events written to Kafka"),
             ),
+            auth_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hookgate_api_auth_failures_total",
+                        "Refused bearer tokens: malformed and limited cost no database lookup",
+                    ),
+                    &["outcome"],
+                ),
+            ),
+            api_key_lookups: register(
+                &registry,
+                IntCounter::new(
+                    "hookgate_api_key_lookups_total",
+                    "Database lookups of tenant API keys",
+                ),
+            ),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -253,6 +273,9 @@ impl Metrics {
         }
         for reason in ParkReason::ALL {
             metrics.parked.with_label_values(&[reason.as_str()]);
+        }
+        for outcome in ["malformed", "unknown_key", "limited"] {
+            metrics.auth_failures.with_label_values(&[outcome]);
         }
         Arc::new(metrics)
     }
@@ -282,6 +305,11 @@ impl Metrics {
     /// Publish requests are not the delivery hot path: a label lookup is fine.
     pub fn publish_request(&self, status: u16) {
         self.publish_requests.with_label_values(&[status.to_string().as_str()]).inc();
+    }
+
+    /// `outcome`: `malformed`, `unknown_key` or `limited`.
+    pub fn auth_failure(&self, outcome: &str) {
+        self.auth_failures.with_label_values(&[outcome]).inc();
     }
 
     /// Everything, in the Prometheus text format.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::health::{self, Health};
 use crate::api::problem::ApiError;
+use crate::config::ServerLimits;
 use crate::dispatcher::watchdog::Liveness;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -46,11 +47,23 @@ async fn metrics(State(ops): State<Ops>) -> axum::response::Response {
     ops.metrics.response()
 }
 
-/// Serves until `shutdown`, then for at most `api::DRAIN`.
+/// Serves until `shutdown` within the default limits, then for at most
+/// their drain.
 pub async fn serve(
     listener: TcpListener,
     ops: Ops,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    crate::api::serve_draining(listener, router(ops), shutdown, crate::api::DRAIN).await
+    serve_within(listener, ops, ServerLimits::default(), shutdown).await
+}
+
+/// Serves until `shutdown` within `limits` (the API's code path,
+/// `server::serve`), then for at most `limits.drain`.
+pub async fn serve_within(
+    listener: TcpListener,
+    ops: Ops,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    crate::server::serve(listener, router(ops), limits, shutdown).await
 }

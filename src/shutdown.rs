@@ -2,9 +2,10 @@
 //! second signal ends the process at once.
 //!
 //! Shutdown has one deadline, counted from the signal: the longest drain of
-//! the roles a process runs (`dispatcher::drain_deadline`, `api::DRAIN`)
-//! plus `GRACE`. `app::Running::wait` keeps to it; `watchdog` ends the
-//! process shortly after it even if every runtime thread is stuck.
+//! the roles a process runs (`dispatcher::drain_deadline`, the servers'
+//! `ServerLimits::drain`) plus `GRACE`. `app::Running::wait` keeps to it;
+//! `watchdog` ends the process shortly after it even if every runtime
+//! thread is stuck.
 
 use std::time::Duration;
 

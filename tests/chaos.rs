@@ -55,6 +55,7 @@ fn dispatcher_config() -> DispatcherConfig {
         max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 256,
         retention: Duration::from_secs(30 * 24 * 3600),
+        deleted_retention: Duration::from_secs(24 * 3600),
         budgets: Default::default(),
         circuit: Default::default(),
     }

@@ -1,7 +1,11 @@
 //! Who is calling: the bearer token decides. Admin tokens come from the
-//! configuration; tenant API keys (`hgk_…`) are looked up by their hash.
+//! configuration; tenant API keys (`hgk_…`) are looked up by their hash,
+//! unless the token cannot be a key or its address failed too often of late
+//! (`quota::Limiters`): neither costs a database query.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
@@ -65,7 +69,35 @@ impl Caller {
     }
 }
 
+/// A caller and, for a tenant key, the key's hash: what the per-key
+/// publish rate counts by.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Caller,
+    pub key_hash: Option<String>,
+}
+
 impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Authenticated::from_request_parts(parts, state).await?.caller)
+    }
+}
+
+/// The length of a tenant key: the prefix and 64 hex digits.
+const API_KEY_LEN: usize = API_KEY_PREFIX.len() + 64;
+
+/// Whether a token could be a key hookgate made, checked before it costs
+/// a database lookup.
+fn is_well_formed_key(token: &str) -> bool {
+    token.len() == API_KEY_LEN
+        && token.strip_prefix(API_KEY_PREFIX).is_some_and(|hex| {
+            hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -81,17 +113,49 @@ impl FromRequestParts<AppState> for Caller {
             found | bool::from(known.as_bytes().ct_eq(token.as_bytes()))
         });
         if is_admin {
-            return Ok(Caller::Admin);
+            return Ok(Self { caller: Caller::Admin, key_hash: None });
         }
-        if !token.starts_with(API_KEY_PREFIX) || token.len() > 128 {
+        // Without the peer (a router served without connect info) every
+        // caller shares one address.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |info| info.0.ip());
+        let metrics = &state.metrics;
+        if let Err(limited) = state.limiters.auth_allowed(peer) {
+            metrics.auth_failure("limited");
+            return Err(limited);
+        }
+        if !is_well_formed_key(token) {
+            metrics.auth_failure("malformed");
+            state.limiters.auth_failed(peer);
             return Err(ApiError::Unauthorized);
         }
-        state
-            .store
-            .tenant_for_key(&hash_api_key(token))
-            .await
-            .map_err(ApiError::store)?
-            .map(Caller::Tenant)
-            .ok_or(ApiError::Unauthorized)
+        let key_hash = hash_api_key(token);
+        metrics.api_key_lookups.inc();
+        match state.store.tenant_for_key(&key_hash).await.map_err(ApiError::store)? {
+            Some(tenant) => Ok(Self { caller: Caller::Tenant(tenant), key_hash: Some(key_hash) }),
+            None => {
+                metrics.auth_failure("unknown_key");
+                state.limiters.auth_failed(peer);
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tenant::NewApiKey;
+
+    #[test]
+    fn only_keys_of_our_shape_are_looked_up() {
+        assert!(is_well_formed_key(&NewApiKey::generate().text));
+        assert!(!is_well_formed_key("hgk_short"));
+        assert!(!is_well_formed_key(&format!("hgk_{}", "G".repeat(64))));
+        assert!(!is_well_formed_key(&format!("hgk_{}", "A".repeat(64))), "lowercase hex only");
+        assert!(!is_well_formed_key(&format!("xyz_{}", "a".repeat(64))));
+        assert!(!is_well_formed_key(&format!("hgk_{}", "a".repeat(65))));
     }
 }

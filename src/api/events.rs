@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use super::auth::{Caller, TenantChoice};
+use super::auth::{Authenticated, Caller, TenantChoice};
 use super::event_types::check_data;
 use super::extract::{Json, Path, Query};
 use super::idempotency;
@@ -104,17 +104,21 @@ pub struct PublishedBatch {
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (among them a `tenant_id` that is unknown or another tenant's, or `broadcast` from a tenant key), `data` against the event type's schema, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: over the key's or the tenant's publish rate (`HOOKGATE_PUBLISH_RATE_PER_KEY`, `…_PER_TENANT`); nothing was published", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Kafka did not take the event within 5 s; nothing was published", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
     security(("bearer" = [])))]
 pub async fn publish(
     State(state): State<AppState>,
-    caller: Caller,
+    authenticated: Authenticated,
     headers: HeaderMap,
     Json { value: req, bytes }: Json<PublishEvent>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency::key(&headers)?;
+    within_rate(&state, &authenticated, 1)?;
+    let caller = authenticated.caller;
     let mut errors = Vec::new();
     let mut tenants = KnownTenants::default();
     let event = validate(&state, &caller, req, "", &mut tenants, &mut errors).await?;
@@ -150,14 +154,16 @@ pub async fn publish(
         (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Any invalid event (errors name `events/<i>/…`); nothing was published", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Any invalid event (errors name `events/<i>/…`; the first 20 are listed); nothing was published", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: over the key's or the tenant's publish rate, each event counting; nothing was published", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Kafka did not take every event within 5 s; some may have been written, so retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
     security(("bearer" = [])))]
 pub async fn publish_batch(
     State(state): State<AppState>,
-    caller: Caller,
+    authenticated: Authenticated,
     headers: HeaderMap,
     Json { value: req, bytes }: Json<PublishBatch>,
 ) -> Result<Response, ApiError> {
@@ -165,6 +171,8 @@ pub async fn publish_batch(
     if req.events.is_empty() || req.events.len() > MAX_BATCH {
         return Err(ApiError::field("events", format!("1 to {MAX_BATCH} events")));
     }
+    within_rate(&state, &authenticated, req.events.len())?;
+    let caller = authenticated.caller;
     let mut errors = Vec::new();
     let mut tenants = KnownTenants::default();
     let mut events = Vec::with_capacity(req.events.len());
@@ -225,6 +233,15 @@ pub async fn attempts(
         return Err(ApiError::NotFound(format!("no attempts of event {id}")));
     }
     Ok(answer)
+}
+
+/// A tenant key publishes at its rate and its tenant's (each event counts);
+/// admin tokens, the producers' own, are not limited.
+fn within_rate(state: &AppState, who: &Authenticated, events: usize) -> Result<(), ApiError> {
+    match (&who.caller, &who.key_hash) {
+        (Caller::Tenant(tenant), Some(key)) => state.limiters.publish(key, tenant, events),
+        _ => Ok(()),
+    }
 }
 
 /// Whether tenants named in one request exist, looked up once each.

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::problem::{ApiError, FieldError};
+use crate::server::BodyDeadline;
 
 /// A JSON body: 415 without a JSON content type, 413 over the body limit,
 /// 400 for malformed JSON, 422 naming the field for JSON of the wrong shape.
@@ -58,8 +59,18 @@ where
     }
 }
 
+/// The body, read by the request's `BodyDeadline` when it has one (the
+/// server sets it): a client that sends it too slowly gets 408.
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = Bytes::from_request(req, state);
+    let read = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.at, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout(deadline.limit))?,
+        None => read.await,
+    };
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge
         } else {

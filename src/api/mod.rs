@@ -15,13 +15,13 @@ pub mod openapi;
 pub mod pagination;
 pub mod precondition;
 pub mod problem;
+pub mod quota;
 pub mod replays;
 pub mod subscription_actions;
 pub mod subscriptions;
 pub mod tenants;
 pub mod validate;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use crate::config::{EgressRules, SubscriptionLimits};
+use crate::config::{EgressRules, Quotas, ServerLimits, SubscriptionLimits};
 use crate::dispatcher::watchdog::Liveness;
 use crate::dispatcher::webhook::Webhooks;
 use crate::kafka::Producer;
@@ -45,9 +45,9 @@ use problem::ApiError;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Time limit of a `POST /v1/subscriptions/{id}/test` webhook.
 const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// At shutdown, how long requests under way may take to finish: the
-/// longest a handler takes (a test send); a client slower than that loses
-/// its connection.
+/// At shutdown, how long requests under way may take to finish, unless
+/// configured (`HOOKGATE_CONNECTION_DRAIN_TIMEOUT`): the longest a handler
+/// takes (a test send); a client slower than that loses its connection.
 pub const DRAIN: Duration = Duration::from_secs(TEST_REQUEST_TIMEOUT.as_secs() + 1);
 const TEST_RESPONSE_CAP: usize = 4096;
 
@@ -65,6 +65,8 @@ pub struct AppState {
     pub egress: Arc<EgressRules>,
     pub metrics: Arc<Metrics>,
     pub limits: SubscriptionLimits,
+    /// What one tenant may take; the rate quotas' buckets.
+    pub limiters: Arc<quota::Limiters>,
     /// The health of the dispatcher stages run beside the API (`serve`).
     pub liveness: Arc<Liveness>,
 }
@@ -97,8 +99,17 @@ impl AppState {
             egress,
             metrics,
             limits: SubscriptionLimits::default(),
+            limiters: quota::Limiters::new(Quotas::default()),
             liveness: Liveness::new(),
         })
+    }
+
+    pub fn with_quotas(self, quotas: Quotas) -> Self {
+        Self { limiters: quota::Limiters::new(quotas), ..self }
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.limiters.quotas
     }
 
     pub fn with_limits(self, limits: SubscriptionLimits) -> Self {
@@ -175,42 +186,21 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Serves until `shutdown` is cancelled, then finishes the requests under
-/// way. Purges expired idempotency keys meanwhile.
+/// Serves until `shutdown` is cancelled within `limits` (`server::serve`),
+/// then finishes the requests under way. Purges expired idempotency keys
+/// and idle rate buckets meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_idempotency_keys(Arc::clone(&state.store), shutdown.clone()));
-    let served = serve_draining(listener, router(state), shutdown, DRAIN).await;
+    let clean_up = tokio::spawn(Arc::clone(&state.limiters).clean_up(shutdown.clone()));
+    let served = crate::server::serve(listener, router(state), limits, shutdown).await;
     purge.abort();
+    clean_up.abort();
     served
-}
-
-/// Serves `app` until `shutdown`, then lets the requests under way finish
-/// for at most `drain`: a client that never finishes its request must not
-/// hold the process.
-pub async fn serve_draining(
-    listener: TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> std::io::Result<()> {
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        served = &mut server => return served,
-        () = shutdown.cancelled() => {}
-    }
-    match tokio::time::timeout(drain, server).await {
-        Ok(served) => served,
-        Err(_) => {
-            tracing::warn!(timeout = ?drain, "requests still under way at the drain deadline; their connections are dropped");
-            Ok(())
-        }
-    }
 }
 
 async fn purge_idempotency_keys(store: Arc<dyn Store>, shutdown: CancellationToken) {

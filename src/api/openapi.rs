@@ -18,7 +18,11 @@ use super::{
             Every `/v1` call takes `Authorization: Bearer <token>`: an admin token, or a \
             tenant API key (`hgk_…`) that sees only its tenant's resources. Errors are \
             RFC 9457 `application/problem+json` with a stable `type` and `code`. Lists \
-            answer `{\"data\": [...], \"next_cursor\": …}`; pass `next_cursor` as `cursor`.",
+            answer `{\"data\": [...], \"next_cursor\": …}`; pass `next_cursor` as `cursor`. \
+            Quotas answer 422 `quota_exceeded` (a count is full) or 429 `rate_limited` with \
+            `Retry-After` (a rate is spent), naming the `quota` and its `limit`; a client \
+            address whose tokens failed too often gets 429 for tenant keys for a while, \
+            without a database lookup.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -53,7 +57,7 @@ use super::{
         replays::cancel,
     ),
     components(schemas(problem::Problem, problem::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &AuthFailureLimit),
     tags(
         (name = "tenants", description = "Tenants and their API keys (admin)"),
         (name = "subscriptions", description = "Webhook subscriptions"),
@@ -81,6 +85,47 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every operation with a bearer token may answer 429: its address failed
+/// to authenticate too often (`quota::Limiters`).
+struct AuthFailureLimit;
+
+impl Modify for AuthFailureLimit {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::Header;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description(
+                "`rate_limited`: too many failed authentications from this address \
+                 (`HOOKGATE_AUTH_FAILURES_PER_MINUTE`); tenant keys from it wait",
+            )
+            .header("Retry-After", Header::new(ObjectBuilder::new().schema_type(Type::Integer)))
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    operation
+                        .responses
+                        .responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| response.clone().into());
+                }
+            }
+        }
     }
 }
 

@@ -7,6 +7,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// A problem lists at most this many field errors (and counts the rest), so
+/// that a large body of bad items answers a small problem.
+pub const MAX_LISTED_ERRORS: usize = 20;
+/// A field path or message longer than this is cut (a header name may be
+/// long; its problem need not repeat it whole).
+const MAX_ERROR_TEXT: usize = 200;
+
 /// One invalid field of a request.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct FieldError {
@@ -20,6 +27,22 @@ impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
+
+    /// With the path and message cut to `MAX_ERROR_TEXT` bytes.
+    fn shortened(&self) -> Self {
+        Self { field: cut(&self.field), message: cut(&self.message) }
+    }
+}
+
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_ERROR_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +76,17 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u32 },
+    /// A count quota is full (subscriptions, running replays): nothing was
+    /// written.
+    #[error("{detail}")]
+    QuotaExceeded { quota: &'static str, limit: u64, detail: String },
+    /// A rate quota is spent for now: retry after `retry_after_secs`.
+    #[error("{detail}")]
+    RateLimited { quota: &'static str, limit: u64, detail: String, retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -75,11 +107,26 @@ pub struct Problem {
     /// `validation`, `conflict`, `precondition_failed`, `invalid_if_match`,
     /// `idempotency_in_progress`,
     /// `idempotency_key_reused`, `unsupported_media_type`,
-    /// `payload_too_large`, `unavailable`, `internal`.
+    /// `payload_too_large`, `request_timeout`, `quota_exceeded`,
+    /// `rate_limited`, `unavailable`, `internal`.
     pub code: String,
-    /// The invalid fields, for `validation` and `invalid_query`.
+    /// The invalid fields, for `validation` and `invalid_query`: at most 20.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 20)]
     pub errors: Option<Vec<FieldError>>,
+    /// How many more invalid fields there were than `errors` lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more_errors: Option<usize>,
+    /// For `quota_exceeded` and `rate_limited`: which quota
+    /// (`subscriptions_per_tenant`, `running_replays_per_tenant`,
+    /// `publish_rate_per_key`, `publish_rate_per_tenant`,
+    /// `test_sends_per_minute`, `auth_failures_per_minute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "subscriptions_per_tenant")]
+    pub quota: Option<String>,
+    /// The quota's limit (a count, or events or requests per its period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 impl ApiError {
@@ -151,8 +198,17 @@ impl ApiError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large")
             }
+            Self::BodyTimeout(_) => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout")
+            }
             Self::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
+            Self::QuotaExceeded { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded", "Quota exceeded")
+            }
+            Self::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
             }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
@@ -165,17 +221,34 @@ impl IntoResponse for ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = %cause, "request failed");
         }
-        let errors = match &self {
-            Self::Validation(errors) | Self::InvalidQuery(errors) => Some(errors.clone()),
-            _ => None,
+        let (errors, more_errors) = match &self {
+            Self::Validation(errors) | Self::InvalidQuery(errors) => {
+                let listed = errors.iter().take(MAX_LISTED_ERRORS).map(FieldError::shortened);
+                let more = errors.len().saturating_sub(MAX_LISTED_ERRORS);
+                (Some(listed.collect()), (more > 0).then_some(more))
+            }
+            _ => (None, None),
+        };
+        let mut detail = self.to_string();
+        if let Some(more) = more_errors {
+            detail = format!("{detail} (the first {MAX_LISTED_ERRORS} are listed, {more} more)");
+        }
+        let (quota, limit) = match &self {
+            Self::QuotaExceeded { quota, limit, .. } | Self::RateLimited { quota, limit, .. } => {
+                (Some((*quota).to_owned()), Some(*limit))
+            }
+            _ => (None, None),
         };
         let problem = Problem {
             kind: format!("urn:hookgate:problem:{code}"),
             title: title.to_owned(),
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail,
             code: code.to_owned(),
             errors,
+            more_errors,
+            quota,
+            limit,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -187,6 +260,14 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::RateLimited { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // The rest of the body may still come: the connection cannot
+            // carry another request (RFC 9110, 408).
+            Self::BodyTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Self::Conflict { code: "idempotency_in_progress", .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));

@@ -109,7 +109,7 @@ pub struct ReplayDryRun {
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (a bad time range, a bad rate…)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (a bad time range, a bad rate…), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_RUNNING_REPLAYS_PER_TENANT` replays running; nothing was created", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -170,7 +170,25 @@ pub async fn create(
         updated_at: now,
         finished_at: None,
     };
-    state.store.create_replay(&replay).await.map_err(ApiError::store)?;
+    // Admins are trusted; a tenant key has a quota of running jobs.
+    match &replay.tenant_id {
+        None => state.store.create_replay(&replay).await.map_err(ApiError::store)?,
+        Some(tenant) => {
+            let limit = state.quotas().running_replays_per_tenant;
+            let created =
+                state.store.create_replay_within(&replay, limit).await.map_err(ApiError::store)?;
+            if !created {
+                return Err(ApiError::QuotaExceeded {
+                    quota: "running_replays_per_tenant",
+                    limit: u64::from(limit),
+                    detail: format!(
+                        "tenant {tenant} has {limit} replays running, this server's limit; \
+                         wait for one to finish or cancel one"
+                    ),
+                });
+            }
+        }
+    }
     tracing::info!(replay_id = %replay.id, total, "replay job created");
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/replays/{}", replay.id)) {

@@ -166,6 +166,8 @@ pub async fn rotate_secret(
         (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match names no current version: the subscription changed since; nothing was sent", body = Problem, content_type = "application/problem+json",
             headers(("ETag" = String, description = "The current version"))),
+        (status = 429, description = "`rate_limited`: the tenant made `HOOKGATE_TEST_SENDS_PER_MINUTE` test sends in the last minute; nothing was sent", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("bearer" = [])))]
 pub async fn send_test(
@@ -178,6 +180,8 @@ pub async fn send_test(
     // Sent with the subscription as read: a matching If-Match means the
     // test goes to the settings the caller saw.
     if_match.expect(subscription.version)?;
+    // Each send is an outbound request: a tenant has so many a minute.
+    state.limiters.test_send(&subscription.tenant_id)?;
     let data = serde_json::json!({
         "message": "a test event from hookgate",
         "subscription_id": subscription.id.as_str(),

@@ -18,6 +18,7 @@ use super::precondition::{etag_header, IfMatch};
 use super::problem::{ApiError, FieldError, Problem};
 use super::{validate, AppState};
 use crate::domain::event::is_valid_event_type;
+use crate::domain::subscription::REDACTED;
 use crate::domain::{
     CircuitRecord, EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId,
     SubscriptionPatch, SubscriptionStatus, TenantId,
@@ -31,7 +32,8 @@ pub type ETag = [(HeaderName, HeaderValue); 1];
 /// past it the page comes back short, with a cursor to go on.
 const MAX_SCAN: usize = 2_000;
 
-#[derive(Debug, Deserialize, ToSchema)]
+// No `Debug`: it holds the secret and header values.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
     /// The tenant that owns it (admin only; default `ten_default`). A tenant
@@ -51,9 +53,19 @@ pub struct CreateSubscription {
     /// Deliver events of one partition key in order.
     #[serde(default)]
     ordered: bool,
-    /// Extra headers on every webhook.
+    /// Extra headers on every webhook. The values of secret headers (see
+    /// `secret_headers`) are write-only: answers show `********`.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Headers whose values are secret too, beyond the credential headers
+    /// that always are (`Authorization`, `Proxy-Authorization`, `Cookie`,
+    /// `X-Api-Key`, `Api-Key`, `X-Auth-Token`, and any name containing
+    /// `auth`, `token`, `secret`, `password`, `credential`, `api-key` or
+    /// `signature`; without case). Secret values are encrypted at rest when
+    /// the server has a secret key, and never shown again.
+    #[serde(default)]
+    #[schema(example = json!(["X-Partner-Id"]), max_items = 20)]
+    secret_headers: Vec<String>,
     /// `active` (default) or `paused`.
     status: Option<SubscriptionStatus>,
     description: Option<String>,
@@ -62,7 +74,8 @@ pub struct CreateSubscription {
 }
 
 /// A partial update: absent fields stay; `null` clears the nullable ones.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+// No `Debug`: it holds header values.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscription {
     url: Option<String>,
@@ -74,7 +87,12 @@ pub struct UpdateSubscription {
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     max_in_flight: Option<Option<u32>>,
     ordered: Option<bool>,
+    /// Replaces all custom headers. A secret header sent with the value
+    /// `********` (as answers show it) keeps its stored value.
     headers: Option<BTreeMap<String, String>>,
+    /// Replaces the list of headers the subscription marks secret.
+    #[schema(max_items = 20)]
+    secret_headers: Option<Vec<String>>,
     /// `active` or `paused`; `active` also re-enables a disabled one.
     status: Option<SubscriptionStatus>,
     #[serde(default, deserialize_with = "nullable")]
@@ -105,7 +123,12 @@ pub struct SubscriptionOut {
     rate_limit: Option<RateLimit>,
     max_in_flight: Option<u32>,
     ordered: bool,
+    /// Custom headers; secret ones show `********` in place of their value.
+    #[schema(example = json!({"Authorization": "********", "X-Partner-Id": "acme"}))]
     headers: BTreeMap<String, String>,
+    /// The headers this subscription marks secret (beyond the credential
+    /// headers that always are).
+    secret_headers: Vec<String>,
     status: SubscriptionStatus,
     /// Why hookgate disabled it (the endpoint answered 410 Gone).
     disabled_reason: Option<String>,
@@ -167,6 +190,16 @@ impl CircuitOut {
 
 impl SubscriptionOut {
     pub fn new(s: Subscription, show_secret: bool) -> Self {
+        // Redacted with or without a secret key: header values are
+        // credentials of the receiver, write-only like the secret.
+        let headers = s
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if s.is_secret_header(name) { REDACTED } else { value.as_str() };
+                (name.clone(), shown.to_owned())
+            })
+            .collect();
         Self {
             secret: show_secret.then_some(s.secret),
             id: s.id.as_str().to_owned(),
@@ -176,7 +209,8 @@ impl SubscriptionOut {
             rate_limit: s.rate_limit,
             max_in_flight: s.max_in_flight,
             ordered: s.ordered,
-            headers: s.headers,
+            headers,
+            secret_headers: s.secret_headers,
             status: s.status,
             disabled_reason: s.disabled_reason,
             description: s.description,
@@ -267,7 +301,7 @@ pub async fn list_tenant(
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (headers and metadata over this server's byte quotas among them), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_SUBSCRIPTIONS_PER_TENANT` live subscriptions; nothing was created", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -298,6 +332,14 @@ pub async fn create(
     if req.status == Some(SubscriptionStatus::Disabled) {
         errors.push(FieldError::new("status", "a new subscription is active or paused"));
     }
+    for (name, value) in &req.headers {
+        if value == REDACTED {
+            errors.push(FieldError::new(
+                format!("headers/{}", validate::pointer_escape(name)),
+                "`********` is how answers show a secret value: send the value itself",
+            ));
+        }
+    }
     let now = super::now();
     let mut subscription = Subscription {
         id: SubscriptionId::generate(),
@@ -310,6 +352,7 @@ pub async fn create(
         max_in_flight: req.max_in_flight,
         ordered: req.ordered,
         headers: req.headers,
+        secret_headers: req.secret_headers,
         status: req.status.unwrap_or(SubscriptionStatus::Active),
         disabled_reason: None,
         description: req.description,
@@ -317,20 +360,30 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         version: 0,
+        unreadable: None,
     };
-    errors.extend(validate::subscription(
-        &subscription,
-        state.limits.max_in_flight,
-        Some(&state.egress),
-    ));
+    let rules = validate::Rules::new(state.limits.max_in_flight, state.quotas());
+    errors.extend(validate::subscription(&subscription, &rules, Some(&state.egress)));
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
     if !state.store.tenant_exists(&subscription.tenant_id).await.map_err(ApiError::store)? {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     }
-    subscription.version =
-        state.store.create_subscription(&subscription).await.map_err(ApiError::store)?;
+    let limit = state.quotas().subscriptions_per_tenant;
+    subscription.version = state
+        .store
+        .create_subscription_within(&subscription, limit)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::QuotaExceeded {
+            quota: "subscriptions_per_tenant",
+            limit: u64::from(limit),
+            detail: format!(
+                "tenant {} has {limit} subscriptions, this server's limit; delete one first",
+                subscription.tenant_id
+            ),
+        })?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
     let tag = etag_header(subscription.version);
     Ok((StatusCode::CREATED, tag, axum::Json(SubscriptionOut::new(subscription, true))))
@@ -480,6 +533,7 @@ pub async fn update(
         max_in_flight: req.max_in_flight,
         ordered: req.ordered,
         headers: req.headers,
+        secret_headers: req.secret_headers,
         status: req.status.filter(|s| *s != SubscriptionStatus::Disabled),
         description: req.description,
         metadata: req.metadata,
@@ -493,10 +547,34 @@ pub async fn update(
     // one, so what a concurrent write changes in the others cannot make it
     // invalid.
     let mut candidate = current.clone();
+    // Headers and metadata stored before tighter limits stay until changed.
+    if patch.headers.is_none() {
+        candidate.headers.clear();
+    }
+    if patch.metadata.is_none() {
+        candidate.metadata.clear();
+    }
     patch.apply_to(&mut candidate);
+    let rules = validate::Rules::new(max_in_flight_limit, state.quotas());
     // A URL accepted before the rules changed stays until it is changed.
     let egress = patch.url.is_some().then_some(&*state.egress);
-    errors.extend(validate::subscription(&candidate, max_in_flight_limit, egress));
+    errors.extend(validate::subscription(&candidate, &rules, egress));
+    for (name, _) in patch.headers.iter().flatten().filter(|(_, v)| *v == REDACTED) {
+        // The store swaps the placeholder for the stored value.
+        let problem = if !candidate.is_secret_header(name) {
+            Some("`********` keeps a secret header's stored value, and this header is not secret: send its value")
+        } else if !current.headers.keys().any(|n| n.eq_ignore_ascii_case(name)) {
+            Some("`********` keeps the stored value, and this header has none: send its value")
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            errors.push(FieldError::new(
+                format!("headers/{}", validate::pointer_escape(name)),
+                message,
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

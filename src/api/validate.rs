@@ -4,28 +4,53 @@
 use std::collections::BTreeMap;
 
 use super::problem::FieldError;
-use crate::config::EgressRules;
+use crate::config::{EgressRules, Quotas};
 use crate::dispatcher::egress;
 use crate::domain::{subscription, EventTypePattern, Subscription};
+use crate::store::sealing::SEALED_PREFIX;
 
 const MAX_URL_LEN: usize = 2048;
 const MAX_EVENT_TYPES: usize = 100;
 const MAX_HEADERS: usize = 20;
-const MAX_METADATA: usize = 50;
+const MAX_HEADER_NAME_LEN: usize = 256;
 pub const MAX_TEXT_LEN: usize = 1024;
-const MAX_KEY_LEN: usize = 255;
+/// Metadata as Stripe bounds it: 50 keys of up to 40 characters, values of
+/// up to 500.
+const MAX_METADATA: usize = 50;
+const MAX_METADATA_KEY_CHARS: usize = 40;
+const MAX_METADATA_VALUE_CHARS: usize = 500;
 const MAX_RATE: u32 = 1_000_000;
 
-/// `max_in_flight_limit`: the operator's ceiling (`HOOKGATE_MAX_IN_FLIGHT_LIMIT`);
+/// What a subscription may hold on this server.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// `HOOKGATE_MAX_IN_FLIGHT_LIMIT`.
+    pub max_in_flight: u32,
+    /// `HOOKGATE_MAX_HEADER_BYTES`, `HOOKGATE_MAX_METADATA_BYTES`.
+    pub header_bytes: u32,
+    pub metadata_bytes: u32,
+}
+
+impl Rules {
+    pub fn new(max_in_flight: u32, quotas: &Quotas) -> Self {
+        Self {
+            max_in_flight,
+            header_bytes: quotas.header_bytes,
+            metadata_bytes: quotas.metadata_bytes,
+        }
+    }
+}
+
 /// `egress`: the rules the URL is checked against (`None`: it is not new).
 pub fn subscription(
     s: &Subscription,
-    max_in_flight_limit: u32,
+    rules: &Rules,
     egress: Option<&EgressRules>,
 ) -> Vec<FieldError> {
+    let max_in_flight_limit = rules.max_in_flight;
     let mut errors = Vec::new();
     match egress {
-        Some(rules) => url(&s.url, rules, &mut errors),
+        Some(egress) => url(&s.url, egress, &mut errors),
         None => url_form(&s.url, &mut errors),
     }
     event_types(&s.event_types, &mut errors);
@@ -47,9 +72,10 @@ pub fn subscription(
             ));
         }
     }
-    headers(&s.headers, &mut errors);
+    headers(&s.headers, rules.header_bytes, &mut errors);
+    secret_headers(&s.secret_headers, &mut errors);
     text("description", s.description.as_deref(), &mut errors);
-    metadata(&s.metadata, &mut errors);
+    metadata(&s.metadata, rules.metadata_bytes, &mut errors);
     errors
 }
 
@@ -106,13 +132,28 @@ fn event_types(types: &[String], errors: &mut Vec<FieldError>) {
     }
 }
 
-fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+/// Names and values together, as they weigh on every webhook.
+fn bytes_of(map: &BTreeMap<String, String>) -> usize {
+    map.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+fn headers(headers: &BTreeMap<String, String>, max_bytes: u32, errors: &mut Vec<FieldError>) {
     if headers.len() > MAX_HEADERS {
         errors.push(FieldError::new("headers", format!("at most {MAX_HEADERS} headers")));
+    } else if bytes_of(headers) > max_bytes as usize {
+        errors.push(FieldError::new(
+            "headers",
+            format!("at most {max_bytes} bytes of names and values together (this server's quota)"),
+        ));
     }
     for (name, value) in headers {
         let field = format!("headers/{}", pointer_escape(name));
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if name.len() > MAX_HEADER_NAME_LEN {
+            errors.push(FieldError::new(
+                field,
+                format!("a header name has at most {MAX_HEADER_NAME_LEN} bytes"),
+            ));
+        } else if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             errors.push(FieldError::new(field, "not a valid header name"));
         } else if !subscription::is_custom_header_allowed(name) {
             errors.push(FieldError::new(
@@ -121,25 +162,46 @@ fn headers(headers: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
             ));
         } else if value.len() > MAX_TEXT_LEN || http::HeaderValue::from_str(value).is_err() {
             errors.push(FieldError::new(field, "not a valid header value"));
+        } else if value.starts_with(SEALED_PREFIX) {
+            // Stored values with it are taken for encrypted ones.
+            errors.push(FieldError::new(field, "a header value must not start with `enc:v1:`"));
         }
     }
 }
 
-fn metadata(metadata: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+fn secret_headers(names: &[String], errors: &mut Vec<FieldError>) {
+    if names.len() > MAX_HEADERS {
+        errors.push(FieldError::new("secret_headers", format!("at most {MAX_HEADERS} names")));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(FieldError::new(format!("secret_headers/{i}"), "not a valid header name"));
+        }
+    }
+}
+
+fn metadata(metadata: &BTreeMap<String, String>, max_bytes: u32, errors: &mut Vec<FieldError>) {
     if metadata.len() > MAX_METADATA {
         errors.push(FieldError::new("metadata", format!("at most {MAX_METADATA} entries")));
+    } else if bytes_of(metadata) > max_bytes as usize {
+        errors.push(FieldError::new(
+            "metadata",
+            format!("at most {max_bytes} bytes of keys and values together (this server's quota)"),
+        ));
     }
     for (key, value) in metadata {
-        if key.is_empty()
-            || key.len() > MAX_KEY_LEN
-            || value.len() > MAX_TEXT_LEN
+        let key_chars = key.chars().count();
+        if key_chars == 0
+            || key_chars > MAX_METADATA_KEY_CHARS
+            || value.chars().count() > MAX_METADATA_VALUE_CHARS
             || has_nul(key)
             || has_nul(value)
         {
             errors.push(FieldError::new(
                 format!("metadata/{}", pointer_escape(key)),
                 format!(
-                    "keys are 1 to {MAX_KEY_LEN} and values at most {MAX_TEXT_LEN} bytes, without NUL"
+                    "keys have 1 to {MAX_METADATA_KEY_CHARS} characters and values at most \
+                     {MAX_METADATA_VALUE_CHARS}, without NUL"
                 ),
             ));
         }
@@ -162,6 +224,6 @@ pub fn has_nul(value: &str) -> bool {
 }
 
 /// Map keys inside a field path, as JSON Pointer escapes them.
-fn pointer_escape(key: &str) -> String {
+pub fn pointer_escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }

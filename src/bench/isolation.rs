@@ -370,6 +370,7 @@ pub(super) fn subscription(
         max_in_flight,
         ordered: false,
         headers: Default::default(),
+        secret_headers: Vec::new(),
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         description: None,
@@ -377,6 +378,7 @@ pub(super) fn subscription(
         created_at: now,
         updated_at: now,
         version: 0,
+        unreadable: None,
     }
 }
 

@@ -1,7 +1,10 @@
 //! The dispatchers' copy of the subscriptions, refreshed from the store by
 //! version: in the background, and on demand when an event is newer than the
 //! copy, so that a subscription created before an event was published always
-//! gets it.
+//! gets it. The first load reads live rows only (up to the version current
+//! then); deletes after it leave tombstones, forgotten after a while: a
+//! delivery for an id the copy does not know is dropped after a refresh
+//! anyway, so a tombstone only spares that refresh.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,6 +26,8 @@ const PAGE: i64 = 1_000;
 /// After a failed refresh, events go on with the copy they have for this
 /// long rather than each waiting on an unreachable database.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a deleted subscription's tombstone is kept.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// A subscription ready for delivery: its secrets and headers parsed once.
 pub struct Target {
@@ -38,6 +43,10 @@ pub struct Target {
 
 impl Target {
     pub fn new(subscription: Subscription) -> Option<Self> {
+        // A secret that did not decrypt would sign wrong or send a placeholder.
+        if subscription.unreadable.is_some() {
+            return None;
+        }
         let secret = SigningSecret::parse(&subscription.secret).ok()?;
         let previous_secrets = subscription
             .previous_secrets
@@ -122,8 +131,9 @@ pub enum Lookup {
 #[derive(Clone, Default)]
 struct Snapshot {
     targets: HashMap<SubscriptionId, Arc<Target>>,
-    /// Deleted subscriptions (and ones whose row no longer parses).
-    tombstones: HashSet<SubscriptionId>,
+    /// Deleted subscriptions (and ones whose row no longer parses), with
+    /// when the copy learnt it.
+    tombstones: HashMap<SubscriptionId, Instant>,
     /// Event types only some tenants may see, with those tenants.
     restricted: HashMap<String, HashSet<TenantId>>,
 }
@@ -140,6 +150,8 @@ pub enum Freshness {
 pub const STALE_RETRY: Duration = FAILURE_BACKOFF;
 
 struct RefreshState {
+    /// The first load (live rows only) is done.
+    loaded: bool,
     version: i64,
     /// The last event type change seen.
     type_version: i64,
@@ -161,6 +173,7 @@ impl SubscriptionCache {
             store,
             snapshot: RwLock::new(Arc::default()),
             refresh: tokio::sync::Mutex::new(RefreshState {
+                loaded: false,
                 version: 0,
                 type_version: 0,
                 failed_at: None,
@@ -183,7 +196,7 @@ impl SubscriptionCache {
         let snapshot = self.current();
         match snapshot.targets.get(id) {
             Some(target) => Lookup::Found(Arc::clone(target)),
-            None if snapshot.tombstones.contains(id) => Lookup::Deleted,
+            None if snapshot.tombstones.contains_key(id) => Lookup::Deleted,
             None => Lookup::Unknown,
         }
     }
@@ -246,19 +259,42 @@ impl SubscriptionCache {
     }
 
     async fn refresh_locked(&self, state: &mut RefreshState) -> store::Result<()> {
+        let result = self.load(state).await;
+        if result.is_err() {
+            state.failed_at = Some(Instant::now());
+        }
+        result
+    }
+
+    /// Reads what changed and applies it; `state` moves on only when all
+    /// of it was read, so that a failed page is read again next time.
+    async fn load(&self, state: &mut RefreshState) -> store::Result<()> {
         let started = Utc::now().timestamp_micros();
+        let mut version = state.version;
         let mut changes = Vec::new();
-        loop {
-            let page = match self.store.subscription_changes(state.version, PAGE).await {
-                Ok(page) => page,
-                Err(error) => {
-                    state.failed_at = Some(Instant::now());
-                    return Err(error);
+        if !state.loaded {
+            // Rows at or below `upto` are committed (writes take the version
+            // row until they commit); a row deleted while this reads moves
+            // above it and comes in as a change, below.
+            let upto = self.store.subscription_version().await?;
+            loop {
+                let page = self.store.live_subscriptions(version, upto, PAGE).await?;
+                let done = (page.len() as i64) < PAGE;
+                if let Some(last) = page.last() {
+                    version = last.version;
                 }
-            };
+                changes.extend(page);
+                if done {
+                    break;
+                }
+            }
+            version = version.max(upto);
+        }
+        loop {
+            let page = self.store.subscription_changes(version, PAGE).await?;
             let done = (page.len() as i64) < PAGE;
             if let Some(last) = page.last() {
-                state.version = last.version;
+                version = last.version;
             }
             changes.extend(page);
             if done {
@@ -268,17 +304,17 @@ impl SubscriptionCache {
         // In the same refresh, so that a type restricted before an event
         // was written is restricted for it too. Types are never changed
         // once created: a new row is all there is to learn.
-        let types = match self.store.event_type_changes(state.type_version).await {
-            Ok(types) => types,
-            Err(error) => {
-                state.failed_at = Some(Instant::now());
-                return Err(error);
-            }
-        };
+        let types = self.store.event_type_changes(state.type_version).await?;
         state.failed_at = None;
-        if !changes.is_empty() || !types.is_empty() {
-            let mut next: Snapshot =
-                self.snapshot.read().map(|s| (**s).clone()).unwrap_or_default();
+        state.loaded = true;
+        state.version = version;
+        let now = Instant::now();
+        let expired = |seen: &Instant| now.duration_since(*seen) >= TOMBSTONE_TTL;
+        let current = self.current();
+        let prune = current.tombstones.values().any(expired);
+        if !changes.is_empty() || !types.is_empty() || prune {
+            let mut next: Snapshot = (*current).clone();
+            next.tombstones.retain(|_, seen| !expired(seen));
             for change in types {
                 state.type_version = state.type_version.max(change.version);
                 match change.visible_to {
@@ -290,14 +326,20 @@ impl SubscriptionCache {
             }
             for change in changes {
                 let id = change.subscription.id.clone();
+                let unreadable = change.subscription.unreadable.clone();
                 match (change.deleted, Target::new(change.subscription)) {
                     (false, Some(target)) => {
                         next.tombstones.remove(&id);
                         next.targets.insert(id, Arc::new(target));
                     }
-                    _ => {
+                    (deleted, _) => {
+                        if let (false, Some(reason)) = (deleted, unreadable) {
+                            // Logged once per change of the row; its
+                            // deliveries are dropped like a deleted one's.
+                            tracing::error!(subscription_id = %id, %reason, "subscription not delivered: its secrets cannot be decrypted with HOOKGATE_SECRET_KEY");
+                        }
                         next.targets.remove(&id);
-                        next.tombstones.insert(id);
+                        next.tombstones.insert(id, now);
                     }
                 }
             }
@@ -308,6 +350,12 @@ impl SubscriptionCache {
         }
         self.fresh_as_of.fetch_max(started, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// How many subscriptions and tombstones the copy holds.
+    pub fn held(&self) -> (usize, usize) {
+        let snapshot = self.current();
+        (snapshot.targets.len(), snapshot.tombstones.len())
     }
 
     /// Picks up changes (pause, delete, new URL) even when no event comes.
@@ -357,6 +405,16 @@ mod tests {
                 None => Audience::Broadcast,
             },
         }
+    }
+
+    #[test]
+    fn a_subscription_whose_secrets_did_not_decrypt_is_no_target() {
+        let mut subscription = Subscription::example(TenantId::default_tenant(), NEW);
+        assert!(Target::new(subscription.clone()).is_some());
+        // As the store leaves it: a header value that did not open.
+        subscription.headers.insert("Authorization".into(), "********".into());
+        subscription.unreadable = Some("a secret sealed with key id `a`, …".into());
+        assert!(Target::new(subscription).is_none(), "it would send the placeholder");
     }
 
     #[test]

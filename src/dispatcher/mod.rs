@@ -237,8 +237,12 @@ pub async fn run(
         }
         .run(),
     );
-    let retention =
-        tokio::spawn(retention::run(Arc::clone(&store), config.retention, shutdown.clone()));
+    let retention = tokio::spawn(retention::run(
+        Arc::clone(&store),
+        config.retention,
+        config.deleted_retention,
+        shutdown.clone(),
+    ));
     tracing::info!(topics = ?topics.source, group = %topics.group_id, "dispatcher started");
 
     let stages = [

@@ -79,13 +79,79 @@ pub struct RateLimit {
 }
 
 /// A secret replaced by a rotation, still signing until `expires_at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousSecret {
     pub secret: String,
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousSecret")
+            .field("secret", &"***")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// What `GET` shows in place of a secret header's value, and what a
+/// `PATCH` may send back to keep the stored one.
+pub const REDACTED: &str = "********";
+
+/// Headers that carry credentials whatever the subscription says (compared
+/// without case).
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+    "x-amz-security-token",
+];
+
+/// Parts of a header name that mark a credential (`X-Vendor-Token`,
+/// `X-Client-Secret`, `X-Custom-Auth`): a false alarm costs a write-only
+/// value, a miss costs a credential in clear.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "auth",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "credential",
+    "api-key",
+    "api_key",
+    "apikey",
+    "signature",
+];
+
+/// Whether a header's value is a secret: encrypted at rest, redacted on
+/// `GET`, never logged. `marked`: the subscription's own `secret_headers`.
+pub fn is_secret_header(name: &str, marked: &[String]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_HEADERS.contains(&lower.as_str())
+        || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part))
+        || marked.iter().any(|m| m.eq_ignore_ascii_case(name))
+}
+
+/// Headers for `Debug`: the values of secret ones redacted.
+struct DebugHeaders<'a>(&'a BTreeMap<String, String>, &'a [String]);
+
+impl std::fmt::Debug for DebugHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown = if is_secret_header(name, self.1) { REDACTED } else { value.as_str() };
+                (name, shown)
+            }))
+            .finish()
+    }
+}
+
+#[derive(Clone)]
 pub struct Subscription {
     pub id: SubscriptionId,
     pub tenant_id: TenantId,
@@ -100,6 +166,9 @@ pub struct Subscription {
     pub max_in_flight: Option<u32>,
     pub ordered: bool,
     pub headers: BTreeMap<String, String>,
+    /// Headers the subscription marks secret beyond those that always are
+    /// (`is_secret_header`).
+    pub secret_headers: Vec<String>,
     pub status: SubscriptionStatus,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
@@ -109,6 +178,43 @@ pub struct Subscription {
     /// Bumped by every write (the store assigns it; 0 until stored): the
     /// API's `ETag`, checked against `If-Match`.
     pub version: i64,
+    /// Set by the store when a secret of the row does not decrypt (why: a
+    /// key id `HOOKGATE_SECRET_KEY` does not hold, an altered value). Then
+    /// `secret` is empty and such header values are `REDACTED`: nothing
+    /// may be signed or sent with them.
+    pub unreadable: Option<String>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("secret", &"***")
+            .field("previous_secrets", &self.previous_secrets)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("ordered", &self.ordered)
+            .field("headers", &DebugHeaders(&self.headers, &self.secret_headers))
+            .field("secret_headers", &self.secret_headers)
+            .field("status", &self.status)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("description", &self.description)
+            .field("metadata", &self.metadata)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("version", &self.version)
+            .field("unreadable", &self.unreadable)
+            .finish()
+    }
+}
+
+impl Subscription {
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        is_secret_header(name, &self.secret_headers)
+    }
 }
 
 /// Rotated-out secrets kept signing at once; older ones are dropped early.
@@ -142,18 +248,39 @@ impl Subscription {
 
 /// The fields a PATCH sets; `None` leaves a field as it is. The store
 /// writes only these columns, so a concurrent write to others stands.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SubscriptionPatch {
     pub url: Option<String>,
     pub event_types: Option<Vec<String>>,
     pub rate_limit: Option<Option<RateLimit>>,
     pub max_in_flight: Option<Option<u32>>,
     pub ordered: Option<bool>,
+    /// A secret header whose value is `REDACTED` keeps its stored value
+    /// (the store reads it in the write's transaction).
     pub headers: Option<BTreeMap<String, String>>,
+    pub secret_headers: Option<Vec<String>>,
     /// Setting a status also clears `disabled_reason`.
     pub status: Option<SubscriptionStatus>,
     pub description: Option<Option<String>>,
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for SubscriptionPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let marked = self.secret_headers.as_deref().unwrap_or_default();
+        f.debug_struct("SubscriptionPatch")
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("ordered", &self.ordered)
+            .field("headers", &self.headers.as_ref().map(|h| DebugHeaders(h, marked)))
+            .field("secret_headers", &self.secret_headers)
+            .field("status", &self.status)
+            .field("description", &self.description)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 impl SubscriptionPatch {
@@ -166,6 +293,7 @@ impl SubscriptionPatch {
             max_in_flight,
             ordered,
             headers,
+            secret_headers,
             status,
             description,
             metadata,
@@ -187,6 +315,9 @@ impl SubscriptionPatch {
         }
         if let Some(headers) = headers {
             s.headers = headers;
+        }
+        if let Some(secret_headers) = secret_headers {
+            s.secret_headers = secret_headers;
         }
         if let Some(status) = status {
             s.status = status;
@@ -218,6 +349,7 @@ impl Subscription {
             max_in_flight: None,
             ordered: false,
             headers: BTreeMap::new(),
+            secret_headers: Vec::new(),
             status: SubscriptionStatus::Active,
             disabled_reason: None,
             description: None,
@@ -225,6 +357,7 @@ impl Subscription {
             created_at: now,
             updated_at: now,
             version: 0,
+            unreadable: None,
         }
     }
 }
@@ -337,6 +470,48 @@ mod tests {
         assert_eq!(patched.disabled_reason, None, "re-enabling clears the reason");
         assert_eq!(patched.description, None);
         assert_eq!(patched.url, s.url);
+    }
+
+    #[test]
+    fn credential_headers_are_secret_by_default_and_marked_ones_too() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "X-Api-Key",
+            "Cookie",
+            "X-Vendor-Token",
+            "X-Client-Secret",
+        ] {
+            assert!(is_secret_header(name, &[]), "{name}");
+        }
+        for name in ["X-Tenant", "Accept-Language", "X-Request-Source"] {
+            assert!(!is_secret_header(name, &[]), "{name}");
+        }
+        assert!(is_secret_header("X-Tenant", &["x-tenant".to_owned()]));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut s = Subscription::example(TenantId::default_tenant(), "whsec_c2VjcmV0LXZhbHVl");
+        s.previous_secrets =
+            vec![PreviousSecret { secret: "whsec_b2xkLXNlY3JldA".into(), expires_at: Utc::now() }];
+        s.headers = BTreeMap::from([
+            ("Authorization".to_owned(), "Bearer hunter2".to_owned()),
+            ("X-Marked".to_owned(), "marked-value".to_owned()),
+            ("X-Plain".to_owned(), "plain-value".to_owned()),
+        ]);
+        s.secret_headers = vec!["x-marked".to_owned()];
+        let patch = SubscriptionPatch {
+            headers: Some(s.headers.clone()),
+            secret_headers: Some(s.secret_headers.clone()),
+            ..Default::default()
+        };
+        for shown in [format!("{s:?}"), format!("{patch:?}")] {
+            for secret in ["c2VjcmV0LXZhbHVl", "b2xkLXNlY3JldA", "hunter2", "marked-value"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("plain-value"), "{shown}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum Purgeable {
     DeadLetters,
     /// Finished replay jobs.
     Replays,
+    /// Deleted subscriptions (by when they were deleted), and their circuits.
+    DeletedSubscriptions,
 }
 
 #[async_trait]
@@ -89,6 +91,11 @@ pub trait DeadLetterStore: Send + Sync {
     ) -> Result<Vec<DeadLetter>>;
 
     async fn create_replay(&self, replay: &Replay) -> Result<()>;
+
+    /// Like `create_replay`, unless the replay's tenant has `max_running`
+    /// running already (false: nothing written). Concurrent creates of one
+    /// tenant are counted one after the other.
+    async fn create_replay_within(&self, replay: &Replay, max_running: u32) -> Result<bool>;
 
     async fn get_replay(&self, tenant: Option<&TenantId>, id: &ReplayId) -> Result<Option<Replay>>;
 
@@ -499,31 +506,34 @@ macro_rules! dead_letter_methods {
                 &self,
                 r: &$crate::domain::Replay,
             ) -> $crate::store::Result<()> {
-                let sql = format!(
-                    "INSERT INTO replays ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                     $11, $12, $13, $14, $15)",
-                    $crate::store::dead_letters::REPLAY_COLUMNS
-                );
-                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-                sqlx::query(&sql)
-                    .bind(r.id.as_str())
-                    .bind(r.tenant_id.as_ref().map(|t| t.as_str()))
-                    .bind(sqlx::types::Json(&r.filter))
-                    .bind(r.upper_id.as_ref().map(|u| u.as_str()))
-                    .bind(r.url.as_deref())
-                    .bind(r.rate_per_second.map(i64::from))
-                    .bind(r.status.as_str())
-                    .bind(count(r.total))
-                    .bind(count(r.done))
-                    .bind(count(r.failed))
-                    .bind(count(r.skipped))
-                    .bind(r.cursor.as_ref().map(|c| c.as_str()))
-                    .bind(r.created_at)
-                    .bind(r.updated_at)
-                    .bind(r.finished_at)
-                    .execute(&self.pool)
-                    .await?;
+                $crate::store::dead_letters::insert_replay!(&self.pool, r);
                 Ok(())
+            }
+
+            async fn create_replay_within(
+                &self,
+                r: &$crate::domain::Replay,
+                max_running: u32,
+            ) -> $crate::store::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                // A no-op write takes the tenant's row: creates of one tenant
+                // count one after the other (in both backends).
+                sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+                    .bind(r.tenant_id.as_ref().map(|t| t.as_str()))
+                    .execute(&mut *tx)
+                    .await?;
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM replays WHERE tenant_id = $1 AND status = 'running'",
+                )
+                .bind(r.tenant_id.as_ref().map(|t| t.as_str()))
+                .fetch_one(&mut *tx)
+                .await?;
+                if running >= i64::from(max_running) {
+                    return Ok(false);
+                }
+                $crate::store::dead_letters::insert_replay!(&mut *tx, r);
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn get_replay(
@@ -685,6 +695,30 @@ macro_rules! dead_letter_methods {
                         "DELETE FROM replays WHERE id IN (SELECT id FROM replays \
                          WHERE status <> 'running' AND finished_at < $1 LIMIT $2)"
                     }
+                    $crate::store::Purgeable::DeletedSubscriptions => {
+                        let mut tx = self.pool.begin().await?;
+                        let ids: Vec<String> = sqlx::query_scalar(
+                            "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions \
+                             WHERE deleted_at < $1 LIMIT $2) RETURNING id",
+                        )
+                        .bind(before)
+                        .bind(limit)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        if !ids.is_empty() {
+                            let mut circuits = sqlx::QueryBuilder::<$db>::new(
+                                "DELETE FROM subscription_circuits WHERE subscription_id IN (",
+                            );
+                            let mut list = circuits.separated(", ");
+                            for id in &ids {
+                                list.push_bind(id);
+                            }
+                            circuits.push(")");
+                            circuits.build().execute(&mut *tx).await?;
+                        }
+                        tx.commit().await?;
+                        return Ok(ids.len() as u64);
+                    }
                 };
                 let result = sqlx::query(sql).bind(before).bind(limit).execute(&self.pool).await?;
                 Ok(result.rows_affected())
@@ -693,4 +727,35 @@ macro_rules! dead_letter_methods {
     };
 }
 
-pub(super) use {bind_filter, dead_letter_methods, move_pending};
+/// Inserts replay `$r` through `$executor`.
+macro_rules! insert_replay {
+    ($executor:expr, $r:expr) => {{
+        let r = $r;
+        let sql = format!(
+            "INSERT INTO replays ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15)",
+            $crate::store::dead_letters::REPLAY_COLUMNS
+        );
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        sqlx::query(&sql)
+            .bind(r.id.as_str())
+            .bind(r.tenant_id.as_ref().map(|t| t.as_str()))
+            .bind(sqlx::types::Json(&r.filter))
+            .bind(r.upper_id.as_ref().map(|u| u.as_str()))
+            .bind(r.url.as_deref())
+            .bind(r.rate_per_second.map(i64::from))
+            .bind(r.status.as_str())
+            .bind(count(r.total))
+            .bind(count(r.done))
+            .bind(count(r.failed))
+            .bind(count(r.skipped))
+            .bind(r.cursor.as_ref().map(|c| c.as_str()))
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(r.finished_at)
+            .execute($executor)
+            .await?;
+    }};
+}
+
+pub(super) use {bind_filter, dead_letter_methods, insert_replay, move_pending};

@@ -10,8 +10,10 @@
 mod attempt_log;
 mod dead_letters;
 mod postgres;
+pub mod resealing;
 pub mod retention;
 mod rows;
+pub mod sealing;
 mod sql;
 mod sql_api;
 mod sqlite;
@@ -22,6 +24,8 @@ use async_trait::async_trait;
 
 pub use attempt_log::AttemptLog;
 pub use dead_letters::{DeadLetterStore, Purgeable};
+pub use resealing::{ResealBatch, SecretStore};
+pub use sealing::{SealError, SecretKeys};
 
 /// The largest page a list answers.
 pub const MAX_PAGE: i64 = 200;
@@ -51,6 +55,18 @@ pub enum Error {
     Query(#[from] sqlx::Error),
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
+    #[error("subscription {subscription}: a secret {source}")]
+    Secret {
+        subscription: String,
+        #[source]
+        source: SealError,
+    },
+    /// Its secrets did not open when it was read: what was read is not
+    /// written back.
+    #[error(
+        "subscription {0}: its secrets cannot be decrypted with the configured HOOKGATE_SECRET_KEY"
+    )]
+    Unreadable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -141,7 +157,7 @@ pub struct IdempotencyRecord {
 }
 
 #[async_trait]
-pub trait Store: DeadLetterStore + Send + Sync + 'static {
+pub trait Store: DeadLetterStore + SecretStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     async fn migrate(&self) -> Result<()>;
@@ -173,6 +189,28 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
 
     /// Answers the version it was stored with.
     async fn create_subscription(&self, subscription: &Subscription) -> Result<i64>;
+
+    /// Like `create_subscription`, unless its tenant has `max_per_tenant`
+    /// live subscriptions already (`None`: nothing written). Concurrent
+    /// creates are counted one after the other.
+    async fn create_subscription_within(
+        &self,
+        subscription: &Subscription,
+        max_per_tenant: u32,
+    ) -> Result<Option<i64>>;
+
+    /// The version of the last subscription write committed.
+    async fn subscription_version(&self) -> Result<i64>;
+
+    /// Live (not deleted) subscriptions with a version above `after` up to
+    /// `upto`, oldest first, at most `limit`: a fresh dispatcher's first
+    /// load, before it follows `subscription_changes` from `upto`.
+    async fn live_subscriptions(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<SubscriptionChange>>;
 
     /// Sets a subscription's status (and why, for `disabled`), and nothing else.
     async fn set_subscription_status(
@@ -309,12 +347,30 @@ pub trait Store: DeadLetterStore + Send + Sync + 'static {
     ) -> Result<Vec<Attempt>>;
 }
 
-/// Opens the backend the URL names.
+/// Opens the backend the URL names, without a statement timeout nor a secret
+/// key (for `hookgate migrate` and tests): secrets are written plain, and
+/// sealed ones do not open.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(url, None, SecretKeys::none()).await
+}
+
+/// Opens the backend the URL names; `keys` seal and open secrets at rest.
+pub async fn connect_with_keys(url: &str, keys: SecretKeys) -> Result<Arc<dyn Store>> {
+    connect_with(url, None, keys).await
+}
+
+/// Opens the backend the URL names; on PostgreSQL every pooled connection
+/// gets `statement_timeout` (SQLite has none: its statements are local, and
+/// a lock waits at most its busy timeout); `keys` seal and open secrets.
+pub async fn connect_with(
+    url: &str,
+    statement_timeout: Option<std::time::Duration>,
+    keys: SecretKeys,
+) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect_with(url, statement_timeout, keys).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::connect(url, keys).await?))
     } else {
         Err(Error::UnsupportedUrl(redact(url)))
     }

@@ -5,26 +5,72 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::dead_letters::dead_letter_methods;
+use super::resealing::secret_methods;
 use super::sql::impl_store;
 use super::{redact, Error, Result};
 
 pub struct PgStore {
     pool: PgPool,
+    /// Seal secrets before they are written, open them when read.
+    keys: super::SecretKeys,
 }
 
 impl PgStore {
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-    pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
+    pub async fn connect(url: &str, keys: super::SecretKeys) -> Result<Self> {
+        Self::connect_with(url, None, keys).await
+    }
+
+    /// With `statement_timeout`, every connection of the pool cancels a
+    /// statement that runs longer (SQLSTATE 57014): a slow query cannot
+    /// hold a connection, nor the request waiting on it, for ever.
+    pub async fn connect_with(
+        url: &str,
+        statement_timeout: Option<Duration>,
+        keys: super::SecretKeys,
+    ) -> Result<Self> {
+        let mut options =
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5));
+        if let Some(timeout) = statement_timeout {
+            // A SET after connecting rather than a startup parameter:
+            // connection poolers (PgBouncer) refuse unknown startup options.
+            let setting = format!("{}ms", timeout.as_millis());
+            options = options.after_connect(move |connection, _| {
+                let setting = setting.clone();
+                Box::pin(async move {
+                    sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+                        .bind(setting)
+                        .execute(connection)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options
             .connect(url)
             .await
             .map_err(|source| Error::Connect { url: redact(url), source })?;
-        Ok(Self { pool })
+        Ok(Self { pool, keys })
+    }
+
+    /// The pool, for tests that check what its connections do.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Migrations may outlast the statement timeout (an index built on a
+    /// large table): they run on a connection of their own without it,
+    /// which is closed afterwards instead of going back to the pool.
+    async fn run_migrations(&self) -> Result<()> {
+        let mut connection = self.pool.acquire().await?;
+        connection.close_on_drop();
+        sqlx::query("SET statement_timeout = 0").execute(&mut *connection).await?;
+        Self::MIGRATOR.run_direct(&mut *connection).await?;
+        Ok(())
     }
 }
 
 impl_store!(PgStore, sqlx::Postgres);
 dead_letter_methods!(PgStore, sqlx::Postgres);
+secret_methods!(PgStore, sqlx::Postgres);

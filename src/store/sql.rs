@@ -5,7 +5,7 @@
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "id, tenant_id, url, event_types, secret, \
      rate_limit_per_second, rate_limit_burst, max_in_flight, ordered, headers, status, \
      disabled_reason, description, metadata, version, created_at, updated_at, deleted_at, \
-     previous_secrets";
+     previous_secrets, secret_headers";
 
 pub(super) const ATTEMPT_COLUMNS: &str = "id, event_id, webhook_id, subscription_id, tenant_id, \
      event_type, attempt, outcome, status_code, latency_ms, error, response_excerpt, created_at";
@@ -21,6 +21,43 @@ macro_rules! impl_store {
     };
 }
 
+/// Inserts subscription `$s` at `$version` inside transaction `$tx`.
+macro_rules! insert_subscription {
+    ($tx:ident, $s:expr, $version:expr, $keys:expr) => {{
+        use sqlx::types::Json;
+        let s = $s;
+        let sealed = $crate::store::rows::SealedSecrets::of($keys, s)?;
+        let sql = format!(
+            "INSERT INTO subscriptions ({}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            $crate::store::sql::SUBSCRIPTION_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(s.id.as_str())
+            .bind(s.tenant_id.as_str())
+            .bind(&s.url)
+            .bind(Json(&s.event_types))
+            .bind(&sealed.secret)
+            .bind(s.rate_limit.map(|r| i64::from(r.per_second)))
+            .bind(s.rate_limit.map(|r| i64::from(r.burst)))
+            .bind(s.max_in_flight.map(i64::from))
+            .bind(s.ordered)
+            .bind(&sealed.headers)
+            .bind(s.status.as_str())
+            .bind(&s.disabled_reason)
+            .bind(&s.description)
+            .bind(Json(&s.metadata))
+            .bind($version)
+            .bind(s.created_at)
+            .bind(s.updated_at)
+            .bind(None::<chrono::DateTime<chrono::Utc>>)
+            .bind(&sealed.previous_secrets)
+            .bind(Json(&s.secret_headers))
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
 /// `impl_store!`'s body, with the methods `sql_api` adds.
 macro_rules! impl_store_with {
     ($store:ty, $db:ty, { $($more:tt)* }) => {
@@ -34,8 +71,7 @@ macro_rules! impl_store_with {
             }
 
             async fn migrate(&self) -> $crate::store::Result<()> {
-                Self::MIGRATOR.run(&self.pool).await?;
-                Ok(())
+                self.run_migrations().await
             }
 
             async fn tenant_exists(
@@ -53,40 +89,68 @@ macro_rules! impl_store_with {
                 &self,
                 s: &$crate::domain::Subscription,
             ) -> $crate::store::Result<i64> {
-                use sqlx::types::Json;
                 let mut tx = self.pool.begin().await?;
                 let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
                     .fetch_one(&mut *tx)
                     .await?;
-                let sql = format!(
-                    "INSERT INTO subscriptions ({}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-                    $crate::store::sql::SUBSCRIPTION_COLUMNS
-                );
-                sqlx::query(&sql)
-                    .bind(s.id.as_str())
-                    .bind(s.tenant_id.as_str())
-                    .bind(&s.url)
-                    .bind(Json(&s.event_types))
-                    .bind(&s.secret)
-                    .bind(s.rate_limit.map(|r| i64::from(r.per_second)))
-                    .bind(s.rate_limit.map(|r| i64::from(r.burst)))
-                    .bind(s.max_in_flight.map(i64::from))
-                    .bind(s.ordered)
-                    .bind(Json(&s.headers))
-                    .bind(s.status.as_str())
-                    .bind(&s.disabled_reason)
-                    .bind(&s.description)
-                    .bind(Json(&s.metadata))
-                    .bind(version)
-                    .bind(s.created_at)
-                    .bind(s.updated_at)
-                    .bind(None::<chrono::DateTime<chrono::Utc>>)
-                    .bind(Json(&s.previous_secrets))
-                    .execute(&mut *tx)
-                    .await?;
+                $crate::store::sql::insert_subscription!(tx, s, version, &self.keys);
                 tx.commit().await?;
                 Ok(version)
+            }
+
+            async fn create_subscription_within(
+                &self,
+                s: &$crate::domain::Subscription,
+                max_per_tenant: u32,
+            ) -> $crate::store::Result<Option<i64>> {
+                let mut tx = self.pool.begin().await?;
+                // The version row orders every subscription write: from here
+                // to the commit no other create can come between the count
+                // and the insert.
+                let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let live: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM subscriptions WHERE tenant_id = $1 AND deleted_at IS NULL",
+                )
+                .bind(s.tenant_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                if live >= i64::from(max_per_tenant) {
+                    // Dropping the transaction rolls the version bump back.
+                    return Ok(None);
+                }
+                $crate::store::sql::insert_subscription!(tx, s, version, &self.keys);
+                tx.commit().await?;
+                Ok(Some(version))
+            }
+
+            async fn subscription_version(&self) -> $crate::store::Result<i64> {
+                let version: i64 =
+                    sqlx::query_scalar("SELECT version FROM subscription_version")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(version)
+            }
+
+            async fn live_subscriptions(
+                &self,
+                after: i64,
+                upto: i64,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::SubscriptionChange>> {
+                let sql = format!(
+                    "SELECT {} FROM subscriptions WHERE version > $1 AND version <= $2 \
+                     AND deleted_at IS NULL ORDER BY version LIMIT $3",
+                    $crate::store::sql::SUBSCRIPTION_COLUMNS
+                );
+                let rows: Vec<$crate::store::rows::SubscriptionRow> = sqlx::query_as(&sql)
+                    .bind(after)
+                    .bind(upto)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(|r| r.into_change(&self.keys)).collect()
             }
 
             async fn set_subscription_status(
@@ -162,7 +226,7 @@ macro_rules! impl_store_with {
                     .bind(tenant.map(|t| t.as_str()))
                     .fetch_optional(&self.pool)
                     .await?;
-                row.map(|r| r.into_change().map(|c| c.subscription)).transpose()
+                row.map(|r| r.into_change(&self.keys).map(|c| c.subscription)).transpose()
             }
 
             async fn subscription_changes(
@@ -179,7 +243,7 @@ macro_rules! impl_store_with {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.into_iter().map(|r| r.into_change()).collect()
+                rows.into_iter().map(|r| r.into_change(&self.keys)).collect()
             }
 
             async fn record_circuit(
@@ -276,4 +340,4 @@ macro_rules! impl_store_with {
     };
 }
 
-pub(super) use {impl_store, impl_store_with};
+pub(super) use {impl_store, impl_store_with, insert_subscription};

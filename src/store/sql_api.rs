@@ -165,7 +165,7 @@ macro_rules! api_methods {
                 .fetch_all(&self.pool)
                 .await?;
             rows.into_iter()
-                .map(|r| r.into_change().map(|c| c.subscription))
+                .map(|r| r.into_change(&self.keys).map(|c| c.subscription))
                 .collect()
         }
 
@@ -205,8 +205,34 @@ macro_rules! api_methods {
             if let Some(ordered) = patch.ordered {
                 update.push(", ordered = ").push_bind(ordered);
             }
-            if let Some(headers) = &patch.headers {
-                update.push(", headers = ").push_bind(Json(headers));
+            if patch.headers.is_some() || patch.secret_headers.is_some() {
+                // Read in this transaction, after the version row: what
+                // `REDACTED` keeps, and the values to seal anew when
+                // `secret_headers` changes, are the current ones.
+                let stored: Option<$crate::store::rows::StoredHeaders> = sqlx::query_as(
+                    "SELECT headers, secret_headers, version FROM subscriptions \
+                     WHERE id = $1 AND deleted_at IS NULL AND ($2 IS NULL OR tenant_id = $2)",
+                )
+                .bind(id.as_str())
+                .bind(tenant.map(|t| t.as_str()))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(stored) = stored else { return Ok($crate::store::Guarded::NotFound) };
+                if expected.is_some_and(|v| v != stored.version()) {
+                    return Ok($crate::store::Guarded::Stale { current: stored.version() });
+                }
+                match stored.patched(&self.keys, id.as_str(), patch)? {
+                    $crate::store::rows::PatchedHeaders::Write { headers, secret_headers } => {
+                        update
+                            .push(", headers = ")
+                            .push_bind(headers)
+                            .push(", secret_headers = ")
+                            .push_bind(secret_headers);
+                    }
+                    $crate::store::rows::PatchedHeaders::Stale { current } => {
+                        return Ok($crate::store::Guarded::Stale { current });
+                    }
+                }
             }
             if let Some(status) = patch.status {
                 update.push(", status = ").push_bind(status.as_str()).push(", disabled_reason = NULL");
@@ -231,7 +257,7 @@ macro_rules! api_methods {
                 // Dropping the transaction rolls the version bump back.
                 return Ok($crate::store::sql_api::missed!(tx, tenant, id));
             };
-            let subscription = row.into_change()?.subscription;
+            let subscription = row.into_change(&self.keys)?.subscription;
             tx.commit().await?;
             Ok($crate::store::Guarded::Written(subscription))
         }
@@ -262,20 +288,27 @@ macro_rules! api_methods {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok($crate::store::Guarded::NotFound) };
-            let mut s = row.into_change()?.subscription;
+            let mut s = row.into_change(&self.keys)?.subscription;
             if let Some(current) = expected.filter(|v| *v != s.version).map(|_| s.version) {
                 return Ok($crate::store::Guarded::Stale { current });
+            }
+            if s.unreadable.is_some() {
+                // The secret it would keep signing with is not readable.
+                return Err($crate::store::Error::Unreadable(s.id.as_str().to_owned()));
             }
             if !s.rotate_secret(rotation.secret, rotation.grace_ends, rotation.now) {
                 return Ok($crate::store::Guarded::SameSecret);
             }
             s.version = version;
+            let secret = $crate::store::rows::seal_secret(&self.keys, id.as_str(), &s.secret)?;
+            let previous =
+                $crate::store::rows::seal_previous(&self.keys, id.as_str(), &s.previous_secrets)?;
             sqlx::query(
                 "UPDATE subscriptions SET secret = $1, previous_secrets = $2, version = $3, \
                  updated_at = $4 WHERE id = $5",
             )
-            .bind(&s.secret)
-            .bind(Json(&s.previous_secrets))
+            .bind(&secret)
+            .bind(Json(&previous))
             .bind(version)
             .bind(s.updated_at)
             .bind(id.as_str())

@@ -108,3 +108,23 @@ fn unreachable_database_exits_2_without_leaking_the_password() {
     assert!(last.contains("cannot connect to the database"), "{stderr}");
     assert!(!stderr.contains("hunter2secret"), "the password is not shown: {stderr}");
 }
+
+#[test]
+fn a_bad_secret_key_exits_2_with_one_line_that_does_not_repeat_it() {
+    // Base64 of 16 bytes: a key is 32.
+    let short = "c2hvcnQta2V5LXNlY3JldA==";
+    for role in ["serve", "api", "dispatcher"] {
+        let key = format!("--secret-key=a:{short}");
+        let mut args =
+            vec![role, "--database-url", "postgres://x/y", "--kafka-brokers", "k:9092", &key];
+        if role != "dispatcher" {
+            args.push(TOKEN);
+        }
+        assert_config_error(&args, "HOOKGATE_SECRET_KEY");
+        assert!(!String::from_utf8_lossy(&hookgate(&args).stderr).contains(short), "{role}");
+    }
+    assert_config_error(
+        &["secrets", "re-encrypt", "--database-url", "postgres://x/y"],
+        "HOOKGATE_SECRET_KEY is not set",
+    );
+}

@@ -348,6 +348,7 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
         max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 256,
         retention: Duration::from_secs(30 * 24 * 3600),
+        deleted_retention: Duration::from_secs(24 * 3600),
         budgets: Default::default(),
         circuit: Default::default(),
     };

@@ -68,10 +68,21 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
     url.set_password(Some(&password)).expect("password");
     config.database_url = url.to_string();
 
+    // The key that encrypts secrets at rest is a secret too.
+    let secret_key = {
+        use base64::Engine;
+        let mut key = uuid::Uuid::new_v4().as_bytes().to_vec();
+        key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(key)
+    };
     let serve = ServeProcess::start(
         &config,
         &dispatcher,
-        &[("HOOKGATE_LOG_FORMAT", "json"), ("RUST_LOG", "debug,hookgate=trace")],
+        &[
+            ("HOOKGATE_LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug,hookgate=trace"),
+            ("HOOKGATE_SECRET_KEY", &format!("logs:{secret_key}")),
+        ],
     )
     .await;
     let api = Api { serve: &serve, client: reqwest::Client::new() };
@@ -162,6 +173,7 @@ async fn no_secret_key_token_password_or_signature_is_logged() {
         ("a wrong key", wrong_key),
         ("the database password", password.clone()),
         ("the endpoint's credential", endpoint_credential.clone()),
+        ("the secret key", secret_key.clone()),
     ];
     for (what, secret) in [
         ("a secret", first_secret),

@@ -41,6 +41,9 @@ fn serve_config(name: &str, db: &TestDb, brokers: String) -> AppConfig {
         dispatcher: None,
         limits: Default::default(),
         egress: EgressRules::private_allowed(),
+        quotas: Default::default(),
+        server: Default::default(),
+        secret_keys: Default::default(),
         migrate: true,
         create_topics: true,
     }

@@ -27,6 +27,7 @@ fn subscription(url: &str) -> Subscription {
         max_in_flight: Some(4),
         ordered: true,
         headers: BTreeMap::from([("x-team".to_owned(), "billing".to_owned())]),
+        secret_headers: Vec::new(),
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         description: Some("billing hook".to_owned()),
@@ -34,6 +35,7 @@ fn subscription(url: &str) -> Subscription {
         created_at: now,
         updated_at: now,
         version: 0,
+        unreadable: None,
     }
 }
 

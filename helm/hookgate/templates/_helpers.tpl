@@ -156,6 +156,12 @@ HOOKGATE_EGRESS_ALLOWED_PORTS: {{ . | quote }}
 {{- with .Values.egress.proxy }}
 HOOKGATE_EGRESS_PROXY: {{ . | quote }}
 {{- end }}
+HOOKGATE_HEADER_READ_TIMEOUT: {{ .Values.server.headerReadTimeout | quote }}
+HOOKGATE_API_REQUEST_TIMEOUT: {{ .Values.server.requestTimeout | quote }}
+HOOKGATE_BODY_TIMEOUT: {{ .Values.server.bodyTimeout | quote }}
+HOOKGATE_MAX_CONNECTIONS: {{ .Values.server.maxConnections | toString | quote }}
+HOOKGATE_CONNECTION_DRAIN_TIMEOUT: {{ .Values.server.connectionDrainTimeout | quote }}
+HOOKGATE_DB_STATEMENT_TIMEOUT: {{ .Values.server.dbStatementTimeout | quote }}
 {{- end }}
 
 {{/* Probes on the ops endpoint; include with (dict "probes" .Values.api.probes). */}}

@@ -46,6 +46,7 @@ pub fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
         max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 4096,
         retention: Duration::from_secs(30 * 24 * 3600),
+        deleted_retention: Duration::from_secs(24 * 3600),
         budgets: Default::default(),
         circuit: Default::default(),
     }
@@ -163,11 +164,20 @@ impl TestApp {
     /// Like `spawn`, on the store backend given (for API tests that must
     /// hold on both).
     pub async fn spawn_on_backend(name: &str, backend: Backend) -> Self {
+        Self::spawn_on_backend_with(name, backend, |_| {}).await
+    }
+
+    /// Like `spawn_on_backend`, with a configuration the test adjusts first.
+    pub async fn spawn_on_backend_with(
+        name: &str,
+        backend: Backend,
+        adjust: impl FnOnce(&mut AppConfig),
+    ) -> Self {
         let db = match backend {
             Backend::Postgres => TestDb::postgres().await,
             Backend::Sqlite => TestDb::sqlite(),
         };
-        Self::spawn_on_db(name, db, |_| {}).await
+        Self::spawn_on_db(name, db, adjust).await
     }
 
     async fn spawn_on_db(name: &str, db: TestDb, adjust: impl FnOnce(&mut AppConfig)) -> Self {
@@ -185,11 +195,15 @@ impl TestApp {
                 max_delivery_age: Duration::from_secs(3600),
                 response_body_cap: 4096,
                 retention: Duration::from_secs(30 * 24 * 3600),
+                deleted_retention: Duration::from_secs(24 * 3600),
                 budgets: Default::default(),
                 circuit: Default::default(),
             }),
             limits: Default::default(),
             egress: EgressRules::private_allowed(),
+            quotas: Default::default(),
+            server: Default::default(),
+            secret_keys: Default::default(),
             migrate: true,
             create_topics: true,
         };
