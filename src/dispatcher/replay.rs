@@ -10,7 +10,7 @@
 //! After a minute a runner gives its job up to the one that waited longest,
 //! so that long, slow jobs do not keep the others waiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -251,11 +251,36 @@ impl ReplayRunner {
         batch: &[DeadLetter],
         limiter: Option<&DefaultDirectRateLimiter>,
     ) -> Option<BatchResult> {
+        // Claimed before anything is sent: a dead letter another replay
+        // holds (a single replay, or another job) is not sent twice.
+        let ids: Vec<DeadLetterId> = batch.iter().map(|d| d.record.id.clone()).collect();
+        let claim = crate::store::replay_claim(&job.id);
+        let now = Utc::now();
+        let claimed: HashSet<DeadLetterId> = match self
+            .store
+            .claim_dead_letters(&ids, &claim, now, now + LEASE)
+            .await
+        {
+            Ok(claimed) => claimed.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(replay_id = %job.id, %error, "claiming a replay batch failed; retrying it");
+                return Some(BatchResult {
+                    sent: Vec::new(),
+                    cursor: None,
+                    failed: 0,
+                    interrupted: true,
+                });
+            }
+        };
         let mut queued = Vec::with_capacity(batch.len());
         // Whether each subscription still exists: a deleted one's delivery
         // would be dropped, so it counts as not replayable instead of done.
         let mut live: HashMap<SubscriptionId, bool> = HashMap::new();
         for dead_letter in batch {
+            if !claimed.contains(&dead_letter.record.id) {
+                queued.push(Queued::Held);
+                continue;
+            }
             let origin = ReplayOrigin {
                 dead_letter: dead_letter.record.id.as_str().to_owned(),
                 job: Some(job.id.as_str().to_owned()),
@@ -272,7 +297,7 @@ impl ReplayRunner {
                 Ok(delivery) => delivery,
                 Err(why) => {
                     tracing::info!(replay_id = %job.id, dead_letter_id = %dead_letter.record.id, %why, "dead letter not replayable");
-                    queued.push(None);
+                    queued.push(Queued::NotReplayable);
                     continue;
                 }
             };
@@ -284,16 +309,17 @@ impl ReplayRunner {
             }
             let acknowledgement =
                 self.producer.enqueue_delivery(&self.deliveries_topic, &delivery).await;
-            queued.push(Some(acknowledgement));
+            queued.push(Queued::Sent(acknowledgement));
         }
         let outcomes = join_all(queued.into_iter().map(|queued| async move {
             match queued {
-                None => Outcome::NotReplayable,
-                Some(Ok(future)) => match future.await {
+                Queued::Held => Outcome::Held,
+                Queued::NotReplayable => Outcome::NotReplayable,
+                Queued::Sent(Ok(future)) => match future.await {
                     Ok(Ok(_)) => Outcome::Sent,
                     _ => Outcome::SendFailed,
                 },
-                Some(Err(_)) => Outcome::SendFailed,
+                Queued::Sent(Err(_)) => Outcome::SendFailed,
             }
         }))
         .await;
@@ -308,6 +334,14 @@ impl ReplayRunner {
                 Outcome::SendFailed => {
                     if !result.interrupted {
                         tracing::warn!(replay_id = %job.id, "Kafka did not take a replayed delivery; retrying from it");
+                    }
+                    result.interrupted = true;
+                }
+                // Another replay holds it: once that one is done it is no
+                // longer pending (and skipped); if it gave it up, ours.
+                Outcome::Held => {
+                    if !result.interrupted {
+                        tracing::debug!(replay_id = %job.id, dead_letter_id = %id, "dead letter held by another replay; retrying from it");
                     }
                     result.interrupted = true;
                 }
@@ -366,8 +400,16 @@ impl ReplayRunner {
     }
 }
 
+/// A dead letter of a batch, once handed on (or not).
+enum Queued<A> {
+    Held,
+    NotReplayable,
+    Sent(A),
+}
+
 enum Outcome {
     Sent,
     NotReplayable,
     SendFailed,
+    Held,
 }

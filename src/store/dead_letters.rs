@@ -62,6 +62,17 @@ pub trait DeadLetterStore: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<bool>;
 
+    /// Claims those of `ids` that are pending and not held by another claim
+    /// (`claim`'s own, an earlier turn of the same job, is renewed), until
+    /// `until`; answers the ones claimed. A bulk replay sends only these.
+    async fn claim_dead_letters(
+        &self,
+        ids: &[DeadLetterId],
+        claim: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<DeadLetterId>>;
+
     /// Gives a claim up (its send failed), so that it can be replayed again.
     async fn release_dead_letter_claim(&self, id: &DeadLetterId, claim: &str) -> Result<()>;
 
@@ -270,6 +281,12 @@ impl ReplayRow {
     }
 }
 
+/// The claim a bulk replay job holds its batch's dead letters with: the
+/// job's, so that whichever runner resumes it holds them too.
+pub fn replay_claim(job: &ReplayId) -> String {
+    format!("replay:{job}")
+}
+
 /// Binds a filter's six values, in `FILTER`'s order.
 macro_rules! bind_filter {
     ($query:expr, $filter:expr) => {
@@ -283,9 +300,10 @@ macro_rules! bind_filter {
     };
 }
 
-/// `UPDATE dead_letters` moving the pending ones of `ids` to `status`.
+/// `UPDATE dead_letters` moving the pending ones of `ids` to `status`: the
+/// unclaimed ones, and those `claim` holds.
 macro_rules! move_pending {
-    ($db:ty, $ids:expr, $status:expr, $replay:expr, $at:expr) => {{
+    ($db:ty, $ids:expr, $status:expr, $replay:expr, $claim:expr, $at:expr) => {{
         let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE dead_letters SET status = ");
         query
             .push_bind($status.as_str())
@@ -293,8 +311,11 @@ macro_rules! move_pending {
             .push_bind($replay.map(|r: &$crate::domain::ReplayId| r.as_str().to_owned()))
             .push(", status_changed_at = ")
             .push_bind($at)
+            .push(", replay_claim = NULL, replay_claimed_until = NULL")
             .push(" WHERE status = 'pending' AND (replay_claimed_until IS NULL OR replay_claimed_until <= ")
             .push_bind($at)
+            .push(" OR replay_claim = ")
+            .push_bind($claim.map(str::to_owned))
             .push(") AND id IN (");
         let mut list = query.separated(", ");
         for id in $ids {
@@ -428,6 +449,44 @@ macro_rules! dead_letter_methods {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn claim_dead_letters(
+                &self,
+                ids: &[$crate::domain::DeadLetterId],
+                claim: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::Result<Vec<$crate::domain::DeadLetterId>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One statement: of concurrent claims on one row, one wins.
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE dead_letters SET replay_claim = ",
+                );
+                query
+                    .push_bind(claim.to_owned())
+                    .push(", replay_claimed_until = ")
+                    .push_bind(until)
+                    .push(" WHERE status = 'pending' AND (replay_claimed_until IS NULL OR replay_claimed_until <= ")
+                    .push_bind(now)
+                    .push(" OR replay_claim = ")
+                    .push_bind(claim.to_owned())
+                    .push(") AND id IN (");
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.as_str().to_owned());
+                }
+                query.push(") RETURNING id");
+                let claimed: Vec<String> = query.build_query_scalar().fetch_all(&self.pool).await?;
+                claimed
+                    .iter()
+                    .map(|id| {
+                        $crate::domain::DeadLetterId::parse(id)
+                            .ok_or_else(|| $crate::store::Error::Corrupt(format!("dead letter id {id}")))
+                    })
+                    .collect()
+            }
+
             async fn release_dead_letter_claim(
                 &self,
                 id: &$crate::domain::DeadLetterId,
@@ -455,7 +514,7 @@ macro_rules! dead_letter_methods {
                     return Ok(0);
                 }
                 let mut query =
-                    $crate::store::dead_letters::move_pending!($db, ids, status, replay, at);
+                    $crate::store::dead_letters::move_pending!($db, ids, status, replay, None::<&str>, at);
                 Ok(query.build().execute(&self.pool).await?.rows_affected())
             }
 
@@ -591,11 +650,13 @@ macro_rules! dead_letter_methods {
                 let mut tx = self.pool.begin().await?;
                 // Sent is sent: marked even when the job was cancelled meanwhile.
                 if !sent.is_empty() {
+                    let claim = $crate::store::dead_letters::replay_claim(id);
                     let mut query = $crate::store::dead_letters::move_pending!(
                         $db,
                         sent,
                         $crate::domain::DeadLetterStatus::Replayed,
                         Some(id),
+                        Some(claim.as_str()),
                         now
                     );
                     query.build().execute(&mut *tx).await?;

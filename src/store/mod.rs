@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use attempt_log::AttemptLog;
-pub use dead_letters::{DeadLetterStore, Purgeable};
+pub use dead_letters::{replay_claim, DeadLetterStore, Purgeable};
 pub use resealing::{ResealBatch, SecretStore};
 pub use sealing::{SealError, SecretKeys};
 

@@ -15,6 +15,7 @@ use hookgate::store::Page;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::harness::kafka::wait_for_group;
 use crate::harness::process::DispatcherProcess;
 use crate::harness::{eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
 
@@ -401,6 +402,56 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
     })
     .await;
     println!("deliveries after the kill: {delivered} for {EVENTS} dead letters");
+    let pending = DeadLetterFilter { status: Some(DeadLetterStatus::Pending), ..of_sub };
+    assert_eq!(app.store.count_dead_letters(&pending).await.expect("count").0, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_bulk_replays_of_the_same_dead_letters_on_two_dispatchers_send_each_once() {
+    const EVENTS: usize = 600;
+    let app = TestApp::spawn_with("dl-two-jobs", |config| config.dispatcher = None).await;
+    let dispatcher_config = crate::harness::process_dispatcher(Duration::from_secs(5));
+    let _dispatchers: Vec<DispatcherProcess> =
+        (0..2).map(|_| DispatcherProcess::start(&app.config, &dispatcher_config)).collect();
+    let group = format!("{}.deliveries", app.topics.group_id);
+    wait_for_group(&app.kafka.brokers, &group, 2, DEADLINE).await;
+    let (receiver, broken) = fixable_receiver(400).await;
+    let created = app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
+    let sub = created["id"].as_str().expect("id").to_owned();
+    publish_many(&app, "order.created", EVENTS).await;
+    let of_sub = DeadLetterFilter {
+        subscription_id: Some(SubscriptionId::parse(&sub).expect("sub id")),
+        ..Default::default()
+    };
+    eventually("every delivery dead-lettered and indexed", DEADLINE, || async {
+        let (count, _) = app.store.count_dead_letters(&of_sub).await.expect("count");
+        (count == EVENTS as u64).then_some(())
+    })
+    .await;
+    let before = receiver.received().len();
+
+    // Two admins replay the same dead letters at once; each dispatcher's
+    // runner takes one of the jobs.
+    broken.store(false, Ordering::SeqCst);
+    let request = json!({"subscription_id": sub, "rate_per_second": 200});
+    let jobs =
+        futures::future::join_all((0..2).map(|_| post(&app, "/v1/replays", Some(request.clone()))))
+            .await;
+    let mut done = 0;
+    for (status, job) in &jobs {
+        assert_eq!(*status, 202, "{job}");
+        let (replay, _) = wait_for_replay(&app, job["id"].as_str().expect("id")).await;
+        done += replay["done"].as_u64().expect("done");
+    }
+    assert_eq!(done, EVENTS as u64, "the two jobs sent {done} for {EVENTS} dead letters");
+    let mut per_webhook: HashMap<String, usize> = HashMap::new();
+    for request in receiver.wait_for(before + EVENTS, DEADLINE).await[before..].iter() {
+        *per_webhook.entry(request.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_webhook.len(), EVENTS, "every dead letter delivered again");
+    let twice = per_webhook.values().filter(|n| **n > 1).count();
+    assert_eq!(twice, 0, "{twice} dead letters delivered more than once");
     let pending = DeadLetterFilter { status: Some(DeadLetterStatus::Pending), ..of_sub };
     assert_eq!(app.store.count_dead_letters(&pending).await.expect("count").0, 0);
     app.stop().await;
