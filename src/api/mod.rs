@@ -147,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscriptions/{id}/test", post(subscription_actions::send_test))
         .route("/v1/subscriptions/{id}/attempts", get(subscription_actions::attempts))
         .route("/v1/event-types", post(event_types::create).get(event_types::list))
-        .route("/v1/event-types/{name}", get(event_types::get))
+        .route("/v1/event-types/{name}", get(event_types::get).patch(event_types::update))
         .route("/v1/events/{id}/attempts", get(events::attempts))
         .merge(publish)
         .route("/v1/dead-letters", get(dead_letters::list))

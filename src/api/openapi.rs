@@ -45,6 +45,7 @@ use super::{
         event_types::create,
         event_types::list,
         event_types::get,
+        event_types::update,
         events::publish,
         events::publish_batch,
         events::attempts,

@@ -302,8 +302,8 @@ impl SubscriptionCache {
             }
         }
         // In the same refresh, so that a type restricted before an event
-        // was written is restricted for it too. Types are never changed
-        // once created: a new row is all there is to learn.
+        // was written is restricted for it too. A changed type moves to a
+        // new version: its latest audience is all there is to learn.
         let types = self.store.event_type_changes(state.type_version).await?;
         state.failed_at = None;
         state.loaded = true;

@@ -285,6 +285,12 @@ pub trait Store: DeadLetterStore + SecretStore + Send + Sync + 'static {
     /// False when an event type of that name exists.
     async fn create_event_type(&self, event_type: &EventType) -> Result<bool>;
 
+    /// Rewrites an event type's description, schema and audience (the name
+    /// and creation time stay) and moves it to a new version, so that the
+    /// dispatchers load its audience in their next refresh; false when it
+    /// does not exist.
+    async fn update_event_type(&self, event_type: &EventType) -> Result<bool>;
+
     async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
 
     async fn list_event_types(&self, page: Page<'_>) -> Result<Vec<EventType>>;

@@ -380,6 +380,34 @@ macro_rules! api_methods {
             Ok(true)
         }
 
+        async fn update_event_type(
+            &self,
+            t: &$crate::domain::EventType,
+        ) -> $crate::store::Result<bool> {
+            let visible_to: Option<Vec<&str>> =
+                t.visible_to.as_ref().map(|ids| ids.iter().map(|id| id.as_str()).collect());
+            let mut tx = self.pool.begin().await?;
+            let version: i64 = sqlx::query_scalar($crate::store::sql::BUMP_VERSION)
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "UPDATE event_types SET description = $2, json_schema = $3, visible_to = $4, \
+                 version = $5 WHERE name = $1",
+            )
+            .bind(&t.name)
+            .bind(&t.description)
+            .bind(t.schema.as_ref().map(sqlx::types::Json))
+            .bind(visible_to.map(sqlx::types::Json))
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
         async fn event_type_changes(
             &self,
             after: i64,

@@ -155,3 +155,88 @@ async fn who_may_publish_for_whom_is_checked_and_a_refused_publish_sends_nothing
     assert_eq!(app.records_on(&app.topics.publish).await, before, "nothing was published");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_who_may_see_a_type_holds_for_the_events_published_after() {
+    let app = TestApp::spawn("audience-patch").await;
+    let (tenant_a, key_a) = app.tenant_with_key("a").await;
+    let (_, key_b) = app.tenant_with_key("b").await;
+    let (a, b) = (TestReceiver::start().await, TestReceiver::start().await);
+    for (key, receiver) in [(&key_a, &a), (&key_b, &b)] {
+        let body = json!({"url": receiver.url, "event_types": ["*"], "ordered": true});
+        let (status, sub) = app.call(Method::POST, "/v1/subscriptions", key, Some(body)).await;
+        assert_eq!(status, 201, "{sub}");
+    }
+    let body = json!({"name": "beta.report", "description": "beta", "visible_to": [tenant_a]});
+    let (status, _) = app.call(Method::POST, "/v1/event-types", ADMIN_TOKEN, Some(body)).await;
+    assert_eq!(status, 201);
+    let path = "/v1/event-types/beta.report";
+    let patch = |body: serde_json::Value| {
+        let app = &app;
+        async move { app.call(Method::PATCH, path, ADMIN_TOKEN, Some(body)).await }
+    };
+    let broadcast = |n: u64, event_type: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({"type": event_type, "key": KEY, "broadcast": true, "data": {"n": n}});
+            let (status, answer) =
+                app.call(Method::POST, "/v1/events", ADMIN_TOKEN, Some(body)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    let until_both_got = |n: u64| {
+        let (a, b) = (&a, &b);
+        async move {
+            for receiver in [a, b] {
+                crate::harness::eventually(&format!("event {n}"), DEADLINE, || async {
+                    got(receiver).contains(&n).then_some(())
+                })
+                .await;
+            }
+        }
+    };
+
+    // 1: A only (fanned out, as A got it: audiences are applied then).
+    // Then every tenant may see it (null), and 2 reaches B too.
+    broadcast(1, "beta.report").await;
+    crate::harness::eventually("event 1 at A", DEADLINE, || async {
+        got(&a).contains(&1).then_some(())
+    })
+    .await;
+    let (status, open) = patch(json!({"visible_to": null})).await;
+    assert_eq!(status, 200, "{open}");
+    assert_eq!(
+        (open["visible_to"].clone(), open["description"].clone()),
+        (json!(null), json!("beta"))
+    );
+    broadcast(2, "beta.report").await;
+    until_both_got(2).await;
+    // Back to A alone: 3 does not reach B; 4 (every tenant's) shows that
+    // B's lane got past it.
+    let (status, closed) = patch(json!({"visible_to": [tenant_a]})).await;
+    assert_eq!(status, 200, "{closed}");
+    broadcast(3, "beta.report").await;
+    broadcast(4, "order.created").await;
+    until_both_got(4).await;
+    assert_eq!(got(&a), BTreeSet::from([1, 2, 3, 4]), "tenant A");
+    assert_eq!(got(&b), BTreeSet::from([2, 4]), "tenant B: only while it could see the type");
+
+    // Refused changes change nothing.
+    let (status, problem) = patch(json!({"visible_to": ["ten_nobody"], "description": null})).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(error_fields(&problem), ["visible_to/0"]);
+    let (status, problem) = patch(json!({"schema": 7})).await;
+    assert_eq!(status, 422, "{problem}");
+    let (_, now) = app.call(Method::GET, path, ADMIN_TOKEN, None).await;
+    assert_eq!(
+        (now["visible_to"].clone(), now["description"].clone()),
+        (json!([tenant_a]), json!("beta"))
+    );
+    let (status, _) =
+        app.call(Method::PATCH, "/v1/event-types/no.such", ADMIN_TOKEN, Some(json!({}))).await;
+    assert_eq!(status, 404);
+    let (status, _) =
+        app.call(Method::PATCH, path, &key_a, Some(json!({"visible_to": null}))).await;
+    assert_eq!(status, 403, "a tenant key changes no event type");
+    app.stop().await;
+}

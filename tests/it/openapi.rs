@@ -46,6 +46,7 @@ fn every_operation_is_documented_with_its_errors() {
         ("post", "/v1/event-types"),
         ("get", "/v1/event-types"),
         ("get", "/v1/event-types/{name}"),
+        ("patch", "/v1/event-types/{name}"),
         ("post", "/v1/events"),
         ("post", "/v1/events/batch"),
         ("get", "/v1/events/{id}/attempts"),
