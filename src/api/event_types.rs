@@ -39,7 +39,8 @@ pub struct CreateEventType {
     name: String,
     description: Option<String>,
     /// A JSON Schema (draft 2020-12 unless `$schema` says otherwise) for `data`.
-    #[schema(value_type = Option<Object>)]
+    // A JSON Schema is an object or a boolean: any value here.
+    #[schema(value_type = Option<Value>)]
     schema: Option<serde_json::Value>,
     /// The only tenants that may see this type (absent: every tenant). A
     /// tenant's `*` and `prefix.*` never match a type it may not see, and a
@@ -56,7 +57,8 @@ pub struct UpdateEventType {
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
+    // A JSON Schema is an object or a boolean: any value here.
+    #[schema(value_type = Option<Value>)]
     schema: Option<Option<serde_json::Value>>,
     /// The only tenants that may see this type from now on; `null`: every
     /// tenant. It holds for every event fanned out after the change,
@@ -79,7 +81,8 @@ where
 pub struct EventTypeOut {
     name: String,
     description: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    // A JSON Schema is an object or a boolean: any value here.
+    #[schema(value_type = Option<Value>)]
     schema: Option<serde_json::Value>,
     /// The only tenants that may see it; `null`: every tenant.
     visible_to: Option<Vec<String>>,
