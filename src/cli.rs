@@ -35,46 +35,22 @@ enum Command {
     /// REST API and dispatcher in one process (single node).
     Serve {
         #[command(flatten)]
-        database: DatabaseArgs,
-        #[command(flatten)]
-        kafka: KafkaArgs,
+        service: ServiceArgs,
         #[command(flatten)]
         api: ApiArgs,
         #[command(flatten)]
-        delivery: DeliveryArgs,
-        #[command(flatten)]
-        egress: EgressArgs,
-        #[command(flatten)]
-        limits: LimitsArgs,
-        #[command(flatten)]
         quotas: QuotaArgs,
         #[command(flatten)]
-        server: ServerLimitsArgs,
-        #[command(flatten)]
-        secrets: SecretKeyArgs,
-        #[command(flatten)]
-        telemetry: TelemetryArgs,
+        delivery: DeliveryArgs,
     },
     /// REST API only; stateless, scale by replicas.
     Api {
         #[command(flatten)]
-        database: DatabaseArgs,
-        #[command(flatten)]
-        kafka: KafkaArgs,
+        service: ServiceArgs,
         #[command(flatten)]
         api: ApiArgs,
         #[command(flatten)]
-        egress: EgressArgs,
-        #[command(flatten)]
-        limits: LimitsArgs,
-        #[command(flatten)]
         quotas: QuotaArgs,
-        #[command(flatten)]
-        server: ServerLimitsArgs,
-        #[command(flatten)]
-        secrets: SecretKeyArgs,
-        #[command(flatten)]
-        telemetry: TelemetryArgs,
     },
     /// Kafka consumer-group workers that deliver; scale up to the partition count.
     Dispatcher {
@@ -82,21 +58,9 @@ enum Command {
         #[arg(long, env = "HOOKGATE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[command(flatten)]
-        database: DatabaseArgs,
-        #[command(flatten)]
-        kafka: KafkaArgs,
+        service: ServiceArgs,
         #[command(flatten)]
         delivery: DeliveryArgs,
-        #[command(flatten)]
-        egress: EgressArgs,
-        #[command(flatten)]
-        limits: LimitsArgs,
-        #[command(flatten)]
-        server: ServerLimitsArgs,
-        #[command(flatten)]
-        secrets: SecretKeyArgs,
-        #[command(flatten)]
-        telemetry: TelemetryArgs,
     },
     /// Secrets at rest: `hookgate secrets re-encrypt`.
     Secrets {
@@ -118,6 +82,26 @@ enum Command {
     Openapi,
     /// Measures the performance figures against the test environment's broker and database.
     Bench(crate::bench::BenchArgs),
+}
+
+/// What every long-running role takes: where its data is, where it may
+/// send, its limits and how it logs.
+#[derive(Debug, Args)]
+struct ServiceArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    egress: EgressArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    server: ServerLimitsArgs,
+    #[command(flatten)]
+    secrets: SecretKeyArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,10 +231,10 @@ impl Command {
     /// How the role logs; `None` for the commands that only print.
     fn log_format(&self) -> Option<crate::config::LogFormat> {
         match self {
-            Self::Serve { telemetry, .. }
-            | Self::Api { telemetry, .. }
-            | Self::Dispatcher { telemetry, .. }
-            | Self::Migrate { telemetry, .. }
+            Self::Serve { service, .. }
+            | Self::Api { service, .. }
+            | Self::Dispatcher { service, .. } => Some(service.telemetry.log_format),
+            Self::Migrate { telemetry, .. }
             | Self::Secrets { command: SecretsCommand::ReEncrypt { telemetry, .. } } => {
                 Some(telemetry.log_format)
             }
@@ -273,58 +257,16 @@ fn first_paragraph(rendered: &str) -> String {
 
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve {
-            database,
-            kafka,
-            api,
-            delivery,
-            egress,
-            limits,
-            quotas,
-            server,
-            secrets,
-            ..
-        } => {
-            let roles = Roles {
-                api: Some((&api, &quotas)),
-                delivery: Some(&delivery),
-                egress: &egress,
-                server: &server,
-                secrets: &secrets,
-            };
-            let config = app_config(database, &kafka, roles, &limits, true)?;
+        Command::Serve { service, api, quotas, delivery } => {
+            let config = service.config(Some((&api, &quotas)), Some(&delivery), true)?;
             run_roles(&config, api.listen).await
         }
-        Command::Api { database, kafka, api, egress, limits, quotas, server, secrets, .. } => {
-            let roles = Roles {
-                api: Some((&api, &quotas)),
-                delivery: None,
-                egress: &egress,
-                server: &server,
-                secrets: &secrets,
-            };
-            let config = app_config(database, &kafka, roles, &limits, false)?;
+        Command::Api { service, api, quotas } => {
+            let config = service.config(Some((&api, &quotas)), None, false)?;
             run_roles(&config, api.listen).await
         }
-        Command::Dispatcher {
-            listen,
-            database,
-            kafka,
-            delivery,
-            egress,
-            limits,
-            server,
-            secrets,
-            ..
-        } => {
-            let roles = Roles {
-                api: None,
-                delivery: Some(&delivery),
-                egress: &egress,
-                server: &server,
-                secrets: &secrets,
-            };
-            let config = app_config(database, &kafka, roles, &limits, false)?;
+        Command::Dispatcher { listen, service, delivery } => {
+            let config = service.config(None, Some(&delivery), false)?;
             run_roles(&config, listen).await
         }
         Command::Secrets {
@@ -355,40 +297,33 @@ async fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// The roles' own settings.
-struct Roles<'a> {
-    api: Option<(&'a ApiArgs, &'a QuotaArgs)>,
-    delivery: Option<&'a DeliveryArgs>,
-    egress: &'a EgressArgs,
-    server: &'a ServerLimitsArgs,
-    secrets: &'a SecretKeyArgs,
-}
-
-fn app_config(
-    database: DatabaseArgs,
-    kafka: &KafkaArgs,
-    Roles { api, delivery, egress, server, secrets }: Roles<'_>,
-    limits: &LimitsArgs,
-    migrate: bool,
-) -> Result<AppConfig, Failure> {
-    let (api, quotas) = (api.map(|(api, _)| api), api.map(|(_, quotas)| quotas));
-    Ok(AppConfig {
-        database_url: database.database_url,
-        kafka: KafkaConfig::from_env(kafka.kafka_brokers.clone()),
-        topics: Topics::from_args(&kafka.topics).map_err(|e| Failure::Config(e.to_string()))?,
-        api: api
-            .map(|a| a.admin_tokens().map(|admin_tokens| ApiConfig { admin_tokens }))
-            .transpose()
-            .map_err(Failure::Config)?,
-        dispatcher: delivery.map(DispatcherConfig::from_args),
-        limits: limits.into(),
-        egress: egress.rules(false).map_err(Failure::Config)?,
-        quotas: quotas.map(Into::into).unwrap_or_default(),
-        server: server.into(),
-        secret_keys: secrets.keys().map_err(Failure::Config)?,
-        migrate,
-        create_topics: true,
-    })
+impl ServiceArgs {
+    /// The configuration of the roles asked for: the API (with its quotas),
+    /// the dispatcher, or both.
+    fn config(
+        &self,
+        api: Option<(&ApiArgs, &QuotaArgs)>,
+        delivery: Option<&DeliveryArgs>,
+        migrate: bool,
+    ) -> Result<AppConfig, Failure> {
+        let topics =
+            Topics::from_args(&self.kafka.topics).map_err(|e| Failure::Config(e.to_string()))?;
+        let kafka = KafkaConfig::from_env(self.kafka.kafka_brokers.clone());
+        Ok(AppConfig {
+            api: api
+                .map(|(api, _)| api.admin_tokens().map(|admin_tokens| ApiConfig { admin_tokens }))
+                .transpose()
+                .map_err(Failure::Config)?,
+            dispatcher: delivery.map(DispatcherConfig::from_args),
+            limits: (&self.limits).into(),
+            egress: self.egress.rules(false).map_err(Failure::Config)?,
+            quotas: api.map(|(_, quotas)| quotas.into()).unwrap_or_default(),
+            server: (&self.server).into(),
+            secret_keys: self.secrets.keys().map_err(Failure::Config)?,
+            migrate,
+            ..AppConfig::new(self.database.database_url.clone(), kafka, topics)
+        })
+    }
 }
 
 /// `hookgate secrets re-encrypt`: every subscription, batch by batch, then
@@ -475,10 +410,8 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         rand::thread_rng().fill_bytes(&mut bytes);
         format!("hg_admin_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
     });
+    let kafka = KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() };
     let config = AppConfig {
-        database_url: args.database_url,
-        kafka: KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() },
-        topics,
         api: Some(ApiConfig { admin_tokens: vec![admin_token.clone()] }),
         dispatcher: Some(dispatcher),
         limits: (&args.limits).into(),
@@ -489,6 +422,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
         secret_keys: args.secrets.keys().map_err(Failure::Config)?,
         migrate: true,
         create_topics: false,
+        ..AppConfig::new(args.database_url, kafka, topics)
     };
     let shutdown = shutdown::on_signal();
     let running = app::start(&config, args.listen, None, shutdown.clone()).await?;

@@ -505,7 +505,7 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatcherConfig {
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
@@ -547,13 +547,35 @@ impl Default for CircuitPolicy {
     }
 }
 
+/// The command line's defaults (a unit test holds the two together), for
+/// callers that build a configuration in code.
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        const HOUR: u64 = 3600;
+        let schedule = [5, 5 * 60, 30 * 60, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR];
+        Self {
+            request_timeout: Duration::from_secs(15),
+            retry_schedule: RetrySchedule(schedule.map(Duration::from_secs).to_vec()),
+            max_delivery_age: Duration::from_secs(3 * 24 * HOUR),
+            response_body_cap: RESPONSE_BODY_CAP,
+            retention: Duration::from_secs(30 * 24 * HOUR),
+            deleted_retention: Duration::from_secs(24 * HOUR),
+            budgets: DeliveryBudgets::default(),
+            circuit: CircuitPolicy::default(),
+        }
+    }
+}
+
+/// How much of a response body the attempt log keeps.
+const RESPONSE_BODY_CAP: usize = 4096;
+
 impl DispatcherConfig {
     pub fn from_args(args: &DeliveryArgs) -> Self {
         Self {
             request_timeout: args.request_timeout,
             retry_schedule: args.retry_schedule.clone(),
             max_delivery_age: args.max_delivery_age,
-            response_body_cap: 4096,
+            response_body_cap: RESPONSE_BODY_CAP,
             retention: args.retention,
             deleted_retention: args.deleted_subscription_retention,
             budgets: DeliveryBudgets {
@@ -577,6 +599,28 @@ impl DispatcherConfig {
 pub enum Error {
     #[error("no publish topic: every source topic is a regex, so set HOOKGATE_PUBLISH_TOPIC")]
     NoPublishTopic,
+}
+
+impl AppConfig {
+    /// No role yet and the built-in defaults for the rest (egress rules that
+    /// refuse private targets, no quotas' overrides, secrets in clear, no
+    /// migrations at start): callers add the roles and what they configure.
+    pub fn new(database_url: String, kafka: KafkaConfig, topics: Topics) -> Self {
+        Self {
+            database_url,
+            kafka,
+            topics,
+            api: None,
+            dispatcher: None,
+            limits: SubscriptionLimits::default(),
+            egress: EgressRules::default(),
+            quotas: Quotas::default(),
+            server: ServerLimits::default(),
+            secret_keys: SecretKeys::default(),
+            migrate: false,
+            create_topics: true,
+        }
+    }
 }
 
 impl Topics {
@@ -800,6 +844,17 @@ fn retry_schedule(value: &str) -> Result<RetrySchedule, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dispatcher_defaults_in_code_are_the_command_lines() {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            delivery: DeliveryArgs,
+        }
+        let parsed = <Defaults as clap::Parser>::try_parse_from(["hookgate"]).expect("defaults");
+        assert_eq!(DispatcherConfig::from_args(&parsed.delivery), DispatcherConfig::default());
+    }
 
     #[test]
     fn retry_schedules_parse_and_refuse_nonsense() {

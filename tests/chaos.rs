@@ -25,6 +25,7 @@ use serde_json::json;
 
 use harness::kafka::headers_of;
 use harness::process::DispatcherProcess;
+use harness::ForTests;
 use harness::{eventually, Reply, TestApp, TestReceiver};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
@@ -50,14 +51,9 @@ async fn restart_broker() {
 /// The dispatcher process's settings: quick retries, the default budgets.
 fn dispatcher_config() -> DispatcherConfig {
     DispatcherConfig {
-        request_timeout: Duration::from_secs(5),
         retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
-        max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 256,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        deleted_retention: Duration::from_secs(24 * 3600),
-        budgets: Default::default(),
-        circuit: Default::default(),
+        ..DispatcherConfig::for_tests()
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::harness::kafka::wait_for_group;
 use crate::harness::process::DispatcherProcess;
-use crate::harness::{eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{eventually, Backend, ForTests, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -344,14 +344,9 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
     const EVENTS: usize = 2_000;
     let app = TestApp::spawn_with("dl-kill", |config| config.dispatcher = None).await;
     let dispatcher_config = DispatcherConfig {
-        request_timeout: Duration::from_secs(5),
         retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        max_delivery_age: Duration::from_secs(3600),
         response_body_cap: 256,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        deleted_retention: Duration::from_secs(24 * 3600),
-        budgets: Default::default(),
-        circuit: Default::default(),
+        ..DispatcherConfig::for_tests()
     };
     let mut first = DispatcherProcess::start(&app.config, &dispatcher_config);
     let (receiver, broken) = fixable_receiver(400).await;

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::process::{command, ServeProcess};
 use crate::harness::{
-    kafka_brokers, process_dispatcher, unique, Reply, TestApp, TestDb, TestReceiver, ADMIN_TOKEN,
+    process_dispatcher, unique, Reply, TestApp, TestDb, TestReceiver, ADMIN_TOKEN,
 };
 
 /// Room for scheduling on a busy machine, on top of a configured limit.
@@ -243,20 +243,9 @@ async fn beyond_the_connection_cap_a_new_connection_is_served_only_once_another_
 async fn shutdown_ends_within_the_drain_while_a_client_sends_its_headers_a_byte_a_second() {
     const DRAIN: Duration = Duration::from_secs(1);
     let db = TestDb::postgres().await;
-    let config = hookgate::config::AppConfig {
-        database_url: db.url.clone(),
-        kafka: hookgate::kafka::KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() },
-        topics: hookgate::config::Topics::under_prefix(&unique("slow-shutdown"), 1, 1),
-        api: None,
-        dispatcher: None,
-        limits: Default::default(),
-        quotas: Default::default(),
-        server: Default::default(),
-        secret_keys: Default::default(),
-        egress: hookgate::config::EgressRules::private_allowed(),
-        migrate: true,
-        create_topics: true,
-    };
+    let topics = hookgate::config::Topics::under_prefix(&unique("slow-shutdown"), 1, 1);
+    let config =
+        hookgate::config::AppConfig { api: None, ..crate::harness::app_config(&db.url, topics) };
     // The API alone: its drain is the whole of the process's.
     let mut api = command("api", &config, &process_dispatcher(Duration::from_secs(2)));
     api.env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)

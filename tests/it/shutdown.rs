@@ -6,8 +6,7 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use hookgate::config::{ApiConfig, AppConfig, DispatcherConfig, EgressRules, Topics};
-use hookgate::kafka::KafkaConfig;
+use hookgate::config::{AppConfig, DispatcherConfig, Topics};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -33,20 +32,9 @@ fn dispatcher_config(request_timeout: Duration) -> DispatcherConfig {
 
 /// An app configuration for `hookgate serve` on its own database and topics.
 fn serve_config(name: &str, db: &TestDb, brokers: String) -> AppConfig {
-    AppConfig {
-        database_url: db.url.clone(),
-        kafka: KafkaConfig { brokers, properties: Vec::new() },
-        topics: Topics::under_prefix(&unique(name), 3, 1),
-        api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
-        dispatcher: None,
-        limits: Default::default(),
-        egress: EgressRules::private_allowed(),
-        quotas: Default::default(),
-        server: Default::default(),
-        secret_keys: Default::default(),
-        migrate: true,
-        create_topics: true,
-    }
+    let mut config = crate::harness::app_config(&db.url, Topics::under_prefix(&unique(name), 3, 1));
+    config.kafka.brokers = brokers;
+    config
 }
 
 /// A receiver that answers 200 after `delay`, and one that answers 400 (a

@@ -38,17 +38,41 @@ pub fn unique(name: &str) -> String {
     format!("test-{name}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Configurations the tests start from.
+pub trait ForTests {
+    fn for_tests() -> Self;
+}
+
+/// Quick to fail and to retry once; a delivery expires after an hour.
+impl ForTests for DispatcherConfig {
+    fn for_tests() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
+            max_delivery_age: Duration::from_secs(3600),
+            ..Self::default()
+        }
+    }
+}
+
+/// The API with `ADMIN_TOKEN` on `url` and `topics`, no dispatcher, egress
+/// rules that allow the loopback receivers, migrations at start.
+pub fn app_config(database_url: &str, topics: Topics) -> AppConfig {
+    let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
+    AppConfig {
+        api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
+        egress: EgressRules::private_allowed(),
+        migrate: true,
+        ..AppConfig::new(database_url.to_owned(), kafka, topics)
+    }
+}
+
 /// Settings of a `hookgate dispatcher` process started by a test.
 pub fn process_dispatcher(request_timeout: Duration) -> DispatcherConfig {
     DispatcherConfig {
         request_timeout,
         retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        max_delivery_age: Duration::from_secs(3600),
-        response_body_cap: 4096,
-        retention: Duration::from_secs(30 * 24 * 3600),
-        deleted_retention: Duration::from_secs(24 * 3600),
-        budgets: Default::default(),
-        circuit: Default::default(),
+        ..DispatcherConfig::for_tests()
     }
 }
 
@@ -183,29 +207,9 @@ impl TestApp {
     async fn spawn_on_db(name: &str, db: TestDb, adjust: impl FnOnce(&mut AppConfig)) -> Self {
         let prefix = unique(name);
         let topics = Topics::under_prefix(&prefix, 3, 1);
-        let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
         let mut config = AppConfig {
-            database_url: db.url.clone(),
-            kafka,
-            topics: topics.clone(),
-            api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
-            dispatcher: Some(DispatcherConfig {
-                request_timeout: Duration::from_secs(5),
-                retry_schedule: RetrySchedule(vec![Duration::from_secs(1)]),
-                max_delivery_age: Duration::from_secs(3600),
-                response_body_cap: 4096,
-                retention: Duration::from_secs(30 * 24 * 3600),
-                deleted_retention: Duration::from_secs(24 * 3600),
-                budgets: Default::default(),
-                circuit: Default::default(),
-            }),
-            limits: Default::default(),
-            egress: EgressRules::private_allowed(),
-            quotas: Default::default(),
-            server: Default::default(),
-            secret_keys: Default::default(),
-            migrate: true,
-            create_topics: true,
+            dispatcher: Some(DispatcherConfig::for_tests()),
+            ..app_config(&db.url, topics)
         };
         adjust(&mut config);
         Self::start_config(config, format!("{prefix}."), db).await
