@@ -80,8 +80,6 @@ enum Command {
     Listen(ListenArgs),
     /// Print the OpenAPI 3.1 document of the REST API (YAML), as committed in openapi/hookgate.yaml.
     Openapi,
-    /// Measures the performance figures against the test environment's broker and database.
-    Bench(crate::bench::BenchArgs),
 }
 
 /// What every long-running role takes: where its data is, where it may
@@ -239,7 +237,6 @@ impl Command {
                 Some(telemetry.log_format)
             }
             Self::Dev(args) => Some(args.telemetry.log_format),
-            Self::Bench(_) => Some(crate::config::LogFormat::Text),
             Self::Listen(_) | Self::Openapi => None,
         }
     }
@@ -285,7 +282,6 @@ async fn run(command: Command) -> Result<(), Failure> {
             print!("{}", crate::api::openapi::yaml());
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(args).await.map_err(Failure::Run),
         Command::Listen(args) => {
             let secret = SigningSecret::parse_lenient(&args.secret)
                 .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;

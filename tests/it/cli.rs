@@ -128,3 +128,21 @@ fn a_bad_secret_key_exits_2_with_one_line_that_does_not_repeat_it() {
         "HOOKGATE_SECRET_KEY is not set",
     );
 }
+
+#[test]
+fn the_shipped_binary_has_no_bench_subcommand() {
+    // The benchmark is `cargo bench --bench delivery`, not an operator's command.
+    let output = hookgate(&["--help"]);
+    assert!(output.status.success(), "hookgate --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(commands.contains(&"serve"), "the command list is read: {help}");
+    assert!(!commands.contains(&"bench"), "no bench in {commands:?}");
+    assert_config_error(&["bench"], "unrecognized subcommand 'bench'");
+}

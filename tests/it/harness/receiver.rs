@@ -1,5 +1,6 @@
 //! A webhook receiver that records every request (with its arrival time and
-//! how many were under way) and answers as the test tells it.
+//! how many were under way) and answers as the test tells it. The benchmark
+//! (`benches/delivery/`) shares it, counting instead of recording.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,9 @@ type Responder = dyn Fn(usize, &serde_json::Value) -> Reply + Send + Sync;
 
 struct Shared {
     received: Mutex<Vec<Received>>,
+    /// Whether requests are kept in `received` (else only counted).
+    keep: bool,
+    count: AtomicUsize,
     responder: Box<Responder>,
     active: AtomicUsize,
     max_active: AtomicUsize,
@@ -70,11 +74,25 @@ impl TestReceiver {
     pub async fn answering(
         responder: impl Fn(usize, &serde_json::Value) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::serve(Box::new(responder), true).await
+    }
+
+    /// Like `answering`, but keeps no request, only their number (`count`):
+    /// under load, where kept requests would be most of the memory measured.
+    pub async fn counting(
+        responder: impl Fn(usize, &serde_json::Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::serve(Box::new(responder), false).await
+    }
+
+    async fn serve(responder: Box<Responder>, keep: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let shared = Arc::new(Shared {
             received: Mutex::default(),
-            responder: Box::new(responder),
+            keep,
+            count: AtomicUsize::new(0),
+            responder,
             active: AtomicUsize::new(0),
             max_active: AtomicUsize::new(0),
         });
@@ -83,6 +101,11 @@ impl TestReceiver {
             let _ = axum::serve(listener, app).await;
         });
         Self { url, shared, task }
+    }
+
+    /// How many requests came in (kept or not).
+    pub fn count(&self) -> usize {
+        self.shared.count.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -115,16 +138,21 @@ async fn record(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_active.fetch_max(active, Ordering::SeqCst);
     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let index = {
+    let counted = shared.count.fetch_add(1, Ordering::SeqCst);
+    let index = if shared.keep {
         let mut received = shared.received.lock().expect("lock");
         received.push(Received { headers, body, at, status: 0 });
         received.len() - 1
+    } else {
+        counted
     };
     let reply = (shared.responder)(index, &json);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    shared.received.lock().expect("lock")[index].status = reply.status;
+    if shared.keep {
+        shared.received.lock().expect("lock")[index].status = reply.status;
+    }
     shared.active.fetch_sub(1, Ordering::SeqCst);
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     let mut response = (status, "receiver says hi").into_response();

@@ -1,0 +1,109 @@
+//! The design's performance figures, measured on this machine against the
+//! real broker and database of the test environment (`scripts/test-env`):
+//!
+//! ```sh
+//! eval "$(scripts/test-env env)"
+//! cargo bench --bench delivery -- --scale 1 --out bench-results.json
+//! ```
+//!
+//! Everything runs in this one process, as `hookgate serve` would, with the
+//! integration tests' receiver (`tests/it/harness/receiver.rs`) beside it.
+//! Prints one table and writes JSON (`scripts/bench-table` tabulates runs).
+//!
+//! `env.rs` (a scratch database and topics, one app) → `phases.rs` (publish
+//! API, sustained, latency, fan-out, memory: one app) → `isolation.rs` (a
+//! healthy stream beside a tarpit and a hanging endpoint: an app of its
+//! own) → `report.rs` (the table and the JSON).
+
+// The harness is shared with the integration tests; the bench uses its
+// receiver only.
+#[allow(dead_code)]
+#[path = "../../tests/it/harness/mod.rs"]
+mod harness;
+
+mod env;
+mod isolation;
+mod phases;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::env::Services;
+
+// As in the `hookgate` binary: the allocator is part of what is measured.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Measures the performance figures against the test environment's broker
+/// and database.
+#[derive(Debug, Parser)]
+#[command(name = "delivery")]
+struct Args {
+    /// PostgreSQL server to make a scratch database on.
+    #[arg(long, env = "HOOKGATE_TEST_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Kafka brokers.
+    #[arg(long, env = "HOOKGATE_TEST_KAFKA")]
+    kafka_brokers: Option<String>,
+    /// Where to write the results as JSON (relative to the package root,
+    /// where `cargo bench` runs).
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+    /// Scale of the runs (1 = the full figures; smaller is quicker).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Passed by `cargo bench`; nothing to do with it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let services = match Services::new(args.database_url, args.kafka_brokers) {
+        Ok(services) => services,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = match hookgate::telemetry::init(hookgate::config::LogFormat::Text) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bench: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(&services, args.scale, &args.out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // What a bounded shutdown left behind must not hold the exit.
+    runtime.shutdown_timeout(hookgate::shutdown::EXIT_WAIT);
+    code
+}
+
+async fn run(services: &Services, scale: f64, out: &std::path::Path) -> anyhow::Result<()> {
+    let scale = scale.clamp(0.01, 10.0);
+    let run_id = ulid::Ulid::new().to_string().to_lowercase();
+    let mut figures = phases::run(services, &run_id, scale).await?;
+    let isolated = isolation::run(services, &format!("{run_id}_iso"), scale).await?;
+    figures.extend(isolated.figures());
+    report::print_table(&figures);
+    isolated.print();
+    report::write(out, scale, &figures, &isolated)?;
+    println!("\nresults written to {}", out.display());
+    Ok(())
+}

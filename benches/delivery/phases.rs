@@ -1,0 +1,295 @@
+//! Phases 1 to 5, on one app with the default budgets, in order: the
+//! publish API, sustained deliveries, latency at a fixed rate, fan-out, and
+//! the memory with 10,000 subscriptions cached (taken before the isolation
+//! phases start, in an app of their own).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::stream::StreamExt as _;
+use hookgate::config::DeliveryBudgets;
+use hookgate::domain::{Audience, Event, TenantId};
+use hookgate::kafka::Producer;
+
+use crate::env::{subscription, Env, Services, TOKEN};
+use crate::harness::{Reply, TestReceiver};
+use crate::report::{percentile_ms, resident_mib, Figure};
+
+/// Events of the sustained phase at scale 1; each goes to 5 subscriptions.
+const SUSTAINED_EVENTS: f64 = 10_000.0;
+const SUSTAINED_SUBSCRIPTIONS: u64 = 5;
+const FAN_OUT: u64 = 1_000;
+/// Subscriptions cached when the memory is read.
+const CACHED: usize = 10_000;
+
+/// Runs the phases on an app of their own and answers their figures.
+pub(crate) async fn run(
+    services: &Services,
+    run_id: &str,
+    scale: f64,
+) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Deliveries::start().await;
+    let env = Env::start(services, run_id, DeliveryBudgets::default()).await?;
+    let phases = Phases {
+        env: &env,
+        receiver: &receiver,
+        client: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
+        scale,
+    };
+    let figures = phases.all().await;
+    // The receiver outlives the app: its drain may still deliver.
+    env.stop().await?;
+    drop(receiver);
+    figures
+}
+
+/// The receiver of these phases (the harness's, counting): deliveries by
+/// event type, and the latency of every one whose data carries `sent_us`.
+struct Deliveries {
+    receiver: TestReceiver,
+    tally: Arc<Tally>,
+}
+
+#[derive(Default)]
+struct Tally {
+    by_type: Mutex<HashMap<String, u64>>,
+    latencies_us: Mutex<Vec<i64>>,
+}
+
+impl Deliveries {
+    async fn start() -> Self {
+        let tally = Arc::new(Tally::default());
+        let receiver = TestReceiver::counting({
+            let tally = Arc::clone(&tally);
+            move |_, body| {
+                tally.record(body);
+                Reply::status(204)
+            }
+        })
+        .await;
+        Self { receiver, tally }
+    }
+
+    fn url(&self) -> &str {
+        &self.receiver.url
+    }
+
+    fn count(&self, event_type: &str) -> u64 {
+        self.tally.by_type.lock().map(|c| c.get(event_type).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Waits until `n` deliveries of `event_type` arrived, at most `limit`;
+    /// answers how many did.
+    async fn wait_until(&self, event_type: &str, n: u64, limit: Duration) -> u64 {
+        let end = Instant::now() + limit;
+        while self.count(event_type) < n && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.count(event_type)
+    }
+
+    /// The latencies so far, sorted, in µs.
+    fn latencies_us(&self) -> Vec<i64> {
+        let mut samples = self.tally.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+        samples.sort_unstable();
+        samples
+    }
+
+    fn clear_latencies(&self) {
+        self.tally.latencies_us.lock().map(|mut l| l.clear()).ok();
+    }
+}
+
+impl Tally {
+    fn record(&self, body: &serde_json::Value) {
+        if let Some(sent) = body["data"]["sent_us"].as_i64() {
+            let latency = Utc::now().timestamp_micros() - sent;
+            if let Ok(mut samples) = self.latencies_us.lock() {
+                samples.push(latency);
+            }
+        }
+        if let (Some(event_type), Ok(mut counts)) = (body["type"].as_str(), self.by_type.lock()) {
+            *counts.entry(event_type.to_owned()).or_insert(0) += 1;
+        }
+    }
+}
+
+struct Phases<'a> {
+    env: &'a Env,
+    receiver: &'a Deliveries,
+    client: reqwest::Client,
+    scale: f64,
+}
+
+impl Phases<'_> {
+    async fn all(&self) -> anyhow::Result<Vec<Figure>> {
+        let mut figures = vec![self.publish_api().await, self.sustained().await?];
+        figures.extend(self.latency().await?);
+        figures.push(self.fan_out().await?);
+        figures.push(self.memory().await?);
+        Ok(figures)
+    }
+
+    /// Phase 1, the publish API: one event a request, 64 at a time.
+    async fn publish_api(&self) -> Figure {
+        let requests = self.scaled(20_000.0);
+        let started = Instant::now();
+        let accepted = futures::stream::iter(0..requests)
+            .map(|n| self.publish("bench.unrouted", n))
+            .buffer_unordered(64)
+            .filter(|status| std::future::ready(*status == 202))
+            .count()
+            .await;
+        let per_second = accepted as f64 / started.elapsed().as_secs_f64();
+        Figure {
+            name: "publish API, POST /v1/events (requests/s)",
+            value: per_second,
+            unit: "req/s",
+            target: ">= 5,000",
+            met: per_second >= 5_000.0,
+        }
+    }
+
+    /// Phase 2, sustained deliveries: events straight to the topic (so
+    /// that the figure is the dispatcher's, not the API's), 5 subscriptions.
+    async fn sustained(&self) -> anyhow::Result<Figure> {
+        self.subscribe("bench.sustained", SUSTAINED_SUBSCRIPTIONS as usize).await?;
+        let events = self.scaled(SUSTAINED_EVENTS);
+        let producer = Producer::new(&self.env.config.kafka)?;
+        let topic = &self.env.config.topics.publish;
+        let started = Instant::now();
+        let writes = (0..events).map(|n| {
+            let producer = producer.clone();
+            async move { producer.publish(topic, &sustained_event(n)).await }
+        });
+        futures::future::try_join_all(writes).await?;
+        let owed = SUSTAINED_SUBSCRIPTIONS * events as u64;
+        let delivered =
+            self.receiver.wait_until("bench.sustained", owed, Duration::from_secs(300)).await;
+        let per_second = delivered as f64 / started.elapsed().as_secs_f64();
+        Ok(Figure {
+            name: "sustained deliveries/s, one process",
+            value: per_second,
+            unit: "deliveries/s",
+            target: ">= 10,000",
+            met: per_second >= 10_000.0,
+        })
+    }
+
+    /// Phase 3, latency publish → receiver at 1,000 events/s, one a request.
+    async fn latency(&self) -> anyhow::Result<[Figure; 2]> {
+        self.subscribe("bench.latency", 1).await?;
+        self.receiver.clear_latencies();
+        let events = self.scaled(5_000.0);
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        let mut sends = tokio::task::JoinSet::new();
+        for n in 0..events {
+            ticker.tick().await;
+            sends.spawn(self.publish("bench.latency", n));
+        }
+        while sends.join_next().await.is_some() {}
+        self.receiver.wait_until("bench.latency", events as u64, Duration::from_secs(60)).await;
+        let samples = self.receiver.latencies_us();
+        let (p50, p99) = (percentile_ms(&samples, 0.50), percentile_ms(&samples, 0.99));
+        Ok([
+            Figure {
+                name: "latency publish → receiver at 1,000/s, p50",
+                value: p50,
+                unit: "ms",
+                target: "<= 10",
+                met: p50 <= 10.0,
+            },
+            Figure {
+                name: "latency publish → receiver at 1,000/s, p99",
+                value: p99,
+                unit: "ms",
+                target: "<= 25",
+                met: p99 <= 25.0,
+            },
+        ])
+    }
+
+    /// Phase 4, fan-out: one event to 1,000 subscriptions.
+    async fn fan_out(&self) -> anyhow::Result<Figure> {
+        self.subscribe("bench.fanout", FAN_OUT as usize).await?;
+        let started = Instant::now();
+        self.publish("bench.fanout", 0).await;
+        let reached =
+            self.receiver.wait_until("bench.fanout", FAN_OUT, Duration::from_secs(60)).await;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(Figure {
+            name: "fan-out 1 event → 1,000 subscriptions, all delivered",
+            value: seconds,
+            unit: "s",
+            target: "<= 1",
+            met: reached == FAN_OUT && seconds <= 1.0,
+        })
+    }
+
+    /// Phase 5, memory with 10,000 subscriptions cached, once one more
+    /// event went through (the cache holds them all).
+    async fn memory(&self) -> anyhow::Result<Figure> {
+        let so_far = FAN_OUT as usize + SUSTAINED_SUBSCRIPTIONS as usize + 1;
+        self.subscribe("bench.idle", CACHED.saturating_sub(so_far)).await?;
+        self.publish("bench.sustained", 0).await;
+        let owed = SUSTAINED_SUBSCRIPTIONS * (self.scaled(SUSTAINED_EVENTS) as u64 + 1);
+        self.receiver.wait_until("bench.sustained", owed, Duration::from_secs(30)).await;
+        let rss = resident_mib();
+        Ok(Figure {
+            name: "process memory at 10,000 subscriptions (API, dispatcher and receiver)",
+            value: rss,
+            unit: "MiB RSS",
+            target: "<= 256",
+            met: rss <= 256.0,
+        })
+    }
+
+    /// `n` at scale 1, scaled (at least 1).
+    fn scaled(&self, n: f64) -> usize {
+        ((n * self.scale).round() as usize).max(1)
+    }
+
+    /// `n` subscriptions of the default tenant to `event_type`, at the receiver.
+    async fn subscribe(&self, event_type: &str, n: usize) -> anyhow::Result<()> {
+        let store = &self.env.running.store;
+        for _ in 0..n {
+            let url = self.receiver.url().to_owned();
+            let subscription = subscription(&TenantId::default_tenant(), url, event_type, None);
+            store.create_subscription(&subscription).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one event through the API (stamped when the request goes)
+    /// and answers the status (0: no answer).
+    fn publish(
+        &self,
+        event_type: &'static str,
+        n: usize,
+    ) -> impl std::future::Future<Output = u16> + Send + 'static {
+        let request = self.client.post(format!("{}/v1/events", self.env.api)).bearer_auth(TOKEN);
+        async move {
+            let body = serde_json::json!({
+                "type": event_type,
+                "data": {"n": n, "sent_us": Utc::now().timestamp_micros()},
+            });
+            request.json(&body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    }
+}
+
+/// Event `n` of the sustained phase, for the default tenant.
+fn sustained_event(n: usize) -> Event {
+    Event {
+        id: format!("evt_sustained_{n}"),
+        event_type: "bench.sustained".to_owned(),
+        source: "bench".to_owned(),
+        time: Utc::now(),
+        key: Some(n.to_string().into_bytes()),
+        data: serde_json::value::RawValue::from_string(format!("{{\"n\":{n}}}"))
+            .expect("valid JSON"),
+        audience: Audience::Tenant(TenantId::default_tenant()),
+    }
+}
