@@ -109,28 +109,20 @@ fn config(
     run_id: &str,
     budgets: DeliveryBudgets,
 ) -> AppConfig {
+    let kafka = KafkaConfig { brokers: services.kafka_brokers.clone(), properties: Vec::new() };
+    let topics = Topics::under_prefix(&format!("bench-{run_id}"), 6, 1);
     AppConfig {
-        database_url,
-        kafka: KafkaConfig { brokers: services.kafka_brokers.clone(), properties: Vec::new() },
-        topics: Topics::under_prefix(&format!("bench-{run_id}"), 6, 1),
         api: Some(ApiConfig { admin_tokens: vec![TOKEN.to_owned()] }),
         dispatcher: Some(DispatcherConfig {
             request_timeout: REQUEST_TIMEOUT,
             retry_schedule: RetrySchedule(vec![Duration::from_secs(30)]),
             max_delivery_age: Duration::from_secs(3600),
-            response_body_cap: 4096,
-            retention: Duration::from_secs(30 * 24 * 3600),
-            deleted_retention: Duration::from_secs(24 * 3600),
             budgets,
-            circuit: Default::default(),
+            ..DispatcherConfig::default()
         }),
-        limits: Default::default(),
         egress: EgressRules::private_allowed(),
-        quotas: Default::default(),
-        server: Default::default(),
-        secret_keys: Default::default(),
         migrate: true,
-        create_topics: true,
+        ..AppConfig::new(database_url, kafka, topics)
     }
 }
 
