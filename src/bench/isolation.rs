@@ -31,7 +31,7 @@ use super::{Env, Figure, REQUEST_TIMEOUT};
 use crate::config::DeliveryBudgets;
 use crate::dispatcher::policy::ParkReason;
 use crate::domain::{
-    Audience, Event, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
+    Audience, Event, Scope, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
 };
 use crate::kafka::Producer;
 use crate::store::Store;
@@ -303,7 +303,7 @@ async fn phases(
     // Clean up: their deliveries stop, and so do the requests under way.
     let started = Instant::now();
     for subscription in [&tarpit, &hanging] {
-        store.delete_subscription(None, &subscription.id, None, Utc::now()).await?;
+        store.delete_subscription(Scope::All, &subscription.id, None, Utc::now()).await?;
     }
     let end = started + CLEAN_UP_LIMIT;
     while Instant::now() < end {
