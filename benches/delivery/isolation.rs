@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hookgate::config::{DeliveryBudgets, SubscriptionLimits};
-use hookgate::domain::{Subscription, Tenant, TenantId};
+use hookgate::domain::{Scope, Subscription, Tenant, TenantId};
 use hookgate::kafka::Producer;
 use hookgate::store::Store;
 use tokio_util::sync::CancellationToken;
@@ -298,7 +298,7 @@ impl<'a> Phases<'a> {
             self.env
                 .running
                 .store
-                .delete_subscription(None, &subscription.id, None, Utc::now())
+                .delete_subscription(Scope::All, &subscription.id, None, Utc::now())
                 .await?;
         }
         let end = started + CLEAN_UP_LIMIT;

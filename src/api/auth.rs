@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use super::problem::ApiError;
 use super::AppState;
 use crate::domain::tenant::{hash_api_key, API_KEY_PREFIX};
-use crate::domain::TenantId;
+use crate::domain::{Scope, TenantId};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +38,12 @@ impl Caller {
         }
     }
 
-    /// The tenant whose resources a caller sees; `None`: all (admin).
-    pub fn scope(&self) -> Option<&TenantId> {
+    /// Whose resources a caller sees: an admin every tenant's, a tenant
+    /// key its own tenant's.
+    pub fn scope(&self) -> Scope<'_> {
         match self {
-            Self::Admin => None,
-            Self::Tenant(tenant) => Some(tenant),
+            Self::Admin => Scope::All,
+            Self::Tenant(tenant) => Scope::Tenant(tenant),
         }
     }
 

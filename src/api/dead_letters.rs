@@ -18,7 +18,8 @@ use super::{validate, AppState};
 use crate::dispatcher::replay::{delivery_of, NotReplayable};
 use crate::domain::event::is_valid_event_type;
 use crate::domain::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, RecordHeader, SubscriptionId,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, RecordHeader, Scope,
+    SubscriptionId,
 };
 use crate::kafka::delivery::ReplayOrigin;
 use crate::kafka::produce::PUBLISH_TIMEOUT;
@@ -298,11 +299,11 @@ pub async fn get(
     let dead_letter = visible(&state, &caller, &id).await?;
     let record = &dead_letter.record;
     let attempt_log = match (&record.tenant_id, &record.subscription_id, &record.event_id) {
-        (Some(_), Some(subscription), Some(event_id)) => state
+        (Some(tenant), Some(subscription), Some(event_id)) => state
             .store
             .list_attempts(
                 &AttemptFilter {
-                    tenant: record.tenant_id.as_ref(),
+                    scope: Scope::Tenant(tenant),
                     subscription: Some(subscription),
                     event_id: Some(event_id),
                 },
@@ -371,7 +372,7 @@ pub async fn replay(
         .map_err(|why| ApiError::Conflict { code: "not_replayable", detail: why.to_string() })?;
     let subscription = state
         .store
-        .get_subscription(None, &delivery.subscription_id)
+        .get_subscription(caller.scope(), &delivery.subscription_id)
         .await
         .map_err(ApiError::store)?;
     if subscription.is_none() {

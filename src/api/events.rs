@@ -225,7 +225,7 @@ pub async fn attempts(
     if !printable_token(&id, MAX_ID_LEN) {
         return Err(ApiError::NotFound(format!("no attempts of event {id}")));
     }
-    let filter = AttemptFilter { tenant: caller.scope(), subscription: None, event_id: Some(&id) };
+    let filter = AttemptFilter { event_id: Some(&id), ..AttemptFilter::within(caller.scope()) };
     let answer = attempt_page(&state, &filter, &page).await?;
     // Events are not stored, only their attempts: an event with none the
     // caller may see is, for that caller, not there.

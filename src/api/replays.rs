@@ -155,7 +155,7 @@ pub async fn create(
     let now = super::now();
     let replay = Replay {
         id: ReplayId::generate(),
-        tenant_id: caller.scope().cloned(),
+        tenant_id: caller.scope().tenant().cloned(),
         filter,
         upper_id,
         url: req.url,

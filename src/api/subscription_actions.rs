@@ -16,7 +16,7 @@ use super::subscriptions::{visible, written, ETag, IfMatchParam};
 use super::AppState;
 use crate::dispatcher::cache::Target;
 use crate::domain::ids::new_event_id;
-use crate::domain::{Attempt, Audience, Event, SigningSecret};
+use crate::domain::{Attempt, Audience, Event, Scope, SigningSecret};
 use crate::store::{AttemptFilter, SecretRotation};
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
@@ -225,7 +225,7 @@ pub async fn attempts(
     let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let subscription = visible(&state, &caller, &id).await?;
     let filter = AttemptFilter {
-        tenant: Some(&subscription.tenant_id),
+        scope: Scope::Tenant(&subscription.tenant_id),
         subscription: Some(&subscription.id),
         event_id: None,
     };

@@ -21,7 +21,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rdkafka::message::{Header, OwnedHeaders};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{DeadLetter, DeadLetterId, Replay, SubscriptionId};
+use crate::domain::{DeadLetter, DeadLetterId, Replay, Scope, SubscriptionId};
 use crate::kafka::delivery::{Delivery, ReplayOrigin};
 use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
@@ -359,7 +359,9 @@ impl ReplayRunner {
         if let Some(known) = live.get(id) {
             return *known;
         }
-        let exists = !matches!(self.store.get_subscription(None, id).await, Ok(None));
+        // The runner acts for the system: the job's filter already holds
+        // it to the tenant that asked.
+        let exists = !matches!(self.store.get_subscription(Scope::All, id).await, Ok(None));
         live.insert(id.clone(), exists);
         exists
     }

@@ -21,4 +21,4 @@ pub use subscription::{
     CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionPatch,
     SubscriptionStatus,
 };
-pub use tenant::{ApiKey, EventType, NewApiKey, Tenant};
+pub use tenant::{ApiKey, EventType, NewApiKey, Scope, Tenant};

@@ -63,6 +63,26 @@ pub fn hash_api_key(text: &str) -> String {
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whose rows a store call may read or write: every tenant's, or one
+/// tenant's (another tenant's rows are then not found). Built from the
+/// caller (`api::auth::Caller::scope`), so that "every tenant" is a choice
+/// someone made, never an absent value; the dispatcher acts for the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    All,
+    Tenant(&'a TenantId),
+}
+
+impl<'a> Scope<'a> {
+    /// The one tenant this scope is held to; `None` for `All`.
+    pub fn tenant(self) -> Option<&'a TenantId> {
+        match self {
+            Self::All => None,
+            Self::Tenant(tenant) => Some(tenant),
+        }
+    }
+}
+
 /// A registered event type; `schema`, when set, is the JSON Schema that a
 /// published event's `data` must satisfy.
 #[derive(Debug, Clone)]

@@ -2,23 +2,16 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::dead_letters::dead_letter_methods;
-use super::resealing::secret_methods;
-use super::sql::impl_store;
-use super::{redact, Error, Result};
+use super::sql::PgStore;
+use super::{redact, Backend, Error, Result, SecretKeys};
 
-pub struct PgStore {
-    pool: PgPool,
-    /// Seal secrets before they are written, open them when read.
-    keys: super::SecretKeys,
-}
+const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl PgStore {
-    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-    pub async fn connect(url: &str, keys: super::SecretKeys) -> Result<Self> {
+    pub async fn connect(url: &str, keys: SecretKeys) -> Result<Self> {
         Self::connect_with(url, None, keys).await
     }
 
@@ -28,7 +21,7 @@ impl PgStore {
     pub async fn connect_with(
         url: &str,
         statement_timeout: Option<Duration>,
-        keys: super::SecretKeys,
+        keys: SecretKeys,
     ) -> Result<Self> {
         let mut options =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5));
@@ -58,19 +51,23 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 
     /// Migrations may outlast the statement timeout (an index built on a
     /// large table): they run on a connection of their own without it,
     /// which is closed afterwards instead of going back to the pool.
-    async fn run_migrations(&self) -> Result<()> {
+    async fn migrate(&self) -> Result<()> {
         let mut connection = self.pool.acquire().await?;
         connection.close_on_drop();
         sqlx::query("SET statement_timeout = 0").execute(&mut *connection).await?;
-        Self::MIGRATOR.run_direct(&mut *connection).await?;
+        MIGRATOR.run_direct(&mut *connection).await?;
         Ok(())
     }
 }
-
-impl_store!(PgStore, sqlx::Postgres);
-dead_letter_methods!(PgStore, sqlx::Postgres);
-secret_methods!(PgStore, sqlx::Postgres);

@@ -12,14 +12,15 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sqlx::types::Json;
 
-use super::rows::{seal_headers, seal_previous, seal_secret};
 use super::sealing::{Field, FieldName, SealError, SecretKeys, SEALED_PREFIX};
+use super::sql::SqlStore;
+use super::subscription_rows::{seal_headers, seal_previous, seal_secret};
 use super::Result;
 use crate::domain::subscription::is_secret_header;
 use crate::domain::PreviousSecret;
 
 /// How often a row that changes under the rewrite is read again.
-pub(super) const TRIES: usize = 3;
+const TRIES: usize = 3;
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,21 +44,20 @@ pub trait SecretStore: Send + Sync {
     async fn reseal_subscriptions(&self, after: Option<&str>, limit: i64) -> Result<ResealBatch>;
 }
 
-pub(super) const SECRET_COLUMNS: &str =
-    "id, secret, previous_secrets, headers, secret_headers, version";
+const SECRET_COLUMNS: &str = "id, secret, previous_secrets, headers, secret_headers, version";
 
 #[derive(sqlx::FromRow)]
-pub(super) struct SecretsRow {
-    pub id: String,
+struct SecretsRow {
+    id: String,
     secret: String,
     previous_secrets: Json<Vec<PreviousSecret>>,
     headers: Json<BTreeMap<String, String>>,
     secret_headers: Json<Vec<String>>,
-    pub version: i64,
+    version: i64,
 }
 
 /// What to do with one row.
-pub(super) enum Reseal {
+enum Reseal {
     Current,
     Rewrite {
         secret: String,
@@ -80,7 +80,7 @@ impl SecretsRow {
             })
     }
 
-    pub(super) fn reseal(&self, keys: &SecretKeys) -> Reseal {
+    fn reseal(&self, keys: &SecretKeys) -> Reseal {
         if self.is_current(keys) {
             return Reseal::Current;
         }
@@ -121,24 +121,23 @@ impl SecretsRow {
     }
 }
 
-/// Expands `SecretStore` for a backend struct with `pool` and `keys`.
-macro_rules! secret_methods {
-    ($store:ty, $db:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::resealing::SecretStore for $store {
+/// `SecretStore` on one backend (see `sql.rs`).
+macro_rules! secret_store_on {
+    ($db:ty) => {
+        #[async_trait]
+        impl SecretStore for SqlStore<$db> {
             async fn reseal_subscriptions(
                 &self,
                 after: Option<&str>,
                 limit: i64,
-            ) -> $crate::store::Result<$crate::store::resealing::ResealBatch> {
-                use $crate::store::resealing::{Reseal, SecretsRow, SECRET_COLUMNS, TRIES};
+            ) -> Result<ResealBatch> {
                 let sql = format!(
                     "SELECT {SECRET_COLUMNS} FROM subscriptions WHERE ($1 IS NULL OR id > $1) \
                      ORDER BY id LIMIT $2"
                 );
                 let rows: Vec<SecretsRow> =
                     sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
-                let mut batch = $crate::store::resealing::ResealBatch {
+                let mut batch = ResealBatch {
                     last_id: rows.last().map(|r| r.id.clone()),
                     scanned: rows.len() as u64,
                     ..Default::default()
@@ -192,4 +191,5 @@ macro_rules! secret_methods {
     };
 }
 
-pub(super) use secret_methods;
+secret_store_on!(sqlx::Postgres);
+secret_store_on!(sqlx::Sqlite);

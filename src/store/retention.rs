@@ -7,10 +7,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Purgeable, Result, Store};
+use super::sql::SqlStore;
+use super::{Result, Store};
+
+/// Tables whose old rows retention purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purgeable {
+    Attempts,
+    DeadLetters,
+    /// Finished replay jobs.
+    Replays,
+    /// Deleted subscriptions (by when they were deleted), and their circuits.
+    DeletedSubscriptions,
+}
+
+#[async_trait]
+pub trait Retention: Send + Sync {
+    /// Deletes at most `limit` rows older than `before`; answers how many.
+    async fn purge(&self, table: Purgeable, before: DateTime<Utc>, limit: i64) -> Result<u64>;
+}
 
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1_000;
@@ -89,3 +108,63 @@ pub async fn run(
         }
     }
 }
+
+/// `Retention` on one backend (see `sql.rs`).
+macro_rules! retention_on {
+    ($db:ty) => {
+        #[async_trait]
+        impl Retention for SqlStore<$db> {
+            async fn purge(
+                &self,
+                table: Purgeable,
+                before: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<u64> {
+                // Small batches by primary key: no long lock, no long transaction.
+                let sql = match table {
+                    Purgeable::Attempts => {
+                        "DELETE FROM attempts WHERE id IN \
+                         (SELECT id FROM attempts WHERE created_at < $1 LIMIT $2)"
+                    }
+                    Purgeable::DeadLetters => {
+                        "DELETE FROM dead_letters WHERE id IN \
+                         (SELECT id FROM dead_letters WHERE created_at < $1 LIMIT $2)"
+                    }
+                    Purgeable::Replays => {
+                        "DELETE FROM replays WHERE id IN (SELECT id FROM replays \
+                         WHERE status <> 'running' AND finished_at < $1 LIMIT $2)"
+                    }
+                    Purgeable::DeletedSubscriptions => {
+                        let mut tx = self.pool.begin().await?;
+                        let ids: Vec<String> = sqlx::query_scalar(
+                            "DELETE FROM subscriptions WHERE id IN (SELECT id FROM subscriptions \
+                             WHERE deleted_at < $1 LIMIT $2) RETURNING id",
+                        )
+                        .bind(before)
+                        .bind(limit)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        if !ids.is_empty() {
+                            let mut circuits = sqlx::QueryBuilder::<$db>::new(
+                                "DELETE FROM subscription_circuits WHERE subscription_id IN (",
+                            );
+                            let mut list = circuits.separated(", ");
+                            for id in &ids {
+                                list.push_bind(id);
+                            }
+                            circuits.push(")");
+                            circuits.build().execute(&mut *tx).await?;
+                        }
+                        tx.commit().await?;
+                        return Ok(ids.len() as u64);
+                    }
+                };
+                let result = sqlx::query(sql).bind(before).bind(limit).execute(&self.pool).await?;
+                Ok(result.rows_affected())
+            }
+        }
+    };
+}
+
+retention_on!(sqlx::Postgres);
+retention_on!(sqlx::Sqlite);

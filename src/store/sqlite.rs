@@ -3,23 +3,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use super::dead_letters::dead_letter_methods;
-use super::resealing::secret_methods;
-use super::sql::impl_store;
-use super::{Error, Result};
+use super::sql::SqliteStore;
+use super::{Backend, Error, Result, SecretKeys};
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// Seal secrets before they are written, open them when read.
-    keys: super::SecretKeys,
-}
+const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
-    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-    pub async fn connect(url: &str, keys: super::SecretKeys) -> Result<Self> {
+    pub async fn connect(url: &str, keys: SecretKeys) -> Result<Self> {
         let connect_error = |source| Error::Connect { url: url.to_owned(), source };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(connect_error)?
@@ -33,13 +26,17 @@ impl SqliteStore {
             .map_err(connect_error)?;
         Ok(Self { pool, keys })
     }
+}
 
-    async fn run_migrations(&self) -> Result<()> {
-        Self::MIGRATOR.run(&self.pool).await?;
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 }
-
-impl_store!(SqliteStore, sqlx::Sqlite);
-dead_letter_methods!(SqliteStore, sqlx::Sqlite);
-secret_methods!(SqliteStore, sqlx::Sqlite);

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use crate::harness::kafka::wait_for_group;
 use crate::harness::process::DispatcherProcess;
-use crate::harness::{eventually, Backend, ForTests, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{
+    both_backends, eventually, Backend, ForTests, Reply, TestApp, TestReceiver, ADMIN_TOKEN,
+};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -204,15 +206,7 @@ async fn concurrent_replays_of_one_dead_letter_send_it_once(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_replays_of_one_dead_letter_send_it_once_on_postgres() {
-    concurrent_replays_of_one_dead_letter_send_it_once(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_replays_of_one_dead_letter_send_it_once_on_sqlite() {
-    concurrent_replays_of_one_dead_letter_send_it_once(Backend::Sqlite).await;
-}
+both_backends!(multi_thread concurrent_replays_of_one_dead_letter_send_it_once);
 
 /// Publishes `n` events of `event_type` in batches of 1,000.
 async fn publish_many(app: &TestApp, event_type: &str, n: usize) {

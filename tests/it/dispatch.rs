@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookgate::config::RetrySchedule;
-use hookgate::domain::{Outcome, SubscriptionId, SubscriptionStatus};
+use hookgate::domain::{Outcome, Scope, SubscriptionId, SubscriptionStatus};
 use serde_json::json;
 
 use crate::harness::kafka::{headers_of, read_topic, wait_for_group};
@@ -40,7 +40,7 @@ async fn failing_twice_then_succeeding_takes_three_attempts_with_one_webhook_id(
     let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
     assert!(ids.iter().all(|id| *id == ids[0] && id.starts_with("msg_")), "{ids:?}");
     let attempts = eventually("three logged attempts", DEADLINE, || async {
-        let attempts = app.store.attempts_for_event(None, &event_id).await.expect("list");
+        let attempts = app.store.attempts_for_event(Scope::All, &event_id).await.expect("list");
         (attempts.len() >= 3).then_some(attempts)
     })
     .await;
@@ -88,7 +88,7 @@ async fn gone_disables_the_subscription() {
     assert_eq!(headers_of(&dead[0])["hookgate_reason"], "gone");
     let subscription = app
         .store
-        .get_subscription(None, &subscription_id(&created))
+        .get_subscription(Scope::All, &subscription_id(&created))
         .await
         .expect("get")
         .expect("found");
@@ -103,7 +103,7 @@ async fn gone_disables_the_subscription() {
     let after = app.publish(json!({"type": "a.b", "data": {}})).await;
     app.attempts_for(&after, DEADLINE).await;
     let disabled = subscription_id(&created);
-    let later_attempts = app.store.attempts_for_event(None, &later).await.expect("list");
+    let later_attempts = app.store.attempts_for_event(Scope::All, &later).await.expect("list");
     assert!(later_attempts.iter().all(|a| a.subscription_id != disabled), "{later_attempts:?}");
     assert_eq!(receiver.received().len(), 1);
     app.stop().await;

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::receiver::Reply;
-use crate::harness::{Backend, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{both_backends, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -346,32 +346,8 @@ async fn test_send_reports_the_attempt_and_attempts_are_listed(backend: Backend)
     app.stop().await;
 }
 
-#[tokio::test]
-async fn registered_schemas_validate_published_data_on_postgres() {
-    registered_schemas_validate_published_data(Backend::Postgres).await;
-}
+both_backends!(registered_schemas_validate_published_data);
 
-#[tokio::test]
-async fn registered_schemas_validate_published_data_on_sqlite() {
-    registered_schemas_validate_published_data(Backend::Sqlite).await;
-}
+both_backends!(one_idempotency_key_fired_twenty_times_at_once_publishes_once);
 
-#[tokio::test]
-async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once_on_postgres() {
-    one_idempotency_key_fired_twenty_times_at_once_publishes_once(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn one_idempotency_key_fired_twenty_times_at_once_publishes_once_on_sqlite() {
-    one_idempotency_key_fired_twenty_times_at_once_publishes_once(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn test_send_reports_the_attempt_and_attempts_are_listed_on_postgres() {
-    test_send_reports_the_attempt_and_attempts_are_listed(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn test_send_reports_the_attempt_and_attempts_are_listed_on_sqlite() {
-    test_send_reports_the_attempt_and_attempts_are_listed(Backend::Sqlite).await;
-}
+both_backends!(test_send_reports_the_attempt_and_attempts_are_listed);

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::future::join_all;
 use hookgate::dispatcher::cache::{Lookup, SubscriptionCache};
-use hookgate::domain::{Subscription, SubscriptionId, SubscriptionStatus, TenantId};
-use hookgate::store::{retention, Guarded, Store};
+use hookgate::domain::{Scope, Subscription, SubscriptionId, SubscriptionStatus, TenantId};
+use hookgate::store::{retention, Guarded};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{error_fields, Backend, TestApp, TestDb, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{
+    both_backends, error_fields, Backend, TestApp, TestDb, TestReceiver, ADMIN_TOKEN,
+};
 
 /// A request with `token`; answers the status, `Retry-After` and the body.
 async fn send(
@@ -73,7 +75,7 @@ async fn live_subscriptions(app: &TestApp, token: &str) -> usize {
     page["data"].as_array().expect("data").len()
 }
 
-async fn subscription_quota_holds(backend: Backend) {
+async fn racing_creates_stop_at_the_subscription_quota(backend: Backend) {
     let app = TestApp::spawn_on_backend_with("quota-subs", backend, |config| {
         config.quotas.subscriptions_per_tenant = 3;
     })
@@ -106,15 +108,7 @@ async fn subscription_quota_holds(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn racing_creates_stop_at_the_subscription_quota_on_postgres() {
-    subscription_quota_holds(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn racing_creates_stop_at_the_subscription_quota_on_sqlite() {
-    subscription_quota_holds(Backend::Sqlite).await;
-}
+both_backends!(multi_thread racing_creates_stop_at_the_subscription_quota);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_and_metadata_over_their_limits_are_refused_and_nothing_is_created() {
@@ -448,7 +442,8 @@ fn stored(tenant: &TenantId, n: usize) -> Subscription {
     }
 }
 
-async fn deleted_subscriptions_are_purged(store: Arc<dyn Store>) {
+async fn deleted_subscriptions_are_purged_after_their_grace(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
     let tenant = TenantId::default_tenant();
     let kept = stored(&tenant, 1);
     let deleted = stored(&tenant, 2);
@@ -461,7 +456,7 @@ async fn deleted_subscriptions_are_purged(store: Arc<dyn Store>) {
     assert_eq!(running.held(), (2, 0));
 
     let at = Utc::now();
-    let done = store.delete_subscription(None, &deleted.id, None, at).await.expect("delete");
+    let done = store.delete_subscription(Scope::All, &deleted.id, None, at).await.expect("delete");
     assert_eq!(done, Guarded::Written(()));
     running.refresh().await.expect("refresh");
     assert!(matches!(running.peek(&deleted.id), Lookup::Deleted));
@@ -499,18 +494,7 @@ async fn deleted_subscriptions_are_purged(store: Arc<dyn Store>) {
     assert_eq!(after.held(), (1, 0));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deleted_subscriptions_are_purged_after_their_grace_on_postgres() {
-    let db = TestDb::postgres().await;
-    deleted_subscriptions_are_purged(db.store().await).await;
-    db.drop_db().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn deleted_subscriptions_are_purged_after_their_grace_on_sqlite() {
-    let db = TestDb::sqlite();
-    deleted_subscriptions_are_purged(db.store().await).await;
-}
+both_backends!(multi_thread deleted_subscriptions_are_purged_after_their_grace);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscription_deleted_during_the_first_load_is_not_kept() {
@@ -528,7 +512,7 @@ async fn a_subscription_deleted_during_the_first_load_is_not_kept() {
         async move { cache.refresh().await }
     });
     // The first row goes while (or before) the copy reads its pages.
-    store.delete_subscription(None, &all[0].id, None, Utc::now()).await.expect("delete");
+    store.delete_subscription(Scope::All, &all[0].id, None, Utc::now()).await.expect("delete");
     loading.await.expect("task").expect("refresh");
     cache.refresh().await.expect("refresh");
     assert!(

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use hookgate::domain::Scope;
 use reqwest::Method;
 use serde_json::json;
 
 use crate::harness::receiver::Received;
-use crate::harness::{eventually, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{both_backends, eventually, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -107,7 +108,7 @@ async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one(backe
     }
     let stored = app
         .store
-        .get_subscription(None, &hookgate::domain::SubscriptionId::parse(id).expect("id"))
+        .get_subscription(Scope::All, &hookgate::domain::SubscriptionId::parse(id).expect("id"))
         .await
         .expect("read")
         .expect("found");
@@ -138,7 +139,8 @@ async fn concurrent_patches_never_undo_a_rotation(backend: Backend) {
             assert_eq!(status, 200, "round {round}: {body}");
         }
         let rotated_to = rotated["secret"].as_str().expect("new secret").to_owned();
-        let stored = app.store.get_subscription(None, &sub_id).await.expect("read").expect("found");
+        let stored =
+            app.store.get_subscription(Scope::All, &sub_id).await.expect("read").expect("found");
         assert_eq!(
             stored.secret, rotated_to,
             "round {round}: a concurrent PATCH undid the rotation"
@@ -159,22 +161,6 @@ async fn concurrent_patches_never_undo_a_rotation(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_patches_never_undo_a_rotation_on_postgres() {
-    concurrent_patches_never_undo_a_rotation(Backend::Postgres).await;
-}
+both_backends!(multi_thread concurrent_patches_never_undo_a_rotation);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_patches_never_undo_a_rotation_on_sqlite() {
-    concurrent_patches_never_undo_a_rotation(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one_on_postgres() {
-    both_secrets_verify_during_the_grace_period_then_only_the_new_one(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn both_secrets_verify_during_the_grace_period_then_only_the_new_one_on_sqlite() {
-    both_secrets_verify_during_the_grace_period_then_only_the_new_one(Backend::Sqlite).await;
-}
+both_backends!(both_secrets_verify_during_the_grace_period_then_only_the_new_one);

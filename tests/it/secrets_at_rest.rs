@@ -13,7 +13,8 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use hookgate::domain::{
-    PreviousSecret, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus, TenantId,
+    PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus,
+    TenantId,
 };
 use hookgate::store::{Guarded, SecretKeys, SecretRotation, Store};
 use rand::RngCore;
@@ -22,7 +23,7 @@ use serde_json::json;
 use sqlx::Connection;
 
 use crate::harness::receiver::Received;
-use crate::harness::{Backend, TestApp, TestDb, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{both_backends, Backend, TestApp, TestDb, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const REDACTED: &str = "********";
@@ -78,10 +79,7 @@ fn verifies(secret: &str, webhook: &Received) -> bool {
 /// reads is plain, a placeholder keeps a stored value, re-sealing moves every
 /// row (deleted ones too) to the first key without changing a version.
 async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Backend) {
-    let db = match backend {
-        Backend::Postgres => TestDb::postgres().await,
-        Backend::Sqlite => TestDb::sqlite(),
-    };
+    let db = TestDb::on(backend).await;
     let (a, b) = (new_key("a"), new_key("b"));
     let connect = |keys: SecretKeys| {
         let url = db.url.clone();
@@ -113,12 +111,13 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     assert!(row.contains("visible-value"), "a header that is not secret stays plain: {row}");
 
     // Read back in clear, and rows written before the key still read.
-    let read = store.get_subscription(None, &s.id).await.expect("read").expect("found");
+    let read = store.get_subscription(Scope::All, &s.id).await.expect("read").expect("found");
     assert_eq!((read.secret.as_str(), read.unreadable.as_deref()), (secret.as_str(), None));
     assert_eq!(read.previous_secrets[0].secret, old);
     assert_eq!(read.headers["Authorization"], "Bearer sealed-credential");
     assert_eq!(read.headers["X-Marked"], "marked-credential");
-    let early = store.get_subscription(None, &before_key.id).await.expect("read").expect("found");
+    let early =
+        store.get_subscription(Scope::All, &before_key.id).await.expect("read").expect("found");
     assert_eq!(early.headers["Authorization"], "Bearer before-the-key");
 
     // The placeholder keeps the stored value; marking a header secret seals it.
@@ -131,7 +130,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
         ..Default::default()
     };
     let patched = written(
-        store.patch_subscription(None, &s.id, &patch, Some(read.version), Utc::now()).await,
+        store.patch_subscription(Scope::All, &s.id, &patch, Some(read.version), Utc::now()).await,
     );
     assert_eq!(patched.headers["authorization"], "Bearer sealed-credential");
     assert_eq!(patched.headers["X-Visible"], "now-secret-value");
@@ -140,7 +139,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     let rotated = written(
         store
             .rotate_subscription_secret(
-                None,
+                Scope::All,
                 &s.id,
                 SecretRotation { secret: &generated_secret(), grace_ends: None, now: Utc::now() },
                 None,
@@ -148,7 +147,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
             .await,
     );
     assert_nothing_in_clear(&db.url, &[&rotated.secret]).await;
-    store.delete_subscription(None, &before_key.id, None, Utc::now()).await.expect("delete");
+    store.delete_subscription(Scope::All, &before_key.id, None, Utc::now()).await.expect("delete");
 
     // B first: every row moves to it, each once, versions unchanged.
     let rotated_keys = connect(keys(&format!("{b},{a}"))).await;
@@ -171,11 +170,12 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
 
     // Only B: everything reads; only A: nothing reads, and it says why.
     let only_b = connect(keys(&b)).await;
-    let read = only_b.get_subscription(None, &s.id).await.expect("read").expect("found");
+    let read = only_b.get_subscription(Scope::All, &s.id).await.expect("read").expect("found");
     assert_eq!(read.secret, rotated.secret);
     assert_eq!(read.headers["X-Visible"], "now-secret-value");
     let only_a = connect(keys(&a)).await;
-    let unreadable = only_a.get_subscription(None, &s.id).await.expect("read").expect("found");
+    let unreadable =
+        only_a.get_subscription(Scope::All, &s.id).await.expect("read").expect("found");
     let why = unreadable.unreadable.expect("cannot be read with a");
     assert!(why.contains("key id `b`"), "{why}");
     assert_eq!(unreadable.headers["X-Visible"], REDACTED, "no ciphertext passes for a value");
@@ -184,7 +184,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     assert!(
         only_a
             .rotate_subscription_secret(
-                None,
+                Scope::All,
                 &s.id,
                 SecretRotation { secret: &generated_secret(), grace_ends: None, now: Utc::now() },
                 None,
@@ -200,8 +200,9 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
 async fn raw_versions(store: &Arc<dyn Store>, ids: &[&SubscriptionId]) -> Vec<i64> {
     let mut versions = Vec::new();
     for id in ids {
-        versions
-            .push(store.get_subscription(None, id).await.expect("read").expect("found").version);
+        versions.push(
+            store.get_subscription(Scope::All, id).await.expect("read").expect("found").version,
+        );
     }
     versions
 }
@@ -241,15 +242,7 @@ fn example(secret: &str, authorization: &str) -> Subscription {
     }
 }
 
-#[tokio::test]
-async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key_on_postgres() {
-    the_store_seals_what_it_writes_and_reseals_to_the_first_key(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key_on_sqlite() {
-    the_store_seals_what_it_writes_and_reseals_to_the_first_key(Backend::Sqlite).await;
-}
+both_backends!(the_store_seals_what_it_writes_and_reseals_to_the_first_key);
 
 async fn get_json(app: &TestApp, path: &str) -> serde_json::Value {
     let (status, body) = app.call(Method::GET, path, ADMIN_TOKEN, None).await;

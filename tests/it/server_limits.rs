@@ -300,7 +300,7 @@ async fn a_statement_longer_than_the_database_statement_timeout_is_cancelled() {
 
     // Migrations run without it, on a connection that does not go back to
     // the pool: every pooled connection still has the timeout.
-    hookgate::store::Store::migrate(&store).await.expect("migrations");
+    hookgate::store::Backend::migrate(&store).await.expect("migrations");
     for _ in 0..3 {
         let shown: String = sqlx::query_scalar("SHOW statement_timeout")
             .fetch_one(store.pool())

@@ -1,18 +1,21 @@
-//! The same store scenarios on PostgreSQL and on SQLite.
+//! The store's behaviours, each on PostgreSQL and on SQLite; dead letters
+//! and replays in `store/dead_letters.rs`, the two migration sets side by
+//! side in `store/migrations.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hookgate::domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, DeadLetterFilter, DeadLetterId, DeadLetterStatus,
-    EventType, NewApiKey, NewDeadLetter, Outcome, RateLimit, RecordHeader, Replay, ReplayId,
-    ReplayStatus, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus, Tenant,
-    TenantId,
+    ApiKey, ApiKeyId, Attempt, AttemptId, CircuitRecord, EventType, NewApiKey, Outcome, RateLimit,
+    Scope, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus, Tenant, TenantId,
 };
-use hookgate::store::{retention, AttemptFilter, Guarded, Page, SecretRotation, Store};
+use hookgate::store::{AttemptFilter, Guarded, Page, SecretRotation, Store, SubscriptionChange};
 
-use crate::harness::TestDb;
+use crate::harness::{both_backends, Backend, TestDb};
+
+mod dead_letters;
+mod migrations;
 
 fn subscription(url: &str) -> Subscription {
     let now = Utc::now();
@@ -57,21 +60,35 @@ fn attempt(subscription: &Subscription, event_id: &str, n: u32, outcome: Outcome
     }
 }
 
-async fn scenarios(store: Arc<dyn Store>) {
+fn page(after: Option<&str>, limit: i64) -> Page<'_> {
+    Page { after, limit }
+}
+
+/// Now, at the databases' precision, so that times compare as stored.
+fn stored_now() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
+// Basics: the schema, subscriptions as written, changes, attempts, circuits.
+
+async fn a_second_migration_changes_nothing_and_the_default_tenant_exists(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
     // Migrating again changes nothing and does not fail.
     store.migrate().await.expect("second migration is a no-op");
     store.ping().await.expect("ping");
 
     assert!(store.tenant_exists(&TenantId::default_tenant()).await.expect("query"));
     assert!(!store.tenant_exists(&TenantId::generate()).await.expect("query"));
+}
+both_backends!(a_second_migration_changes_nothing_and_the_default_tenant_exists);
 
+async fn a_subscription_reads_back_as_written_and_only_in_its_scope(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
     let first = subscription("https://example.com/a");
-    let second = subscription("https://example.com/b");
     store.create_subscription(&first).await.expect("create first");
-    store.create_subscription(&second).await.expect("create second");
 
     // Every field comes back as written.
-    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    let read = store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
     assert_eq!(read.url, first.url);
     assert_eq!(read.event_types, first.event_types);
     assert_eq!(read.secret, first.secret);
@@ -86,19 +103,27 @@ async fn scenarios(store: Arc<dyn Store>) {
 
     // Another tenant does not see it; an unknown id is not found.
     let other = TenantId::generate();
-    assert!(store.get_subscription(Some(&other), &first.id).await.expect("get").is_none());
+    assert!(store.get_subscription(Scope::Tenant(&other), &first.id).await.expect("get").is_none());
     assert!(store
-        .get_subscription(Some(&TenantId::default_tenant()), &first.id)
+        .get_subscription(Scope::Tenant(&TenantId::default_tenant()), &first.id)
         .await
         .expect("get")
         .is_some());
     assert!(store
-        .get_subscription(None, &SubscriptionId::generate())
+        .get_subscription(Scope::All, &SubscriptionId::generate())
         .await
         .expect("get")
         .is_none());
+}
+both_backends!(a_subscription_reads_back_as_written_and_only_in_its_scope);
 
-    // Changes come in version order and can be read incrementally.
+async fn changes_come_in_version_order_and_read_incrementally(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let first = subscription("https://example.com/a");
+    let second = subscription("https://example.com/b");
+    store.create_subscription(&first).await.expect("create first");
+    store.create_subscription(&second).await.expect("create second");
+
     let all = store.subscription_changes(0, 100).await.expect("changes");
     assert_eq!(all.len(), 2);
     assert!(all[0].version < all[1].version);
@@ -108,8 +133,14 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(after_first[0].subscription.id, second.id);
     let paged = store.subscription_changes(0, 1).await.expect("changes");
     assert_eq!(paged.len(), 1);
+}
+both_backends!(changes_come_in_version_order_and_read_incrementally);
 
-    // Attempts are written in one batch and listed per event, oldest first.
+async fn attempts_are_written_in_one_batch_and_listed_per_event(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let first = subscription("https://example.com/a");
+    let second = subscription("https://example.com/b");
+    let other = TenantId::generate();
     let attempts = vec![
         attempt(&first, "evt_a", 1, Outcome::Failed),
         attempt(&first, "evt_a", 2, Outcome::Success),
@@ -118,17 +149,25 @@ async fn scenarios(store: Arc<dyn Store>) {
     store.insert_attempts(&attempts).await.expect("insert attempts");
     // Writing the same batch again (a retried write) adds nothing.
     store.insert_attempts(&attempts).await.expect("insert attempts again");
-    let for_a = store.attempts_for_event(None, "evt_a").await.expect("list");
+    let for_a = store.attempts_for_event(Scope::All, "evt_a").await.expect("list");
     assert_eq!(for_a.len(), 2);
     assert_eq!(for_a[0].attempt, 1);
     assert_eq!(for_a[0].outcome, Outcome::Failed);
     assert_eq!(for_a[0].status_code, Some(500));
     assert_eq!(for_a[0].error.as_deref(), Some("the endpoint answered 500"));
     assert_eq!(for_a[1].outcome, Outcome::Success);
-    assert!(store.attempts_for_event(Some(&other), "evt_a").await.expect("list").is_empty());
+    assert!(store
+        .attempts_for_event(Scope::Tenant(&other), "evt_a")
+        .await
+        .expect("list")
+        .is_empty());
+}
+both_backends!(attempts_are_written_in_one_batch_and_listed_per_event);
 
-    // Circuit changes: the newest wins, whatever order they are written in.
-    use hookgate::domain::CircuitRecord;
+async fn the_newest_circuit_change_wins_whatever_the_write_order(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let first = subscription("https://example.com/a");
+    let second = subscription("https://example.com/b");
     assert_eq!(store.get_circuit(&first.id).await.expect("get circuit"), None);
     let opened = CircuitRecord {
         open: true,
@@ -146,16 +185,21 @@ async fn scenarios(store: Arc<dyn Store>) {
     assert_eq!(store.get_circuit(&first.id).await.expect("get"), Some(closed));
     assert_eq!(store.get_circuit(&second.id).await.expect("get"), None, "per subscription");
 }
+both_backends!(the_newest_circuit_change_wins_whatever_the_write_order);
 
-/// The REST API's resources: tenants and keys, subscription lists and
-/// writes, event types, idempotency records, attempt lists.
-async fn api_scenarios(store: Arc<dyn Store>) {
-    let page = |after: Option<&'static str>, limit: i64| Page { after, limit };
-    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+// The REST API's resources: tenants and keys, subscription lists and
+// writes, event types, idempotency records, attempt lists.
 
-    // Tenants, by id; keys by hash, revocable.
+async fn new_tenant(store: &dyn Store, now: DateTime<Utc>) -> Tenant {
     let tenant = Tenant { id: TenantId::generate(), name: "Acme".to_owned(), created_at: now };
     store.create_tenant(&tenant).await.expect("create tenant");
+    tenant
+}
+
+async fn tenants_list_by_id_and_keys_are_found_by_hash_until_revoked(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let now = stored_now();
+    let tenant = new_tenant(store.as_ref(), now).await;
     let read = store.get_tenant(&tenant.id).await.expect("get").expect("found");
     assert_eq!((read.name.as_str(), read.created_at), ("Acme", now));
     let tenants = store.list_tenants(page(None, 10)).await.expect("list");
@@ -188,9 +232,12 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     );
     assert!(store.revoke_api_key(&tenant.id, &key.id, now).await.expect("revoke"));
     assert_eq!(store.tenant_for_key(&secret.hash).await.expect("lookup"), None);
+}
+both_backends!(tenants_list_by_id_and_keys_are_found_by_hash_until_revoked);
 
-    // Subscriptions: listed per tenant and status, updated and deleted with
-    // a new version each time.
+async fn subscriptions_are_listed_per_tenant_and_status(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let tenant = new_tenant(store.as_ref(), stored_now()).await;
     let mut first = subscription("https://example.com/1");
     first.tenant_id = tenant.id.clone();
     let mut second = subscription("https://example.com/2");
@@ -211,18 +258,78 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         .expect("list");
     assert_eq!(paused.len(), 1);
     assert_eq!(paused[0].id, second.id);
-    let version = |changes: &[hookgate::store::SubscriptionChange], id: &SubscriptionId| {
-        changes.iter().find(|c| c.subscription.id == *id).map(|c| (c.version, c.deleted))
-    };
-    let before = store.subscription_changes(0, 100).await.expect("changes");
-    let created = store.get_subscription(None, &first.id).await.expect("get").expect("found");
-    let patch = SubscriptionPatch {
+}
+both_backends!(subscriptions_are_listed_per_tenant_and_status);
+
+/// A subscription's version (and whether it is deleted) among `changes`.
+fn version(changes: &[SubscriptionChange], id: &SubscriptionId) -> Option<(i64, bool)> {
+    changes.iter().find(|c| c.subscription.id == *id).map(|c| (c.version, c.deleted))
+}
+
+/// The patch of `https://example.com/1` to `…/new`, without a description.
+fn url_patch() -> SubscriptionPatch {
+    SubscriptionPatch {
         url: Some("https://example.com/new".to_owned()),
         description: Some(None),
         ..Default::default()
-    };
+    }
+}
+
+/// A tenant's subscription, patched once (`url_patch`).
+struct Patched {
+    store: Arc<dyn Store>,
+    /// Bind it (`_db`, not `..`): dropped, it drops the database.
+    _db: TestDb,
+    now: DateTime<Utc>,
+    tenant: Tenant,
+    first: Subscription,
+    /// As it was created.
+    created: Subscription,
+    patched: Subscription,
+    /// The changes after the patch.
+    after: Vec<SubscriptionChange>,
+}
+
+async fn patched(backend: Backend) -> Patched {
+    let (db, store) = TestDb::with_store(backend).await;
+    let now = stored_now();
+    let tenant = new_tenant(store.as_ref(), now).await;
+    let mut first = subscription("https://example.com/1");
+    first.tenant_id = tenant.id.clone();
+    store.create_subscription(&first).await.expect("create");
+    let created = store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
+    let written = store
+        .patch_subscription(Scope::Tenant(&tenant.id), &first.id, &url_patch(), None, now)
+        .await
+        .expect("patch");
+    let Guarded::Written(patched) = written else { panic!("patched: {written:?}") };
+    let after = store.subscription_changes(0, 100).await.expect("changes");
+    Patched { store, _db: db, now, tenant, first, created, patched, after }
+}
+
+/// The rotation of the stale-version and rotation stories.
+fn rotation(now: DateTime<Utc>) -> SecretRotation<'static> {
+    SecretRotation { secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", grace_ends: None, now }
+}
+
+async fn a_patch_writes_only_the_columns_it_names_with_a_new_version(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let now = stored_now();
+    let tenant = new_tenant(store.as_ref(), now).await;
+    let mut first = subscription("https://example.com/1");
+    first.tenant_id = tenant.id.clone();
+    store.create_subscription(&first).await.expect("create");
+    let before = store.subscription_changes(0, 100).await.expect("changes");
+    let created = store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
+    let patch = url_patch();
     let Guarded::Written(patched) = store
-        .patch_subscription(Some(&tenant.id), &first.id, &patch, Some(created.version), now)
+        .patch_subscription(
+            Scope::Tenant(&tenant.id),
+            &first.id,
+            &patch,
+            Some(created.version),
+            now,
+        )
         .await
         .expect("patch")
     else {
@@ -232,53 +339,72 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     assert_eq!(patched.description, None);
     assert_eq!(patched.metadata, first.metadata, "a field not named stays");
     assert!(patched.version > created.version);
-    let read =
-        store.get_subscription(Some(&tenant.id), &first.id).await.expect("get").expect("found");
+    let read = store
+        .get_subscription(Scope::Tenant(&tenant.id), &first.id)
+        .await
+        .expect("get")
+        .expect("found");
     assert_eq!((read.url.as_str(), read.version), (patched.url.as_str(), patched.version));
     let after = store.subscription_changes(0, 100).await.expect("changes");
     assert!(version(&after, &first.id) > version(&before, &first.id));
+}
+both_backends!(a_patch_writes_only_the_columns_it_names_with_a_new_version);
 
-    // A stale version writes nothing and names the current one.
+async fn a_write_at_a_stale_version_writes_nothing_and_names_the_current_one(backend: Backend) {
+    let Patched { _db, store, first, created, patched, now, .. } = patched(backend).await;
     let stale = SubscriptionPatch { ordered: Some(false), ..Default::default() };
     assert!(matches!(
-        store.patch_subscription(None, &first.id, &stale, Some(created.version), now).await,
+        store.patch_subscription(Scope::All, &first.id, &stale, Some(created.version), now).await,
         Ok(Guarded::Stale { current }) if current == patched.version
     ));
-    let rotation =
-        SecretRotation { secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", grace_ends: None, now };
+    let rotation = rotation(now);
     assert!(matches!(
-        store.rotate_subscription_secret(None, &first.id, rotation, Some(created.version)).await,
+        store
+            .rotate_subscription_secret(Scope::All, &first.id, rotation, Some(created.version))
+            .await,
         Ok(Guarded::Stale { current }) if current == patched.version
     ));
     assert!(matches!(
-        store.delete_subscription(None, &first.id, Some(created.version), now).await,
+        store.delete_subscription(Scope::All, &first.id, Some(created.version), now).await,
         Ok(Guarded::Stale { current }) if current == patched.version
     ));
-    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    let read = store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
     assert!(read.ordered && read.secret == first.secret && read.version == patched.version);
+}
+both_backends!(a_write_at_a_stale_version_writes_nothing_and_names_the_current_one);
 
-    // A rotation keeps the replaced secret for the grace period, and
-    // refuses the current secret.
+async fn a_rotation_keeps_the_replaced_secret_for_its_grace_and_refuses_the_current_one(
+    backend: Backend,
+) {
+    let Patched { _db, store, tenant, first, now, .. } = patched(backend).await;
     let grace_ends = now + chrono::Duration::hours(1);
-    let rotation = SecretRotation { grace_ends: Some(grace_ends), ..rotation };
-    let Ok(Guarded::Written(rotated)) =
-        store.rotate_subscription_secret(Some(&tenant.id), &first.id, rotation, None).await
+    let rotation = SecretRotation { grace_ends: Some(grace_ends), ..rotation(now) };
+    let Ok(Guarded::Written(rotated)) = store
+        .rotate_subscription_secret(Scope::Tenant(&tenant.id), &first.id, rotation, None)
+        .await
     else {
         panic!("rotated")
     };
-    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    let read = store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
     assert_eq!(read.secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
     assert_eq!(read.previous_secrets.len(), 1);
     assert_eq!(read.previous_secrets[0].secret, first.secret);
     assert_eq!(read.version, rotated.version);
     assert_eq!(read.url, "https://example.com/new", "the rotation wrote only the secrets");
     assert!(matches!(
-        store.rotate_subscription_secret(None, &first.id, rotation, None).await,
+        store.rotate_subscription_secret(Scope::All, &first.id, rotation, None).await,
         Ok(Guarded::SameSecret)
     ));
+}
+both_backends!(a_rotation_keeps_the_replaced_secret_for_its_grace_and_refuses_the_current_one);
 
-    // The 410 disable: only for the URL that answered, once, and a later
-    // patch of another field leaves it disabled.
+/// The patch that gives `first` a description.
+fn describe() -> SubscriptionPatch {
+    SubscriptionPatch { description: Some(Some("x".into())), ..Default::default() }
+}
+
+async fn the_410_disable_holds_once_for_the_url_that_answered(backend: Backend) {
+    let Patched { _db, store, first, now, .. } = patched(backend).await;
     assert!(!store
         .disable_gone(&first.id, "https://example.com/1", "gone", now)
         .await
@@ -287,26 +413,34 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         .disable_gone(&first.id, "https://example.com/new", "gone", now)
         .await
         .expect("disable"));
-    let disabled = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    let disabled =
+        store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
     assert!(!store
         .disable_gone(&first.id, "https://example.com/new", "again", now)
         .await
         .expect("disable"));
-    let read = store.get_subscription(None, &first.id).await.expect("get").expect("found");
+    let read = store.get_subscription(Scope::All, &first.id).await.expect("get").expect("found");
     assert_eq!(read.version, disabled.version, "disabled already: no new version");
     assert_eq!(read.disabled_reason.as_deref(), Some("gone"));
-    let describe = SubscriptionPatch { description: Some(Some("x".into())), ..Default::default() };
+    // A later patch of another field leaves it disabled.
     let Ok(Guarded::Written(described)) =
-        store.patch_subscription(None, &first.id, &describe, None, now).await
+        store.patch_subscription(Scope::All, &first.id, &describe(), None, now).await
     else {
         panic!("patched")
     };
     assert_eq!(described.status, SubscriptionStatus::Disabled);
     assert_eq!(described.disabled_reason.as_deref(), Some("gone"));
+}
+both_backends!(the_410_disable_holds_once_for_the_url_that_answered);
 
+async fn a_delete_is_held_to_its_scope_and_version_and_dispatchers_see_it(backend: Backend) {
+    let Patched { _db, store, tenant, first, now, after, .. } = patched(backend).await;
+    let describe = describe();
+    let written = store.patch_subscription(Scope::All, &first.id, &describe, None, now).await;
+    let Ok(Guarded::Written(described)) = written else { panic!("described: {written:?}") };
     assert_eq!(
         store
-            .delete_subscription(Some(&TenantId::default_tenant()), &first.id, None, now)
+            .delete_subscription(Scope::Tenant(&TenantId::default_tenant()), &first.id, None, now)
             .await
             .expect("delete"),
         Guarded::NotFound,
@@ -314,17 +448,17 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .delete_subscription(Some(&tenant.id), &first.id, Some(described.version), now)
+            .delete_subscription(Scope::Tenant(&tenant.id), &first.id, Some(described.version), now)
             .await
             .expect("delete"),
         Guarded::Written(())
     );
     assert_eq!(
-        store.delete_subscription(None, &first.id, None, now).await.expect("delete again"),
+        store.delete_subscription(Scope::All, &first.id, None, now).await.expect("delete again"),
         Guarded::NotFound
     );
     assert!(matches!(
-        store.patch_subscription(None, &first.id, &describe, None, now).await,
+        store.patch_subscription(Scope::All, &first.id, &describe, None, now).await,
         Ok(Guarded::NotFound)
     ));
     assert!(!store
@@ -334,9 +468,15 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     let deleted = store.subscription_changes(0, 100).await.expect("changes");
     let (v, gone) = version(&deleted, &first.id).expect("listed");
     assert!(gone && Some((v, true)) > version(&after, &first.id));
-    assert!(store.get_subscription(None, &first.id).await.expect("get").is_none());
+    assert!(store.get_subscription(Scope::All, &first.id).await.expect("get").is_none());
+}
+both_backends!(a_delete_is_held_to_its_scope_and_version_and_dispatchers_see_it);
 
-    // Event types, unique by name.
+async fn event_types_are_unique_by_name_and_load_with_their_audience(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let now = stored_now();
+    // Only named in the audience: a type's audience needs no tenant row.
+    let tenant = Tenant { id: TenantId::generate(), name: "Acme".to_owned(), created_at: now };
     let schema = serde_json::json!({"type": "object"});
     let event_type = EventType {
         name: "invoice.paid".to_owned(),
@@ -368,8 +508,12 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     assert_eq!(names, [("secret.report", Some(vec![tenant.id.clone()]))], "only the new one");
     let read = store.get_event_type("secret.report").await.expect("get").expect("found");
     assert_eq!(read.visible_to, Some(vec![tenant.id.clone()]));
+}
+both_backends!(event_types_are_unique_by_name_and_load_with_their_audience);
 
-    // Idempotency: one claim wins; the answer is saved; old records purged.
+async fn one_idempotency_claim_wins_and_its_answer_is_kept_until_purged(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let now = stored_now();
     let old = now - chrono::Duration::hours(1);
     assert!(store.idempotency_claim("admin", "k1", "hash-a", now, old).await.expect("claim"));
     assert!(!store
@@ -402,15 +546,25 @@ async fn api_scenarios(store: Arc<dyn Store>) {
         2
     );
     assert!(store.idempotency_get("admin", "k1").await.expect("get").is_none());
+}
+both_backends!(one_idempotency_claim_wins_and_its_answer_is_kept_until_purged);
 
-    // Attempts, filtered and paged by id.
+async fn attempts_are_filtered_by_scope_and_paged_by_id(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    // Attempts name their tenant; none needs a row.
+    let tenant =
+        Tenant { id: TenantId::generate(), name: "Acme".to_owned(), created_at: Utc::now() };
+    let mut second = subscription("https://example.com/2");
+    second.tenant_id = tenant.id.clone();
+    let other = subscription("https://example.com/other");
     let attempts = vec![
         attempt(&second, "evt_p", 1, Outcome::Failed),
         attempt(&second, "evt_p", 2, Outcome::Success),
         attempt(&other, "evt_p", 1, Outcome::Success),
     ];
     store.insert_attempts(&attempts).await.expect("insert");
-    let for_second = AttemptFilter { subscription: Some(&second.id), ..AttemptFilter::default() };
+    let for_second =
+        AttemptFilter { subscription: Some(&second.id), ..AttemptFilter::within(Scope::All) };
     let page_one = store.list_attempts(&for_second, page(None, 1)).await.expect("list");
     assert_eq!(page_one.len(), 1);
     assert_eq!(page_one[0].id, attempts[0].id);
@@ -421,283 +575,11 @@ async fn api_scenarios(store: Arc<dyn Store>) {
     assert_eq!(page_two.len(), 1);
     assert_eq!(page_two[0].id, attempts[1].id);
     let tenant_view = AttemptFilter {
-        tenant: Some(&tenant.id),
         event_id: Some("evt_p"),
-        ..AttemptFilter::default()
+        ..AttemptFilter::within(Scope::Tenant(&tenant.id))
     };
     assert_eq!(store.list_attempts(&tenant_view, page(None, 10)).await.expect("list").len(), 2);
-    let everyone = AttemptFilter { event_id: Some("evt_p"), ..AttemptFilter::default() };
+    let everyone = AttemptFilter { event_id: Some("evt_p"), ..AttemptFilter::within(Scope::All) };
     assert_eq!(store.list_attempts(&everyone, page(None, 10)).await.expect("list").len(), 3);
 }
-
-#[tokio::test]
-async fn store_scenarios_on_postgres() {
-    let db = TestDb::postgres().await;
-    scenarios(db.store().await).await;
-    db.drop_db().await;
-}
-
-#[tokio::test]
-async fn store_scenarios_on_sqlite() {
-    let db = TestDb::sqlite();
-    scenarios(db.store().await).await;
-}
-
-#[tokio::test]
-async fn api_store_scenarios_on_postgres() {
-    let db = TestDb::postgres().await;
-    api_scenarios(db.store().await).await;
-    db.drop_db().await;
-}
-
-#[tokio::test]
-async fn api_store_scenarios_on_sqlite() {
-    let db = TestDb::sqlite();
-    api_scenarios(db.store().await).await;
-}
-
-fn dead_letter(
-    n: i64,
-    subscription: &SubscriptionId,
-    created_at: chrono::DateTime<Utc>,
-) -> NewDeadLetter {
-    NewDeadLetter {
-        id: DeadLetterId::generate(),
-        dlq_topic: "t.dlq".to_owned(),
-        dlq_partition: 0,
-        dlq_offset: n,
-        tenant_id: Some(TenantId::default_tenant()),
-        subscription_id: Some(subscription.clone()),
-        event_id: Some(format!("evt_{n}")),
-        event_type: Some("order.created".to_owned()),
-        webhook_id: Some(format!("msg_{n}")),
-        reason: "exhausted".to_owned(),
-        error: Some("the endpoint answered 503".to_owned()),
-        last_status: Some(503),
-        attempts: 4,
-        first_attempt_at: Some(created_at),
-        last_attempt_at: Some(created_at),
-        dead_at: created_at,
-        replay_of: None,
-        headers: vec![RecordHeader::new("ce_id", Some(format!("evt_{n}").as_bytes()))],
-        payload: Some(br#"{"n":1}"#.to_vec()),
-        created_at,
-    }
-}
-
-async fn dead_letter_scenarios(store: Arc<dyn Store>) {
-    let page = |after: Option<&'static str>, limit: i64| Page { after, limit };
-    // At the databases' precision, so that times compare as stored.
-    let now = {
-        use chrono::SubsecRound;
-        Utc::now().trunc_subsecs(6)
-    };
-    let sub = SubscriptionId::generate();
-    let other = SubscriptionId::generate();
-    let old = now - chrono::Duration::days(40);
-    let first = dead_letter(1, &sub, now);
-    assert!(store.insert_dead_letter(&first).await.expect("insert"));
-    // The same topic position again (a re-read of the topic) adds nothing.
-    let again = NewDeadLetter { id: DeadLetterId::generate(), ..first.clone() };
-    assert!(!store.insert_dead_letter(&again).await.expect("insert again"));
-    for n in 2..=5 {
-        store.insert_dead_letter(&dead_letter(n, &sub, now)).await.expect("insert");
-    }
-    store.insert_dead_letter(&dead_letter(6, &other, now)).await.expect("insert");
-    store.insert_dead_letter(&dead_letter(7, &sub, old)).await.expect("insert old");
-
-    let of_sub = DeadLetterFilter { subscription_id: Some(sub.clone()), ..Default::default() };
-    let listed = store.list_dead_letters(&of_sub, page(None, 100)).await.expect("list");
-    assert_eq!(listed.len(), 6, "5 recent and 1 old of the subscription");
-    let stored = store.get_dead_letter(None, &first.id).await.expect("get").expect("found");
-    assert_eq!(stored.record.payload, first.payload);
-    assert_eq!(stored.record.headers, first.headers);
-    assert_eq!(stored.status, DeadLetterStatus::Pending);
-    let elsewhere = TenantId::generate();
-    assert!(store.get_dead_letter(Some(&elsewhere), &first.id).await.expect("get").is_none());
-
-    let recent = DeadLetterFilter {
-        from: Some(now - chrono::Duration::minutes(1)),
-        to: Some(now + chrono::Duration::minutes(1)),
-        ..of_sub.clone()
-    };
-    let (count, newest) = store.count_dead_letters(&recent).await.expect("count");
-    assert_eq!(count, 5);
-    assert_eq!(
-        store
-            .mark_dead_letters(
-                std::slice::from_ref(&first.id),
-                DeadLetterStatus::Discarded,
-                None,
-                now
-            )
-            .await
-            .expect("mark"),
-        1
-    );
-    assert_eq!(
-        store
-            .mark_dead_letters(
-                std::slice::from_ref(&first.id),
-                DeadLetterStatus::Replayed,
-                None,
-                now
-            )
-            .await
-            .expect("mark"),
-        0,
-        "only a pending dead letter moves"
-    );
-    let pending = DeadLetterFilter { status: Some(DeadLetterStatus::Pending), ..recent.clone() };
-    assert_eq!(store.count_dead_letters(&pending).await.expect("count").0, 4);
-
-    // A single replay's claim: one holder at a time; nothing else moves it
-    // meanwhile; given up or run out, it can be claimed again; spent, it
-    // marks the dead letter replayed.
-    let claimed = dead_letter(8, &SubscriptionId::generate(), now);
-    store.insert_dead_letter(&claimed).await.expect("insert");
-    let id = &claimed.id;
-    let minute = chrono::Duration::minutes(1);
-    assert!(store.claim_dead_letter(id, "a", now, now + minute).await.expect("claim"));
-    assert!(!store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
-    assert_eq!(
-        store
-            .mark_dead_letters(std::slice::from_ref(id), DeadLetterStatus::Discarded, None, now)
-            .await
-            .expect("mark"),
-        0,
-        "a claimed dead letter is not discarded under the replay"
-    );
-    store.release_dead_letter_claim(id, "b").await.expect("release another's: nothing");
-    assert!(!store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
-    store.release_dead_letter_claim(id, "a").await.expect("release");
-    assert!(store.claim_dead_letter(id, "b", now, now + minute).await.expect("claim"));
-    let later = now + minute * 2;
-    assert!(store.claim_dead_letter(id, "c", later, later + minute).await.expect("run out"));
-    assert!(!store.finish_dead_letter_claim(id, "b", later).await.expect("finish"), "lost");
-    assert!(store.finish_dead_letter_claim(id, "c", later).await.expect("finish"));
-    let replayed = store.get_dead_letter(None, id).await.expect("get").expect("found");
-    assert_eq!(replayed.status, DeadLetterStatus::Replayed);
-    assert!(!store.claim_dead_letter(id, "d", later, later + minute).await.expect("claim"));
-
-    // A replay job: one owner at a time, progress saved, completion counts skips.
-    let replay = Replay {
-        id: ReplayId::generate(),
-        tenant_id: None,
-        filter: pending.clone(),
-        upper_id: newest.clone(),
-        url: None,
-        rate_per_second: Some(10),
-        status: ReplayStatus::Running,
-        total: 4,
-        done: 0,
-        failed: 0,
-        skipped: 0,
-        cursor: None,
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-    };
-    store.create_replay(&replay).await.expect("create replay");
-    let lease = now + chrono::Duration::seconds(10);
-    let claimed = store.claim_replay("a", now, lease).await.expect("claim").expect("a job");
-    assert_eq!(claimed.id, replay.id);
-    assert!(store.claim_replay("b", now, lease).await.expect("claim").is_none(), "leased to a");
-    let upper = newest.expect("newest");
-    let batch = store.dead_letters_to_replay(&pending, None, &upper, 2).await.expect("batch");
-    assert_eq!(batch.len(), 2);
-    let sent: Vec<DeadLetterId> = batch.iter().map(|d| d.record.id.clone()).collect();
-    assert!(store
-        .advance_replay(&replay.id, "a", Some(&sent[1]), &sent, 0, now, lease)
-        .await
-        .expect("advance"));
-    assert!(
-        !store
-            .advance_replay(&replay.id, "b", Some(&sent[1]), &[], 0, now, lease)
-            .await
-            .expect("advance"),
-        "not b's job"
-    );
-    let rest =
-        store.dead_letters_to_replay(&pending, Some(&sent[1]), &upper, 10).await.expect("rest");
-    assert_eq!(rest.len(), 2);
-    // One of the rest is discarded meanwhile: the job skips it.
-    store
-        .mark_dead_letters(
-            std::slice::from_ref(&rest[0].record.id),
-            DeadLetterStatus::Discarded,
-            None,
-            now,
-        )
-        .await
-        .expect("discard");
-    let last = vec![rest[1].record.id.clone()];
-    assert!(store
-        .advance_replay(&replay.id, "a", Some(&last[0]), &last, 0, now, lease)
-        .await
-        .expect("advance"));
-    assert!(store.finish_replay(&replay.id, "a", now).await.expect("finish"));
-    let done = store.get_replay(None, &replay.id).await.expect("get").expect("found");
-    assert_eq!(
-        (done.status, done.done, done.failed, done.skipped),
-        (ReplayStatus::Completed, 3, 0, 1)
-    );
-    let replayed = store.get_dead_letter(None, &sent[0]).await.expect("get").expect("found");
-    assert_eq!(replayed.status, DeadLetterStatus::Replayed);
-    assert_eq!(replayed.replay_id.as_ref(), Some(&replay.id));
-
-    // A lease that ran out is taken over; a cancelled job stops its runner.
-    let second = Replay { id: ReplayId::generate(), ..replay.clone() };
-    store.create_replay(&second).await.expect("create");
-    store
-        .claim_replay("a", now, now)
-        .await
-        .expect("claim")
-        .expect("claimed with a lease that ends at once");
-    let later = now + chrono::Duration::seconds(1);
-    let taken =
-        store.claim_replay("b", later, later + chrono::Duration::seconds(10)).await.expect("claim");
-    assert_eq!(taken.map(|r| r.id), Some(second.id.clone()));
-    // Given up, a job is anyone's at once.
-    store.release_replay(&second.id, "b", later).await.expect("release");
-    let again = store.claim_replay("c", later, later + chrono::Duration::seconds(10)).await;
-    assert_eq!(again.expect("claim").map(|r| r.id), Some(second.id.clone()));
-    let cancelled = store.cancel_replay(Some(&elsewhere), &second.id, later).await.expect("cancel");
-    assert!(cancelled.is_none(), "another tenant's job is not found");
-    let cancelled =
-        store.cancel_replay(None, &second.id, later).await.expect("cancel").expect("found");
-    assert_eq!(cancelled.status, ReplayStatus::Cancelled);
-    assert!(!store
-        .advance_replay(&second.id, "c", None, &[], 0, later, later)
-        .await
-        .expect("advance"));
-
-    // Retention: rows older than the cutoff go, in batches; newer ones stay.
-    let sub_row = subscription("https://example.com/hook");
-    let mut old_attempt = attempt(&sub_row, "evt_old", 1, Outcome::Failed);
-    old_attempt.created_at = old;
-    store
-        .insert_attempts(&[old_attempt, attempt(&sub_row, "evt_new", 1, Outcome::Success)])
-        .await
-        .expect("attempts");
-    let purged =
-        retention::purge(store.as_ref(), now - chrono::Duration::days(30)).await.expect("purge");
-    assert_eq!(purged, 2, "one old attempt and one old dead letter");
-    let everyone = AttemptFilter::default();
-    let attempts = store.list_attempts(&everyone, page(None, 10)).await.expect("list");
-    assert_eq!(attempts.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(), ["evt_new"]);
-    assert_eq!(store.list_dead_letters(&of_sub, page(None, 100)).await.expect("list").len(), 5);
-}
-
-#[tokio::test]
-async fn dead_letter_scenarios_on_postgres() {
-    let db = TestDb::postgres().await;
-    dead_letter_scenarios(db.store().await).await;
-    db.drop_db().await;
-}
-
-#[tokio::test]
-async fn dead_letter_scenarios_on_sqlite() {
-    let db = TestDb::sqlite();
-    dead_letter_scenarios(db.store().await).await;
-}
+both_backends!(attempts_are_filtered_by_scope_and_paged_by_id);

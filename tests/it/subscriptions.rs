@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookgate::domain::Scope;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    error_fields, eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN,
+    both_backends, error_fields, eventually, Backend, Reply, TestApp, TestReceiver, ADMIN_TOKEN,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -318,7 +319,7 @@ async fn etags_guard_writes_against_stale_versions(backend: Backend) {
     assert_eq!(read, patched);
     let stored = app
         .store
-        .get_subscription(None, &hookgate::domain::SubscriptionId::parse(&id).expect("id"))
+        .get_subscription(Scope::All, &hookgate::domain::SubscriptionId::parse(&id).expect("id"))
         .await
         .expect("read")
         .expect("not deleted");
@@ -437,52 +438,12 @@ async fn a_patch_racing_the_410_disable_leaves_it_disabled(backend: Backend) {
     Arc::into_inner(app).expect("patchers are done").stop().await;
 }
 
-#[tokio::test]
-async fn etags_guard_writes_against_stale_versions_on_postgres() {
-    etags_guard_writes_against_stale_versions(Backend::Postgres).await;
-}
+both_backends!(etags_guard_writes_against_stale_versions);
 
-#[tokio::test]
-async fn etags_guard_writes_against_stale_versions_on_sqlite() {
-    etags_guard_writes_against_stale_versions(Backend::Sqlite).await;
-}
+both_backends!(multi_thread a_patch_racing_the_410_disable_leaves_it_disabled);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_patch_racing_the_410_disable_leaves_it_disabled_on_postgres() {
-    a_patch_racing_the_410_disable_leaves_it_disabled(Backend::Postgres).await;
-}
+both_backends!(lists_filter_and_page_stably_while_rows_are_inserted);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_patch_racing_the_410_disable_leaves_it_disabled_on_sqlite() {
-    a_patch_racing_the_410_disable_leaves_it_disabled(Backend::Sqlite).await;
-}
+both_backends!(updates_are_partial_validated_and_versioned);
 
-#[tokio::test]
-async fn lists_filter_and_page_stably_while_rows_are_inserted_on_postgres() {
-    lists_filter_and_page_stably_while_rows_are_inserted(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn lists_filter_and_page_stably_while_rows_are_inserted_on_sqlite() {
-    lists_filter_and_page_stably_while_rows_are_inserted(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn updates_are_partial_validated_and_versioned_on_postgres() {
-    updates_are_partial_validated_and_versioned(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn updates_are_partial_validated_and_versioned_on_sqlite() {
-    updates_are_partial_validated_and_versioned(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher_on_postgres() {
-    deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher_on_sqlite() {
-    deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher(Backend::Sqlite).await;
-}
+both_backends!(deleted_subscriptions_are_gone_for_the_api_and_the_dispatcher);

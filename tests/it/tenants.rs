@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Backend, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{both_backends, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -226,22 +226,6 @@ async fn a_tenant_key_sees_only_its_own_tenant(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable_on_postgres() {
-    admins_create_tenants_and_keys_that_are_shown_once_and_revocable(Backend::Postgres).await;
-}
+both_backends!(admins_create_tenants_and_keys_that_are_shown_once_and_revocable);
 
-#[tokio::test]
-async fn admins_create_tenants_and_keys_that_are_shown_once_and_revocable_on_sqlite() {
-    admins_create_tenants_and_keys_that_are_shown_once_and_revocable(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_tenant_key_sees_only_its_own_tenant_on_postgres() {
-    a_tenant_key_sees_only_its_own_tenant(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_tenant_key_sees_only_its_own_tenant_on_sqlite() {
-    a_tenant_key_sees_only_its_own_tenant(Backend::Sqlite).await;
-}
+both_backends!(a_tenant_key_sees_only_its_own_tenant);

@@ -15,6 +15,7 @@ use hookgate::app::{self, Running};
 use hookgate::config::{
     ApiConfig, AppConfig, DispatcherConfig, EgressRules, RetrySchedule, Topics,
 };
+use hookgate::domain::Scope;
 use hookgate::kafka::KafkaConfig;
 use hookgate::store::Store;
 use sqlx::Connection;
@@ -101,7 +102,8 @@ where
 }
 
 /// A database of its own for one test: a fresh PostgreSQL database, or an
-/// SQLite file in a temporary directory.
+/// SQLite file in a temporary directory. Dropped, it takes the database
+/// with it, whether the test passed or failed.
 pub struct TestDb {
     pub url: String,
     pg_name: Option<String>,
@@ -130,21 +132,58 @@ impl TestDb {
         Self { url, pg_name: None, _dir: Some(dir) }
     }
 
+    /// A fresh database of the backend given.
+    pub async fn on(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite(),
+        }
+    }
+
+    /// A fresh, migrated store of the backend given, and its database
+    /// (keep it: dropping it drops the database).
+    pub async fn with_store(backend: Backend) -> (Self, Arc<dyn Store>) {
+        let db = Self::on(backend).await;
+        let store = db.store().await;
+        (db, store)
+    }
+
     pub async fn store(&self) -> Arc<dyn Store> {
         let store = hookgate::store::connect(&self.url).await.expect("connect test store");
         store.migrate().await.expect("migrate test store");
         store
     }
 
-    /// Drops the PostgreSQL database; call at the end of a test.
-    pub async fn drop_db(self) {
-        if let Some(name) = self.pg_name {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-            }
+    /// Drops the PostgreSQL database now (dropping the `TestDb` does it too).
+    pub async fn drop_db(mut self) {
+        if let Some(name) = self.pg_name.take() {
+            drop_pg_database(&name).await;
         }
+    }
+}
+
+/// `DROP DATABASE`, forcing out connections a test left open; a failure
+/// leaves a database behind and fails nothing.
+async fn drop_pg_database(name: &str) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+impl Drop for TestDb {
+    /// On a thread of its own with its own runtime: a test's runtime may
+    /// be single-threaded (or unwinding), and cannot be blocked on.
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(drop_pg_database(&name));
+            }
+        });
+        let _ = dropped.join();
     }
 }
 
@@ -153,6 +192,37 @@ pub enum Backend {
     Postgres,
     Sqlite,
 }
+
+/// The same story on both store backends: `both_backends!(name)` defines
+/// the tests `name_on_postgres` and `name_on_sqlite`, which run
+/// `name(Backend::Postgres)` and `name(Backend::Sqlite)`;
+/// `both_backends!(multi_thread name)` runs them on tokio's multi-thread
+/// runtime.
+// The chaos and isolation binaries share the harness but not the macro.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($name:ident) => {
+        $crate::harness::both_backends!(@tests [] $name);
+    };
+    (multi_thread $name:ident) => {
+        $crate::harness::both_backends!(@tests [(flavor = "multi_thread")] $name);
+    };
+    (@tests [$($flavor:tt)*] $name:ident) => {
+        pastey::paste! {
+            #[tokio::test $($flavor)*]
+            async fn [<$name _on_postgres>]() {
+                $name($crate::harness::Backend::Postgres).await;
+            }
+
+            #[tokio::test $($flavor)*]
+            async fn [<$name _on_sqlite>]() {
+                $name($crate::harness::Backend::Sqlite).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_backends;
 
 /// hookgate's API and dispatcher, in-process, on its own database, topics
 /// and consumer group.
@@ -197,11 +267,7 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut AppConfig),
     ) -> Self {
-        let db = match backend {
-            Backend::Postgres => TestDb::postgres().await,
-            Backend::Sqlite => TestDb::sqlite(),
-        };
-        Self::spawn_on_db(name, db, adjust).await
+        Self::spawn_on_db(name, TestDb::on(backend).await, adjust).await
     }
 
     async fn spawn_on_db(name: &str, db: TestDb, adjust: impl FnOnce(&mut AppConfig)) -> Self {
@@ -355,7 +421,7 @@ impl TestApp {
     ) -> Vec<hookgate::domain::Attempt> {
         eventually(&format!("an attempt for {event_id} in the store"), deadline, || async {
             let attempts =
-                self.store.attempts_for_event(None, event_id).await.expect("list attempts");
+                self.store.attempts_for_event(Scope::All, event_id).await.expect("list attempts");
             (!attempts.is_empty()).then_some(attempts)
         })
         .await

@@ -1,4 +1,6 @@
-//! Rows as both backends return them, and their conversion to domain types.
+//! A subscription row as both backends return it, and the conversions
+//! between it and `Subscription`: secrets are sealed on the way in and
+//! opened on the way out.
 
 use std::collections::BTreeMap;
 
@@ -6,11 +8,12 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::sealing::{Field, FieldName, SealError, SecretKeys, SEALED_PREFIX};
-use super::{Error, EventTypeChange, IdempotencyRecord, Result, SubscriptionChange};
+use super::sql::to_u32;
+use super::{Error, Result, SubscriptionChange};
 use crate::domain::subscription::{is_secret_header, REDACTED};
 use crate::domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, EventType, Outcome, PreviousSecret, RateLimit,
-    Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus, Tenant, TenantId,
+    PreviousSecret, RateLimit, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus,
+    TenantId,
 };
 
 #[derive(sqlx::FromRow)]
@@ -35,10 +38,6 @@ pub(super) struct SubscriptionRow {
     deleted_at: Option<DateTime<Utc>>,
     previous_secrets: Json<Vec<PreviousSecret>>,
     secret_headers: Json<Vec<String>>,
-}
-
-fn to_u32(value: i64, column: &str) -> Result<u32> {
-    u32::try_from(value).map_err(|_| Error::Corrupt(format!("{column} = {value}")))
 }
 
 impl SubscriptionRow {
@@ -279,150 +278,6 @@ impl StoredHeaders {
         Ok(PatchedHeaders::Write {
             headers: Json(seal_headers(keys, id, &headers, &marked)?),
             secret_headers: Json(marked),
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct AttemptRow {
-    id: String,
-    event_id: String,
-    webhook_id: String,
-    subscription_id: String,
-    tenant_id: String,
-    event_type: String,
-    attempt: i64,
-    outcome: String,
-    status_code: Option<i64>,
-    latency_ms: i64,
-    error: Option<String>,
-    response_excerpt: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl AttemptRow {
-    pub(super) fn into_attempt(self) -> Result<Attempt> {
-        Ok(Attempt {
-            id: AttemptId::from_trusted(self.id),
-            event_id: self.event_id,
-            webhook_id: self.webhook_id,
-            subscription_id: SubscriptionId::from_trusted(self.subscription_id),
-            tenant_id: TenantId::from_trusted(self.tenant_id),
-            event_type: self.event_type,
-            attempt: to_u32(self.attempt, "attempt")?,
-            outcome: Outcome::parse(&self.outcome),
-            status_code: self
-                .status_code
-                .map(|c| u16::try_from(c).map_err(|_| Error::Corrupt(format!("status_code = {c}"))))
-                .transpose()?,
-            latency_ms: to_u32(self.latency_ms, "latency_ms")?,
-            error: self.error,
-            response_excerpt: self.response_excerpt,
-            created_at: self.created_at,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct TenantRow {
-    id: String,
-    name: String,
-    created_at: DateTime<Utc>,
-}
-
-impl From<TenantRow> for Tenant {
-    fn from(row: TenantRow) -> Self {
-        Self { id: TenantId::from_trusted(row.id), name: row.name, created_at: row.created_at }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct ApiKeyRow {
-    id: String,
-    tenant_id: String,
-    name: Option<String>,
-    prefix: String,
-    created_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<ApiKeyRow> for ApiKey {
-    fn from(row: ApiKeyRow) -> Self {
-        Self {
-            id: ApiKeyId::from_trusted(row.id),
-            tenant_id: TenantId::from_trusted(row.tenant_id),
-            name: row.name,
-            prefix: row.prefix,
-            created_at: row.created_at,
-            revoked_at: row.revoked_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct EventTypeRow {
-    name: String,
-    description: Option<String>,
-    json_schema: Option<Json<serde_json::Value>>,
-    visible_to: Option<Json<Vec<String>>>,
-    created_at: DateTime<Utc>,
-}
-
-/// Tenant ids as stored; one that no longer parses is dropped, which can
-/// only narrow who sees the type.
-fn tenants(ids: Option<Json<Vec<String>>>) -> Option<Vec<TenantId>> {
-    ids.map(|ids| ids.0.iter().filter_map(|id| TenantId::parse(id)).collect())
-}
-
-impl From<EventTypeRow> for EventType {
-    fn from(row: EventTypeRow) -> Self {
-        Self {
-            name: row.name,
-            description: row.description,
-            schema: row.json_schema.map(|j| j.0),
-            visible_to: tenants(row.visible_to),
-            created_at: row.created_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct EventTypeChangeRow {
-    version: i64,
-    name: String,
-    visible_to: Option<Json<Vec<String>>>,
-}
-
-impl From<EventTypeChangeRow> for EventTypeChange {
-    fn from(row: EventTypeChangeRow) -> Self {
-        Self { version: row.version, name: row.name, visible_to: tenants(row.visible_to) }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct IdempotencyRow {
-    request_hash: String,
-    status: String,
-    response_status: Option<i64>,
-    response_body: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl IdempotencyRow {
-    pub(super) fn into_record(self) -> Result<IdempotencyRecord> {
-        let response = match (self.status.as_str(), self.response_status, self.response_body) {
-            ("done", Some(status), Some(body)) => Some((
-                u16::try_from(status)
-                    .map_err(|_| Error::Corrupt(format!("response_status = {status}")))?,
-                body,
-            )),
-            ("in_progress", _, _) => None,
-            (other, _, _) => return Err(Error::Corrupt(format!("idempotency status = {other}"))),
-        };
-        Ok(IdempotencyRecord {
-            request_hash: self.request_hash,
-            response,
-            created_at: self.created_at,
         })
     }
 }
