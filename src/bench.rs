@@ -175,7 +175,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let topic = config.topics.publish.clone();
         async move {
             let event = crate::domain::Event {
-                id: format!("evt_sustained_{n}"),
+                id: format!("evt_sustained_{n}").into(),
                 event_type: "bench.sustained".to_owned(),
                 source: "bench".to_owned(),
                 time: Utc::now(),

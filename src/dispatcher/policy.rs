@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::webhook::DeliveryError;
 use crate::config::{RetrySchedule, Topics};
-use crate::kafka::delivery::{DeadReason, Delivery};
+use crate::domain::DeadReason;
+use crate::kafka::delivery::Delivery;
 
 /// The longest `Retry-After` honoured; a longer one waits this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);

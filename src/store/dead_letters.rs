@@ -8,8 +8,8 @@ use sqlx::types::Json;
 
 use super::{Error, Page, Result};
 use crate::domain::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, NewDeadLetter, RecordHeader,
-    Replay, ReplayId, ReplayStatus, SubscriptionId, TenantId,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, DeadReason, NewDeadLetter,
+    RecordHeader, Replay, ReplayId, ReplayStatus, SubscriptionId, TenantId,
 };
 
 /// Tables whose old rows retention purges.
@@ -176,6 +176,11 @@ pub(super) const FILTER: &str = "($1 IS NULL OR tenant_id = $1) \
      AND ($4 IS NULL OR dead_at >= $4) AND ($5 IS NULL OR dead_at < $5) \
      AND ($6 IS NULL OR status = $6)";
 
+/// A stored reason read back: one hookgate does not know is a corrupt row.
+fn reason_of(stored: &str) -> Result<DeadReason> {
+    stored.parse().map_err(|_| Error::Corrupt(format!("dead letter reason = {stored}")))
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct DeadLetterRow {
     id: String,
@@ -207,6 +212,7 @@ impl DeadLetterRow {
     pub(super) fn into_dead_letter(self) -> Result<DeadLetter> {
         let status = DeadLetterStatus::parse(&self.status)
             .ok_or_else(|| Error::Corrupt(format!("dead letter status = {}", self.status)))?;
+        let reason = reason_of(&self.reason)?;
         Ok(DeadLetter {
             record: NewDeadLetter {
                 id: DeadLetterId::from_trusted(self.id),
@@ -218,7 +224,7 @@ impl DeadLetterRow {
                 event_id: self.event_id,
                 event_type: self.event_type,
                 webhook_id: self.webhook_id,
-                reason: self.reason,
+                reason,
                 error: self.error,
                 last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
                 attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
@@ -350,7 +356,7 @@ macro_rules! dead_letter_methods {
                     .bind(d.event_id.as_deref())
                     .bind(d.event_type.as_deref())
                     .bind(d.webhook_id.as_deref())
-                    .bind(&d.reason)
+                    .bind(d.reason.as_str())
                     .bind(d.error.as_deref())
                     .bind(d.last_status.map(i64::from))
                     .bind(i64::from(d.attempts))
@@ -820,3 +826,14 @@ macro_rules! insert_replay {
 }
 
 pub(super) use {bind_filter, dead_letter_methods, insert_replay, move_pending};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_reason_reads_back_typed_and_an_unknown_one_is_corrupt() {
+        assert_eq!(reason_of("exhausted").ok(), Some(DeadReason::Exhausted));
+        assert!(matches!(reason_of("melted"), Err(Error::Corrupt(_))));
+    }
+}

@@ -471,7 +471,7 @@ fn dead_letter(
         event_id: Some(format!("evt_{n}")),
         event_type: Some("order.created".to_owned()),
         webhook_id: Some(format!("msg_{n}")),
-        reason: "exhausted".to_owned(),
+        reason: hookgate::domain::DeadReason::Exhausted,
         error: Some("the endpoint answered 503".to_owned()),
         last_status: Some(503),
         attempts: 4,
