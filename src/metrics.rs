@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::dispatcher::policy::ParkReason;
-use crate::kafka::delivery::DeadReason;
+use crate::domain::DeadReason;
 
 /// Attempt latency: from a fast local receiver to the default 15 s timeout.
 const ATTEMPT_BUCKETS: &[f64] =
@@ -22,18 +22,6 @@ const ATTEMPT_BUCKETS: &[f64] =
 const LAG_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
     3600.0, 7200.0, 18000.0, 36000.0, 86400.0,
-];
-
-const DEAD_REASONS: [DeadReason; 9] = [
-    DeadReason::Exhausted,
-    DeadReason::Expired,
-    DeadReason::NotRetryable,
-    DeadReason::Gone,
-    DeadReason::Forbidden,
-    DeadReason::Poison,
-    DeadReason::Paused,
-    DeadReason::Disabled,
-    DeadReason::Refused,
 ];
 
 /// `hookgate_deliveries_total` by outcome.
@@ -98,7 +86,8 @@ impl Metrics {
                 &["reason"],
             ),
         );
-        for reason in DEAD_REASONS {
+        // `Unknown` is only ever read back from the topic, never counted.
+        for reason in DeadReason::ALL.iter().filter(|r| **r != DeadReason::Unknown) {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
         let metrics = Self {

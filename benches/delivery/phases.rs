@@ -283,7 +283,7 @@ impl Phases<'_> {
 /// Event `n` of the sustained phase, for the default tenant.
 fn sustained_event(n: usize) -> Event {
     Event {
-        id: format!("evt_sustained_{n}"),
+        id: format!("evt_sustained_{n}").into(),
         event_type: "bench.sustained".to_owned(),
         source: "bench".to_owned(),
         time: Utc::now(),

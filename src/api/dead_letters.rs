@@ -76,7 +76,7 @@ impl From<&DeadLetter> for DeadLetterOut {
         Self {
             id: r.id.as_str().to_owned(),
             status: d.status.as_str().to_owned(),
-            reason: r.reason.clone(),
+            reason: r.reason.as_str().to_owned(),
             error: r.error.clone(),
             last_status: r.last_status,
             attempts: r.attempts,
@@ -91,10 +91,7 @@ impl From<&DeadLetter> for DeadLetterOut {
             replay_of: r.replay_of.as_ref().map(|id| id.as_str().to_owned()),
             replay_id: d.replay_id.as_ref().map(|id| id.as_str().to_owned()),
             status_changed_at: d.status_changed_at,
-            // From what the index read, so that lists need no payloads.
-            replayable: r.subscription_id.is_some()
-                && r.event_id.is_some()
-                && !matches!(r.reason.as_str(), "poison" | "refused_by_kafka"),
+            replayable: r.is_replayable(),
         }
     }
 }

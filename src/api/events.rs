@@ -26,7 +26,7 @@ use super::problem::{ApiError, FieldError, Problem};
 use super::subscription_actions::{attempt_page, list_params, AttemptList, ListAttempts};
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
-use crate::domain::ids::new_event_id;
+use crate::domain::EventId;
 use crate::domain::{Audience, Event, TenantId};
 use crate::kafka::produce::PUBLISH_TIMEOUT;
 use crate::metrics::Metrics;
@@ -333,7 +333,7 @@ async fn validate(
         return Ok(None);
     };
     Ok(Some(Event {
-        id: req.id.unwrap_or_else(new_event_id),
+        id: req.id.map_or_else(EventId::generate, EventId::from),
         event_type: req.event_type,
         source: req.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
         time: Utc::now(),

@@ -15,8 +15,7 @@ use super::problem::{ApiError, Problem};
 use super::subscriptions::{visible, written, ETag, IfMatchParam};
 use super::AppState;
 use crate::dispatcher::cache::Target;
-use crate::domain::ids::new_event_id;
-use crate::domain::{Attempt, Audience, Event, Scope, SigningSecret};
+use crate::domain::{Attempt, Audience, Event, EventId, Scope, SigningSecret};
 use crate::store::{AttemptFilter, SecretRotation};
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
@@ -187,7 +186,7 @@ pub async fn send_test(
         "subscription_id": subscription.id.as_str(),
     });
     let event = Event {
-        id: new_event_id(),
+        id: EventId::generate(),
         event_type: TEST_EVENT_TYPE.to_owned(),
         source: "hookgate".to_owned(),
         time: super::now(),

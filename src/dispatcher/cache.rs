@@ -394,7 +394,7 @@ mod tests {
 
     fn event(tenant: Option<&str>) -> Event {
         Event {
-            id: "evt_1".to_owned(),
+            id: "evt_1".into(),
             event_type: "order.created".to_owned(),
             source: "test".to_owned(),
             time: Utc::now(),

@@ -29,11 +29,11 @@ use super::gate::{Gate, Gates, Hold, Shares};
 use super::lanes::{Lanes, Turn};
 use super::offsets::{Lease, Ticket};
 use super::parked_lanes::{Place, Slot};
-use super::policy::{ParkReason, RetryPolicy, Verdict, MAX_RETRY_AFTER};
+use super::policy::{self, Clock, ParkReason, RetryPolicy, Verdict};
 use super::replay::ReplayLimits;
 use super::webhook::Webhooks;
-use crate::domain::{CircuitRecord, SubscriptionId, SubscriptionStatus};
-use crate::kafka::delivery::{DeadReason, Delivery};
+use crate::domain::{CircuitRecord, DeadReason, SubscriptionId, SubscriptionStatus};
+use crate::kafka::delivery::{Delivery, LaneSeq};
 use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
 use crate::metrics::{InFlight, Metrics};
@@ -82,10 +82,29 @@ impl Outcome {
 
 /// How a wait ended before the attempt.
 enum Interrupted {
-    /// The partition went to another dispatcher: leave the record to it.
+    /// The partition went to another dispatcher.
     Revoked,
-    /// Shutting down: hand the delivery to a retry tier.
+    /// Shutdown began.
     Shutdown,
+}
+
+impl Interrupted {
+    fn outcome(self, ordered: bool) -> policy::Outcome<'static> {
+        match self {
+            Self::Revoked => policy::Outcome::Revoked,
+            Self::Shutdown => policy::Outcome::ShuttingDown { ordered },
+        }
+    }
+}
+
+/// What a delivery holds where a verdict is carried out: its subscription
+/// as last seen, its gate, and for an `ordered` one its parked lane and its
+/// turn in the lane.
+struct Holding<'a> {
+    target: &'a Target,
+    gate: &'a Gate,
+    lane: Option<Slot>,
+    turn: &'a mut Option<Turn>,
 }
 
 /// A wait that ended early.
@@ -154,8 +173,9 @@ impl Deliver {
                     let stage = Arc::clone(self);
                     return Some(Box::pin(async move {
                         let mut delivery = delivery;
-                        let parked =
-                            stage.park(&mut delivery, &gate, ParkReason::OverBudget, hold, None);
+                        let at =
+                            Holding { target: &target, gate: &gate, lane: None, turn: &mut None };
+                        let parked = stage.park(&mut delivery, at, ParkReason::OverBudget, hold);
                         parked.await.committed()
                     }) as _)
                     .into();
@@ -232,7 +252,11 @@ impl Deliver {
                 match self.wake_on_change(&lease, &gate, turn.wait()).await {
                     Ok(()) => break,
                     Err(Woken::Interrupted(why)) => {
-                        return self.interrupted(&delivery, why, true).await
+                        let outcome = why.outcome(true);
+                        let verdict = self.policy.verdict(&outcome, &delivery, read_clock());
+                        let at = Holding { target: &target, gate: &gate, lane, turn: &mut None };
+                        let left = self.carry_out(verdict, &mut delivery, at, None).await;
+                        return left.committed();
                     }
                     // Paused or deleted while it waited in its lane?
                     Err(Woken::Recheck) => match self.cache.peek(&delivery.subscription_id) {
@@ -262,7 +286,8 @@ impl Deliver {
     }
 
     /// Attempts the delivery until it is done or leaves: `lane`, the parked
-    /// lane of an `ordered` delivery, whose `turn` it holds.
+    /// lane of an `ordered` delivery, whose `turn` it holds. Each step asks
+    /// the policy for a verdict and carries it out.
     #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
@@ -284,27 +309,15 @@ impl Deliver {
                 }
                 Place::Behind { seq, tier, due_ms } => {
                     delivery.lane = Some(seq);
-                    if self.policy.is_expired(delivery, Utc::now().timestamp_millis()) {
+                    let outcome = policy::Outcome::BehindLane { tier, due_ms };
+                    let verdict = self.policy.verdict(&outcome, delivery, read_clock());
+                    if !matches!(verdict, Verdict::FollowLane { .. }) {
+                        // Its lane's head is out in a tier: the next of its
+                        // key waits for nothing of this one.
                         turn.take();
-                        return Outcome::Finished(
-                            self.dead(delivery, DeadReason::Expired, None).await,
-                        );
                     }
-                    delivery.parked = delivery.parked.saturating_add(1);
-                    delivery.due_ms = Some(due_ms);
-                    // Queued in its lane's order (they come back in about
-                    // that order); then the next of its key may go on.
-                    let topic = self.policy.tier_topic(tier);
-                    let acknowledged = self.dead_letters.queue_on(&topic, delivery).await;
-                    turn.take();
-                    let handed = acknowledged.await;
-                    if handed {
-                        self.metrics.parked(ParkReason::LaneParked);
-                    } else {
-                        gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
-                    }
-                    drop(hold);
-                    return Outcome::Left(handed);
+                    let at = Holding { target: &target, gate, lane, turn };
+                    return self.carry_out(verdict, delivery, at, None).await;
                 }
             }
         }
@@ -318,49 +331,48 @@ impl Deliver {
             }
             let mut sending_to = Arc::clone(&target);
             // A replay may send to where the receiver moved.
+            let mut destination_refused = false;
             if let Some(url) = delivery.replay.as_ref().and_then(|r| r.url.as_deref()) {
                 match target.redirected(url) {
                     Some(redirected) => sending_to = Arc::new(redirected),
-                    None => {
-                        return Outcome::Finished(
-                            self.dead(delivery, DeadReason::Forbidden, None).await,
-                        )
-                    }
+                    None => destination_refused = true,
                 }
             }
-            match target.subscription.status {
-                SubscriptionStatus::Active => {}
-                SubscriptionStatus::Paused => {
-                    return Outcome::Finished(self.dead(delivery, DeadReason::Paused, None).await)
-                }
-                SubscriptionStatus::Disabled => {
-                    return Outcome::Finished(self.dead(delivery, DeadReason::Disabled, None).await)
-                }
+            let clock = read_clock();
+            let due =
+                policy::Outcome::Due { status: target.subscription.status, destination_refused };
+            let verdict = self.policy.verdict(&due, delivery, clock);
+            if verdict != Verdict::Attempt {
+                let at = Holding { target: &target, gate, lane, turn };
+                return self.carry_out(verdict, delivery, at, None).await;
             }
-            let now_ms = Utc::now().timestamp_millis();
-            if self.policy.is_expired(delivery, now_ms) {
-                return Outcome::Finished(self.dead(delivery, DeadReason::Expired, None).await);
-            }
-            if let Some(reason) = gate.should_park(now_ms) {
-                return self.park(delivery, gate, reason, hold, lane).await;
+            if let Some(reason) = gate.should_park(clock.now_ms) {
+                let at = Holding { target: &target, gate, lane, turn };
+                return self.park(delivery, at, reason, hold).await;
             }
             if let Some(limiter) = self.replay_limits.of(delivery) {
                 if let Err(why) = self.interruptible(lease, limiter.until_ready()).await {
-                    return Outcome::Left(self.interrupted(delivery, why, ordered).await);
+                    let verdict = self.policy.verdict(&why.outcome(ordered), delivery, clock);
+                    let at = Holding { target: &target, gate, lane, turn };
+                    return self.carry_out(verdict, delivery, at, None).await;
                 }
             }
             let pass = match self.wake_on_change(lease, gate, gate.admit()).await {
                 Ok(pass) => pass,
                 Err(Woken::Recheck) => continue,
                 Err(Woken::Interrupted(why)) => {
-                    return Outcome::Left(self.interrupted(delivery, why, ordered).await)
+                    let verdict =
+                        self.policy.verdict(&why.outcome(ordered), delivery, read_clock());
+                    let at = Holding { target: &target, gate, lane, turn };
+                    return self.carry_out(verdict, delivery, at, None).await;
                 }
             };
             // Another receiver's answers say nothing about the subscription's.
             let redirected = delivery.replay.as_ref().is_some_and(|r| r.url.is_some());
             if !redirected && !gate.circuit.try_send(Utc::now().timestamp_millis()) {
                 drop(pass);
-                return self.park(delivery, gate, ParkReason::CircuitOpen, hold, lane).await;
+                let at = Holding { target: &target, gate, lane, turn };
+                return self.park(delivery, at, ParkReason::CircuitOpen, hold).await;
             }
             if pass.rate_limited {
                 self.metrics.deliveries.rate_limited.inc();
@@ -393,57 +405,34 @@ impl Deliver {
                 }
             }
             drop(pass);
-            let now_ms = Utc::now().timestamp_millis();
-            let jitter = rand::thread_rng().gen_range(-1.0..=1.0);
-            let verdict = self.policy.after_attempt(&result, delivery, redirected, now_ms, jitter);
-            delivery.first_attempt_ms.get_or_insert(now_ms);
-            let error = match result {
+            let clock = read_clock();
+            let outcome = policy::Outcome::Attempted { result: &result, redirected };
+            let verdict = self.policy.verdict(&outcome, delivery, clock);
+            // A pause the endpoint asked for holds the whole subscription.
+            if let Some(until_ms) = outcome.pause_until(clock.now_ms) {
+                gate.hold_off(until_ms);
+            }
+            delivery.first_attempt_ms.get_or_insert(clock.now_ms);
+            match &result {
                 Ok(()) => {
                     self.metrics.deliveries.success.inc();
                     // A producer's clock ahead of ours counts as no lag.
                     let lag = (Utc::now() - delivery.event.time).to_std().unwrap_or_default();
                     self.metrics.delivery_lag.observe(lag.as_secs_f64());
-                    return Outcome::Finished(true);
                 }
-                Err(error) => error,
-            };
-            self.metrics.deliveries.failed.inc();
-            span.record("otel.status_code", "ERROR");
-            if let Some(status) = error.status() {
-                span.record("http.response.status_code", status);
-            }
-            delivery.attempt += 1;
-            delivery.last_status = error.status();
-            delivery.last_error = Some(error.to_string());
-            // A pause the endpoint asked for holds the whole subscription.
-            if let (Some(asked), false) = (error.retry_after(), redirected) {
-                let asked = i64::try_from(asked.min(MAX_RETRY_AFTER).as_millis()).unwrap_or(0);
-                gate.hold_off(now_ms + asked);
-            }
-            return match verdict {
-                Verdict::Delivered => Outcome::Finished(true),
-                Verdict::Disable => {
-                    self.disable(&target).await;
-                    Outcome::Finished(self.dead(delivery, DeadReason::Gone, Some(now_ms)).await)
-                }
-                Verdict::DeadLetter(reason) => {
-                    Outcome::Finished(self.dead(delivery, reason, Some(now_ms)).await)
-                }
-                Verdict::Retry { delay, tier } => {
-                    // An ordered delivery's lane waits in the tier with it:
-                    // later events of its key follow it there, other keys go on.
-                    let seq = lane.map(|slot| {
-                        let due_ms = now_ms.saturating_add(duration_ms(delay));
-                        (slot, gate.parked_lanes.leave(slot, delivery.lane, tier, due_ms))
-                    });
-                    delivery.lane = seq.map(|(_, seq)| seq);
-                    let handed = self.retry_later(delivery, delay, tier).await;
-                    if let (Some((slot, seq)), false) = (seq, handed) {
-                        gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
+                Err(error) => {
+                    self.metrics.deliveries.failed.inc();
+                    span.record("otel.status_code", "ERROR");
+                    if let Some(status) = error.status() {
+                        span.record("http.response.status_code", status);
                     }
-                    Outcome::Left(handed)
+                    delivery.attempt += 1;
+                    delivery.last_status = error.status();
+                    delivery.last_error = Some(error.to_string());
                 }
-            };
+            }
+            let at = Holding { target: &target, gate, lane, turn };
+            return self.carry_out(verdict, delivery, at, Some(clock.now_ms)).await;
         }
     }
 
@@ -478,48 +467,57 @@ impl Deliver {
         }
     }
 
-    async fn interrupted(&self, delivery: &Delivery, why: Interrupted, ordered: bool) -> bool {
-        match why {
-            // An ordered delivery is left for the next owner to read again
-            // in order: through a retry tier it could come after later events.
-            Interrupted::Revoked => false,
-            Interrupted::Shutdown if ordered => false,
-            Interrupted::Shutdown => {
-                let mut delivery = delivery.clone();
-                match self.policy.hand_back(&delivery, Utc::now().timestamp_millis()) {
-                    Verdict::Retry { delay, tier } => {
-                        self.retry_later(&mut delivery, delay, tier).await
-                    }
-                    Verdict::DeadLetter(reason) => self.dead(&delivery, reason, None).await,
-                    Verdict::Delivered | Verdict::Disable => true,
-                }
-            }
-        }
-    }
-
     /// Moves a delivery that will not go soon to a retry tier, without an
     /// attempt; its hold is given back once it is there. An `ordered` one
     /// (`lane`) parks its lane: later ones of its key follow it.
     async fn park(
         &self,
         delivery: &mut Delivery,
-        gate: &Gate,
+        at: Holding<'_>,
         reason: ParkReason,
         hold: Hold,
-        lane: Option<Slot>,
     ) -> Outcome {
-        let now_ms = Utc::now().timestamp_millis();
-        let verdict = self.policy.park(delivery, gate.not_before(now_ms), now_ms);
-        if gate.parked() {
+        let clock = read_clock();
+        let outcome =
+            policy::Outcome::Held { reason, not_before_ms: at.gate.not_before(clock.now_ms) };
+        let verdict = self.policy.verdict(&outcome, delivery, clock);
+        if at.gate.parked() {
             tracing::info!(subscription_id = %delivery.subscription_id, reason = reason.as_str(), "parking the subscription's backlog in a retry tier");
         }
-        let outcome = match verdict {
+        let left = self.carry_out(verdict, delivery, at, None).await;
+        drop(hold);
+        left
+    }
+
+    /// Carries out a verdict: the one place where a delivery is handed to a
+    /// retry tier, dead-lettered, or its subscription disabled.
+    /// `attempted_ms`: when the attempt judged ended, if one was made.
+    async fn carry_out(
+        &self,
+        verdict: Verdict,
+        delivery: &mut Delivery,
+        at: Holding<'_>,
+        attempted_ms: Option<i64>,
+    ) -> Outcome {
+        let gate = at.gate;
+        match verdict {
+            Verdict::ReadAgain => Outcome::Left(false),
+            // Only ever answered before an attempt, which the stage then
+            // makes itself; were it carried out, the record is read again.
+            Verdict::Attempt => Outcome::Left(false),
+            Verdict::Delivered => Outcome::Finished(true),
             Verdict::Retry { delay, tier } => {
-                let seq = lane.map(|slot| {
-                    let due_ms = now_ms.saturating_add(duration_ms(delay));
-                    (slot, gate.parked_lanes.leave(slot, delivery.lane, tier, due_ms))
-                });
-                delivery.lane = seq.map(|(_, seq)| seq);
+                let seq = self.leave_lane(delivery, &at, delay, tier);
+                let handed = self.hand_to_tier(delivery, delay, tier).await;
+                if handed {
+                    self.metrics.deliveries.retried.inc();
+                } else if let Some((slot, seq)) = seq {
+                    gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
+                }
+                Outcome::Left(handed)
+            }
+            Verdict::Park { reason, delay, tier } => {
+                let seq = self.leave_lane(delivery, &at, delay, tier);
                 delivery.parked = delivery.parked.saturating_add(1);
                 let handed = self.hand_to_tier(delivery, delay, tier).await;
                 if handed {
@@ -529,22 +527,48 @@ impl Deliver {
                 }
                 Outcome::Left(handed)
             }
-            Verdict::DeadLetter(reason) => {
-                Outcome::Finished(self.dead(delivery, reason, None).await)
+            Verdict::FollowLane { tier, due_ms } => {
+                delivery.parked = delivery.parked.saturating_add(1);
+                delivery.due_ms = Some(due_ms);
+                // Queued in its lane's order (they come back in about that
+                // order); then the next of its key may go on.
+                let topic = self.policy.tier_topic(tier);
+                let acknowledged = self.dead_letters.queue_on(&topic, delivery).await;
+                at.turn.take();
+                let handed = acknowledged.await;
+                if handed {
+                    self.metrics.parked(ParkReason::LaneParked);
+                } else if let (Some(slot), Some(seq)) = (at.lane, delivery.lane) {
+                    gate.parked_lanes.abandon(slot, seq, Utc::now().timestamp_millis());
+                }
+                Outcome::Left(handed)
             }
-            Verdict::Delivered | Verdict::Disable => Outcome::Finished(true),
-        };
-        drop(hold);
-        outcome
+            Verdict::DeadLetter(reason) => {
+                Outcome::Finished(self.dead(delivery, reason, attempted_ms).await)
+            }
+            Verdict::Disable => {
+                self.disable(at.target).await;
+                Outcome::Finished(self.dead(delivery, DeadReason::Gone, attempted_ms).await)
+            }
+        }
     }
 
-    /// Hands a failed delivery to the retry tier `tier`, due after `delay`.
-    async fn retry_later(&self, delivery: &mut Delivery, delay: Duration, tier: Duration) -> bool {
-        let handed = self.hand_to_tier(delivery, delay, tier).await;
-        if handed {
-            self.metrics.deliveries.retried.inc();
-        }
-        handed
+    /// An ordered delivery's lane waits in the tier with it: later events of
+    /// its key follow it there, other keys go on. Answers its place, to be
+    /// given up if it does not get there.
+    fn leave_lane(
+        &self,
+        delivery: &mut Delivery,
+        at: &Holding<'_>,
+        delay: Duration,
+        tier: Duration,
+    ) -> Option<(Slot, LaneSeq)> {
+        let seq = at.lane.map(|slot| {
+            let due_ms = Utc::now().timestamp_millis().saturating_add(duration_ms(delay));
+            (slot, at.gate.parked_lanes.leave(slot, delivery.lane, tier, due_ms))
+        });
+        delivery.lane = seq.map(|(_, seq)| seq);
+        seq
     }
 
     async fn hand_to_tier(&self, delivery: &mut Delivery, delay: Duration, tier: Duration) -> bool {
@@ -655,6 +679,14 @@ impl Deliver {
                 }
             }
         }
+    }
+}
+
+/// Now, and a fresh jitter for a retry's delay.
+fn read_clock() -> Clock {
+    Clock {
+        now_ms: Utc::now().timestamp_millis(),
+        jitter: rand::thread_rng().gen_range(-1.0..=1.0),
     }
 }
 

@@ -10,7 +10,11 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::delivery::{DeadReason, Delivery};
+use crate::domain::DeadReason;
+use crate::kafka::delivery::Delivery;
+use crate::kafka::headers::{
+    ERROR, REASON, REFUSED_BY_KAFKA, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC,
+};
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
 
@@ -63,11 +67,11 @@ impl DeadLetters {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         for (key, value) in [
-            ("hookgate_reason", DeadReason::Poison.as_str()),
-            ("hookgate_error", reason),
-            ("hookgate_source_topic", message.topic()),
-            ("hookgate_source_partition", partition.as_str()),
-            ("hookgate_source_offset", offset.as_str()),
+            (REASON, DeadReason::Poison.as_str()),
+            (ERROR, reason),
+            (SOURCE_TOPIC, message.topic()),
+            (SOURCE_PARTITION, partition.as_str()),
+            (SOURCE_OFFSET, offset.as_str()),
         ] {
             headers = headers.insert(Header { key, value: Some(value) });
         }
@@ -96,7 +100,7 @@ impl DeadLetters {
                 tracing::error!(subscription_id = %delivery.subscription_id, event_id = %delivery.event.id, %error, "Kafka refuses the delivery record; dead-lettering it without its payload");
                 let mut headers = delivery.dead_letter_headers(DeadReason::Refused, None);
                 headers = headers.insert(Header {
-                    key: "hookgate_refused_by_kafka",
+                    key: REFUSED_BY_KAFKA,
                     value: Some(error.to_string().as_str()),
                 });
                 let sent = self.send(delivery.key(), headers, &[]).await;

@@ -16,9 +16,13 @@ use tokio_util::sync::CancellationToken;
 use super::consume::{Begun, Handler, Job};
 use super::offsets::Ticket;
 use super::webhook::{storable, webhook_id, MAX_STORED_ID, MAX_STORED_TEXT};
-use crate::domain::{DeadLetterId, NewDeadLetter, RecordHeader, TenantId};
+use crate::domain::{DeadLetterId, DeadReason, NewDeadLetter, RecordHeader, TenantId};
 use crate::kafka::delivery::Delivery;
-use crate::kafka::envelope::{self, RecordPosition, TENANT_HEADER};
+use crate::kafka::envelope::{self, RecordPosition};
+use crate::kafka::headers::{
+    ATTEMPTS, CE_ID, CE_TENANT_ID, CE_TYPE, ERROR, FIRST_ATTEMPT_AT, LAST_ATTEMPT_AT, LAST_STATUS,
+    REASON,
+};
 use crate::store::Store;
 
 /// How long to wait before writing again to a database that failed.
@@ -86,7 +90,8 @@ impl DlqIndexer {
 
 /// What the store keeps of a dead-letter record. Anything may be on the
 /// topic (other producers, poison records), so every field is optional but
-/// the reason, and text is cut to what the store takes.
+/// the reason (`Unknown` when it names none hookgate gives), and text is
+/// cut to what the store takes.
 pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
     let position = RecordPosition::of(message);
     let pairs = message.headers().and_then(envelope::header_list).unwrap_or_default();
@@ -108,7 +113,7 @@ pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
         Some(d) => (
             Some(d.tenant_id.clone()),
             Some(d.subscription_id.clone()),
-            Some(d.event.id.clone()),
+            Some(d.event.id.as_str().to_owned()),
             Some(d.event.event_type.clone()),
             d.replay.as_ref().and_then(|r| DeadLetterId::parse(&r.dead_letter)),
         ),
@@ -116,10 +121,10 @@ pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
         // tenant a tenant key published under is believed, and no
         // subscription, so that a forged record shows nobody another's data.
         None => (
-            find(TENANT_HEADER).and_then(TenantId::parse),
+            find(CE_TENANT_ID).and_then(TenantId::parse),
             None,
-            find("ce_id").map(str::to_owned),
-            find("ce_type").map(str::to_owned),
+            find(CE_ID).map(str::to_owned),
+            find(CE_TYPE).map(str::to_owned),
             None,
         ),
     };
@@ -138,12 +143,12 @@ pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
         event_id: event_id.map(|id| storable(&id, MAX_STORED_ID)),
         event_type: event_type.map(|t| storable(&t, MAX_STORED_ID)),
         webhook_id,
-        reason: text("hookgate_reason", MAX_STORED_ID).unwrap_or_else(|| "unknown".to_owned()),
-        error: text("hookgate_error", MAX_STORED_TEXT),
-        last_status: find("hookgate_last_status").and_then(|v| v.parse().ok()),
-        attempts: find("hookgate_attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
-        first_attempt_at: time("hookgate_first_attempt_at"),
-        last_attempt_at: time("hookgate_last_attempt_at"),
+        reason: find(REASON).and_then(|v| v.parse().ok()).unwrap_or(DeadReason::Unknown),
+        error: text(ERROR, MAX_STORED_TEXT),
+        last_status: find(LAST_STATUS).and_then(|v| v.parse().ok()),
+        attempts: find(ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0),
+        first_attempt_at: time(FIRST_ATTEMPT_AT),
+        last_attempt_at: time(LAST_ATTEMPT_AT),
         dead_at: position.timestamp_ms.and_then(DateTime::from_timestamp_millis).unwrap_or(now),
         replay_of,
         headers: pairs.iter().map(|(name, value)| RecordHeader::new(name, *value)).collect(),

@@ -1,13 +1,15 @@
 //! What follows an attempt, or a delivery that cannot be attempted now:
-//! pure functions of the outcome, the delivery, the policy and the clock
-//! (jitter passed in), so that every rule is in one place and table-tested.
-//! `deliver` only carries the verdict out.
+//! one pure function, `RetryPolicy::verdict`, of what the deliver stage
+//! found (`Outcome`), the delivery, the policy and the clock (jitter passed
+//! in), so that every rule is one match arm, and one row of the table test
+//! below. `deliver` only carries the verdict out.
 
 use std::time::Duration;
 
 use super::webhook::DeliveryError;
 use crate::config::{RetrySchedule, Topics};
-use crate::kafka::delivery::{DeadReason, Delivery};
+use crate::domain::{DeadReason, SubscriptionStatus};
+use crate::kafka::delivery::Delivery;
 
 /// The longest `Retry-After` honoured; a longer one waits this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -23,15 +25,63 @@ pub struct RetryPolicy {
     pub topics: Topics,
 }
 
+/// When a verdict is given: Unix milliseconds, and the jitter (-1..=1)
+/// that varies a retry's delay.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now_ms: i64,
+    pub jitter: f64,
+}
+
+/// What the deliver stage found, for the policy to judge.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// Its turn came, before the attempt: its subscription's status as it
+    /// is now, and whether a replay's override URL is one deliveries may
+    /// not go to.
+    Due { status: SubscriptionStatus, destination_refused: bool },
+    /// Its subscription cannot take it now; `not_before_ms`: a pause in
+    /// force (a `Retry-After`, an open circuit).
+    Held { reason: ParkReason, not_before_ms: Option<i64> },
+    /// Read again behind the head of its `ordered` lane, which waits in the
+    /// retry tier `tier` until `due_ms`.
+    BehindLane { tier: Duration, due_ms: i64 },
+    /// Its partition went to another dispatcher while it waited.
+    Revoked,
+    /// Shutdown began while it waited; `ordered`: it keeps its key's order.
+    ShuttingDown { ordered: bool },
+    /// The attempt was made. `redirected`: it went to a replay's override
+    /// URL, whose answers say nothing about the subscription.
+    Attempted { result: &'a Result<(), DeliveryError>, redirected: bool },
+}
+
 /// The next step for a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Nothing holds it back: make the attempt.
+    Attempt,
     Delivered,
     /// Try again after `delay`, through the retry tier `tier`.
     Retry {
         delay: Duration,
         tier: Duration,
     },
+    /// Leave without an attempt for the retry tier `tier`, due after
+    /// `delay`; each park of a delivery waits longer.
+    Park {
+        reason: ParkReason,
+        delay: Duration,
+        tier: Duration,
+    },
+    /// Follow its lane's head into `tier`, due at `due_ms`, in lane order.
+    FollowLane {
+        tier: Duration,
+        due_ms: i64,
+    },
+    /// Leave its record uncommitted for the partition's next owner to read
+    /// again: through a retry tier it could come after later events of its
+    /// key.
+    ReadAgain,
     DeadLetter(DeadReason),
     /// 410 Gone: disable the subscription and dead-letter the delivery.
     Disable,
@@ -81,51 +131,71 @@ impl ParkReason {
 }
 
 impl RetryPolicy {
-    /// After the attempt `delivery.attempt` ended in `result` (`jitter` in
-    /// -1..=1). `redirected`: it went to a replay's override URL, whose
-    /// answers say nothing about the subscription.
-    pub fn after_attempt(
-        &self,
-        result: &Result<(), DeliveryError>,
-        delivery: &Delivery,
-        redirected: bool,
-        now_ms: i64,
-        jitter: f64,
-    ) -> Verdict {
-        let error = match result {
-            Ok(()) => return Verdict::Delivered,
-            Err(error) => error,
-        };
-        if error.status() == Some(410) {
-            return if redirected {
+    /// What follows `outcome` for `delivery` (its attempt `delivery.attempt`
+    /// being the one just made, for an `Attempted`). The first arm that
+    /// matches decides.
+    pub fn verdict(&self, outcome: &Outcome<'_>, delivery: &Delivery, clock: Clock) -> Verdict {
+        use Outcome::{Attempted, BehindLane, Due, Held, Revoked, ShuttingDown};
+        let now_ms = clock.now_ms;
+        match *outcome {
+            Due { destination_refused: true, .. } => Verdict::DeadLetter(DeadReason::Forbidden),
+            Due { status: SubscriptionStatus::Paused, .. } => {
+                Verdict::DeadLetter(DeadReason::Paused)
+            }
+            Due { status: SubscriptionStatus::Disabled, .. } => {
+                Verdict::DeadLetter(DeadReason::Disabled)
+            }
+            Due { .. } | BehindLane { .. } if self.is_expired(delivery, now_ms) => {
+                Verdict::DeadLetter(DeadReason::Expired)
+            }
+            Due { status: SubscriptionStatus::Active, .. } => Verdict::Attempt,
+            Held { reason, not_before_ms } => self.park(delivery, reason, not_before_ms, now_ms),
+            BehindLane { tier, due_ms } => Verdict::FollowLane { tier, due_ms },
+            Revoked | ShuttingDown { ordered: true } => Verdict::ReadAgain,
+            // Handed on at once: the shortest tier, no wait.
+            ShuttingDown { ordered: false } => {
+                let tier = self.schedule.tiers().first().copied().unwrap_or_default();
+                self.retry(delivery, Duration::ZERO, tier, now_ms)
+            }
+            Attempted { result: Ok(()), .. } => Verdict::Delivered,
+            Attempted { result: Err(error), redirected: true } if error.status() == Some(410) => {
                 Verdict::DeadLetter(DeadReason::Gone)
-            } else {
-                Verdict::Disable
-            };
+            }
+            Attempted { result: Err(error), .. } if error.status() == Some(410) => Verdict::Disable,
+            Attempted { result: Err(DeliveryError::Forbidden(_)), .. } => {
+                Verdict::DeadLetter(DeadReason::Forbidden)
+            }
+            Attempted { result: Err(error), .. } if !error.is_retryable() => {
+                Verdict::DeadLetter(DeadReason::NotRetryable)
+            }
+            Attempted { result: Err(error), .. } => self.after_failure(error, delivery, clock),
         }
-        if !error.is_retryable() {
-            let reason = match error {
-                DeliveryError::Forbidden(_) => DeadReason::Forbidden,
-                _ => DeadReason::NotRetryable,
-            };
-            return Verdict::DeadLetter(reason);
-        }
+    }
+
+    /// A retryable failure: the schedule's next delay (jittered), or as
+    /// long as the endpoint asked; none left, it is exhausted.
+    fn after_failure(&self, error: &DeliveryError, delivery: &Delivery, clock: Clock) -> Verdict {
         let Some(planned) = self.schedule.delay_after(delivery.attempt) else {
             return Verdict::DeadLetter(DeadReason::Exhausted);
         };
-        let mut delay = planned.mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0));
+        let mut delay = planned.mul_f64(1.0 + JITTER * clock.jitter.clamp(-1.0, 1.0));
         if let Some(asked) = error.retry_after() {
             delay = delay.max(asked.min(MAX_RETRY_AFTER));
         }
         // The planned delay picks the tier, so jitter never moves a retry
         // to a longer one.
-        self.retry(delivery, delay, delay.max(planned), now_ms)
+        self.retry(delivery, delay, delay.max(planned), clock.now_ms)
     }
 
-    /// A delivery that leaves without an attempt (parked): the n-th time it
-    /// is parked it waits the n-th tier's delay, and not before
-    /// `not_before_ms` (a `Retry-After` of its subscription).
-    pub fn park(&self, delivery: &Delivery, not_before_ms: Option<i64>, now_ms: i64) -> Verdict {
+    /// Parked: the n-th time it is parked it waits the n-th tier's delay,
+    /// and not before `not_before_ms` (a pause of its subscription).
+    fn park(
+        &self,
+        delivery: &Delivery,
+        reason: ParkReason,
+        not_before_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Verdict {
         let tiers = self.schedule.tiers();
         let last = tiers.len().saturating_sub(1);
         let index = usize::try_from(delivery.parked).unwrap_or(usize::MAX).min(last);
@@ -134,15 +204,14 @@ impl RetryPolicy {
             let asked = Duration::from_millis(u64::try_from(at - now_ms).unwrap_or(0));
             delay = delay.max(asked.min(MAX_RETRY_AFTER));
         }
-        self.retry(delivery, delay, delay, now_ms)
+        match self.retry(delivery, delay, delay, now_ms) {
+            Verdict::Retry { delay, tier } => Verdict::Park { reason, delay, tier },
+            other => other,
+        }
     }
 
-    /// Hands on at once (shutdown): the shortest tier, no wait.
-    pub fn hand_back(&self, delivery: &Delivery, now_ms: i64) -> Verdict {
-        let tier = self.schedule.tiers().first().copied().unwrap_or_default();
-        self.retry(delivery, Duration::ZERO, tier, now_ms)
-    }
-
+    /// A retry after `delay` in the tier `by` picks, unless the delivery
+    /// would be past its maximum age by then.
     fn retry(&self, delivery: &Delivery, delay: Duration, by: Duration, now_ms: i64) -> Verdict {
         let due_ms = now_ms.saturating_add(duration_ms(delay));
         if due_ms > delivery.created_ms.saturating_add(duration_ms(self.max_age)) {
@@ -169,6 +238,20 @@ impl RetryPolicy {
 
     pub fn tier_topic(&self, tier: Duration) -> String {
         self.topics.retry_topic(tier)
+    }
+}
+
+impl Outcome<'_> {
+    /// Until when the whole subscription waits, whatever becomes of this
+    /// delivery: its endpoint asked for a pause (`Retry-After`, capped).
+    /// Another receiver's answer (a replay's URL) asks nothing of it.
+    pub fn pause_until(&self, now_ms: i64) -> Option<i64> {
+        match *self {
+            Outcome::Attempted { result: Err(error), redirected: false } => {
+                error.retry_after().map(|asked| now_ms + duration_ms(asked.min(MAX_RETRY_AFTER)))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -217,35 +300,143 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    fn at(now_ms: i64) -> Clock {
+        Clock { now_ms, jitter: 0.0 }
+    }
+
+    /// The verdict after the attempt `d.attempt` to the subscription's URL.
+    fn after(
+        p: &RetryPolicy,
+        result: &Result<(), DeliveryError>,
+        d: &Delivery,
+        jitter: f64,
+    ) -> Verdict {
+        let outcome = Outcome::Attempted { result, redirected: false };
+        p.verdict(&outcome, d, Clock { now_ms: NOW, jitter })
+    }
+
+    fn park(p: &RetryPolicy, d: &Delivery, not_before_ms: Option<i64>) -> Verdict {
+        p.verdict(&Outcome::Held { reason: ParkReason::Stalled, not_before_ms }, d, at(NOW))
+    }
+
+    /// Every rule, one row each: what the stage found → what follows.
     #[test]
     fn each_outcome_has_one_verdict() {
+        use SubscriptionStatus::{Active, Disabled, Paused};
         let p = policy(&[5, 300, 1800], 86_400);
         let d = delivery(1);
+        let last = delivery(4);
+        let mut old = delivery(1);
+        old.created_ms = NOW - 86_400_001;
+        let (ok, gone, not_found, not_implemented) =
+            (Ok(()), status(410), status(404), status(501));
+        let (unavailable, request_timeout) = (status(503), status(408));
         let timeout = Err(DeliveryError::Timeout(secs(15)));
         let forbidden = Err(DeliveryError::Forbidden("internal".into()));
+        let asked = Err(DeliveryError::Status { status: 429, retry_after: Some(secs(120)) });
+        let to_own = |result| Outcome::Attempted { result, redirected: false };
+        let due = |status| Outcome::Due { status, destination_refused: false };
+        let held = |reason, not_before_ms| Outcome::Held { reason, not_before_ms };
+        let behind = Outcome::BehindLane { tier: secs(300), due_ms: NOW + 1_000 };
         let retry_5s = Verdict::Retry { delay: secs(5), tier: secs(5) };
-        let cases: Vec<(&str, Result<(), DeliveryError>, bool, Verdict)> = vec![
-            ("2xx", Ok(()), false, Verdict::Delivered),
-            ("410", status(410), false, Verdict::Disable),
-            ("410 at a replay's URL", status(410), true, Verdict::DeadLetter(DeadReason::Gone)),
-            ("404", status(404), false, Verdict::DeadLetter(DeadReason::NotRetryable)),
-            ("501", status(501), false, Verdict::DeadLetter(DeadReason::NotRetryable)),
-            ("refused address", forbidden, false, Verdict::DeadLetter(DeadReason::Forbidden)),
-            ("503", status(503), false, retry_5s.clone()),
-            ("408", status(408), false, retry_5s.clone()),
-            ("timeout", timeout, false, retry_5s),
+        let dead = Verdict::DeadLetter;
+        let rows: Vec<(&str, Outcome<'_>, &Delivery, Verdict)> = vec![
+            ("due", due(Active), &d, Verdict::Attempt),
+            ("due, paused", due(Paused), &d, dead(DeadReason::Paused)),
+            ("due, disabled", due(Disabled), &d, dead(DeadReason::Disabled)),
+            (
+                "due, to a replay's refused URL",
+                Outcome::Due { status: Active, destination_refused: true },
+                &d,
+                dead(DeadReason::Forbidden),
+            ),
+            ("due, past its maximum age", due(Active), &old, dead(DeadReason::Expired)),
+            (
+                "held: stalled",
+                held(ParkReason::Stalled, None),
+                &d,
+                Verdict::Park { reason: ParkReason::Stalled, delay: secs(5), tier: secs(5) },
+            ),
+            (
+                "held: Retry-After for a minute",
+                held(ParkReason::RetryAfter, Some(NOW + 60_000)),
+                &d,
+                Verdict::Park { reason: ParkReason::RetryAfter, delay: secs(60), tier: secs(5) },
+            ),
+            (
+                "held, past its maximum age",
+                held(ParkReason::CircuitOpen, None),
+                &old,
+                dead(DeadReason::Expired),
+            ),
+            (
+                "behind its lane's parked head",
+                behind,
+                &d,
+                Verdict::FollowLane { tier: secs(300), due_ms: NOW + 1_000 },
+            ),
+            ("behind its lane, past its maximum age", behind, &old, dead(DeadReason::Expired)),
+            ("revoked", Outcome::Revoked, &d, Verdict::ReadAgain),
+            ("shutdown, ordered", Outcome::ShuttingDown { ordered: true }, &d, Verdict::ReadAgain),
+            (
+                "shutdown",
+                Outcome::ShuttingDown { ordered: false },
+                &d,
+                Verdict::Retry { delay: Duration::ZERO, tier: secs(5) },
+            ),
+            (
+                "shutdown, past its maximum age",
+                Outcome::ShuttingDown { ordered: false },
+                &old,
+                dead(DeadReason::Expired),
+            ),
+            ("2xx", to_own(&ok), &d, Verdict::Delivered),
+            ("410", to_own(&gone), &d, Verdict::Disable),
+            (
+                "410 at a replay's URL",
+                Outcome::Attempted { result: &gone, redirected: true },
+                &d,
+                dead(DeadReason::Gone),
+            ),
+            ("404", to_own(&not_found), &d, dead(DeadReason::NotRetryable)),
+            ("501", to_own(&not_implemented), &d, dead(DeadReason::NotRetryable)),
+            ("refused address", to_own(&forbidden), &d, dead(DeadReason::Forbidden)),
+            ("503", to_own(&unavailable), &d, retry_5s.clone()),
+            ("408", to_own(&request_timeout), &d, retry_5s.clone()),
+            ("timeout", to_own(&timeout), &d, retry_5s),
+            (
+                "429 with Retry-After",
+                to_own(&asked),
+                &d,
+                Verdict::Retry { delay: secs(120), tier: secs(5) },
+            ),
+            ("503, the schedule used up", to_own(&unavailable), &last, dead(DeadReason::Exhausted)),
         ];
-        for (what, result, redirected, expected) in cases {
-            assert_eq!(p.after_attempt(&result, &d, redirected, NOW, 0.0), expected, "{what}");
+        for (what, outcome, delivery, expected) in rows {
+            assert_eq!(p.verdict(&outcome, delivery, at(NOW)), expected, "{what}");
         }
+    }
+
+    #[test]
+    fn a_retry_after_pauses_the_whole_subscription_whatever_follows() {
+        let asked = |s| Err(DeliveryError::Status { status: 429, retry_after: Some(secs(s)) });
+        let (minute, day) = (asked(60), asked(86_400));
+        let own = |result| Outcome::Attempted { result, redirected: false };
+        assert_eq!(own(&minute).pause_until(NOW), Some(NOW + 60_000));
+        assert_eq!(own(&day).pause_until(NOW), Some(NOW + 3_600_000), "capped");
+        let elsewhere = Outcome::Attempted { result: &minute, redirected: true };
+        assert_eq!(elsewhere.pause_until(NOW), None, "a replay's URL asks nothing of it");
+        let (failed, delivered) = (status(500), Ok(()));
+        assert_eq!(own(&failed).pause_until(NOW), None);
+        assert_eq!(own(&delivered).pause_until(NOW), None);
     }
 
     #[test]
     fn follows_the_schedule_then_gives_up() {
         let p = policy(&[5, 300], 86_400);
-        let second = p.after_attempt(&status(500), &delivery(2), false, NOW, 0.0);
+        let second = after(&p, &status(500), &delivery(2), 0.0);
         assert_eq!(second, Verdict::Retry { delay: secs(300), tier: secs(300) });
-        let third = p.after_attempt(&status(500), &delivery(3), false, NOW, 0.0);
+        let third = after(&p, &status(500), &delivery(3), 0.0);
         assert_eq!(third, Verdict::DeadLetter(DeadReason::Exhausted));
     }
 
@@ -253,7 +444,7 @@ mod tests {
     fn jitter_varies_the_delay_but_never_the_tier() {
         let p = policy(&[5, 300], 86_400);
         for (jitter, millis) in [(-1.0, 4_500), (1.0, 5_500), (0.5, 5_250)] {
-            let verdict = p.after_attempt(&status(500), &delivery(1), false, NOW, jitter);
+            let verdict = after(&p, &status(500), &delivery(1), jitter);
             assert_eq!(
                 verdict,
                 Verdict::Retry { delay: Duration::from_millis(millis), tier: secs(5) },
@@ -266,18 +457,18 @@ mod tests {
     fn retry_after_is_honoured_up_to_a_cap_in_the_tier_it_fits() {
         let p = policy(&[5, 300, 7200], 86_400);
         let asked = |s| Err(DeliveryError::Status { status: 429, retry_after: Some(secs(s)) });
-        let verdict = p.after_attempt(&asked(120), &delivery(1), false, NOW, 0.0);
+        let verdict = after(&p, &asked(120), &delivery(1), 0.0);
         assert_eq!(verdict, Verdict::Retry { delay: secs(120), tier: secs(5) });
-        let verdict = p.after_attempt(&asked(86_000), &delivery(1), false, NOW, 0.0);
+        let verdict = after(&p, &asked(86_000), &delivery(1), 0.0);
         assert_eq!(verdict, Verdict::Retry { delay: MAX_RETRY_AFTER, tier: secs(300) });
-        let verdict = p.after_attempt(&asked(1), &delivery(1), false, NOW, 0.0);
+        let verdict = after(&p, &asked(1), &delivery(1), 0.0);
         assert_eq!(verdict, Verdict::Retry { delay: secs(5), tier: secs(5) }, "never sooner");
     }
 
     #[test]
     fn gives_up_when_the_next_attempt_would_be_too_old() {
         let p = policy(&[3600], 60);
-        let verdict = p.after_attempt(&status(500), &delivery(1), false, NOW, 0.0);
+        let verdict = after(&p, &status(500), &delivery(1), 0.0);
         assert_eq!(verdict, Verdict::DeadLetter(DeadReason::Expired));
         assert!(!p.is_expired(&delivery(1), NOW + 60_000));
         assert!(p.is_expired(&delivery(1), NOW + 60_001));
@@ -290,8 +481,8 @@ mod tests {
         let mut delays = Vec::new();
         for parked in 0..5 {
             d.parked = parked;
-            match p.park(&d, None, NOW) {
-                Verdict::Retry { delay, tier } => {
+            match park(&p, &d, None) {
+                Verdict::Park { delay, tier, .. } => {
                     assert_eq!(delay, tier, "a park waits exactly its tier");
                     delays.push(delay.as_secs());
                 }
@@ -300,18 +491,16 @@ mod tests {
         }
         assert_eq!(delays, [5, 300, 1800, 1800, 1800]);
         d.parked = 0;
-        let verdict = p.park(&d, Some(NOW + 60_000), NOW);
-        assert_eq!(verdict, Verdict::Retry { delay: secs(60), tier: secs(5) });
+        let verdict = park(&p, &d, Some(NOW + 60_000));
+        let stalled = |delay, tier| Verdict::Park { reason: ParkReason::Stalled, delay, tier };
+        assert_eq!(verdict, stalled(secs(60), secs(5)));
         // A pause asked a moment ago: the tier of its length, not a short
         // one it would sit in for the whole wait.
         let p = policy(&[1, 30], 86_400);
-        let verdict = p.park(&d, Some(NOW + 29_990), NOW);
-        assert_eq!(
-            verdict,
-            Verdict::Retry { delay: Duration::from_millis(29_990), tier: secs(30) }
-        );
+        let verdict = park(&p, &d, Some(NOW + 29_990));
+        assert_eq!(verdict, stalled(Duration::from_millis(29_990), secs(30)));
         let old = policy(&[5], 3);
-        assert_eq!(old.park(&d, None, NOW), Verdict::DeadLetter(DeadReason::Expired));
+        assert_eq!(park(&old, &d, None), Verdict::DeadLetter(DeadReason::Expired));
     }
 
     #[test]

@@ -42,10 +42,9 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Why a dead letter cannot be sent again.
 #[derive(Debug, thiserror::Error)]
 pub enum NotReplayable {
-    #[error("the record could not be read (poison), so there is no delivery to replay")]
-    Poison,
-    #[error("Kafka refused the record for its size; the payload was not kept")]
-    NoPayload,
+    /// Its reason left no delivery to send (`DeadReason::why_not_replayable`).
+    #[error("{0}")]
+    Reason(&'static str),
     #[error("the record is not a delivery: {0}")]
     Invalid(String),
     #[error("subscription {0} is deleted")]
@@ -58,11 +57,8 @@ pub fn delivery_of(
     origin: ReplayOrigin,
 ) -> Result<Delivery, NotReplayable> {
     let record = &dead_letter.record;
-    if record.reason == "poison" {
-        return Err(NotReplayable::Poison);
-    }
-    if record.reason == "refused_by_kafka" {
-        return Err(NotReplayable::NoPayload);
+    if let Some(why) = record.reason.why_not_replayable() {
+        return Err(NotReplayable::Reason(why));
     }
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
     for header in &record.headers {

@@ -122,7 +122,7 @@ impl Webhooks {
         target: &Target,
         attempt: u32,
     ) -> (Attempt, Result<(), DeliveryError>) {
-        let webhook_id = Self::webhook_id(&event.id, target);
+        let webhook_id = Self::webhook_id(event.id.as_str(), target);
         let body = Bytes::from(event.webhook_body());
         let started = Instant::now();
         let result = self.send(&webhook_id, &body, target).await;
@@ -145,7 +145,7 @@ impl Webhooks {
         }
         let record = Attempt {
             id: AttemptId::generate(),
-            event_id: storable(&event.id, MAX_STORED_ID),
+            event_id: storable(event.id.as_str(), MAX_STORED_ID),
             webhook_id,
             subscription_id: target.subscription.id.clone(),
             tenant_id: target.subscription.tenant_id.clone(),

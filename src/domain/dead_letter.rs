@@ -1,11 +1,108 @@
 //! Dead letters as indexed from the dead-letter topic, and bulk replay jobs.
 
+use std::fmt;
+use std::str::FromStr;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{DeadLetterId, ReplayId, SubscriptionId, TenantId};
+
+/// Declares `DeadReason` from one list, so that a new reason is one line:
+/// the variant, its text and its place in `ALL` cannot drift apart.
+macro_rules! dead_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $text:literal,)+) => {
+        /// Why a delivery, or a record, ended in the dead-letter topic: the
+        /// `hookgate_reason` header, a stored dead letter's `reason`, and a
+        /// label of `hookgate_dead_letters_total`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DeadReason {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl DeadReason {
+            /// Every reason, in the order they are listed here.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
+dead_reasons! {
+    /// Every attempt of the retry schedule failed.
+    Exhausted => "exhausted",
+    /// The delivery was older than the maximum age.
+    Expired => "expired",
+    /// The endpoint answered with a status that retrying will not change.
+    NotRetryable => "not_retryable",
+    /// The endpoint answered 410 Gone; the subscription is now disabled.
+    Gone => "gone",
+    /// The destination resolves to an address deliveries may not go to.
+    Forbidden => "forbidden_destination",
+    /// The record could not be understood.
+    Poison => "poison",
+    /// The subscription was paused while the delivery waited.
+    Paused => "subscription_paused",
+    /// The subscription is disabled.
+    Disabled => "subscription_disabled",
+    /// Kafka refuses the record (too large); dead-lettered without payload.
+    Refused => "refused_by_kafka",
+    /// The record names no reason hookgate knows: another producer wrote
+    /// it to the topic. Never given by the dispatcher, only read back.
+    Unknown => "unknown",
+}
+
+impl DeadReason {
+    /// Why a dead letter of this reason cannot be sent again, if it cannot:
+    /// the record holds no delivery to replay.
+    pub fn why_not_replayable(self) -> Option<&'static str> {
+        match self {
+            Self::Poison => {
+                Some("the record could not be read (poison), so there is no delivery to replay")
+            }
+            Self::Refused => {
+                Some("Kafka refused the record for its size; the payload was not kept")
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a dead letter of this reason may hold a delivery to send
+    /// again (it must still name one: see `NewDeadLetter::is_replayable`).
+    pub fn is_replayable(self) -> bool {
+        self.why_not_replayable().is_none()
+    }
+}
+
+impl fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reason text that is none of `DeadReason::ALL`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dead-letter reason {0:?}")]
+pub struct UnknownReason(pub String);
+
+impl FromStr for DeadReason {
+    type Err = UnknownReason;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|reason| reason.as_str() == s)
+            .ok_or_else(|| UnknownReason(s.to_owned()))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,7 +181,7 @@ pub struct NewDeadLetter {
     pub event_id: Option<String>,
     pub event_type: Option<String>,
     pub webhook_id: Option<String>,
-    pub reason: String,
+    pub reason: DeadReason,
     pub error: Option<String>,
     pub last_status: Option<u16>,
     pub attempts: u32,
@@ -104,6 +201,15 @@ pub struct DeadLetter {
     pub status: DeadLetterStatus,
     pub replay_id: Option<ReplayId>,
     pub status_changed_at: Option<DateTime<Utc>>,
+}
+
+impl NewDeadLetter {
+    /// Whether it can be sent again: it names the delivery it held (read
+    /// from the index, so that lists need no payloads) and its reason left
+    /// the delivery whole.
+    pub fn is_replayable(&self) -> bool {
+        self.subscription_id.is_some() && self.event_id.is_some() && self.reason.is_replayable()
+    }
 }
 
 /// Which dead letters to list or replay; `None` fields do not filter.
@@ -178,6 +284,26 @@ pub struct Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_reads_back_as_itself() {
+        let mut texts = std::collections::HashSet::new();
+        for reason in DeadReason::ALL {
+            assert_eq!(reason.as_str().parse::<DeadReason>(), Ok(*reason));
+            assert!(texts.insert(reason.as_str()), "{reason} twice");
+        }
+        assert_eq!(
+            "exhausted ".parse::<DeadReason>(),
+            Err(UnknownReason("exhausted ".into())),
+            "only the exact text"
+        );
+    }
+
+    #[test]
+    fn only_unreadable_or_refused_records_cannot_be_replayed() {
+        let not: Vec<_> = DeadReason::ALL.iter().filter(|r| !r.is_replayable()).collect();
+        assert_eq!(not, [&DeadReason::Poison, &DeadReason::Refused]);
+    }
 
     #[test]
     fn headers_keep_their_bytes() {

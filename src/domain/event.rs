@@ -4,14 +4,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::TenantId;
+use super::{EventId, TenantId};
 
 /// The longest event type name we accept.
 pub const MAX_TYPE_LEN: usize = 255;
 
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub id: String,
+    pub id: EventId,
     pub event_type: String,
     pub source: String,
     pub time: DateTime<Utc>,

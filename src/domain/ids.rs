@@ -1,5 +1,5 @@
 //! Prefixed, time-sortable ids (`sub_…`, `ten_…`, `att_…`, `key_…`, `dl_…`,
-//! `rpl_…`). The ULID part sorts by creation time and, within a process,
+//! `rpl_…`), and event ids, which their producers choose. The ULID part sorts by creation time and, within a process,
 //! strictly increases, so lists ordered by id and paged by the last id are
 //! stable under inserts.
 
@@ -79,9 +79,48 @@ impl TenantId {
     }
 }
 
-/// A new event id, for events published without one.
-pub fn new_event_id() -> String {
-    format!("evt_{}", monotonic_ulid())
+/// An event's id (`ce_id`): whatever text its producer chose, so it is not
+/// checked for a prefix; hookgate's own are `evt_…`. With the subscription,
+/// it makes the `webhook-id` that stays the same across retries and replays.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    pub const PREFIX: &'static str = "evt_";
+
+    /// A new id, for events published without one.
+    pub fn generate() -> Self {
+        Self(format!("{}{}", Self::PREFIX, monotonic_ulid()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for EventId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl PartialEq<&str> for EventId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +134,15 @@ mod tests {
         assert!(TenantId::parse(id.as_str()).is_none());
         assert!(SubscriptionId::parse("sub_").is_none());
         assert!(SubscriptionId::parse("sub_a b").is_none());
+    }
+
+    #[test]
+    fn event_ids_are_whatever_their_producer_chose() {
+        let made = EventId::generate();
+        assert!(made.as_str().starts_with(EventId::PREFIX));
+        assert_eq!(EventId::from("order-7".to_owned()), "order-7");
+        let json = serde_json::to_string(&made).expect("json");
+        assert_eq!(json, format!("\"{made}\""), "serialized as the bare text");
     }
 
     #[test]

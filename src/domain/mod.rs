@@ -11,11 +11,11 @@ pub mod tenant;
 
 pub use attempt::{Attempt, Outcome};
 pub use dead_letter::{
-    DeadLetter, DeadLetterFilter, DeadLetterStatus, NewDeadLetter, RecordHeader, Replay,
-    ReplayStatus,
+    DeadLetter, DeadLetterFilter, DeadLetterStatus, DeadReason, NewDeadLetter, RecordHeader,
+    Replay, ReplayStatus, UnknownReason,
 };
 pub use event::{Audience, Event};
-pub use ids::{ApiKeyId, AttemptId, DeadLetterId, ReplayId, SubscriptionId, TenantId};
+pub use ids::{ApiKeyId, AttemptId, DeadLetterId, EventId, ReplayId, SubscriptionId, TenantId};
 pub use signature::{SignatureError, SigningSecret};
 pub use subscription::{
     CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionPatch,

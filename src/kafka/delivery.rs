@@ -6,64 +6,14 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use super::envelope::{self, Poison, RecordPosition};
-use crate::domain::{Event, SubscriptionId, TenantId};
+use super::envelope::{self, HeaderPair, Poison, RecordPosition};
+use super::headers::{
+    ATTEMPT, ATTEMPTS, CREATED, DUE, ERROR, EVENT_KEY, FIRST_ATTEMPT, FIRST_ATTEMPT_AT, LANE,
+    LAST_ATTEMPT_AT, LAST_ERROR, LAST_STATUS, PARKED, REASON, REPLAY_JOB, REPLAY_OF, REPLAY_RATE,
+    REPLAY_URL, SUBSCRIPTION, TENANT,
+};
+use crate::domain::{DeadReason, Event, SubscriptionId, TenantId};
 use crate::trace::TraceHeaders;
-
-const SUBSCRIPTION: &str = "hookgate_subscription";
-const TENANT: &str = "hookgate_tenant";
-const EVENT_KEY: &str = "hookgate_event_key";
-const ATTEMPT: &str = "hookgate_attempt";
-const CREATED: &str = "hookgate_created_ms";
-const FIRST_ATTEMPT: &str = "hookgate_first_attempt_ms";
-const DUE: &str = "hookgate_due_ms";
-const LAST_STATUS: &str = "hookgate_last_status";
-const LAST_ERROR: &str = "hookgate_last_error";
-const PARKED: &str = "hookgate_parked";
-const LANE: &str = "hookgate_lane";
-const REPLAY_OF: &str = "hookgate_replay_of";
-const REPLAY_JOB: &str = "hookgate_replay_job";
-const REPLAY_RATE: &str = "hookgate_replay_rate";
-const REPLAY_URL: &str = "hookgate_replay_url";
-
-/// Why a delivery ended in the dead-letter topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadReason {
-    /// Every attempt of the retry schedule failed.
-    Exhausted,
-    /// The delivery was older than the maximum age.
-    Expired,
-    /// The endpoint answered with a status that retrying will not change.
-    NotRetryable,
-    /// The endpoint answered 410 Gone; the subscription is now disabled.
-    Gone,
-    /// The destination resolves to an address deliveries may not go to.
-    Forbidden,
-    /// The record could not be understood.
-    Poison,
-    /// The subscription was paused while the delivery waited.
-    Paused,
-    /// The subscription is disabled.
-    Disabled,
-    /// Kafka refuses the record (too large); dead-lettered without payload.
-    Refused,
-}
-
-impl DeadReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exhausted => "exhausted",
-            Self::Expired => "expired",
-            Self::NotRetryable => "not_retryable",
-            Self::Gone => "gone",
-            Self::Forbidden => "forbidden_destination",
-            Self::Poison => "poison",
-            Self::Paused => "subscription_paused",
-            Self::Disabled => "subscription_disabled",
-            Self::Refused => "refused_by_kafka",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -228,14 +178,12 @@ impl Delivery {
             ms.and_then(DateTime::from_timestamp_millis)
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
         };
-        let mut headers = self
-            .headers()
-            .insert(text("hookgate_reason", reason.as_str()))
-            .insert(text("hookgate_attempts", &attempts));
+        let mut headers =
+            self.headers().insert(text(REASON, reason.as_str())).insert(text(ATTEMPTS, &attempts));
         for (name, value) in [
-            ("hookgate_error", self.last_error.clone()),
-            ("hookgate_first_attempt_at", time(self.first_attempt_ms)),
-            ("hookgate_last_attempt_at", time(last_attempt_ms)),
+            (ERROR, self.last_error.clone()),
+            (FIRST_ATTEMPT_AT, time(self.first_attempt_ms)),
+            (LAST_ATTEMPT_AT, time(last_attempt_ms)),
         ] {
             if let Some(value) = value {
                 headers = headers.insert(text(name, &value));
@@ -250,38 +198,16 @@ impl Delivery {
         position: &RecordPosition<'_>,
     ) -> Result<Self, DecodeError> {
         let mut event = envelope::decode(headers, None, payload, position)?;
-        let mut found: [Option<&[u8]>; 15] = [None; 15];
-        const NAMES: [&str; 15] = [
-            SUBSCRIPTION,
-            TENANT,
-            EVENT_KEY,
-            ATTEMPT,
-            CREATED,
-            FIRST_ATTEMPT,
-            DUE,
-            LAST_STATUS,
-            LAST_ERROR,
-            REPLAY_OF,
-            REPLAY_JOB,
-            REPLAY_RATE,
-            REPLAY_URL,
-            PARKED,
-            LANE,
-        ];
         // `envelope::decode` above already refused unreadable header names.
         let pairs = headers.and_then(|h| envelope::header_list(h)).unwrap_or_default();
-        for (key, value) in pairs {
-            if let Some(i) = NAMES.iter().position(|n| *n == key) {
-                found[i] = value;
-            }
-        }
-        let string = |i: usize| found[i].and_then(|v| std::str::from_utf8(v).ok());
-        let number = |i: usize| string(i).and_then(|v| v.parse::<i64>().ok());
-        let subscription_id =
-            string(0).and_then(SubscriptionId::parse).ok_or(DecodeError::Header(SUBSCRIPTION))?;
-        let tenant_id = string(1).and_then(TenantId::parse).ok_or(DecodeError::Header(TENANT))?;
-        event.key = found[2].map(<[u8]>::to_vec);
-        let attempt = number(3)
+        let found = Found::read(&pairs);
+        let subscription_id = string(found.subscription)
+            .and_then(SubscriptionId::parse)
+            .ok_or(DecodeError::Header(SUBSCRIPTION))?;
+        let tenant_id =
+            string(found.tenant).and_then(TenantId::parse).ok_or(DecodeError::Header(TENANT))?;
+        event.key = found.event_key.map(<[u8]>::to_vec);
+        let attempt = number(found.attempt)
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n >= 1)
             .ok_or(DecodeError::Header(ATTEMPT))?;
@@ -290,24 +216,83 @@ impl Delivery {
             subscription_id,
             tenant_id,
             attempt,
-            created_ms: number(4).ok_or(DecodeError::Header(CREATED))?,
-            first_attempt_ms: number(5),
-            due_ms: number(6),
-            last_status: number(7).and_then(|n| u16::try_from(n).ok()),
-            last_error: string(8).map(str::to_owned),
-            parked: number(13).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            created_ms: number(found.created).ok_or(DecodeError::Header(CREATED))?,
+            first_attempt_ms: number(found.first_attempt),
+            due_ms: number(found.due),
+            last_status: number(found.last_status).and_then(|n| u16::try_from(n).ok()),
+            last_error: string(found.last_error).map(str::to_owned),
+            parked: number(found.parked).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             // Unreadable: as if not in a lane (delivered out of order at
             // worst, never lost).
-            lane: string(14).and_then(LaneSeq::decode),
-            replay: string(9).map(|dead_letter| ReplayOrigin {
+            lane: string(found.lane).and_then(LaneSeq::decode),
+            replay: string(found.replay_of).map(|dead_letter| ReplayOrigin {
                 dead_letter: dead_letter.to_owned(),
-                job: string(10).map(str::to_owned),
-                rate_per_second: number(11).and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
-                url: string(12).map(str::to_owned),
+                job: string(found.replay_job).map(str::to_owned),
+                rate_per_second: number(found.replay_rate)
+                    .and_then(|r| u32::try_from(r).ok())
+                    .filter(|r| *r > 0),
+                url: string(found.replay_url).map(str::to_owned),
             }),
             trace: TraceHeaders::from_record(headers),
         })
     }
+}
+
+/// The delivery headers of a record, by name (the last of a name wins).
+#[derive(Default)]
+struct Found<'a> {
+    subscription: Option<&'a [u8]>,
+    tenant: Option<&'a [u8]>,
+    event_key: Option<&'a [u8]>,
+    attempt: Option<&'a [u8]>,
+    created: Option<&'a [u8]>,
+    first_attempt: Option<&'a [u8]>,
+    due: Option<&'a [u8]>,
+    last_status: Option<&'a [u8]>,
+    last_error: Option<&'a [u8]>,
+    parked: Option<&'a [u8]>,
+    lane: Option<&'a [u8]>,
+    replay_of: Option<&'a [u8]>,
+    replay_job: Option<&'a [u8]>,
+    replay_rate: Option<&'a [u8]>,
+    replay_url: Option<&'a [u8]>,
+}
+
+impl<'a> Found<'a> {
+    fn read(pairs: &[HeaderPair<'a>]) -> Self {
+        let mut found = Self::default();
+        for &(key, value) in pairs {
+            let slot = match key {
+                SUBSCRIPTION => &mut found.subscription,
+                TENANT => &mut found.tenant,
+                EVENT_KEY => &mut found.event_key,
+                ATTEMPT => &mut found.attempt,
+                CREATED => &mut found.created,
+                FIRST_ATTEMPT => &mut found.first_attempt,
+                DUE => &mut found.due,
+                LAST_STATUS => &mut found.last_status,
+                LAST_ERROR => &mut found.last_error,
+                PARKED => &mut found.parked,
+                LANE => &mut found.lane,
+                REPLAY_OF => &mut found.replay_of,
+                REPLAY_JOB => &mut found.replay_job,
+                REPLAY_RATE => &mut found.replay_rate,
+                REPLAY_URL => &mut found.replay_url,
+                _ => continue,
+            };
+            *slot = value;
+        }
+        found
+    }
+}
+
+/// A header's value as text; not UTF-8 reads as absent.
+fn string(value: Option<&[u8]>) -> Option<&str> {
+    value.and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn number(value: Option<&[u8]>) -> Option<i64> {
+    string(value).and_then(|v| v.parse().ok())
 }
 
 fn text<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
@@ -317,6 +302,7 @@ fn text<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::headers::CE_TYPE;
     use serde_json::value::RawValue;
 
     #[test]
@@ -375,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_record_without_delivery_headers_is_refused() {
-        let event_headers = OwnedHeaders::new().insert(text("ce_type", "a.b"));
+        let event_headers = OwnedHeaders::new().insert(text(CE_TYPE, "a.b"));
         let position = RecordPosition { topic: "d", partition: 0, offset: 1, timestamp_ms: None };
         assert!(matches!(
             Delivery::decode(Some(&event_headers), Some(b"{}"), &position),

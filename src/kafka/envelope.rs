@@ -5,14 +5,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde_json::value::RawValue;
 
+use super::headers::{
+    CE_BROADCAST, CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TENANT_ID, CE_TIME, CE_TYPE, CONTENT_TYPE,
+    CONTENT_TYPE_UNDERSCORE,
+};
 use crate::domain::event::is_valid_event_type;
-use crate::domain::{Audience, Event, TenantId};
+use crate::domain::{Audience, Event, EventId, TenantId};
 
 pub const SPEC_VERSION: &str = "1.0";
-/// CloudEvents extension attribute naming the tenant an event is for.
-pub const TENANT_HEADER: &str = "ce_tenantid";
-/// CloudEvents extension attribute marking an event for every tenant.
-pub const BROADCAST_HEADER: &str = "ce_broadcast";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// Why a record is a poison record. Goes into the dead-letter headers.
@@ -43,15 +43,15 @@ pub enum Poison {
 pub fn encode_headers(event: &Event) -> OwnedHeaders {
     let time = event.time.to_rfc3339_opts(SecondsFormat::Micros, true);
     let headers = OwnedHeaders::new_with_capacity(7)
-        .insert(header("ce_specversion", SPEC_VERSION))
-        .insert(header("ce_id", &event.id))
-        .insert(header("ce_type", &event.event_type))
-        .insert(header("ce_source", &event.source))
-        .insert(header("ce_time", &time))
-        .insert(header("content-type", CONTENT_TYPE_JSON));
+        .insert(header(CE_SPECVERSION, SPEC_VERSION))
+        .insert(header(CE_ID, event.id.as_str()))
+        .insert(header(CE_TYPE, &event.event_type))
+        .insert(header(CE_SOURCE, &event.source))
+        .insert(header(CE_TIME, &time))
+        .insert(header(CONTENT_TYPE, CONTENT_TYPE_JSON));
     match &event.audience {
-        Audience::Tenant(tenant) => headers.insert(header(TENANT_HEADER, tenant.as_str())),
-        Audience::Broadcast => headers.insert(header(BROADCAST_HEADER, "true")),
+        Audience::Tenant(tenant) => headers.insert(header(CE_TENANT_ID, tenant.as_str())),
+        Audience::Broadcast => headers.insert(header(CE_BROADCAST, "true")),
     }
 }
 
@@ -111,13 +111,13 @@ pub fn decode(
     {
         for (key, value) in pairs {
             let slot = match key {
-                "ce_id" => &mut id,
-                "ce_type" => &mut event_type,
-                "ce_source" => &mut source,
-                "ce_time" => &mut time,
-                "content-type" | "content_type" => &mut content_type,
-                TENANT_HEADER => &mut tenant,
-                BROADCAST_HEADER => &mut broadcast,
+                CE_ID => &mut id,
+                CE_TYPE => &mut event_type,
+                CE_SOURCE => &mut source,
+                CE_TIME => &mut time,
+                CONTENT_TYPE | CONTENT_TYPE_UNDERSCORE => &mut content_type,
+                CE_TENANT_ID => &mut tenant,
+                CE_BROADCAST => &mut broadcast,
                 _ => continue,
             };
             *slot = value;
@@ -129,11 +129,11 @@ pub fn decode(
             .transpose()
     };
 
-    let event_type = text(event_type, "ce_type")?.ok_or(Poison::NoType)?;
+    let event_type = text(event_type, CE_TYPE)?.ok_or(Poison::NoType)?;
     if !is_valid_event_type(&event_type) {
         return Err(Poison::BadType);
     }
-    if let Some(content_type) = text(content_type, "content-type")? {
+    if let Some(content_type) = text(content_type, CONTENT_TYPE)? {
         if !is_json(&content_type) {
             return Err(Poison::ContentType(content_type));
         }
@@ -144,10 +144,10 @@ pub fn decode(
 
     // An id is what makes the webhook-id stable across redeliveries; a record
     // without one is named by its position, which is just as stable.
-    let id = text(id, "ce_id")?.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+    let id = text(id, CE_ID)?.filter(|s| !s.is_empty()).unwrap_or_else(|| {
         format!("kafka:{}:{}:{}", position.topic, position.partition, position.offset)
     });
-    let time = text(time, "ce_time")?
+    let time = text(time, CE_TIME)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc))
         .or_else(|| position.timestamp_ms.and_then(DateTime::from_timestamp_millis))
@@ -155,12 +155,12 @@ pub fn decode(
 
     // Anything unclear about the audience is poison: guessing could only
     // widen it.
-    let broadcast = match text(broadcast, BROADCAST_HEADER)?.as_deref() {
+    let broadcast = match text(broadcast, CE_BROADCAST)?.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(Poison::BadBroadcast),
     };
-    let tenant = match text(tenant, TENANT_HEADER)? {
+    let tenant = match text(tenant, CE_TENANT_ID)? {
         None => None,
         Some(raw) => Some(TenantId::parse(&raw).ok_or(Poison::BadTenant)?),
     };
@@ -172,9 +172,9 @@ pub fn decode(
     };
 
     Ok(Event {
-        id,
+        id: EventId::from(id),
         event_type,
-        source: text(source, "ce_source")?.unwrap_or_else(|| position.topic.to_owned()),
+        source: text(source, CE_SOURCE)?.unwrap_or_else(|| position.topic.to_owned()),
         time,
         key: key.map(<[u8]>::to_vec),
         data,
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn names_records_without_id_by_position() {
-        let headers = OwnedHeaders::new().insert(header("ce_type", "a.b"));
+        let headers = OwnedHeaders::new().insert(header(CE_TYPE, "a.b"));
         let decoded = decode(Some(&headers), None, Some(b"1"), &position()).expect("decodes");
         assert_eq!(decoded.id, "kafka:t:2:7");
         assert_eq!(decoded.time.timestamp_millis(), 1_700_000_000_000);
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn poison_records() {
-        let typed = OwnedHeaders::new().insert(header("ce_type", "a.b"));
+        let typed = OwnedHeaders::new().insert(header(CE_TYPE, "a.b"));
         let no_headers: Option<&OwnedHeaders> = None;
         assert_eq!(decode(no_headers, None, Some(b"{}"), &position()).unwrap_err(), Poison::NoType);
         assert_eq!(decode(Some(&typed), None, None, &position()).unwrap_err(), Poison::NoData);
@@ -256,27 +256,27 @@ mod tests {
             Poison::BadJson(_)
         ));
         let xml = OwnedHeaders::new()
-            .insert(header("ce_type", "a.b"))
-            .insert(header("content-type", "application/xml"));
+            .insert(header(CE_TYPE, "a.b"))
+            .insert(header(CONTENT_TYPE, "application/xml"));
         assert!(matches!(
             decode(Some(&xml), None, Some(b"<a/>"), &position()).unwrap_err(),
             Poison::ContentType(_)
         ));
         let vendor_json = OwnedHeaders::new()
-            .insert(header("ce_type", "a.b"))
-            .insert(header("content-type", "application/vnd.shop+json; charset=utf-8"));
+            .insert(header(CE_TYPE, "a.b"))
+            .insert(header(CONTENT_TYPE, "application/vnd.shop+json; charset=utf-8"));
         assert!(decode(Some(&vendor_json), None, Some(b"{}"), &position()).is_ok());
         let unclear = |extra: &[(&'static str, &'static str)]| {
-            let mut headers = OwnedHeaders::new().insert(header("ce_type", "a.b"));
+            let mut headers = OwnedHeaders::new().insert(header(CE_TYPE, "a.b"));
             for (name, value) in extra {
                 headers = headers.insert(header(name, value));
             }
             decode(Some(&headers), None, Some(b"{}"), &position()).unwrap_err()
         };
-        assert_eq!(unclear(&[(BROADCAST_HEADER, "yes")]), Poison::BadBroadcast);
-        assert_eq!(unclear(&[(TENANT_HEADER, "acme")]), Poison::BadTenant);
+        assert_eq!(unclear(&[(CE_BROADCAST, "yes")]), Poison::BadBroadcast);
+        assert_eq!(unclear(&[(CE_TENANT_ID, "acme")]), Poison::BadTenant);
         assert_eq!(
-            unclear(&[(BROADCAST_HEADER, "true"), (TENANT_HEADER, "ten_a")]),
+            unclear(&[(CE_BROADCAST, "true"), (CE_TENANT_ID, "ten_a")]),
             Poison::TwoAudiences
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod delivery;
 pub mod envelope;
+pub mod headers;
 pub mod produce;
 pub mod topics;
 

@@ -10,8 +10,8 @@ use sqlx::QueryBuilder;
 use super::sql::{column_list, push_scope, SqlStore};
 use super::{Error, Page, Result};
 use crate::domain::{
-    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, NewDeadLetter, RecordHeader,
-    ReplayId, Scope, SubscriptionId, TenantId,
+    DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, DeadReason, NewDeadLetter,
+    RecordHeader, ReplayId, Scope, SubscriptionId, TenantId,
 };
 
 #[async_trait]
@@ -159,10 +159,16 @@ struct DeadLetterRow {
     created_at: DateTime<Utc>,
 }
 
+/// A stored reason read back: one hookgate does not know is a corrupt row.
+fn reason_of(stored: &str) -> Result<DeadReason> {
+    stored.parse().map_err(|_| Error::Corrupt(format!("dead letter reason = {stored}")))
+}
+
 impl DeadLetterRow {
     fn into_dead_letter(self) -> Result<DeadLetter> {
         let status = DeadLetterStatus::parse(&self.status)
             .ok_or_else(|| Error::Corrupt(format!("dead letter status = {}", self.status)))?;
+        let reason = reason_of(&self.reason)?;
         Ok(DeadLetter {
             record: NewDeadLetter {
                 id: DeadLetterId::from_trusted(self.id),
@@ -174,7 +180,7 @@ impl DeadLetterRow {
                 event_id: self.event_id,
                 event_type: self.event_type,
                 webhook_id: self.webhook_id,
-                reason: self.reason,
+                reason,
                 error: self.error,
                 last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
                 attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
@@ -280,7 +286,7 @@ macro_rules! dead_letters_on {
                         .push_bind(d.event_id.as_deref())
                         .push_bind(d.event_type.as_deref())
                         .push_bind(d.webhook_id.as_deref())
-                        .push_bind(&d.reason)
+                        .push_bind(d.reason.as_str())
                         .push_bind(d.error.as_deref())
                         .push_bind(d.last_status.map(i64::from))
                         .push_bind(i64::from(d.attempts))
@@ -473,3 +479,14 @@ macro_rules! dead_letters_on {
 
 dead_letters_on!(sqlx::Postgres);
 dead_letters_on!(sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_reason_reads_back_typed_and_an_unknown_one_is_corrupt() {
+        assert_eq!(reason_of("exhausted").ok(), Some(DeadReason::Exhausted));
+        assert!(matches!(reason_of("melted"), Err(Error::Corrupt(_))));
+    }
+}

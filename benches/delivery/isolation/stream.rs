@@ -38,7 +38,7 @@ impl Stream {
             Utc::now().timestamp_micros()
         );
         Event {
-            id: format!("evt_iso_{phase}_{kind}_{n}"),
+            id: format!("evt_iso_{phase}_{kind}_{n}").into(),
             event_type: event_type.to_owned(),
             source: "bench".to_owned(),
             time: Utc::now(),
