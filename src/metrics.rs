@@ -12,7 +12,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::dispatcher::policy::ParkReason;
+use crate::domain::ParkReason;
 use crate::kafka::delivery::DeadReason;
 
 /// Attempt latency: from a fast local receiver to the default 15 s timeout.

@@ -29,9 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Env, Figure, REQUEST_TIMEOUT};
 use crate::config::DeliveryBudgets;
-use crate::dispatcher::policy::ParkReason;
 use crate::domain::{
-    Audience, Event, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
+    Audience, Event, ParkReason, Subscription, SubscriptionId, SubscriptionStatus, Tenant, TenantId,
 };
 use crate::kafka::Producer;
 use crate::store::Store;

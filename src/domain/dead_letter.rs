@@ -5,7 +5,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{DeadLetterId, ReplayId, SubscriptionId, TenantId};
+use super::{DeadLetterId, ReplayId, SubscriptionId, TenantId, WebhookId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,7 +83,7 @@ pub struct NewDeadLetter {
     pub subscription_id: Option<SubscriptionId>,
     pub event_id: Option<String>,
     pub event_type: Option<String>,
-    pub webhook_id: Option<String>,
+    pub webhook_id: Option<WebhookId>,
     pub reason: String,
     pub error: Option<String>,
     pub last_status: Option<u16>,

@@ -217,7 +217,7 @@ impl DeadLetterRow {
                 subscription_id: self.subscription_id.map(SubscriptionId::from_trusted),
                 event_id: self.event_id,
                 event_type: self.event_type,
-                webhook_id: self.webhook_id,
+                webhook_id: self.webhook_id.map(crate::domain::WebhookId::from_trusted),
                 reason: self.reason,
                 error: self.error,
                 last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
@@ -349,7 +349,7 @@ macro_rules! dead_letter_methods {
                     .bind(d.subscription_id.as_ref().map(|s| s.as_str()))
                     .bind(d.event_id.as_deref())
                     .bind(d.event_type.as_deref())
-                    .bind(d.webhook_id.as_deref())
+                    .bind(d.webhook_id.as_ref().map(|w| w.as_str()))
                     .bind(&d.reason)
                     .bind(d.error.as_deref())
                     .bind(d.last_status.map(i64::from))

@@ -305,7 +305,7 @@ impl AttemptRow {
         Ok(Attempt {
             id: AttemptId::from_trusted(self.id),
             event_id: self.event_id,
-            webhook_id: self.webhook_id,
+            webhook_id: crate::domain::WebhookId::from_trusted(self.webhook_id),
             subscription_id: SubscriptionId::from_trusted(self.subscription_id),
             tenant_id: TenantId::from_trusted(self.tenant_id),
             event_type: self.event_type,

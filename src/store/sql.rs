@@ -300,7 +300,7 @@ macro_rules! impl_store_with {
                 insert.push_values(attempts, |mut row, a| {
                     row.push_bind(a.id.as_str())
                         .push_bind(&a.event_id)
-                        .push_bind(&a.webhook_id)
+                        .push_bind(a.webhook_id.as_str())
                         .push_bind(a.subscription_id.as_str())
                         .push_bind(a.tenant_id.as_str())
                         .push_bind(&a.event_type)

@@ -43,7 +43,7 @@ fn attempt(subscription: &Subscription, event_id: &str, n: u32, outcome: Outcome
     Attempt {
         id: AttemptId::generate(),
         event_id: event_id.to_owned(),
-        webhook_id: format!("msg_{event_id}"),
+        webhook_id: hookgate::domain::WebhookId::from_trusted(format!("msg_{event_id}")),
         subscription_id: subscription.id.clone(),
         tenant_id: subscription.tenant_id.clone(),
         event_type: "order.created".to_owned(),
@@ -470,7 +470,7 @@ fn dead_letter(
         subscription_id: Some(subscription.clone()),
         event_id: Some(format!("evt_{n}")),
         event_type: Some("order.created".to_owned()),
-        webhook_id: Some(format!("msg_{n}")),
+        webhook_id: Some(hookgate::domain::WebhookId::from_trusted(format!("msg_{n}"))),
         reason: "exhausted".to_owned(),
         error: Some("the endpoint answered 503".to_owned()),
         last_status: Some(503),
