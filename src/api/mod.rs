@@ -17,6 +17,7 @@ pub mod precondition;
 pub mod problem;
 pub mod quota;
 pub mod replays;
+mod schemas;
 pub mod subscription_actions;
 pub mod subscriptions;
 pub mod tenants;

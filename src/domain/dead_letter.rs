@@ -39,7 +39,7 @@ impl DeadLetterStatus {
 
 /// A Kafka record header as kept: text when it is text PostgreSQL can hold,
 /// base64 otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordHeader {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
