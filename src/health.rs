@@ -8,12 +8,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::kafka::Producer;
+use crate::server::problem;
 use crate::store::Store;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,52 +103,23 @@ pub async fn check_ready(store: &dyn Store, producer: &Producer) -> Result<Healt
     Ok(Health { status: "ready" })
 }
 
-/// The problems the probe server answers, which has no API error type:
-/// the API's problem+json shape (`type`, `title`, `status`, `detail`,
-/// `code`).
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'static str,
-    status: u16,
-    detail: &'a str,
-    code: &'static str,
-}
-
-fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: &str) -> Response {
-    let kind = format!("urn:hookgate:problem:{code}");
-    let body = Problem { kind, title, status: status.as_u16(), detail, code };
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    let content_type = HeaderValue::from_static("application/problem+json");
-    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    response
-}
-
 impl Down {
     /// As the probe server answers it: 503 problem+json with `Retry-After`.
     pub fn problem(&self) -> Response {
-        let mut response = problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            &self.detail,
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs));
-        response
+        let (status, retry_after) = (StatusCode::SERVICE_UNAVAILABLE, Some(self.retry_after_secs));
+        problem(status, "unavailable", "Service unavailable", &self.detail, retry_after)
     }
 }
 
 /// The probe server's answer to any other path.
 pub fn no_such_route() -> Response {
-    problem(StatusCode::NOT_FOUND, "not_found", "Not found", "no such route")
+    problem(StatusCode::NOT_FOUND, "not_found", "Not found", "no such route", None)
 }
 
 #[cfg(test)]
 mod tests {
+    use http::header;
+
     use super::*;
 
     #[test]

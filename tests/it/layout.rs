@@ -15,6 +15,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("error.rs", &["api", "dispatcher"]),
     ("metrics.rs", &["api", "dispatcher"]),
     ("ops.rs", &["api"]),
+    ("server.rs", &["api", "dispatcher"]),
 ];
 
 #[test]
