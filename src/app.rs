@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::AppConfig;
-use crate::dispatcher::{self, watchdog::Liveness};
+use crate::dispatcher;
+use crate::health::Liveness;
 use crate::kafka::{self, topics, Producer};
 use crate::metrics::Metrics;
 use crate::ops::{self, Ops};

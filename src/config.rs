@@ -10,7 +10,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
-pub use crate::dispatcher::egress::EgressRules;
+pub use crate::delivery::EgressRules;
 use crate::kafka::KafkaConfig;
 use crate::store::SecretKeys;
 

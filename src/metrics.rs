@@ -12,8 +12,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::dispatcher::policy::ParkReason;
-use crate::domain::DeadReason;
+use crate::domain::{DeadReason, ParkReason};
 
 /// Attempt latency: from a fast local receiver to the default 15 s timeout.
 const ATTEMPT_BUCKETS: &[f64] =

@@ -5,15 +5,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::health::{self, Health};
-use crate::api::problem::ApiError;
 use crate::config::ServerLimits;
-use crate::dispatcher::watchdog::Liveness;
+use crate::health::{self, Liveness};
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -31,19 +30,26 @@ pub fn router(ops: Ops) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .fallback(|| async { health::no_such_route() })
         .with_state(ops)
 }
 
-async fn healthz(State(ops): State<Ops>) -> Result<axum::Json<Health>, ApiError> {
-    health::check_live(&ops.liveness)
+async fn healthz(State(ops): State<Ops>) -> Response {
+    answer(health::check_live(&ops.liveness))
 }
 
-async fn readyz(State(ops): State<Ops>) -> Result<axum::Json<Health>, ApiError> {
-    health::check_ready(ops.store.as_ref(), &ops.producer).await
+async fn readyz(State(ops): State<Ops>) -> Response {
+    answer(health::check_ready(ops.store.as_ref(), &ops.producer).await)
 }
 
-async fn metrics(State(ops): State<Ops>) -> axum::response::Response {
+fn answer(checked: Result<health::Health, health::Down>) -> Response {
+    match checked {
+        Ok(healthy) => axum::Json(healthy).into_response(),
+        Err(down) => down.problem(),
+    }
+}
+
+async fn metrics(State(ops): State<Ops>) -> Response {
     ops.metrics.response()
 }
 

@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use http::{header, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,7 +28,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::api::problem::ApiError;
 use crate::config::ServerLimits;
 
 /// When the body of a request must have arrived: set by `bound`, kept to by
@@ -143,13 +143,42 @@ async fn bound(State(limits): State<ServerLimits>, mut request: Request, next: N
     request.extensions_mut().insert(deadline);
     match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Unavailable {
-            detail: format!(
-                "the request took longer than {}; try again",
-                humantime::format_duration(limits.request_timeout)
-            ),
-            retry_after_secs: 1,
+        Err(_) => {
+            let took = humantime::format_duration(limits.request_timeout);
+            let detail = format!("the request took longer than {took}; try again");
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            problem(status, "unavailable", "Service unavailable", &detail, Some(1))
         }
-        .into_response(),
     }
+}
+
+/// A problem+json answer (RFC 9457) in the API's shape (`type`, `title`,
+/// `status`, `detail`, `code`), for what is answered outside any API
+/// handler: this server's timeouts, the dispatcher's probe server.
+pub fn problem(
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: &str,
+    retry_after_secs: Option<u32>,
+) -> Response {
+    #[derive(serde::Serialize)]
+    struct Problem<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        title: &'static str,
+        status: u16,
+        detail: &'a str,
+        code: &'static str,
+    }
+    let kind = format!("urn:hookgate:problem:{code}");
+    let body = Problem { kind, title, status: status.as_u16(), detail, code };
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    if let Some(seconds) = retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }

@@ -15,12 +15,12 @@ use super::pagination::{list_of, PageRequest};
 use super::problem::{ApiError, FieldError, Problem};
 use super::subscription_actions::AttemptOut;
 use super::{validate, AppState};
-use crate::dispatcher::replay::{delivery_of, NotReplayable};
 use crate::domain::event::is_valid_event_type;
 use crate::domain::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStatus, RecordHeader, Scope,
     SubscriptionId,
 };
+use crate::kafka::dead_letter::{delivery_of, NotReplayable};
 use crate::kafka::delivery::ReplayOrigin;
 use crate::kafka::produce::PUBLISH_TIMEOUT;
 use crate::store::{AttemptFilter, Page, MAX_PAGE};
@@ -84,7 +84,7 @@ impl From<&DeadLetter> for DeadLetterOut {
             subscription_id: r.subscription_id.as_ref().map(|s| s.as_str().to_owned()),
             event_id: r.event_id.clone(),
             event_type: r.event_type.clone(),
-            webhook_id: r.webhook_id.clone(),
+            webhook_id: r.webhook_id.clone().map(String::from),
             first_attempt_at: r.first_attempt_at,
             last_attempt_at: r.last_attempt_at,
             dead_at: r.dead_at,

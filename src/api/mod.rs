@@ -17,6 +17,7 @@ pub mod precondition;
 pub mod problem;
 pub mod quota;
 pub mod replays;
+mod schemas;
 pub mod subscription_actions;
 pub mod subscriptions;
 pub mod tenants;
@@ -34,11 +35,11 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use crate::config::{EgressRules, Quotas, ServerLimits, SubscriptionLimits};
-use crate::dispatcher::watchdog::Liveness;
-use crate::dispatcher::webhook::Webhooks;
+use crate::delivery;
+use crate::health::Liveness;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
-use crate::store::{AttemptLog, Store};
+use crate::store::Store;
 use problem::ApiError;
 
 /// The largest request body accepted (a batch of events included).
@@ -60,8 +61,9 @@ pub struct AppState {
     /// Where replayed dead letters go.
     pub deliveries_topic: Arc<str>,
     pub schemas: Arc<event_types::SchemaCache>,
-    /// Sends test webhooks, as the dispatcher sends them.
-    pub webhooks: Arc<Webhooks>,
+    /// Sends test webhooks, as the dispatcher sends them; the test send
+    /// writes its attempt itself.
+    pub test_client: Arc<delivery::Client>,
     pub egress: Arc<EgressRules>,
     pub metrics: Arc<Metrics>,
     pub limits: SubscriptionLimits,
@@ -83,11 +85,8 @@ impl AppState {
         egress: Arc<EgressRules>,
         metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
-        // Test sends write their attempt themselves (the caller lists it
-        // next); the log only satisfies `Webhooks`.
-        let (log, _writer) = AttemptLog::spawn(Arc::clone(&store), CancellationToken::new());
-        let webhooks =
-            Webhooks::new(log, Arc::clone(&egress), TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
+        let test_client =
+            delivery::Client::new(Arc::clone(&egress), TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
         Ok(Self {
             store,
             producer,
@@ -95,7 +94,7 @@ impl AppState {
             publish_topic: publish_topic.into(),
             deliveries_topic: deliveries_topic.into(),
             schemas: Arc::default(),
-            webhooks: Arc::new(webhooks),
+            test_client: Arc::new(test_client),
             egress,
             metrics,
             limits: SubscriptionLimits::default(),

@@ -14,7 +14,7 @@ use super::precondition::{etag_header, IfMatch};
 use super::problem::{ApiError, Problem};
 use super::subscriptions::{visible, written, ETag, IfMatchParam};
 use super::AppState;
-use crate::dispatcher::cache::Target;
+use crate::delivery::Target;
 use crate::domain::{Attempt, Audience, Event, EventId, Scope, SigningSecret};
 use crate::store::{AttemptFilter, SecretRotation};
 
@@ -73,7 +73,7 @@ impl From<Attempt> for AttemptOut {
         Self {
             id: a.id.as_str().to_owned(),
             event_id: a.event_id,
-            webhook_id: a.webhook_id,
+            webhook_id: a.webhook_id.into(),
             subscription_id: a.subscription_id.as_str().to_owned(),
             event_type: a.event_type,
             attempt: a.attempt,
@@ -194,14 +194,15 @@ pub async fn send_test(
         data: RawValue::from_string(data.to_string()).map_err(ApiError::internal)?,
         audience: Audience::Tenant(subscription.tenant_id.clone()),
     };
-    let target = Target::new(subscription).ok_or_else(|| {
-        ApiError::Internal("the stored subscription has an unusable secret".into())
+    let target = Target::new(subscription).map_err(|reason| {
+        ApiError::Internal(format!("the stored subscription cannot be sent for: {reason}").into())
     })?;
-    let (attempt, result) = state.webhooks.attempt_unlogged(&event, &target, 1).await;
-    if let Err(error) = result {
+    let sent = state.test_client.send(&event, &target).await;
+    if let Some(error) = &sent.error {
         tracing::info!(subscription_id = %target.subscription.id, %error, "test delivery failed");
     }
     // Logged like any attempt, so it shows in the subscription's attempts.
+    let attempt = sent.record(&event, &target, 1);
     state.store.insert_attempts(std::slice::from_ref(&attempt)).await.map_err(ApiError::store)?;
     Ok(axum::Json(attempt.into()))
 }

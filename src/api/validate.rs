@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::problem::FieldError;
 use crate::config::{EgressRules, Quotas};
-use crate::dispatcher::egress;
+use crate::delivery::egress;
 use crate::domain::{subscription, EventTypePattern, Subscription};
 use crate::store::sealing::SEALED_PREFIX;
 

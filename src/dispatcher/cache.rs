@@ -12,13 +12,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use http::{HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{
-    subscription, Event, EventTypePattern, SigningSecret, Subscription, SubscriptionId,
-    SubscriptionStatus, TenantId,
-};
+use crate::delivery::Target;
+use crate::domain::{Event, SubscriptionId, TenantId};
 use crate::store::{self, Store};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -28,95 +25,6 @@ const PAGE: i64 = 1_000;
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a deleted subscription's tombstone is kept.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60 * 60);
-
-/// A subscription ready for delivery: its secrets and headers parsed once.
-pub struct Target {
-    pub subscription: Subscription,
-    pub secret: SigningSecret,
-    /// Secrets from rotations, each with the end of its grace period.
-    pub previous_secrets: Vec<(SigningSecret, DateTime<Utc>)>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    patterns: Vec<EventTypePattern>,
-    /// The parsed URL (`None`: it does not parse, and nothing is sent).
-    url: Option<url::Url>,
-}
-
-impl Target {
-    pub fn new(subscription: Subscription) -> Option<Self> {
-        // A secret that did not decrypt would sign wrong or send a placeholder.
-        if subscription.unreadable.is_some() {
-            return None;
-        }
-        let secret = SigningSecret::parse(&subscription.secret).ok()?;
-        let previous_secrets = subscription
-            .previous_secrets
-            .iter()
-            .filter_map(|p| Some((SigningSecret::parse(&p.secret).ok()?, p.expires_at)))
-            .collect();
-        let patterns =
-            subscription.event_types.iter().filter_map(|p| EventTypePattern::parse(p)).collect();
-        let headers = subscription
-            .headers
-            .iter()
-            // Rows written before a header was reserved keep it, unsent.
-            .filter(|(name, _)| subscription::is_custom_header_allowed(name))
-            .filter_map(|(name, value)| {
-                Some((
-                    HeaderName::from_bytes(name.as_bytes()).ok()?,
-                    HeaderValue::from_str(value).ok()?,
-                ))
-            })
-            .collect();
-        let url = url::Url::parse(&subscription.url).ok();
-        Some(Self { subscription, secret, previous_secrets, headers, patterns, url })
-    }
-
-    /// The same subscription sending to `url` instead (a replay's override);
-    /// `None` when the URL is not one.
-    pub fn redirected(&self, url: &str) -> Option<Self> {
-        url::Url::parse(url).ok()?;
-        Self::new(Subscription { url: url.to_owned(), ..self.subscription.clone() })
-    }
-
-    pub fn wants(&self, event_type: &str) -> bool {
-        self.subscription.status == SubscriptionStatus::Active
-            && self.patterns.iter().any(|p| p.matches(event_type))
-    }
-
-    /// An event goes to the subscriptions of its audience whose tenant may
-    /// see its type (`visible`: the tenants that may, when not all).
-    pub fn wants_event(&self, event: &Event, visible: Option<&HashSet<TenantId>>) -> bool {
-        let tenant = &self.subscription.tenant_id;
-        event.audience.includes(tenant)
-            && visible.is_none_or(|tenants| tenants.contains(tenant))
-            && self.wants(&event.event_type)
-    }
-
-    /// The `webhook-signature` header value: the current secret's signature,
-    /// then one per rotated-out secret still in its grace period at `now`,
-    /// space-separated.
-    pub fn sign(
-        &self,
-        webhook_id: &str,
-        timestamp: i64,
-        body: &[u8],
-        now: DateTime<Utc>,
-    ) -> String {
-        let mut signature = self.secret.sign(webhook_id, timestamp, body);
-        for (secret, expires_at) in &self.previous_secrets {
-            if *expires_at > now {
-                signature.push(' ');
-                signature.push_str(&secret.sign(webhook_id, timestamp, body));
-            }
-        }
-        signature
-    }
-
-    /// The destination's address when the URL names one instead of a host.
-    pub fn url(&self) -> Option<&url::Url> {
-        self.url.as_ref()
-    }
-}
 
 /// What the copy knows of a subscription id.
 pub enum Lookup {
@@ -326,18 +234,24 @@ impl SubscriptionCache {
             }
             for change in changes {
                 let id = change.subscription.id.clone();
-                let unreadable = change.subscription.unreadable.clone();
-                match (change.deleted, Target::new(change.subscription)) {
-                    (false, Some(target)) => {
+                let target = match change.deleted {
+                    true => None,
+                    false => match Target::new(change.subscription) {
+                        Ok(target) => Some(target),
+                        Err(reason) => {
+                            // Logged once per change of the row; its
+                            // deliveries are dropped like a deleted one's.
+                            tracing::error!(subscription_id = %id, %reason, "subscription not delivered");
+                            None
+                        }
+                    },
+                };
+                match target {
+                    Some(target) => {
                         next.tombstones.remove(&id);
                         next.targets.insert(id, Arc::new(target));
                     }
-                    (deleted, _) => {
-                        if let (false, Some(reason)) = (deleted, unreadable) {
-                            // Logged once per change of the row; its
-                            // deliveries are dropped like a deleted one's.
-                            tracing::error!(subscription_id = %id, %reason, "subscription not delivered: its secrets cannot be decrypted with HOOKGATE_SECRET_KEY");
-                        }
+                    None => {
                         next.targets.remove(&id);
                         next.tombstones.insert(id, now);
                     }
@@ -371,83 +285,5 @@ impl SubscriptionCache {
                 tracing::warn!(%error, "subscription refresh failed");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::Duration;
-    use serde_json::value::RawValue;
-
-    use super::*;
-    use crate::domain::{Audience, PreviousSecret};
-
-    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-
-    fn target(tenant: &str, previous: Vec<PreviousSecret>) -> Target {
-        let tenant = TenantId::from_trusted(tenant.to_owned());
-        let subscription =
-            Subscription { previous_secrets: previous, ..Subscription::example(tenant, NEW) };
-        Target::new(subscription).expect("valid target")
-    }
-
-    fn event(tenant: Option<&str>) -> Event {
-        Event {
-            id: "evt_1".into(),
-            event_type: "order.created".to_owned(),
-            source: "test".to_owned(),
-            time: Utc::now(),
-            key: None,
-            data: RawValue::from_string("{}".to_owned()).expect("JSON"),
-            audience: match tenant {
-                Some(t) => Audience::Tenant(TenantId::from_trusted(t.to_owned())),
-                None => Audience::Broadcast,
-            },
-        }
-    }
-
-    #[test]
-    fn a_subscription_whose_secrets_did_not_decrypt_is_no_target() {
-        let mut subscription = Subscription::example(TenantId::default_tenant(), NEW);
-        assert!(Target::new(subscription.clone()).is_some());
-        // As the store leaves it: a header value that did not open.
-        subscription.headers.insert("Authorization".into(), "********".into());
-        subscription.unreadable = Some("a secret sealed with key id `a`, …".into());
-        assert!(Target::new(subscription).is_none(), "it would send the placeholder");
-    }
-
-    #[test]
-    fn an_event_goes_to_its_audience_among_the_tenants_that_may_see_its_type() {
-        let mine = target("ten_a", Vec::new());
-        assert!(mine.wants_event(&event(Some("ten_a")), None));
-        assert!(!mine.wants_event(&event(Some("ten_b")), None), "another tenant's event");
-        assert!(mine.wants_event(&event(None), None), "a broadcast");
-        let only_b: HashSet<TenantId> = [TenantId::from_trusted("ten_b".into())].into();
-        assert!(
-            !mine.wants_event(&event(None), Some(&only_b)),
-            "a broadcast of a type A may not see"
-        );
-        assert!(!mine.wants_event(&event(Some("ten_a")), Some(&only_b)), "even for A itself");
-        let with_a: HashSet<TenantId> = [TenantId::from_trusted("ten_a".into())].into();
-        assert!(mine.wants_event(&event(None), Some(&with_a)));
-    }
-
-    #[test]
-    fn signs_with_every_secret_still_in_its_grace_period() {
-        let now = Utc::now();
-        let rotated = target(
-            "ten_a",
-            vec![PreviousSecret { secret: OLD.to_owned(), expires_at: now + Duration::hours(1) }],
-        );
-        let old = SigningSecret::parse(OLD).expect("secret");
-        let new = SigningSecret::parse(NEW).expect("secret");
-        let header = rotated.sign("msg_1", 1, b"{}", now);
-        assert_eq!(header.split(' ').count(), 2);
-        assert!(old.verify("msg_1", 1, b"{}", &header));
-        assert!(new.verify("msg_1", 1, b"{}", &header));
-        let later = rotated.sign("msg_1", 1, b"{}", now + Duration::hours(2));
-        assert_eq!(later, new.sign("msg_1", 1, b"{}"));
-        assert!(!old.verify("msg_1", 1, b"{}", &later));
     }
 }

@@ -28,7 +28,8 @@ use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Load, Pressure};
 use super::offsets::{OffsetTracker, Ticket};
-use super::watchdog::{Heartbeat, Liveness, Position, Stalls, Unhealthy};
+use super::watchdog::{Heartbeat, Position, Stalls};
+use crate::health::{Liveness, Unhealthy};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
 

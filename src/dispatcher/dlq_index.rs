@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::consume::{Begun, Handler, Job};
 use super::offsets::Ticket;
-use super::webhook::{storable, webhook_id, MAX_STORED_ID, MAX_STORED_TEXT};
+use crate::delivery::webhook_id;
 use crate::domain::{DeadLetterId, DeadReason, NewDeadLetter, RecordHeader, TenantId};
+use crate::error::{storable, MAX_STORED_ID, MAX_STORED_TEXT};
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::{self, RecordPosition};
 use crate::kafka::headers::{

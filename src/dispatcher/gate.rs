@@ -24,8 +24,7 @@ use super::budget::Pressure;
 use super::circuit::{Admission, Circuit, CircuitPolicy, Transition};
 use super::lanes::{Lanes, Turn};
 use super::parked_lanes::ParkedLanes;
-use super::policy::ParkReason;
-use crate::domain::{RateLimit, Subscription, SubscriptionId, TenantId};
+use crate::domain::{ParkReason, RateLimit, Subscription, SubscriptionId, TenantId};
 
 /// Requests under way per subscription when it sets no `max_in_flight`: a
 /// hanging endpoint then ties up this many connections, not thousands.

@@ -2,8 +2,9 @@
 //!
 //! source topics → `fan_out` (match via `cache`) → deliveries topic, keyed by
 //! subscription → `deliver` (`gate`: lane, in-flight cap, rate limit;
-//! `webhook`: signed POST, egress rules, attempt logged) → done, or a retry
-//! tier topic → `retry` delay line → deliveries topic again, or → `dlq`.
+//! `webhook`: the signed POST through `crate::delivery`, the attempt logged)
+//! → done, or a retry tier topic → `retry` delay line → deliveries topic
+//! again, or → `dlq`.
 //!
 //! The dead-letter topic → `dlq_index` → the store, where admins filter it;
 //! `replay` sends dead letters again (bulk jobs run here, by lease) and
@@ -12,7 +13,8 @@
 //! `consume` is the loop the stages share: offsets are stored only below the
 //! lowest record still in flight (`offsets`), so nothing is committed before
 //! it is delivered or durably handed on. A `watchdog` per stage ends the
-//! process when a stage stops making progress.
+//! process when a stage stops making progress (reported to
+//! `health::Liveness`).
 
 pub mod budget;
 pub mod cache;
@@ -21,7 +23,6 @@ pub mod consume;
 pub mod deliver;
 pub mod dlq;
 pub mod dlq_index;
-pub mod egress;
 pub mod fan_out;
 pub mod gate;
 pub mod lanes;
@@ -39,6 +40,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DispatcherConfig, SubscriptionLimits, Topics};
+use crate::delivery::{self, EgressRules};
+use crate::health::{Liveness, Unhealthy};
 use crate::kafka::{KafkaConfig, Producer};
 use crate::metrics::Metrics;
 use crate::store::{retention, AttemptLog, Store};
@@ -48,7 +51,6 @@ use consume::{Stage, StageOptions};
 use deliver::Deliver;
 use dlq::DeadLetters;
 use dlq_index::DlqIndexer;
-use egress::EgressRules;
 use fan_out::FanOut;
 use gate::Shares;
 use lanes::Lanes;
@@ -56,7 +58,7 @@ use policy::RetryPolicy;
 use replay::ReplayLimits;
 use replay::ReplayRunner;
 use retry::{tier_pattern, DelayLine};
-use watchdog::{Liveness, STALL_AFTER};
+use watchdog::STALL_AFTER;
 use webhook::Webhooks;
 
 /// Source records being fanned out at once.
@@ -81,7 +83,7 @@ pub enum Error {
     StageFailed,
     /// A stage was stuck or hit a fatal Kafka error (see `watchdog`).
     #[error("{0}")]
-    Unhealthy(watchdog::Unhealthy),
+    Unhealthy(Unhealthy),
     /// Shutdown gave up on some work; it is read again after a restart.
     #[error("shutdown left work unfinished (read again after a restart): {0}")]
     Unfinished(String),
@@ -152,7 +154,10 @@ pub async fn run(
             max_in_flight: limits.max_in_flight,
             stage: budgets.stage,
         },
-        webhooks: Webhooks::new(log, egress, config.request_timeout, config.response_body_cap)?,
+        webhooks: Webhooks::new(
+            delivery::Client::new(egress, config.request_timeout, config.response_body_cap)?,
+            log,
+        ),
         producer: producer.clone(),
         policy: RetryPolicy {
             schedule: config.retry_schedule.clone(),

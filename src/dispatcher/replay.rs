@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rdkafka::message::{Header, OwnedHeaders};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{DeadLetter, DeadLetterId, Replay, Scope, SubscriptionId};
+use crate::kafka::dead_letter::{delivery_of, NotReplayable};
 use crate::kafka::delivery::{Delivery, ReplayOrigin};
-use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
 use crate::store::Store;
 
@@ -38,43 +37,6 @@ const TURN: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_secs(1);
 const MAX_BATCH: u32 = 200;
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
-
-/// Why a dead letter cannot be sent again.
-#[derive(Debug, thiserror::Error)]
-pub enum NotReplayable {
-    /// Its reason left no delivery to send (`DeadReason::why_not_replayable`).
-    #[error("{0}")]
-    Reason(&'static str),
-    #[error("the record is not a delivery: {0}")]
-    Invalid(String),
-    #[error("subscription {0} is deleted")]
-    SubscriptionDeleted(SubscriptionId),
-}
-
-/// The delivery a dead letter holds, made fresh for a replay.
-pub fn delivery_of(
-    dead_letter: &DeadLetter,
-    origin: ReplayOrigin,
-) -> Result<Delivery, NotReplayable> {
-    let record = &dead_letter.record;
-    if let Some(why) = record.reason.why_not_replayable() {
-        return Err(NotReplayable::Reason(why));
-    }
-    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-    for header in &record.headers {
-        let value = header.bytes();
-        headers = headers.insert(Header { key: header.name.as_str(), value: value.as_deref() });
-    }
-    let position = RecordPosition {
-        topic: &record.dlq_topic,
-        partition: record.dlq_partition,
-        offset: record.dlq_offset,
-        timestamp_ms: Some(record.dead_at.timestamp_millis()),
-    };
-    Delivery::decode(Some(&headers), record.payload.as_deref(), &position)
-        .map(|delivery| delivery.replayed(origin))
-        .map_err(|error| NotReplayable::Invalid(error.to_string()))
-}
 
 /// A limiter that never lets more than `rate` through in any one-second
 /// window: a burst of 1/20 s, and a steady rate 5 % under what remains, so

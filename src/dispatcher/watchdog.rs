@@ -19,12 +19,11 @@
 //! future may hold a runtime thread), a second consumer would share the
 //! first one's tracker and handler state, and at-least-once makes a restart
 //! lose nothing. Until the process is gone, `/healthz` answers 503 naming the
-//! stage. A fatal Kafka error ends it the same way.
+//! stage (`health::Liveness`). A fatal Kafka error ends it the same way.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long unread records may wait, or the loop be away from `recv()`,
@@ -32,46 +31,6 @@ use std::time::{Duration, Instant};
 /// (a database refresh gives up after 5 s) and below librdkafka's
 /// `max.poll.interval.ms` (300 s), after which the group drops the consumer.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
-
-/// Why a stage stopped being healthy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unhealthy {
-    pub stage: &'static str,
-    pub reason: String,
-}
-
-impl fmt::Display for Unhealthy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dispatcher stage {} {}", self.stage, self.reason)
-    }
-}
-
-/// What the process knows of its stages' health; `/healthz` answers it.
-/// The first report stays: the process is on its way out.
-#[derive(Default)]
-pub struct Liveness {
-    unhealthy: Mutex<Option<Unhealthy>>,
-}
-
-impl Liveness {
-    pub fn new() -> Arc<Self> {
-        Arc::default()
-    }
-
-    pub fn unhealthy(&self) -> Option<Unhealthy> {
-        self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Answers whether this is the first report (the one to act on).
-    pub fn report(&self, unhealthy: Unhealthy) -> bool {
-        let mut slot = self.unhealthy.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
-            return false;
-        }
-        *slot = Some(unhealthy);
-        true
-    }
-}
 
 /// What a read loop leaves for its watchdog.
 pub struct Heartbeat {
@@ -241,15 +200,5 @@ mod tests {
         assert!(heartbeat.is_paused(&partition));
         heartbeat.set_paused([].iter());
         assert!(!heartbeat.is_paused(&partition));
-    }
-
-    #[test]
-    fn the_first_report_stays() {
-        let liveness = Liveness::default();
-        assert_eq!(liveness.unhealthy(), None);
-        let first = Unhealthy { stage: "deliver", reason: "is stuck".to_owned() };
-        assert!(liveness.report(first.clone()));
-        assert!(!liveness.report(Unhealthy { stage: "retry", reason: "too".to_owned() }));
-        assert_eq!(liveness.unhealthy(), Some(first));
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{AttemptId, SubscriptionId, TenantId};
+use super::{AttemptId, SubscriptionId, TenantId, WebhookId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,7 +33,7 @@ impl Outcome {
 pub struct Attempt {
     pub id: AttemptId,
     pub event_id: String,
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     pub subscription_id: SubscriptionId,
     pub tenant_id: TenantId,
     pub event_type: String,

@@ -8,7 +8,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{DeadLetterId, ReplayId, SubscriptionId, TenantId};
+use super::{DeadLetterId, ReplayId, SubscriptionId, TenantId, WebhookId};
 
 /// Declares `DeadReason` from one list, so that a new reason is one line:
 /// the variant, its text and its place in `ALL` cannot drift apart.
@@ -136,7 +136,7 @@ impl DeadLetterStatus {
 
 /// A Kafka record header as kept: text when it is text PostgreSQL can hold,
 /// base64 otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordHeader {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,7 +180,7 @@ pub struct NewDeadLetter {
     pub subscription_id: Option<SubscriptionId>,
     pub event_id: Option<String>,
     pub event_type: Option<String>,
-    pub webhook_id: Option<String>,
+    pub webhook_id: Option<WebhookId>,
     pub reason: DeadReason,
     pub error: Option<String>,
     pub last_status: Option<u16>,

@@ -1,7 +1,7 @@
 //! Prefixed, time-sortable ids (`sub_…`, `ten_…`, `att_…`, `key_…`, `dl_…`,
 //! `rpl_…`), and event ids, which their producers choose. The ULID part sorts by creation time and, within a process,
 //! strictly increases, so lists ordered by id and paged by the last id are
-//! stable under inserts.
+//! stable under inserts. The `webhook-id` (`msg_…`) is derived instead.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -55,6 +55,45 @@ prefixed_id!(AttemptId, "att_");
 prefixed_id!(ApiKeyId, "key_");
 prefixed_id!(DeadLetterId, "dl_");
 prefixed_id!(ReplayId, "rpl_");
+
+/// The `webhook-id` of an event for a subscription (`msg_…`): the same for
+/// every attempt and replay of it, different across subscriptions. Made by
+/// `delivery::webhook_id`; read back from the store as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WebhookId(String);
+
+impl WebhookId {
+    pub const PREFIX: &'static str = "msg_";
+
+    /// For values made by `delivery::webhook_id` or read back from our store.
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WebhookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Compared with the header it was sent as.
+impl PartialEq<&str> for WebhookId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<WebhookId> for String {
+    fn from(id: WebhookId) -> Self {
+        id.0
+    }
+}
 
 /// Plain ULIDs made in the same millisecond are random in their order; this
 /// generator increments instead, so ids never go backwards in a process. It is

@@ -1,10 +1,12 @@
 //! Domain types, free of I/O: ids, events, subscriptions, attempts and the
-//! Standard Webhooks signature. Everything else moves these around.
+//! Standard Webhooks signature. Everything else moves these around; this
+//! module imports from none of them.
 
 pub mod attempt;
 pub mod dead_letter;
 pub mod event;
 pub mod ids;
+pub mod park;
 pub mod signature;
 pub mod subscription;
 pub mod tenant;
@@ -15,8 +17,11 @@ pub use dead_letter::{
     Replay, ReplayStatus, UnknownReason,
 };
 pub use event::{Audience, Event};
-pub use ids::{ApiKeyId, AttemptId, DeadLetterId, EventId, ReplayId, SubscriptionId, TenantId};
-pub use signature::{SignatureError, SigningSecret};
+pub use ids::{
+    ApiKeyId, AttemptId, DeadLetterId, EventId, ReplayId, SubscriptionId, TenantId, WebhookId,
+};
+pub use park::ParkReason;
+pub use signature::{BadSecret, SignatureError, SigningKeys, SigningSecret};
 pub use subscription::{
     CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionPatch,
     SubscriptionStatus,

@@ -1,11 +1,16 @@
 //! Standard Webhooks signatures: `v1,<base64 HMAC-SHA256("{id}.{ts}.{body}")>`
-//! keyed by the base64-decoded part of a `whsec_` secret.
+//! keyed by the base64-decoded part of a `whsec_` secret. A subscription's
+//! secrets are parsed once, from the row's text, into `SigningKeys`; one
+//! that does not parse is an error its caller reports, never skipped.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
+
+use super::subscription::PreviousSecret;
 
 const PREFIX: &str = "whsec_";
 const MIN_KEY_BYTES: usize = 24;
@@ -99,6 +104,62 @@ impl SigningSecret {
     }
 }
 
+/// A stored secret that does not parse: the subscription cannot be signed for.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadSecret {
+    #[error("its signing secret does not parse: {0}")]
+    Current(#[source] SignatureError),
+    /// `index`: its place among the rotated-out secrets, oldest first.
+    #[error("its rotated-out secret #{index} does not parse: {error}")]
+    Previous {
+        index: usize,
+        #[source]
+        error: SignatureError,
+    },
+}
+
+/// A subscription's secrets, parsed once: the current one, and those
+/// replaced by rotations, each with the end of its grace period.
+#[derive(Clone, Debug)]
+pub struct SigningKeys {
+    current: SigningSecret,
+    previous: Vec<(SigningSecret, DateTime<Utc>)>,
+}
+
+impl SigningKeys {
+    /// From the row's text; every secret must parse.
+    pub fn parse(current: &str, previous: &[PreviousSecret]) -> Result<Self, BadSecret> {
+        let current = SigningSecret::parse(current).map_err(BadSecret::Current)?;
+        let previous = previous
+            .iter()
+            .enumerate()
+            .map(|(index, p)| match SigningSecret::parse(&p.secret) {
+                Ok(secret) => Ok((secret, p.expires_at)),
+                Err(error) => Err(BadSecret::Previous { index, error }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { current, previous })
+    }
+
+    pub fn current(&self) -> &SigningSecret {
+        &self.current
+    }
+
+    /// The `webhook-signature` header value: the current secret's
+    /// signature, then one per rotated-out secret still in its grace period
+    /// at `now`, space-separated.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8], now: DateTime<Utc>) -> String {
+        let mut signature = self.current.sign(msg_id, timestamp, body);
+        for (secret, expires_at) in &self.previous {
+            if *expires_at > now {
+                signature.push(' ');
+                signature.push_str(&secret.sign(msg_id, timestamp, body));
+            }
+        }
+        signature
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +186,23 @@ mod tests {
         assert!(secret.verify(SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes(), &header));
         assert!(!secret.verify(SPEC_ID, SPEC_TS + 1, SPEC_BODY.as_bytes(), &header));
         assert!(!secret.verify(SPEC_ID, SPEC_TS, b"{}", SPEC_SIGNATURE));
+    }
+
+    #[test]
+    fn keys_parse_every_secret_of_the_row_or_say_which_one_is_bad() {
+        let now = Utc::now();
+        let previous = |secret: &str| PreviousSecret { secret: secret.to_owned(), expires_at: now };
+        let keys = SigningKeys::parse(SPEC_SECRET, &[previous(SPEC_SECRET)]).expect("valid");
+        assert_eq!(keys.current().expose(), SPEC_SECRET);
+        assert_eq!(
+            SigningKeys::parse("whsec_!!", &[]).unwrap_err(),
+            BadSecret::Current(SignatureError::NotBase64)
+        );
+        let bad = [previous(SPEC_SECRET), previous("plain")];
+        assert_eq!(
+            SigningKeys::parse(SPEC_SECRET, &bad).unwrap_err(),
+            BadSecret::Previous { index: 1, error: SignatureError::MissingPrefix }
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::event::is_valid_event_type;
 use super::{SubscriptionId, TenantId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionStatus {
     Active,
@@ -69,12 +69,11 @@ pub fn is_custom_header_allowed(name: &str) -> bool {
 }
 
 /// Deliveries per second, with bursts up to `burst`; absent: unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Its schema (minimum 1 each) is in `api::schemas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
-    #[schema(minimum = 1)]
     pub per_second: u32,
-    #[schema(minimum = 1)]
     pub burst: u32,
 }
 

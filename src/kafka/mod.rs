@@ -3,6 +3,7 @@
 //!
 //! api → `Producer::publish` → source topic → dispatcher (`envelope::decode`)
 
+pub mod dead_letter;
 pub mod delivery;
 pub mod envelope;
 pub mod headers;

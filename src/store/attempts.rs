@@ -79,7 +79,7 @@ impl AttemptRow {
         Ok(Attempt {
             id: AttemptId::from_trusted(self.id),
             event_id: self.event_id,
-            webhook_id: self.webhook_id,
+            webhook_id: crate::domain::WebhookId::from_trusted(self.webhook_id),
             subscription_id: SubscriptionId::from_trusted(self.subscription_id),
             tenant_id: TenantId::from_trusted(self.tenant_id),
             event_type: self.event_type,
@@ -113,7 +113,7 @@ macro_rules! attempts_on {
                 insert.push_values(attempts, |mut row, a| {
                     row.push_bind(a.id.as_str())
                         .push_bind(&a.event_id)
-                        .push_bind(&a.webhook_id)
+                        .push_bind(a.webhook_id.as_str())
                         .push_bind(a.subscription_id.as_str())
                         .push_bind(a.tenant_id.as_str())
                         .push_bind(&a.event_type)

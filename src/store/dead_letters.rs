@@ -179,7 +179,7 @@ impl DeadLetterRow {
                 subscription_id: self.subscription_id.map(SubscriptionId::from_trusted),
                 event_id: self.event_id,
                 event_type: self.event_type,
-                webhook_id: self.webhook_id,
+                webhook_id: self.webhook_id.map(crate::domain::WebhookId::from_trusted),
                 reason,
                 error: self.error,
                 last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
@@ -285,7 +285,7 @@ macro_rules! dead_letters_on {
                         .push_bind(d.subscription_id.as_ref().map(SubscriptionId::as_str))
                         .push_bind(d.event_id.as_deref())
                         .push_bind(d.event_type.as_deref())
-                        .push_bind(d.webhook_id.as_deref())
+                        .push_bind(d.webhook_id.as_ref().map(|w| w.as_str()))
                         .push_bind(d.reason.as_str())
                         .push_bind(d.error.as_deref())
                         .push_bind(d.last_status.map(i64::from))

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookgate::config::EgressRules;
-use hookgate::dispatcher::egress::REFUSED;
+use hookgate::delivery::egress::REFUSED;
 use hookgate::domain::Outcome;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -85,7 +85,7 @@ async fn literal_refused_addresses_and_proxy_headers_are_refused_at_creation() {
         })
         .await;
     // Loopback forms only: the other classes are checked without
-    // connecting (`hookgate::dispatcher::egress` unit tests).
+    // connecting (`hookgate::delivery::egress` unit tests).
     let refused = [
         "http://127.0.0.1:8080/",
         "http://127.9.9.9/",

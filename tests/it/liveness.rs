@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hookgate::dispatcher::budget::Budget;
 use hookgate::dispatcher::consume::{Begun, Handler, Stage, StageOptions};
 use hookgate::dispatcher::offsets::Ticket;
-use hookgate::dispatcher::watchdog::Liveness;
+use hookgate::health::Liveness;
 use hookgate::kafka::topics::{ensure_topics, TopicSpec};
 use hookgate::kafka::{KafkaConfig, Producer};
 use hookgate::metrics::Metrics;

@@ -16,6 +16,7 @@ mod deploy;
 mod dev_mode;
 mod dispatch;
 mod egress;
+mod layout;
 mod liveness;
 mod logs;
 mod metrics;

@@ -46,7 +46,7 @@ fn attempt(subscription: &Subscription, event_id: &str, n: u32, outcome: Outcome
     Attempt {
         id: AttemptId::generate(),
         event_id: event_id.to_owned(),
-        webhook_id: format!("msg_{event_id}"),
+        webhook_id: hookgate::domain::WebhookId::from_trusted(format!("msg_{event_id}")),
         subscription_id: subscription.id.clone(),
         tenant_id: subscription.tenant_id.clone(),
         event_type: "order.created".to_owned(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hookgate::dispatcher::policy::ParkReason;
+use hookgate::domain::ParkReason;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

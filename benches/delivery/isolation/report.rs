@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::metrics::{MetricsReport, OUTCOMES};
 use crate::report::Figure;
-use hookgate::dispatcher::policy::ParkReason;
+use hookgate::domain::ParkReason;
 
 /// Both phases, their report and the figures.
 #[derive(Debug, Serialize)]

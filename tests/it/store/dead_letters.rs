@@ -23,7 +23,7 @@ fn dead_letter(n: i64, subscription: &SubscriptionId, created_at: DateTime<Utc>)
         subscription_id: Some(subscription.clone()),
         event_id: Some(format!("evt_{n}")),
         event_type: Some("order.created".to_owned()),
-        webhook_id: Some(format!("msg_{n}")),
+        webhook_id: Some(hookgate::domain::WebhookId::from_trusted(format!("msg_{n}"))),
         reason: hookgate::domain::DeadReason::Exhausted,
         error: Some("the endpoint answered 503".to_owned()),
         last_status: Some(503),
