@@ -6,6 +6,8 @@ use std::time::Duration;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::problem::{ApiError, Problem};
 use super::AppState;
@@ -75,4 +77,8 @@ pub async fn check_ready(
         return Err(unready("Kafka"));
     }
     Ok(axum::Json(Health { status: "ready" }))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
