@@ -170,10 +170,7 @@ pub fn filter_of(
                 None
             }
             Err(TenantChoice::NotVisible) => {
-                return Err(ApiError::NotFound(format!(
-                    "no tenant {}",
-                    fields.tenant_id.unwrap_or_default()
-                )))
+                return Err(ApiError::not_found("tenant", fields.tenant_id.unwrap_or_default()))
             }
         },
     };

@@ -288,4 +288,27 @@ mod tests {
             Err(ApiError::BadRequest(_))
         ));
     }
+
+    async fn answer_for(path: &str) -> (StatusCode, serde_json::Value) {
+        use tower::ServiceExt as _;
+        let app = axum::Router::new().route(
+            "/v1/subscriptions/{id}",
+            axum::routing::get(|Path(id): Path<SubscriptionId>| async move { id.to_string() }),
+        );
+        let request = Request::get(path).body(axum::body::Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_malformed_id_in_a_path_is_not_found_like_a_missing_one() {
+        let (status, problem) = answer_for("/v1/subscriptions/ten_01jd").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(problem["code"], "not_found");
+        assert_eq!(problem["detail"], "no subscription ten_01jd");
+        let (status, _) = answer_for("/v1/subscriptions/sub_01jd").await;
+        assert_eq!(status, StatusCode::OK);
+    }
 }

@@ -281,7 +281,6 @@ pub async fn list_tenant(
     caller: &Caller,
     requested: Option<&str>,
 ) -> Result<TenantId, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no tenant {}", requested.unwrap_or("")));
     let tenant = match caller.acting_tenant(requested) {
         Ok(tenant) => tenant,
         Err(TenantChoice::Malformed) => {
@@ -290,10 +289,12 @@ pub async fn list_tenant(
                 "not a tenant id (ten_…)",
             )]))
         }
-        Err(TenantChoice::NotVisible) => return Err(not_found()),
+        Err(TenantChoice::NotVisible) => {
+            return Err(ApiError::not_found("tenant", requested.unwrap_or_default()))
+        }
     };
     if requested.is_some() && !state.store.tenant_exists(&tenant).await? {
-        return Err(not_found());
+        return Err(ApiError::not_found("tenant", &tenant));
     }
     Ok(tenant)
 }
