@@ -86,6 +86,20 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// An admin caller: for operations only admins may call. A tenant key
+/// answers 403, before anything of the request is looked at.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Caller::from_request_parts(parts, state).await?.require_admin()?;
+        Ok(Self)
+    }
+}
+
 /// The length of a tenant key: the prefix and 64 hex digits.
 const API_KEY_LEN: usize = API_KEY_PREFIX.len() + 64;
 
@@ -134,7 +148,7 @@ impl FromRequestParts<AppState> for Authenticated {
         }
         let key_hash = hash_api_key(token);
         metrics.api_key_lookups.inc();
-        match state.store.tenant_for_key(&key_hash).await.map_err(ApiError::store)? {
+        match state.store.tenant_for_key(&key_hash).await? {
             Some(tenant) => Ok(Self { caller: Caller::Tenant(tenant), key_hash: Some(key_hash) }),
             None => {
                 metrics.auth_failure("unknown_key");

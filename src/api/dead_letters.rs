@@ -8,11 +8,14 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Caller, TenantChoice};
 use super::extract::{OptionalJson, Path, Query};
-use super::pagination::{list_of, PageRequest};
-use super::problem::{ApiError, FieldError, Problem};
+use super::pagination::{list_of, PageParams};
+use super::problem::{ApiError, FieldError};
+use super::responses::{problems, Invalid, JsonErrors};
 use super::subscription_actions::AttemptOut;
 use super::{validate, AppState};
 use crate::domain::event::is_valid_event_type;
@@ -120,14 +123,10 @@ pub struct DeadLetterDetail {
     attempt_log: Vec<AttemptOut>,
 }
 
+/// The filters of a list (its page is `PageParams`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListDeadLetters {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
     /// Only this tenant's (an admin sees every tenant's by default; a tenant
     /// key only its own).
     tenant_id: Option<String>,
@@ -169,10 +168,7 @@ pub fn filter_of(
                 None
             }
             Err(TenantChoice::NotVisible) => {
-                return Err(ApiError::NotFound(format!(
-                    "no tenant {}",
-                    fields.tenant_id.unwrap_or_default()
-                )))
+                return Err(ApiError::not_found("tenant", fields.tenant_id.unwrap_or_default()))
             }
         },
     };
@@ -228,32 +224,38 @@ pub fn filter_of(
     })
 }
 
+problems! {
+    BadFilter: 400 "Bad query parameters (a bad time range, an unknown status…)";
+    NoDeadLetter: 404 "No such dead letter (or another tenant's)";
+    ReplayConflict: 409 "Not pending (replayed or discarded already), being replayed by a concurrent request (each dead letter is claimed before it is sent, so it is sent once), or not replayable";
+    DiscardConflict: 409 "Not pending (replayed or discarded already), or being replayed";
+    ReplayNotWritten: 503 "Kafka did not take the delivery in time; try again";
+}
+
 /// Loads a dead letter the caller may see, or answers 404.
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<DeadLetter, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no dead letter {id}"));
-    let id = DeadLetterId::parse(id).ok_or_else(not_found)?;
-    state
-        .store
-        .get_dead_letter(caller.scope(), &id)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(not_found)
+async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &DeadLetterId,
+) -> Result<DeadLetter, ApiError> {
+    let found = state.store.get_dead_letter(caller.scope(), id).await?;
+    found.ok_or_else(|| ApiError::not_found("dead letter", id))
 }
 
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", operation_id = "list_dead_letters",
-    params(ListDeadLetters),
+    params(PageParams, ListDeadLetters),
     responses(
         (status = 200, description = "A page of dead letters, oldest first", body = DeadLetterList),
-        (status = 400, description = "Bad query parameters (a bad time range, an unknown status…)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadFilter,
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    Query(page): Query<PageParams>,
     Query(params): Query<ListDeadLetters>,
 ) -> Result<axum::Json<DeadLetterList>, ApiError> {
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref());
+    // Bad page and filter fields are answered together.
+    let page = page.request();
     let filter = filter_of(
         &caller,
         &FilterFields {
@@ -274,8 +276,7 @@ pub async fn list(
         }
         (Err(error), _) | (_, Err(error)) => return Err(error),
     };
-    let rows =
-        state.store.list_dead_letters(&filter, page.store_page()).await.map_err(ApiError::store)?;
+    let rows = state.store.list_dead_letters(&filter, page.store_page()).await?;
     let (rows, next_cursor) = page.finish(rows, |d| d.record.id.as_str());
     Ok(axum::Json(DeadLetterList { data: rows.iter().map(Into::into).collect(), next_cursor }))
 }
@@ -284,30 +285,29 @@ pub async fn list(
     params(("id" = String, Path, description = "Dead letter id (`dl_…`)")),
     responses(
         (status = 200, description = "The dead letter, its original record and its attempts", body = DeadLetterDetail),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoDeadLetter,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<DeadLetterId>,
 ) -> Result<axum::Json<DeadLetterDetail>, ApiError> {
     let dead_letter = visible(&state, &caller, &id).await?;
     let record = &dead_letter.record;
     let attempt_log = match (&record.tenant_id, &record.subscription_id, &record.event_id) {
-        (Some(tenant), Some(subscription), Some(event_id)) => state
-            .store
-            .list_attempts(
-                &AttemptFilter {
-                    scope: Scope::Tenant(tenant),
-                    subscription: Some(subscription),
-                    event_id: Some(event_id),
-                },
-                Page { after: None, limit: MAX_PAGE },
-            )
-            .await
-            .map_err(ApiError::store)?,
+        (Some(tenant), Some(subscription), Some(event_id)) => {
+            state
+                .store
+                .list_attempts(
+                    &AttemptFilter {
+                        scope: Scope::Tenant(tenant),
+                        subscription: Some(subscription),
+                        event_id: Some(event_id),
+                    },
+                    Page { after: None, limit: MAX_PAGE },
+                )
+                .await?
+        }
         _ => Vec::new(),
     };
     let payload = record.payload.as_deref().unwrap_or_default();
@@ -336,19 +336,12 @@ pub struct ReplayOne {
     request_body(content = Option<ReplayOne>, description = "Optional: a URL to send to instead of the subscription's"),
     responses(
         (status = 202, description = "Sent again through the deliveries topic, with the same `webhook-id`", body = DeadLetterOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending (replayed or discarded already), being replayed by a concurrent request (each dead letter is claimed before it is sent, so it is sent once), or not replayable", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Kafka did not take the delivery in time; try again", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonErrors, NoDeadLetter, ReplayConflict, Invalid, ReplayNotWritten,
+    ))]
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<DeadLetterId>,
     OptionalJson(req): OptionalJson<ReplayOne>,
 ) -> Result<(StatusCode, axum::Json<DeadLetterOut>), ApiError> {
     if let Some(url) = &req.url {
@@ -367,11 +360,8 @@ pub async fn replay(
     };
     let delivery = delivery_of(&dead_letter, origin)
         .map_err(|why| ApiError::Conflict { code: "not_replayable", detail: why.to_string() })?;
-    let subscription = state
-        .store
-        .get_subscription(caller.scope(), &delivery.subscription_id)
-        .await
-        .map_err(ApiError::store)?;
+    let subscription =
+        state.store.get_subscription(caller.scope(), &delivery.subscription_id).await?;
     if subscription.is_none() {
         return Err(ApiError::Conflict {
             code: "not_replayable",
@@ -385,8 +375,8 @@ pub async fn replay(
     let claim = ulid::Ulid::new().to_string();
     let now = super::now();
     let until = now + chrono::Duration::seconds(REPLAY_CLAIM_SECS);
-    if !state.store.claim_dead_letter(id, &claim, now, until).await.map_err(ApiError::store)? {
-        let current = visible(&state, &caller, id.as_str()).await?;
+    if !state.store.claim_dead_letter(id, &claim, now, until).await? {
+        let current = visible(&state, &caller, id).await?;
         require_pending(&current)?;
         return Err(being_replayed(id));
     }
@@ -395,25 +385,22 @@ pub async fn replay(
         .send(&state.deliveries_topic, Some(delivery.key()), delivery.headers(), delivery.payload())
         .await;
     if let Err(error) = sent {
-        tracing::warn!(dead_letter_id = %id, %error, "replay could not be written to Kafka");
         if let Err(error) = state.store.release_dead_letter_claim(id, &claim).await {
             tracing::warn!(dead_letter_id = %id, %error, "could not give a replay claim up; it runs out");
         }
-        return Err(ApiError::Unavailable {
+        return Err(ApiError::Dependency {
             detail: "the replay could not be written to Kafka in time; try again".to_owned(),
             retry_after_secs: 1,
+            context: "replay could not be written to Kafka",
+            cause: Box::new(error),
         });
     }
-    let finished = state
-        .store
-        .finish_dead_letter_claim(id, &claim, super::now())
-        .await
-        .map_err(ApiError::store)?;
+    let finished = state.store.finish_dead_letter_claim(id, &claim, super::now()).await?;
     if !finished {
         // Sent, but slower than the claim, and another replay took it over.
         tracing::warn!(dead_letter_id = %id, "a replay outlasted its claim; it may be sent twice");
     }
-    let current = visible(&state, &caller, id.as_str()).await?;
+    let current = visible(&state, &caller, id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json((&current).into())))
 }
 
@@ -428,15 +415,12 @@ fn being_replayed(id: &DeadLetterId) -> ApiError {
     params(("id" = String, Path, description = "Dead letter id (`dl_…`)")),
     responses(
         (status = 200, description = "Discarded: it will not be replayed", body = DeadLetterOut),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending (replayed or discarded already), or being replayed", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoDeadLetter, DiscardConflict,
+    ))]
 pub async fn discard(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<DeadLetterId>,
 ) -> Result<axum::Json<DeadLetterOut>, ApiError> {
     let dead_letter = visible(&state, &caller, &id).await?;
     require_pending(&dead_letter)?;
@@ -467,14 +451,18 @@ async fn set_status(
     status: DeadLetterStatus,
 ) -> Result<axum::Json<DeadLetterOut>, ApiError> {
     let id = dead_letter.record.id.clone();
-    state
-        .store
-        .mark_dead_letters(std::slice::from_ref(&id), status, None, super::now())
-        .await
-        .map_err(ApiError::store)?;
-    let now = visible(state, caller, id.as_str()).await?;
+    state.store.mark_dead_letters(std::slice::from_ref(&id), status, None, super::now()).await?;
+    let now = visible(state, caller, &id).await?;
     if now.status == DeadLetterStatus::Pending {
         return Err(being_replayed(&id));
     }
     Ok(axum::Json((&now).into()))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(replay))
+        .routes(routes!(discard))
 }

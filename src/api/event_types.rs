@@ -10,12 +10,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::auth::Caller;
-use super::extract::{Json, Path, Query};
-use super::pagination::{list_of, PageRequest};
-use super::problem::{ApiError, FieldError, Problem};
+use super::auth::Admin;
+use super::extract::{FromPath, Json, Path, Query};
+use super::pagination::{list_of, PageParams};
+use super::problem::{ApiError, FieldError};
+use super::responses::{problems, BadQuery, JsonBody, NotAdmin};
 use super::validate::MAX_TEXT_LEN;
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
@@ -105,35 +108,38 @@ impl From<EventType> for EventTypeOut {
 
 list_of!(EventTypeList, EventTypeOut);
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListEventTypes {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+/// An event type's name in a path: what cannot be a name names nothing.
+pub struct EventTypeName(pub String);
+
+impl FromPath for EventTypeName {
+    type Raw = String;
+
+    fn from_path(raw: String) -> Result<Self, ApiError> {
+        if is_valid_event_type(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(ApiError::not_found("event type", raw))
+        }
+    }
+}
+
+problems! {
+    NoEventType: 404 "No such event type";
+    EventTypeExists: 409 "An event type of that name exists";
+    InvalidEventType: 422 "Invalid fields, such as a schema that is not a JSON Schema or a `visible_to` tenant that does not exist";
 }
 
 #[utoipa::path(post, path = "/v1/event-types", tag = "event-types", operation_id = "create_event_type",
     request_body = CreateEventType,
     responses(
         (status = 201, description = "Registered", body = EventTypeOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An event type of that name exists", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, such as a schema that is not a JSON Schema or a `visible_to` tenant that does not exist", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonBody, NotAdmin, EventTypeExists, InvalidEventType,
+    ))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Json { value: req, .. }: Json<CreateEventType>,
 ) -> Result<(StatusCode, axum::Json<EventTypeOut>), ApiError> {
-    caller.require_admin()?;
     let mut errors = Vec::new();
     if !is_valid_event_type(&req.name) {
         errors.push(FieldError::new(
@@ -166,7 +172,7 @@ pub async fn create(
         visible_to,
         created_at: super::now(),
     };
-    let created = state.store.create_event_type(&event_type).await.map_err(ApiError::store)?;
+    let created = state.store.create_event_type(&event_type).await?;
     if !created {
         return Err(ApiError::Conflict {
             code: "conflict",
@@ -183,28 +189,16 @@ pub async fn create(
     request_body = UpdateEventType,
     responses(
         (status = 200, description = "Updated", body = EventTypeOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such event type", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, such as a schema that is not a JSON Schema or a `visible_to` tenant that does not exist", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonBody, NotAdmin, NoEventType, InvalidEventType,
+    ))]
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    _: Admin,
+    Path(EventTypeName(name)): Path<EventTypeName>,
     Json { value: req, .. }: Json<UpdateEventType>,
 ) -> Result<axum::Json<EventTypeOut>, ApiError> {
-    caller.require_admin()?;
-    let not_found = || ApiError::NotFound(format!("no event type {name}"));
-    if !is_valid_event_type(&name) {
-        return Err(not_found());
-    }
-    let mut event_type =
-        state.store.get_event_type(&name).await.map_err(ApiError::store)?.ok_or_else(not_found)?;
+    let found = state.store.get_event_type(&name).await?;
+    let mut event_type = found.ok_or_else(|| ApiError::not_found("event type", &name))?;
     let mut errors = Vec::new();
     if let Some(description) = req.description {
         super::validate::text("description", description.as_deref(), &mut errors);
@@ -233,8 +227,8 @@ pub async fn update(
     }
     // Concurrent updates of one type: the last one wins, whole (an admin
     // call, rare; each answer shows what it wrote).
-    if !state.store.update_event_type(&event_type).await.map_err(ApiError::store)? {
-        return Err(not_found());
+    if !state.store.update_event_type(&event_type).await? {
+        return Err(ApiError::not_found("event type", &name));
     }
     if let Some(validator) = validator {
         // Other API replicas enforce it within their schema cache's TTL.
@@ -267,7 +261,7 @@ async fn visible_to(
         if tenants.contains(&tenant) {
             continue;
         }
-        if !state.store.tenant_exists(&tenant).await.map_err(ApiError::store)? {
+        if !state.store.tenant_exists(&tenant).await? {
             errors.push(FieldError::new(field, "no such tenant"));
             continue;
         }
@@ -277,22 +271,18 @@ async fn visible_to(
 }
 
 #[utoipa::path(get, path = "/v1/event-types", tag = "event-types", operation_id = "list_event_types",
-    params(ListEventTypes),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of event types, by name", body = EventTypeList),
-        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadQuery, NotAdmin,
+    ))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(params): Query<ListEventTypes>,
+    _: Admin,
+    Query(page): Query<PageParams>,
 ) -> Result<axum::Json<EventTypeList>, ApiError> {
-    caller.require_admin()?;
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
-    let rows = state.store.list_event_types(page.store_page()).await.map_err(ApiError::store)?;
+    let page = page.request()?;
+    let rows = state.store.list_event_types(page.store_page()).await?;
     let (rows, next_cursor) = page.finish(rows, |t| t.name.as_str());
     Ok(axum::Json(EventTypeList { data: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
@@ -301,27 +291,15 @@ pub async fn list(
     params(("name" = String, Path, description = "Event type name")),
     responses(
         (status = 200, description = "The event type", body = EventTypeOut),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such event type", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NotAdmin, NoEventType,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    _: Admin,
+    Path(EventTypeName(name)): Path<EventTypeName>,
 ) -> Result<axum::Json<EventTypeOut>, ApiError> {
-    caller.require_admin()?;
-    if !is_valid_event_type(&name) {
-        return Err(ApiError::NotFound(format!("no event type {name}")));
-    }
-    let event_type = state
-        .store
-        .get_event_type(&name)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::NotFound(format!("no event type {name}")))?;
-    Ok(axum::Json(event_type.into()))
+    let event_type = state.store.get_event_type(&name).await?;
+    Ok(axum::Json(event_type.ok_or_else(|| ApiError::not_found("event type", &name))?.into()))
 }
 
 /// Checks that `schema` is a JSON Schema and compiles it.
@@ -371,7 +349,7 @@ impl SchemaCache {
                 return Ok(validator);
             }
         }
-        let event_type = store.get_event_type(name).await.map_err(ApiError::store)?;
+        let event_type = store.get_event_type(name).await?;
         let validator = match event_type.and_then(|t| t.schema) {
             // Stored schemas were checked on create; one that no longer
             // compiles (a newer library) must not block publishing.
@@ -406,6 +384,10 @@ pub fn check_data(
             error.to_string(),
         ));
     }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get, update))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::Extension;
 use chrono::Utc;
 use futures::future::join_all;
 use rdkafka::error::KafkaError;
@@ -17,13 +18,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tracing::Instrument;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Authenticated, Caller, TenantChoice};
 use super::event_types::check_data;
 use super::extract::{Json, Path, Query};
 use super::idempotency;
-use super::problem::{ApiError, FieldError, Problem};
-use super::subscription_actions::{attempt_page, list_params, AttemptList, ListAttempts};
+use super::pagination::PageParams;
+use super::problem::{ApiError, FieldError};
+use super::responses::{problems, BadQuery, NotJson, TooLarge};
+use super::subscription_actions::{attempt_page, AttemptList};
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
 use crate::domain::EventId;
@@ -92,24 +97,30 @@ pub struct PublishedBatch {
     events: Vec<Published>,
 }
 
+problems! {
+    BadJsonOrKey: 400 "Malformed JSON or Idempotency-Key";
+    KeyInUse: 409 "A request with this Idempotency-Key is under way";
+    InvalidEvent: 422 "Invalid fields (among them a `tenant_id` that is unknown or another tenant's, or `broadcast` from a tenant key), `data` against the event type's schema, or an Idempotency-Key reused with another body";
+    InvalidBatch: 422 "Any invalid event (errors name `events/<i>/…`; the first 20 are listed); nothing was published";
+    EventRateSpent: 429 "`rate_limited`: over the key's or the tenant's publish rate (`HOOKGATE_PUBLISH_RATE_PER_KEY`, `…_PER_TENANT`); nothing was published",
+        header "Retry-After": u64 = "Seconds to wait";
+    BatchRateSpent: 429 "`rate_limited`: over the key's or the tenant's publish rate, each event counting; nothing was published",
+        header "Retry-After": u64 = "Seconds to wait";
+    EventNotWritten: 503 "Kafka did not take the event within 5 s; nothing was published",
+        header "Retry-After": u32 = "Seconds to wait";
+    BatchNotWritten: 503 "Kafka did not take every event within 5 s; some may have been written, so retry with the same Idempotency-Key",
+        header "Retry-After": u32 = "Seconds to wait";
+    NoAttempts: 404 "No attempts of this event that the caller may see (yet)";
+}
+
 #[utoipa::path(post, path = "/v1/events", tag = "events", operation_id = "publish_event",
     request_body = PublishEvent,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a publish safely: the same key and body answer the first response and publish nothing new (kept 24 h)")),
     responses(
         (status = 202, description = "Written to Kafka", body = Published,
             headers(("idempotent-replayed" = String, description = "`true` when this is the saved answer to an earlier request with the same Idempotency-Key"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (among them a `tenant_id` that is unknown or another tenant's, or `broadcast` from a tenant key), `data` against the event type's schema, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: over the key's or the tenant's publish rate (`HOOKGATE_PUBLISH_RATE_PER_KEY`, `…_PER_TENANT`); nothing was published", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Kafka did not take the event within 5 s; nothing was published", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-    ),
-    security(("bearer" = [])))]
+        BadJsonOrKey, KeyInUse, TooLarge, NotJson, InvalidEvent, EventRateSpent, EventNotWritten,
+    ))]
 pub async fn publish(
     State(state): State<AppState>,
     authenticated: Authenticated,
@@ -149,18 +160,8 @@ pub async fn publish(
     responses(
         (status = 202, description = "Every event written to Kafka", body = PublishedBatch,
             headers(("idempotent-replayed" = String, description = "`true` when this is the saved answer to an earlier request with the same Idempotency-Key"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this Idempotency-Key is under way", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Any invalid event (errors name `events/<i>/…`; the first 20 are listed); nothing was published", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: over the key's or the tenant's publish rate, each event counting; nothing was published", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Kafka did not take every event within 5 s; some may have been written, so retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
-    ),
-    security(("bearer" = [])))]
+        BadJsonOrKey, KeyInUse, TooLarge, NotJson, InvalidBatch, BatchRateSpent, BatchNotWritten,
+    ))]
 pub async fn publish_batch(
     State(state): State<AppState>,
     authenticated: Authenticated,
@@ -207,21 +208,18 @@ pub async fn publish_batch(
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events", operation_id = "list_event_attempts",
-    params(("id" = String, Path, description = "Event id"), ListAttempts),
+    params(("id" = String, Path, description = "Event id"), PageParams),
     responses(
         (status = 200, description = "A page of the event's delivery attempts (a tenant key sees its own subscriptions' only), oldest first", body = AttemptList),
-        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No attempts of this event that the caller may see (yet)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadQuery, NoAttempts,
+    ))]
 pub async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(params): Query<ListAttempts>,
+    Query(params): Query<PageParams>,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
-    let page = list_params(&params)?;
+    let page = params.request()?;
     if !printable_token(&id, MAX_ID_LEN) {
         return Err(ApiError::NotFound(format!("no attempts of event {id}")));
     }
@@ -273,7 +271,7 @@ async fn audience(
         let exists = match known.get(&tenant) {
             Some(exists) => *exists,
             None => {
-                let exists = state.store.tenant_exists(&tenant).await.map_err(ApiError::store)?;
+                let exists = state.store.tenant_exists(&tenant).await?;
                 known.insert(tenant.clone(), exists);
                 exists
             }
@@ -368,7 +366,7 @@ async fn send(state: &AppState, events: &[Event]) -> Result<(), ApiError> {
 /// child of the request's `traceparent` (the records carry its context on),
 /// and the count of requests by status.
 pub async fn observe_publish(
-    State(metrics): State<Arc<Metrics>>,
+    Extension(metrics): Extension<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -386,23 +384,32 @@ pub async fn observe_publish(
     response
 }
 
+const UNWRITTEN: &str = "the event could not be written to Kafka in time; try again";
+
 fn unavailable(retry_after_secs: u32) -> ApiError {
-    ApiError::Unavailable {
-        detail: "the event could not be written to Kafka in time; try again".to_owned(),
-        retry_after_secs,
-    }
+    ApiError::Unavailable { detail: UNWRITTEN.to_owned(), retry_after_secs }
 }
 
 fn publish_error(error: KafkaError) -> ApiError {
-    match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::MessageSizeTooLarge) => ApiError::PayloadTooLarge,
-        Some(RDKafkaErrorCode::QueueFull) => {
-            tracing::warn!(%error, "producer queue full");
-            unavailable(1)
-        }
-        _ => {
-            tracing::warn!(%error, "publish failed");
-            unavailable(5)
-        }
+    let (context, retry_after_secs) = match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => return ApiError::PayloadTooLarge,
+        Some(RDKafkaErrorCode::QueueFull) => ("producer queue full", 1),
+        _ => ("publish failed", 5),
+    };
+    ApiError::Dependency {
+        detail: UNWRITTEN.to_owned(),
+        retry_after_secs,
+        context,
+        cause: Box::new(error),
     }
+}
+
+/// The two publish routes are observed (`observe_publish`), the attempts
+/// route is not.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
+        .routes(routes!(publish_batch))
+        .route_layer(axum::middleware::from_fn(observe_publish))
+        .routes(routes!(attempts))
 }

@@ -1,5 +1,6 @@
 //! Extractors that turn bad input into our problem+json instead of axum's
-//! plain-text rejections, naming the field at fault.
+//! plain-text rejections, naming the field at fault; typed path ids that
+//! answer 404 for a malformed id. (Who calls: `auth::Caller`, `auth::Admin`.)
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -9,6 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::problem::{ApiError, FieldError};
+use crate::domain::{DeadLetterId, ReplayId, SubscriptionId, TenantId};
 use crate::server::BodyDeadline;
 
 /// A JSON body: 415 without a JSON content type, 413 over the body limit,
@@ -175,21 +177,68 @@ where
     }
 }
 
-/// `axum::extract::Path` with our errors.
+/// `axum::extract::Path` with our errors, read as `T`: the raw text, or an
+/// id of the kind the route names (`Path<SubscriptionId>`).
 pub struct Path<T>(pub T);
+
+/// What a route's path parameters become. A malformed id names nothing, so
+/// it answers the same 404 as an id of nothing: `no subscription sub_…`.
+pub trait FromPath: Sized {
+    /// What axum's `Path` reads first.
+    type Raw: DeserializeOwned + Send;
+
+    fn from_path(raw: Self::Raw) -> Result<Self, ApiError>;
+}
+
+impl FromPath for String {
+    type Raw = Self;
+
+    fn from_path(raw: Self) -> Result<Self, ApiError> {
+        Ok(raw)
+    }
+}
+
+impl FromPath for (String, String) {
+    type Raw = Self;
+
+    fn from_path(raw: Self) -> Result<Self, ApiError> {
+        Ok(raw)
+    }
+}
+
+/// Ids in paths, each with what it names in a 404's detail.
+macro_rules! ids_in_paths {
+    ($($id:ty: $what:literal),* $(,)?) => {$(
+        impl FromPath for $id {
+            type Raw = String;
+
+            fn from_path(raw: String) -> Result<Self, ApiError> {
+                <$id>::parse(&raw).ok_or_else(|| ApiError::not_found($what, raw))
+            }
+        }
+    )*};
+}
+
+ids_in_paths!(
+    SubscriptionId: "subscription",
+    TenantId: "tenant",
+    DeadLetterId: "dead letter",
+    ReplayId: "replay",
+);
 
 impl<S, T> FromRequestParts<S> for Path<T>
 where
-    T: DeserializeOwned + Send,
+    T: FromPath + Send,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| Self(value))
-            .map_err(|rejection: PathRejection| ApiError::BadRequest(rejection.body_text()))
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<T::Raw>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection: PathRejection| ApiError::BadRequest(rejection.body_text()))?;
+        T::from_path(raw).map(Self)
     }
 }
 
@@ -238,5 +287,28 @@ mod tests {
             parse_json::<Outer>(b"{\"url\": \"x\"} trailing"),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    async fn answer_for(path: &str) -> (StatusCode, serde_json::Value) {
+        use tower::ServiceExt as _;
+        let app = axum::Router::new().route(
+            "/v1/subscriptions/{id}",
+            axum::routing::get(|Path(id): Path<SubscriptionId>| async move { id.to_string() }),
+        );
+        let request = Request::get(path).body(axum::body::Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_malformed_id_in_a_path_is_not_found_like_a_missing_one() {
+        let (status, problem) = answer_for("/v1/subscriptions/ten_01jd").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(problem["code"], "not_found");
+        assert_eq!(problem["detail"], "no subscription ten_01jd");
+        let (status, _) = answer_for("/v1/subscriptions/sub_01jd").await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

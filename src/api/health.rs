@@ -4,6 +4,10 @@
 //! answers too, as API errors.
 
 use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::problem::{ApiError, Problem};
 use super::AppState;
@@ -32,4 +36,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
 
 fn unavailable(down: Down) -> ApiError {
     ApiError::Unavailable { detail: down.detail, retry_after_secs: down.retry_after_secs }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }

@@ -70,11 +70,8 @@ where
     let request_hash: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
 
     let now = Utc::now();
-    let claimed = state
-        .store
-        .idempotency_claim(scope, key, &request_hash, now, now - STALE_CLAIM)
-        .await
-        .map_err(ApiError::store)?;
+    let claimed =
+        state.store.idempotency_claim(scope, key, &request_hash, now, now - STALE_CLAIM).await?;
     if !claimed {
         return replay(state, scope, key, &request_hash).await;
     }
@@ -110,7 +107,7 @@ async fn replay(
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + WAIT_FOR_FIRST;
     loop {
-        let record = state.store.idempotency_get(scope, key).await.map_err(ApiError::store)?;
+        let record = state.store.idempotency_get(scope, key).await?;
         match record {
             Some(record) if record.request_hash != request_hash => {
                 return Err(ApiError::IdempotencyKeyReused)

@@ -2,7 +2,11 @@
 //! key) → handlers per resource → store (tenants, subscriptions, event types,
 //! idempotency records, attempts, dead letters, replay jobs) or Kafka
 //! producer (events, single replays). Errors leave as problem+json through
-//! `problem::ApiError`; `openapi` describes it all.
+//! `problem::ApiError`, their 5xx causes logged once by `problem::log_causes`.
+//!
+//! Each resource file ends with its `router()`: its routes with their
+//! OpenAPI operations (utoipa-axum). `resources` merges them, the one list
+//! of resources; `openapi` adds what they share.
 
 pub mod auth;
 pub mod dead_letters;
@@ -17,6 +21,7 @@ pub mod precondition;
 pub mod problem;
 pub mod quota;
 pub mod replays;
+pub mod responses;
 mod schemas;
 pub mod subscription_actions;
 pub mod subscriptions;
@@ -27,12 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{delete, get, post};
-use axum::Router;
+use axum::routing::get;
+use axum::{Extension, Router};
 use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::{EgressRules, Quotas, ServerLimits, SubscriptionLimits};
 use crate::delivery;
@@ -120,45 +125,44 @@ impl AppState {
     }
 }
 
+/// Every resource's routes and operations: a new resource is its file's
+/// `router()` and one line here.
+fn resources() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(health::router())
+        .merge(tenants::router())
+        .merge(subscriptions::router())
+        .merge(subscription_actions::router())
+        .merge(event_types::router())
+        .merge(events::router())
+        .merge(dead_letters::router())
+        .merge(replays::router())
+}
+
+/// The documented routes, and the document they make (`openapi::ApiDoc`).
+pub(crate) fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut doc) = resources().split_for_parts();
+    openapi::secure_v1(&mut doc);
+    (routes, doc)
+}
+
 pub fn router(state: AppState) -> Router {
-    let publish = Router::new()
-        .route("/v1/events", post(events::publish))
-        .route("/v1/events/batch", post(events::publish_batch))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.metrics),
-            events::observe_publish,
-        ));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let (routes, doc) = documented();
+    // Rendered once: the document is the same for every request.
+    let doc = bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+    let openapi_json = move || {
+        let doc = doc.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }
+    };
+    routes
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
-        .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{id}", get(tenants::get))
-        .route("/v1/tenants/{id}/keys", post(tenants::create_key).get(tenants::list_keys))
-        .route("/v1/tenants/{id}/keys/{key_id}", delete(tenants::revoke_key))
-        .route("/v1/subscriptions", post(subscriptions::create).get(subscriptions::list))
-        .route(
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get).patch(subscriptions::update).delete(subscriptions::delete),
-        )
-        .route("/v1/subscriptions/{id}/rotate-secret", post(subscription_actions::rotate_secret))
-        .route("/v1/subscriptions/{id}/test", post(subscription_actions::send_test))
-        .route("/v1/subscriptions/{id}/attempts", get(subscription_actions::attempts))
-        .route("/v1/event-types", post(event_types::create).get(event_types::list))
-        .route("/v1/event-types/{name}", get(event_types::get).patch(event_types::update))
-        .route("/v1/events/{id}/attempts", get(events::attempts))
-        .merge(publish)
-        .route("/v1/dead-letters", get(dead_letters::list))
-        .route("/v1/dead-letters/{id}", get(dead_letters::get))
-        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
-        .route("/v1/dead-letters/{id}/discard", post(dead_letters::discard))
-        .route("/v1/replays", post(replays::create))
-        .route("/v1/replays/{id}", get(replays::get))
-        .route("/v1/replays/{id}/cancel", post(replays::cancel))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // For `events::observe_publish`, a layer that cannot see the state.
+        .layer(Extension(Arc::clone(&state.metrics)))
+        .layer(axum::middleware::from_fn(problem::log_causes))
         .with_state(state)
 }
 
@@ -171,10 +175,6 @@ pub(crate) fn now() -> chrono::DateTime<Utc> {
 
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     state.metrics.response()
-}
-
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(openapi::ApiDoc::openapi())
 }
 
 async fn not_found() -> ApiError {

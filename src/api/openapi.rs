@@ -1,15 +1,15 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations. It is
-//! served at `/openapi.json`, printed by `hookgate openapi`, and committed as
+//! The OpenAPI 3.1 document: `Base` (info, shared components, tags, the
+//! bearer scheme) filled with the operations that each resource's router
+//! carries (`api::documented`), then `secure_v1`. It is served at
+//! `/openapi.json`, printed by `hookgate openapi`, and committed as
 //! `openapi/hookgate.yaml` (a test fails when the two drift apart).
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{
-    dead_letters, event_types, events, health, problem, replays, subscription_actions,
-    subscriptions, tenants,
-};
+use super::problem;
 
+/// What no router says: the routers add the paths.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -25,40 +25,8 @@ use super::{
             without a database lookup.",
         license(name = "Apache-2.0")
     ),
-    paths(
-        health::healthz,
-        health::readyz,
-        tenants::create,
-        tenants::list,
-        tenants::get,
-        tenants::create_key,
-        tenants::list_keys,
-        tenants::revoke_key,
-        subscriptions::create,
-        subscriptions::list,
-        subscriptions::get,
-        subscriptions::update,
-        subscriptions::delete,
-        subscription_actions::rotate_secret,
-        subscription_actions::send_test,
-        subscription_actions::attempts,
-        event_types::create,
-        event_types::list,
-        event_types::get,
-        event_types::update,
-        events::publish,
-        events::publish_batch,
-        events::attempts,
-        dead_letters::list,
-        dead_letters::get,
-        dead_letters::replay,
-        dead_letters::discard,
-        replays::create,
-        replays::get,
-        replays::cancel,
-    ),
     components(schemas(problem::Problem, problem::FieldError)),
-    modifiers(&BearerAuth, &AuthFailureLimit),
+    modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants and their API keys (admin)"),
         (name = "subscriptions", description = "Webhook subscriptions"),
@@ -68,7 +36,21 @@ use super::{
         (name = "health", description = "Liveness and readiness"),
     )
 )]
+struct Base;
+
+/// `Base`, for the routers to fill.
+pub(super) fn base() -> utoipa::openapi::OpenApi {
+    Base::openapi()
+}
+
+/// The whole document, as the API's router serves it.
 pub struct ApiDoc;
+
+impl OpenApi for ApiDoc {
+    fn openapi() -> utoipa::openapi::OpenApi {
+        super::documented().1
+    }
+}
 
 struct BearerAuth;
 
@@ -89,43 +71,37 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every operation with a bearer token may answer 429: its address failed
-/// to authenticate too often (`quota::Limiters`).
-struct AuthFailureLimit;
-
-impl Modify for AuthFailureLimit {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::header::Header;
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let response = ResponseBuilder::new()
-            .description(
-                "`rate_limited`: too many failed authentications from this address \
-                 (`HOOKGATE_AUTH_FAILURES_PER_MINUTE`); tenant keys from it wait",
-            )
-            .header("Retry-After", Header::new(ObjectBuilder::new().schema_type(Type::Integer)))
-            .content(
-                "application/problem+json",
-                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-            )
-            .build();
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                item.get.as_mut(),
-                item.put.as_mut(),
-                item.post.as_mut(),
-                item.delete.as_mut(),
-                item.patch.as_mut(),
-            ];
-            for operation in operations.into_iter().flatten() {
-                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
-                    operation
-                        .responses
-                        .responses
-                        .entry("429".to_owned())
-                        .or_insert_with(|| response.clone().into());
-                }
-            }
+/// Every `/v1` operation takes the bearer token, so each documents it, its
+/// 401, and the 429 of an address that failed to authenticate too often
+/// (`quota::Limiters`) unless it documents a 429 of its own. Handlers'
+/// annotations name none of these.
+pub(super) fn secure_v1(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::Header;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let unauthorized = super::responses::problem("No or bad token").build();
+    let auth_limited = super::responses::problem(
+        "`rate_limited`: too many failed authentications from this address \
+         (`HOOKGATE_AUTH_FAILURES_PER_MINUTE`); tenant keys from it wait",
+    )
+    .header("Retry-After", Header::new(ObjectBuilder::new().schema_type(Type::Integer)))
+    .build();
+    let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let operations = [
+            item.get.as_mut(),
+            item.put.as_mut(),
+            item.post.as_mut(),
+            item.delete.as_mut(),
+            item.patch.as_mut(),
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![bearer.clone()]);
+            let responses = &mut operation.responses.responses;
+            responses.insert("401".to_owned(), unauthorized.clone().into());
+            responses.entry("429".to_owned()).or_insert_with(|| auth_limited.clone().into());
         }
     }
 }

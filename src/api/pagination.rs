@@ -4,12 +4,33 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::problem::{ApiError, FieldError};
 use crate::store::{Page, MAX_PAGE};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 const MAX_CURSOR_LEN: usize = 512;
+
+/// `limit` and `cursor`, as every list takes them (beside its own filters,
+/// read from the same query).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// The page asked for: 400 `invalid_query` for a bad limit or cursor.
+    pub fn request(&self) -> Result<PageRequest, ApiError> {
+        PageRequest::parse(self.limit, self.cursor.as_deref())
+    }
+}
 
 /// A decoded page request; `limit + 1` rows are fetched to know whether
 /// another page follows.

@@ -1,8 +1,13 @@
 //! `ApiError`: every error the API answers, as RFC 9457 problem+json with a
-//! stable `type` and `code`. 5xx answers carry a generic detail; the cause is
-//! logged once here.
+//! stable `type` and `code`. 5xx answers carry a generic detail; their cause
+//! rides in the response's extensions (`Cause`) to `log_causes`, which logs
+//! it once, with the request (axum's error-handling example).
 
+use std::sync::Arc;
+
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -80,6 +85,16 @@ pub enum ApiError {
     BodyTimeout(std::time::Duration),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u32 },
+    /// The database or Kafka failed under a request: 503 like `Unavailable`,
+    /// with `cause` logged as `context` (`log_causes`), never answered.
+    #[error("{detail}")]
+    Dependency {
+        detail: String,
+        retry_after_secs: u32,
+        context: &'static str,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A count quota is full (subscriptions, running replays): nothing was
     /// written.
     #[error("{detail}")]
@@ -134,27 +149,9 @@ impl ApiError {
         Self::Internal(Box::new(error))
     }
 
-    /// A store failure: an unreachable database is a 503 the client may
-    /// retry; anything else is our bug.
-    pub fn store(error: crate::store::Error) -> Self {
-        use crate::store::Error as E;
-        match &error {
-            // Text PostgreSQL cannot store (NUL characters); validation
-            // should catch it first, this keeps a miss from becoming a 500.
-            E::Query(sqlx::Error::Database(db))
-                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
-            {
-                Self::BadRequest("text values must not contain NUL characters".to_owned())
-            }
-            E::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                tracing::warn!(%error, "database unavailable");
-                Self::Unavailable {
-                    detail: "the database is not reachable; try again".to_owned(),
-                    retry_after_secs: 2,
-                }
-            }
-            _ => Self::Internal(Box::new(error)),
-        }
+    /// 404 for `what` of this id: `no subscription sub_…`.
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::NotFound(format!("no {what} {id}"))
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -201,7 +198,7 @@ impl ApiError {
             Self::BodyTimeout(_) => {
                 (StatusCode::REQUEST_TIMEOUT, "request_timeout", "Request timeout")
             }
-            Self::Unavailable { .. } => {
+            Self::Unavailable { .. } | Self::Dependency { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
             Self::QuotaExceeded { .. } => {
@@ -218,9 +215,6 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
-        if let Self::Internal(cause) = &self {
-            tracing::error!(error = %cause, "request failed");
-        }
         let (errors, more_errors) = match &self {
             Self::Validation(errors) | Self::InvalidQuery(errors) => {
                 let listed = errors.iter().take(MAX_LISTED_ERRORS).map(FieldError::shortened);
@@ -258,7 +252,8 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable { retry_after_secs, .. } => {
+            Self::Unavailable { retry_after_secs, .. }
+            | Self::Dependency { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::RateLimited { retry_after_secs, .. } => {
@@ -278,6 +273,158 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        let cause = match self {
+            Self::Internal(cause) => Some(Cause { context: "request failed", error: cause.into() }),
+            Self::Dependency { context, cause, .. } => Some(Cause { context, error: cause.into() }),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
+        }
         response
+    }
+}
+
+/// A store failure: an unreachable database is a 503 the client may retry;
+/// anything else is our bug.
+impl From<crate::store::Error> for ApiError {
+    fn from(error: crate::store::Error) -> Self {
+        use crate::store::Error as E;
+        match &error {
+            // Text PostgreSQL cannot store (NUL characters); validation
+            // should catch it first, this keeps a miss from becoming a 500.
+            E::Query(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                Self::BadRequest("text values must not contain NUL characters".to_owned())
+            }
+            E::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                Self::Dependency {
+                    detail: "the database is not reachable; try again".to_owned(),
+                    retry_after_secs: 2,
+                    context: "database unavailable",
+                    cause: Box::new(error),
+                }
+            }
+            _ => Self::Internal(Box::new(error)),
+        }
+    }
+}
+
+/// Why a request failed on our side, for the log only: `ApiError` leaves it
+/// in the extensions of a 5xx answer, `log_causes` takes it out.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// The log message: what failed.
+    pub context: &'static str,
+    pub error: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+/// Logs the cause a failed request left (`Cause`), once, with its method
+/// and path: handlers answer an error and log nothing of it themselves.
+pub async fn log_causes(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let mut response = next.run(request).await;
+    if let Some(Cause { context, error }) = response.extensions_mut().remove::<Cause>() {
+        let status = response.status().as_u16();
+        let path = uri.path();
+        // A dependency that is down is the operator's to watch, not our bug.
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(%method, path, status, %error, "{context}");
+        } else {
+            tracing::error!(%method, path, status, %error, "{context}");
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// What the log writes, to look at.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn answer(app: axum::Router, path: &str) -> (StatusCode, String, String) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = app.layer(axum::middleware::from_fn(log_causes)).oneshot(request).await;
+        let response = response.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let logged = captured.0.lock().expect("log").clone();
+        (
+            status,
+            String::from_utf8_lossy(&body).into_owned(),
+            String::from_utf8_lossy(&logged).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_cause_is_logged_once_with_its_request_and_never_answered() {
+        let app = axum::Router::new().route(
+            "/v1/boom",
+            get(|| async { ApiError::internal(std::io::Error::other("disk on fire")) }),
+        );
+        let (status, body, logged) = answer(app, "/v1/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let problem: serde_json::Value = serde_json::from_str(&body).expect("problem JSON");
+        assert_eq!(problem["detail"], "internal error");
+        assert!(!body.contains("disk on fire"), "{body}");
+        assert_eq!(logged.matches("disk on fire").count(), 1, "{logged}");
+        assert!(logged.contains("ERROR") && logged.contains("request failed"), "{logged}");
+        assert!(logged.contains("/v1/boom") && logged.contains("500"), "{logged}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_dependency_is_a_warning_with_its_context() {
+        let app = axum::Router::new().route(
+            "/v1/events",
+            get(|| async {
+                ApiError::Dependency {
+                    detail: "try again".to_owned(),
+                    retry_after_secs: 1,
+                    context: "publish failed",
+                    cause: Box::new(std::io::Error::other("broker gone")),
+                }
+            }),
+        );
+        let (status, body, logged) = answer(app, "/v1/events").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!body.contains("broker gone"), "{body}");
+        assert_eq!(logged.matches("broker gone").count(), 1, "{logged}");
+        assert!(logged.contains("WARN") && logged.contains("publish failed"), "{logged}");
+    }
+
+    #[tokio::test]
+    async fn client_errors_log_nothing() {
+        let app = axum::Router::new()
+            .route("/v1/x", get(|| async { ApiError::NotFound("no such thing".to_owned()) }));
+        let (status, _, logged) = answer(app, "/v1/x").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(logged, "");
     }
 }

@@ -9,11 +9,14 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::dead_letters::{filter_of, FilterFields};
 use super::extract::{Json, Path};
-use super::problem::{ApiError, FieldError, Problem};
+use super::problem::{ApiError, FieldError};
+use super::responses::{problems, JsonErrors, NoTenant};
 use super::{validate, AppState};
 use crate::domain::{DeadLetterStatus, Replay, ReplayId, ReplayStatus};
 
@@ -100,18 +103,18 @@ pub struct ReplayDryRun {
     total: u64,
 }
 
+problems! {
+    InvalidReplay: 422 "Invalid fields (a bad time range, a bad rate…), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_RUNNING_REPLAYS_PER_TENANT` replays running; nothing was created";
+    NoReplay: 404 "No such replay (or another tenant's)";
+}
+
 #[utoipa::path(post, path = "/v1/replays", tag = "dead-letters", operation_id = "create_replay",
     request_body = CreateReplay,
     responses(
         (status = 200, description = "Dry run: how many would be replayed; nothing changed", body = ReplayDryRun),
         (status = 202, description = "The replay job, started; follow it at `Location`", body = ReplayOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (a bad time range, a bad rate…), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_RUNNING_REPLAYS_PER_TENANT` replays running; nothing was created", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonErrors, NoTenant, InvalidReplay,
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,8 +150,7 @@ pub async fn create(
     };
     // Only what waits for a decision is replayed.
     filter.status = Some(DeadLetterStatus::Pending);
-    let (total, upper_id) =
-        state.store.count_dead_letters(&filter).await.map_err(ApiError::store)?;
+    let (total, upper_id) = state.store.count_dead_letters(&filter).await?;
     if req.dry_run {
         return Ok(axum::Json(ReplayDryRun { dry_run: true, total }).into_response());
     }
@@ -172,11 +174,10 @@ pub async fn create(
     };
     // Admins are trusted; a tenant key has a quota of running jobs.
     match &replay.tenant_id {
-        None => state.store.create_replay(&replay).await.map_err(ApiError::store)?,
+        None => state.store.create_replay(&replay).await?,
         Some(tenant) => {
             let limit = state.quotas().running_replays_per_tenant;
-            let created =
-                state.store.create_replay_within(&replay, limit).await.map_err(ApiError::store)?;
+            let created = state.store.create_replay_within(&replay, limit).await?;
             if !created {
                 return Err(ApiError::QuotaExceeded {
                     quota: "running_replays_per_tenant",
@@ -197,48 +198,42 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, headers, axum::Json(ReplayOut::from(replay))).into_response())
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no replay {id}"))
-}
-
 /// The replay the store answered, or 404 (also for another tenant's).
 fn answer(
     found: crate::store::Result<Option<Replay>>,
-    id: &str,
+    id: &ReplayId,
 ) -> Result<axum::Json<ReplayOut>, ApiError> {
-    found.map_err(ApiError::store)?.map(|r| axum::Json(r.into())).ok_or_else(|| not_found(id))
+    found?.map(|r| axum::Json(r.into())).ok_or_else(|| ApiError::not_found("replay", id))
 }
 
 #[utoipa::path(get, path = "/v1/replays/{id}", tag = "dead-letters", operation_id = "get_replay",
     params(("id" = String, Path, description = "Replay id (`rpl_…`)")),
     responses(
         (status = 200, description = "The replay and its progress", body = ReplayOut),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such replay (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoReplay,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<ReplayId>,
 ) -> Result<axum::Json<ReplayOut>, ApiError> {
-    let replay_id = ReplayId::parse(&id).ok_or_else(|| not_found(&id))?;
-    answer(state.store.get_replay(caller.scope(), &replay_id).await, &id)
+    answer(state.store.get_replay(caller.scope(), &id).await, &id)
 }
 
 #[utoipa::path(post, path = "/v1/replays/{id}/cancel", tag = "dead-letters", operation_id = "cancel_replay",
     params(("id" = String, Path, description = "Replay id (`rpl_…`)")),
     responses(
         (status = 200, description = "Cancelled (what was sent stays sent); a finished replay is answered as it is", body = ReplayOut),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such replay (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoReplay,
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<ReplayId>,
 ) -> Result<axum::Json<ReplayOut>, ApiError> {
-    let replay_id = ReplayId::parse(&id).ok_or_else(|| not_found(&id))?;
-    answer(state.store.cancel_replay(caller.scope(), &replay_id, super::now()).await, &id)
+    answer(state.store.cancel_replay(caller.scope(), &id, super::now()).await, &id)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(get)).routes(routes!(cancel))
 }

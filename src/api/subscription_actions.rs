@@ -5,17 +5,20 @@ use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::extract::{OptionalJson, Path, Query};
-use super::pagination::{list_of, PageRequest};
+use super::pagination::{list_of, PageParams, PageRequest};
 use super::precondition::{etag_header, IfMatch};
-use super::problem::{ApiError, Problem};
-use super::subscriptions::{visible, written, ETag, IfMatchParam};
+use super::problem::ApiError;
+use super::responses::{problems, BadIfMatch, BadJsonOrIfMatch, BadQuery, Invalid, NotJson};
+use super::subscriptions::{visible, written, ETag, IfMatchParam, NoSubscription};
 use super::AppState;
 use crate::delivery::Target;
-use crate::domain::{Attempt, Audience, Event, EventId, Scope, SigningSecret};
+use crate::domain::{Attempt, Audience, Event, EventId, Scope, SigningSecret, SubscriptionId};
 use crate::store::{AttemptFilter, SecretRotation};
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
@@ -89,14 +92,13 @@ impl From<Attempt> for AttemptOut {
 
 list_of!(AttemptList, AttemptOut);
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListAttempts {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+problems! {
+    StaleRotation: 412 "If-Match names no current version: changed since; nothing was rotated",
+        header "ETag": String = "The current version";
+    StaleTest: 412 "If-Match names no current version: the subscription changed since; nothing was sent",
+        header "ETag": String = "The current version";
+    TestSendsSpent: 429 "`rate_limited`: the tenant made `HOOKGATE_TEST_SENDS_PER_MINUTE` test sends in the last minute; nothing was sent",
+        header "Retry-After": u64 = "Seconds to wait";
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions", operation_id = "rotate_subscription_secret",
@@ -105,19 +107,12 @@ pub struct ListAttempts {
     responses(
         (status = 200, description = "Rotated, in one transaction with reading the secret it replaces; the new secret is shown once", body = RotatedSecret,
             headers(("ETag" = String, description = "The new version, as a strong entity tag"))),
-        (status = 400, description = "Malformed JSON, or a malformed If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names no current version: changed since; nothing was rotated", body = Problem, content_type = "application/problem+json",
-            headers(("ETag" = String, description = "The current version"))),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadJsonOrIfMatch, NoSubscription, StaleRotation, NotJson, Invalid,
+    ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<SubscriptionId>,
     if_match: IfMatch,
     OptionalJson(req): OptionalJson<RotateSecret>,
 ) -> Result<(ETag, axum::Json<RotatedSecret>), ApiError> {
@@ -141,8 +136,7 @@ pub async fn rotate_secret(
     let guarded = state
         .store
         .rotate_subscription_secret(caller.scope(), &current.id, rotation, expected)
-        .await
-        .map_err(ApiError::store)?;
+        .await?;
     let s = written(guarded, &id)?;
     tracing::info!(subscription_id = %s.id, grace_period_seconds = grace, "secret rotated");
     Ok((
@@ -160,19 +154,12 @@ pub async fn rotate_secret(
     params(("id" = String, Path, description = "Subscription id (`sub_…`)"), IfMatchParam),
     responses(
         (status = 200, description = "The attempt: a `hookgate.test` event sent to this subscription only, signed like any webhook. The endpoint's failure is an attempt with outcome `failed`, not an error.", body = AttemptOut),
-        (status = 400, description = "Malformed If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names no current version: the subscription changed since; nothing was sent", body = Problem, content_type = "application/problem+json",
-            headers(("ETag" = String, description = "The current version"))),
-        (status = 429, description = "`rate_limited`: the tenant made `HOOKGATE_TEST_SENDS_PER_MINUTE` test sends in the last minute; nothing was sent", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-    ),
-    security(("bearer" = [])))]
+        BadIfMatch, NoSubscription, StaleTest, TestSendsSpent,
+    ))]
 pub async fn send_test(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<SubscriptionId>,
     if_match: IfMatch,
 ) -> Result<axum::Json<AttemptOut>, ApiError> {
     let subscription = visible(&state, &caller, &id).await?;
@@ -203,26 +190,23 @@ pub async fn send_test(
     }
     // Logged like any attempt, so it shows in the subscription's attempts.
     let attempt = sent.record(&event, &target, 1);
-    state.store.insert_attempts(std::slice::from_ref(&attempt)).await.map_err(ApiError::store)?;
+    state.store.insert_attempts(std::slice::from_ref(&attempt)).await?;
     Ok(axum::Json(attempt.into()))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions", operation_id = "list_subscription_attempts",
-    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), ListAttempts),
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), PageParams),
     responses(
         (status = 200, description = "A page of the subscription's attempts, oldest first", body = AttemptList),
-        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadQuery, NoSubscription,
+    ))]
 pub async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(params): Query<ListAttempts>,
+    Path(id): Path<SubscriptionId>,
+    Query(page): Query<PageParams>,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
+    let page = page.request()?;
     let subscription = visible(&state, &caller, &id).await?;
     let filter = AttemptFilter {
         scope: Scope::Tenant(&subscription.tenant_id),
@@ -237,8 +221,7 @@ pub async fn attempt_page(
     filter: &AttemptFilter<'_>,
     page: &PageRequest,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
-    let rows =
-        state.store.list_attempts(filter, page.store_page()).await.map_err(ApiError::store)?;
+    let rows = state.store.list_attempts(filter, page.store_page()).await?;
     let (rows, next_cursor) = page.finish(rows, |a| a.id.as_str());
     Ok(axum::Json(AttemptList {
         data: rows.into_iter().map(AttemptOut::from).collect(),
@@ -246,7 +229,9 @@ pub async fn attempt_page(
     }))
 }
 
-/// Parsed once for `attempts` of an event, too.
-pub fn list_params(params: &ListAttempts) -> Result<PageRequest, ApiError> {
-    PageRequest::parse(params.limit, params.cursor.as_deref())
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(rotate_secret))
+        .routes(routes!(send_test))
+        .routes(routes!(attempts))
 }

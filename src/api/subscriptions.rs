@@ -11,11 +11,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::auth::{Caller, TenantChoice};
 use super::extract::{Json, Path, Query};
-use super::pagination::{list_of, PageRequest};
+use super::pagination::{list_of, PageParams};
 use super::precondition::{etag_header, IfMatch};
-use super::problem::{ApiError, FieldError, Problem};
+use super::problem::{ApiError, FieldError};
+use super::responses::{
+    problems, BadIfMatch, BadJsonOrIfMatch, BadQuery, Invalid, JsonBody, NoTenant, NotJson,
+    TooLarge,
+};
 use super::{validate, AppState};
 use crate::domain::event::is_valid_event_type;
 use crate::domain::subscription::REDACTED;
@@ -223,14 +230,10 @@ impl SubscriptionOut {
     }
 }
 
+/// The filters of a list (its page is `PageParams`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListSubscriptions {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
     /// Only subscriptions with this status.
     status: Option<SubscriptionStatus>,
     /// Only subscriptions that receive events of this type (exactly, by
@@ -241,27 +244,30 @@ pub struct ListSubscriptions {
     tenant_id: Option<String>,
 }
 
+problems! {
+    pub NoSubscription: 404 "No such subscription (or another tenant's)";
+    InvalidSubscription: 422 "Invalid fields (headers and metadata over this server's byte quotas among them), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_SUBSCRIPTIONS_PER_TENANT` live subscriptions; nothing was created";
+    StaleUpdate: 412 "If-Match names no current version: changed since; nothing was written",
+        header "ETag": String = "The current version";
+    StaleDelete: 412 "If-Match names no current version: changed since; nothing was deleted",
+        header "ETag": String = "The current version";
+}
+
 /// Loads a subscription the caller may see, or answers 404.
 pub async fn visible(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &SubscriptionId,
 ) -> Result<Subscription, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no subscription {id}"));
-    let parsed = SubscriptionId::parse(id).ok_or_else(not_found)?;
-    state
-        .store
-        .get_subscription(caller.scope(), &parsed)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(not_found)
+    let found = state.store.get_subscription(caller.scope(), id).await?;
+    found.ok_or_else(|| ApiError::not_found("subscription", id))
 }
 
 /// What a guarded write answers: the written value, or 404 or 412.
-pub fn written<T>(guarded: Guarded<T>, id: &str) -> Result<T, ApiError> {
+pub fn written<T>(guarded: Guarded<T>, id: &SubscriptionId) -> Result<T, ApiError> {
     match guarded {
         Guarded::Written(value) => Ok(value),
-        Guarded::NotFound => Err(ApiError::NotFound(format!("no subscription {id}"))),
+        Guarded::NotFound => Err(ApiError::not_found("subscription", id)),
         Guarded::Stale { current } => Err(ApiError::PreconditionFailed { current }),
         Guarded::SameSecret => {
             Err(ApiError::field("secret", "the new secret must differ from the current one"))
@@ -275,7 +281,6 @@ pub async fn list_tenant(
     caller: &Caller,
     requested: Option<&str>,
 ) -> Result<TenantId, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no tenant {}", requested.unwrap_or("")));
     let tenant = match caller.acting_tenant(requested) {
         Ok(tenant) => tenant,
         Err(TenantChoice::Malformed) => {
@@ -284,10 +289,12 @@ pub async fn list_tenant(
                 "not a tenant id (ten_…)",
             )]))
         }
-        Err(TenantChoice::NotVisible) => return Err(not_found()),
+        Err(TenantChoice::NotVisible) => {
+            return Err(ApiError::not_found("tenant", requested.unwrap_or_default()))
+        }
     };
-    if requested.is_some() && !state.store.tenant_exists(&tenant).await.map_err(ApiError::store)? {
-        return Err(not_found());
+    if requested.is_some() && !state.store.tenant_exists(&tenant).await? {
+        return Err(ApiError::not_found("tenant", &tenant));
     }
     Ok(tenant)
 }
@@ -297,13 +304,8 @@ pub async fn list_tenant(
     responses(
         (status = 201, description = "Created; the answer shows the secret, once", body = SubscriptionOut,
             headers(("ETag" = String, description = "The version, as a strong entity tag: `\"42\"`"))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (headers and metadata over this server's byte quotas among them), or `quota_exceeded`: the tenant has `HOOKGATE_MAX_SUBSCRIPTIONS_PER_TENANT` live subscriptions; nothing was created", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonBody, InvalidSubscription,
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -367,22 +369,20 @@ pub async fn create(
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
-    if !state.store.tenant_exists(&subscription.tenant_id).await.map_err(ApiError::store)? {
+    if !state.store.tenant_exists(&subscription.tenant_id).await? {
         return Err(ApiError::field("tenant_id", "no such tenant"));
     }
     let limit = state.quotas().subscriptions_per_tenant;
-    subscription.version = state
-        .store
-        .create_subscription_within(&subscription, limit)
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(|| ApiError::QuotaExceeded {
-            quota: "subscriptions_per_tenant",
-            limit: u64::from(limit),
-            detail: format!(
-                "tenant {} has {limit} subscriptions, this server's limit; delete one first",
-                subscription.tenant_id
-            ),
+    subscription.version =
+        state.store.create_subscription_within(&subscription, limit).await?.ok_or_else(|| {
+            ApiError::QuotaExceeded {
+                quota: "subscriptions_per_tenant",
+                limit: u64::from(limit),
+                detail: format!(
+                    "tenant {} has {limit} subscriptions, this server's limit; delete one first",
+                    subscription.tenant_id
+                ),
+            }
         })?;
     tracing::info!(subscription_id = %subscription.id, tenant_id = %subscription.tenant_id, "subscription created");
     let tag = etag_header(subscription.version);
@@ -390,20 +390,18 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", operation_id = "list_subscriptions",
-    params(ListSubscriptions),
+    params(PageParams, ListSubscriptions),
     responses(
         (status = 200, description = "A page of subscriptions, oldest first", body = SubscriptionList),
-        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadQuery, NoTenant,
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    Query(page): Query<PageParams>,
     Query(params): Query<ListSubscriptions>,
 ) -> Result<axum::Json<SubscriptionList>, ApiError> {
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
+    let page = page.request()?;
     if let Some(event_type) = &params.event_type {
         if !is_valid_event_type(event_type) {
             return Err(ApiError::InvalidQuery(vec![FieldError::new(
@@ -414,11 +412,8 @@ pub async fn list(
     }
     let tenant = list_tenant(&state, &caller, params.tenant_id.as_deref()).await?;
     let Some(event_type) = params.event_type else {
-        let rows = state
-            .store
-            .list_subscriptions(&tenant, params.status, page.store_page())
-            .await
-            .map_err(ApiError::store)?;
+        let rows =
+            state.store.list_subscriptions(&tenant, params.status, page.store_page()).await?;
         let (rows, next_cursor) = page.finish(rows, |s| s.id.as_str());
         return Ok(axum::Json(SubscriptionList {
             data: rows.into_iter().map(|s| SubscriptionOut::new(s, false)).collect(),
@@ -440,8 +435,7 @@ pub async fn list(
                 params.status,
                 Page { after: after.as_deref(), limit: MAX_PAGE },
             )
-            .await
-            .map_err(ApiError::store)?;
+            .await?;
         exhausted = (rows.len() as i64) < MAX_PAGE;
         for s in rows {
             scanned += 1;
@@ -477,17 +471,15 @@ pub async fn list(
     responses(
         (status = 200, description = "The subscription, without its secret", body = SubscriptionOut,
             headers(("ETag" = String, description = "The version, as a strong entity tag: `\"42\"`; send it back in `If-Match`"))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSubscription,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<SubscriptionId>,
 ) -> Result<(ETag, axum::Json<SubscriptionOut>), ApiError> {
     let subscription = visible(&state, &caller, &id).await?;
-    let circuit = state.store.get_circuit(&subscription.id).await.map_err(ApiError::store)?;
+    let circuit = state.store.get_circuit(&subscription.id).await?;
     let tag = etag_header(subscription.version);
     let mut out = SubscriptionOut::new(subscription, false);
     out.circuit = Some(CircuitOut::new(circuit, Utc::now()));
@@ -500,20 +492,12 @@ pub async fn get(
     responses(
         (status = 200, description = "The updated subscription. Only the fields sent are written: a concurrent change of the others (a rotation, a 410 disable) stands", body = SubscriptionOut,
             headers(("ETag" = String, description = "The new version, as a strong entity tag"))),
-        (status = 400, description = "Malformed JSON, or a malformed If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names no current version: changed since; nothing was written", body = Problem, content_type = "application/problem+json",
-            headers(("ETag" = String, description = "The current version"))),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadJsonOrIfMatch, NoSubscription, StaleUpdate, TooLarge, NotJson, Invalid,
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<SubscriptionId>,
     if_match: IfMatch,
     Json { value: req, .. }: Json<UpdateSubscription>,
 ) -> Result<(ETag, axum::Json<SubscriptionOut>), ApiError> {
@@ -581,8 +565,7 @@ pub async fn update(
     let guarded = state
         .store
         .patch_subscription(caller.scope(), &current.id, &patch, expected, super::now())
-        .await
-        .map_err(ApiError::store)?;
+        .await?;
     let s = written(guarded, &id)?;
     tracing::info!(subscription_id = %s.id, "subscription updated");
     Ok((etag_header(s.version), axum::Json(SubscriptionOut::new(s, false))))
@@ -605,32 +588,26 @@ pub struct IfMatchParam {
     params(("id" = String, Path, description = "Subscription id (`sub_…`)"), IfMatchParam),
     responses(
         (status = 204, description = "Deleted; nothing more is delivered to it"),
-        (status = 400, description = "Malformed If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such subscription (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names no current version: changed since; nothing was deleted", body = Problem, content_type = "application/problem+json",
-            headers(("ETag" = String, description = "The current version"))),
-    ),
-    security(("bearer" = [])))]
+        BadIfMatch, NoSubscription, StaleDelete,
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<SubscriptionId>,
     if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no subscription {id}"));
-    let parsed = SubscriptionId::parse(&id).ok_or_else(not_found)?;
     // Only a list of tags needs the current version to compare with.
     let expected = match if_match {
         IfMatch::Tags(_) => if_match.expect(visible(&state, &caller, &id).await?.version)?,
         IfMatch::Absent | IfMatch::Any => None,
     };
-    let guarded = state
-        .store
-        .delete_subscription(caller.scope(), &parsed, expected, super::now())
-        .await
-        .map_err(ApiError::store)?;
+    let guarded =
+        state.store.delete_subscription(caller.scope(), &id, expected, super::now()).await?;
     written(guarded, &id)?;
-    tracing::info!(subscription_id = %parsed, "subscription deleted");
+    tracing::info!(subscription_id = %id, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get, update, delete))
 }

@@ -5,12 +5,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Admin, Caller};
 use super::extract::{Json, OptionalJson, Path, Query};
-use super::pagination::{list_of, PageRequest};
-use super::problem::{ApiError, Problem};
+use super::pagination::{list_of, PageParams};
+use super::problem::ApiError;
+use super::responses::{problems, BadQuery, Invalid, JsonBody, JsonErrors, NoTenant, NotAdmin};
 use super::AppState;
 use crate::domain::{ApiKey, ApiKeyId, NewApiKey, Tenant, TenantId};
 
@@ -79,55 +82,43 @@ impl ApiKeyOut {
 
 list_of!(ApiKeyList, ApiKeyOut);
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+problems! {
+    NoOwnTenant: 404 "No such tenant (or another tenant's)";
+    NoKey: 404 "No such tenant or key";
 }
 
 /// Keys are managed by admins; another tenant's id is 404 for a tenant
 /// key (its existence is not told), its own is 403.
 fn admin_of(caller: &Caller, id: &str) -> Result<(), ApiError> {
     match caller {
-        Caller::Tenant(own) if own.as_str() != id => {
-            Err(ApiError::NotFound(format!("no tenant {id}")))
-        }
+        Caller::Tenant(own) if own.as_str() != id => Err(ApiError::not_found("tenant", id)),
         _ => caller.require_admin(),
     }
 }
 
-async fn existing_tenant(state: &AppState, id: &str) -> Result<TenantId, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no tenant {id}"));
-    let tenant = TenantId::parse(id).ok_or_else(not_found)?;
-    if state.store.tenant_exists(&tenant).await.map_err(ApiError::store)? {
-        Ok(tenant)
+async fn require_tenant(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
+    if state.store.tenant_exists(id).await? {
+        Ok(())
     } else {
-        Err(not_found())
+        Err(ApiError::not_found("tenant", id))
     }
+}
+
+fn no_key(tenant: &str, key: &str) -> ApiError {
+    ApiError::NotFound(format!("no key {key} for tenant {tenant}"))
 }
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", operation_id = "create_tenant",
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = TenantOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonBody, NotAdmin, Invalid,
+    ))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Json { value: req, .. }: Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<TenantOut>), ApiError> {
-    caller.require_admin()?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > MAX_NAME_LEN || super::validate::has_nul(name) {
         return Err(ApiError::field(
@@ -137,28 +128,24 @@ pub async fn create(
     }
     let tenant =
         Tenant { id: TenantId::generate(), name: name.to_owned(), created_at: super::now() };
-    state.store.create_tenant(&tenant).await.map_err(ApiError::store)?;
+    state.store.create_tenant(&tenant).await?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     Ok((StatusCode::CREATED, axum::Json(tenant.into())))
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", operation_id = "list_tenants",
-    params(ListParams),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of tenants", body = TenantList),
-        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadQuery, NotAdmin,
+    ))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(params): Query<ListParams>,
+    _: Admin,
+    Query(page): Query<PageParams>,
 ) -> Result<axum::Json<TenantList>, ApiError> {
-    caller.require_admin()?;
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
-    let rows = state.store.list_tenants(page.store_page()).await.map_err(ApiError::store)?;
+    let page = page.request()?;
+    let rows = state.store.list_tenants(page.store_page()).await?;
     let (rows, next_cursor) = page.finish(rows, |t| t.id.as_str());
     Ok(axum::Json(TenantList { data: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
@@ -167,26 +154,19 @@ pub async fn list(
     params(("id" = String, Path, description = "Tenant id (`ten_…`)")),
     responses(
         (status = 200, description = "The tenant (a tenant key reads its own)", body = TenantOut),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoOwnTenant,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<TenantId>,
 ) -> Result<axum::Json<TenantOut>, ApiError> {
     // A tenant key may read its own tenant; any other is not there for it.
-    if let Caller::Tenant(own) = &caller {
-        if own.as_str() != id {
-            return Err(ApiError::NotFound(format!("no tenant {id}")));
-        }
+    if matches!(&caller, Caller::Tenant(own) if *own != id) {
+        return Err(ApiError::not_found("tenant", &id));
     }
-    let not_found = || ApiError::NotFound(format!("no tenant {id}"));
-    let tenant_id = TenantId::parse(&id).ok_or_else(not_found)?;
-    let tenant =
-        state.store.get_tenant(&tenant_id).await.map_err(ApiError::store)?.ok_or_else(not_found)?;
-    Ok(axum::Json(tenant.into()))
+    let tenant = state.store.get_tenant(&id).await?;
+    Ok(axum::Json(tenant.ok_or_else(|| ApiError::not_found("tenant", &id))?.into()))
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "tenants", operation_id = "create_api_key",
@@ -194,27 +174,21 @@ pub async fn get(
     request_body(content = Option<CreateApiKey>, description = "Optional"),
     responses(
         (status = 201, description = "Created; `key` is shown once", body = ApiKeyOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        JsonErrors, NotAdmin, NoTenant, Invalid,
+    ))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(tenant_id): Path<TenantId>,
     OptionalJson(req): OptionalJson<CreateApiKey>,
 ) -> Result<(StatusCode, axum::Json<ApiKeyOut>), ApiError> {
-    admin_of(&caller, &id)?;
+    admin_of(&caller, tenant_id.as_str())?;
     let mut errors = Vec::new();
     super::validate::text("name", req.name.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let tenant_id = existing_tenant(&state, &id).await?;
+    require_tenant(&state, &tenant_id).await?;
     let secret = NewApiKey::generate();
     let key = ApiKey {
         id: ApiKeyId::generate(),
@@ -224,32 +198,27 @@ pub async fn create_key(
         created_at: super::now(),
         revoked_at: None,
     };
-    state.store.create_api_key(&key, &secret.hash).await.map_err(ApiError::store)?;
+    state.store.create_api_key(&key, &secret.hash).await?;
     tracing::info!(tenant_id = %key.tenant_id, key_id = %key.id, "API key created");
     Ok((StatusCode::CREATED, axum::Json(ApiKeyOut::new(key, Some(secret.text)))))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "tenants", operation_id = "list_api_keys",
-    params(("id" = String, Path, description = "Tenant id (`ten_…`)"), ListParams),
+    params(("id" = String, Path, description = "Tenant id (`ten_…`)"), PageParams),
     responses(
         (status = 200, description = "A page of the tenant's keys (prefix only), revoked ones included", body = ApiKeyList),
-        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        BadQuery, NotAdmin, NoTenant,
+    ))]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(params): Query<ListParams>,
+    Path(tenant_id): Path<TenantId>,
+    Query(page): Query<PageParams>,
 ) -> Result<axum::Json<ApiKeyList>, ApiError> {
-    admin_of(&caller, &id)?;
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
-    let tenant_id = existing_tenant(&state, &id).await?;
-    let rows =
-        state.store.list_api_keys(&tenant_id, page.store_page()).await.map_err(ApiError::store)?;
+    admin_of(&caller, tenant_id.as_str())?;
+    let page = page.request()?;
+    require_tenant(&state, &tenant_id).await?;
+    let rows = state.store.list_api_keys(&tenant_id, page.store_page()).await?;
     let (rows, next_cursor) = page.finish(rows, |k| k.id.as_str());
     Ok(axum::Json(ApiKeyList {
         data: rows.into_iter().map(|k| ApiKeyOut::new(k, None)).collect(),
@@ -261,28 +230,28 @@ pub async fn list_keys(
     params(("id" = String, Path, description = "Tenant id (`ten_…`)"), ("key_id" = String, Path, description = "Key id (`key_…`)")),
     responses(
         (status = 204, description = "Revoked: the key no longer authenticates (revoking again is fine)"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant or key", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NotAdmin, NoKey,
+    ))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
+    // Read as text: whose key it is decides 403 or 404 before its form does.
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     admin_of(&caller, &id)?;
-    let not_found = || ApiError::NotFound(format!("no key {key_id} for tenant {id}"));
-    let tenant_id = TenantId::parse(&id).ok_or_else(not_found)?;
-    let parsed = ApiKeyId::parse(&key_id).ok_or_else(not_found)?;
-    let revoked = state
-        .store
-        .revoke_api_key(&tenant_id, &parsed, super::now())
-        .await
-        .map_err(ApiError::store)?;
-    if !revoked {
-        return Err(not_found());
+    let tenant_id = TenantId::parse(&id).ok_or_else(|| no_key(&id, &key_id))?;
+    let parsed = ApiKeyId::parse(&key_id).ok_or_else(|| no_key(&id, &key_id))?;
+    if !state.store.revoke_api_key(&tenant_id, &parsed, super::now()).await? {
+        return Err(no_key(&id, &key_id));
     }
     tracing::info!(tenant_id = %tenant_id, key_id = %parsed, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
 }

@@ -82,7 +82,7 @@ impl Sent {
     pub fn record(&self, event: &Event, target: &Target, attempt: u32) -> Attempt {
         Attempt {
             id: AttemptId::generate(),
-            event_id: storable(&event.id, MAX_STORED_ID),
+            event_id: storable(event.id.as_str(), MAX_STORED_ID),
             webhook_id: self.webhook_id.clone(),
             subscription_id: target.subscription.id.clone(),
             tenant_id: target.subscription.tenant_id.clone(),
@@ -143,7 +143,7 @@ impl Client {
     /// Sends `event` to `target` once, signed now, with the current span's
     /// trace context.
     pub async fn send(&self, event: &Event, target: &Target) -> Sent {
-        let webhook_id = webhook_id(&event.id, &target.subscription.id);
+        let webhook_id = webhook_id(event.id.as_str(), &target.subscription.id);
         let webhook = Webhook {
             id: &webhook_id,
             body: Bytes::from(event.webhook_body()),
@@ -280,7 +280,7 @@ mod tests {
         let sent = client.send(&event, &target).await;
         assert_eq!(sent.status, None);
         assert!(matches!(sent.error, Some(DeliveryError::Forbidden(_))), "{:?}", sent.error);
-        assert_eq!(sent.webhook_id, webhook_id(&event.id, &target.subscription.id));
+        assert_eq!(sent.webhook_id, webhook_id(event.id.as_str(), &target.subscription.id));
 
         let attempt = sent.record(&event, &target, 3);
         assert_eq!(attempt.outcome, Outcome::Failed);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::{RetrySchedule, Topics};
 use crate::delivery::DeliveryError;
-use crate::domain::{DeadReason, SubscriptionStatus};
+use crate::domain::{DeadReason, ParkReason, SubscriptionStatus};
 use crate::kafka::delivery::Delivery;
 
 /// The longest `Retry-After` honoured; a longer one waits this long.
