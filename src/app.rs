@@ -50,6 +50,7 @@ pub struct DeadlinePassed {
 /// queued belongs to work given up on, which is read again anyway.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[derive(Debug)]
 pub struct Running {
     /// Where the API listens, when this process runs it.
     pub api_addr: Option<SocketAddr>,

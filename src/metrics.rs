@@ -24,6 +24,7 @@ const LAG_BUCKETS: &[f64] = &[
 ];
 
 /// `hookgate_deliveries_total` by outcome.
+#[derive(Debug)]
 pub struct Outcomes {
     pub success: IntCounter,
     /// An attempt that failed (whatever came next).
@@ -35,6 +36,7 @@ pub struct Outcomes {
     pub rate_limited: IntCounter,
 }
 
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub deliveries: Outcomes,
@@ -333,6 +335,7 @@ impl Metrics {
 }
 
 /// Counts a webhook request under way until dropped.
+#[derive(Debug)]
 pub struct InFlight<'a>(&'a IntGauge);
 
 impl<'a> InFlight<'a> {

@@ -17,7 +17,7 @@ use crate::kafka::Producer;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Ops {
     pub store: Arc<dyn Store>,
     pub producer: Producer,

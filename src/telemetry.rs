@@ -20,6 +20,7 @@ const DEFAULT_FILTER: &str = "info,librdkafka=warn,rdkafka=warn,sqlx=warn";
 const DEFAULT_SERVICE_NAME: &str = "hookgate";
 
 /// Flushes the spans not yet exported when dropped (at exit).
+#[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
 }

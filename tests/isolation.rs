@@ -8,13 +8,18 @@
 //! throughput against a baseline, and cargo runs test binaries one after
 //! another, so no other test's load is in what they measure.
 
+// A test that cannot go on fails with the expectation it names; the
+// harness's items are this binary's own, whatever their visibility.
+#![allow(clippy::expect_used, clippy::unwrap_used, unreachable_pub)]
+
 #[allow(dead_code)]
 #[path = "it/harness/mod.rs"]
 mod harness;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::config::{AppConfig, DeliveryBudgets, RetrySchedule};
 use reqwest::Method;
@@ -60,7 +65,7 @@ async fn latencies(
             .await;
         assert_eq!(status, 202);
         sent.push(at);
-        tokio::time::sleep_until((at + gap).into()).await;
+        tokio::time::sleep_until(at + gap).await;
     }
     let received = receiver.wait_for(before + n, DEADLINE).await;
     let mut latencies: Vec<Duration> = received[before..]
@@ -173,10 +178,10 @@ async fn stream_kept_up_with(
         let events = batch(second);
         let response = app.post_json("/v1/events/batch", json!({ "events": events })).await;
         assert_eq!(response.status(), 202);
-        tokio::time::sleep_until((started + secs(second + 1)).into()).await;
+        tokio::time::sleep_until(started + secs(second + 1)).await;
     }
     let published_for = started.elapsed();
-    tokio::time::sleep_until((started + published_for + secs(1)).into()).await;
+    tokio::time::sleep_until(started + published_for + secs(1)).await;
     let kept_up = healthy.received().len();
     assert!(kept_up * 10 >= STREAMED * 9, "only {kept_up} of {STREAMED} delivered in time");
 }
@@ -337,7 +342,7 @@ async fn a_consumer_starved_of_room_keeps_polling_and_is_not_evicted() {
     healthy.wait_for(1, DEADLINE).await;
     // Give a second owner (after an eviction) time to send again.
     let settled = Instant::now() + secs(5);
-    tokio::time::sleep_until(settled.into()).await;
+    tokio::time::sleep_until(settled).await;
     assert_eq!(
         slow_receiver.received().len(),
         16,
@@ -478,7 +483,7 @@ async fn requests_after_a_change(
     assert!(status == 200 || status == 204, "the change was taken: {status}");
     let changed = Instant::now();
     // Watch for longer than all 40 would take one by one (12 s).
-    tokio::time::sleep_until((changed + secs(13)).into()).await;
+    tokio::time::sleep_until(changed + secs(13)).await;
     let late = receiver.received().iter().filter(|r| r.at > changed + secs(1)).count();
     app.stop().await;
     late
@@ -567,7 +572,7 @@ async fn a_circuit_opens_after_failures_probes_once_and_closes_and_its_backlog_w
     })
     .await;
     assert_eq!(metric(&app, "hookgate_deliveries_in_flight ").await, 0.0);
-    tokio::time::sleep_until((opened + Duration::from_millis(4_000)).into()).await;
+    tokio::time::sleep_until(opened + Duration::from_millis(4_000)).await;
     assert_eq!(receiver.received().len(), sent_before, "nothing was sent while open");
 
     // Then one probe; it succeeds, the circuit closes, and the rest goes.

@@ -18,7 +18,8 @@ mod report;
 mod stream;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::Utc;
 use hookgate::config::{DeliveryBudgets, SubscriptionLimits};
@@ -327,7 +328,7 @@ impl<'a> Phases<'a> {
         // publisher may have run late: then from its actual end).
         let stream_end = (started + plan.window).max(published.ended);
         let (end_us, in_time_us) = (wall_clock_us(stream_end), wall_clock_us(stream_end + GRACE));
-        tokio::time::sleep_until((stream_end + GRACE).into()).await;
+        tokio::time::sleep_until(stream_end + GRACE).await;
         let expected = published.healthy * HEALTHY_SUBSCRIPTIONS as u64;
         let drain_limit = plan.window.max(Duration::from_secs(30));
         let delivered = endpoints.wait_for(phase, expected, drain_limit).await;

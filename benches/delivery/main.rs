@@ -15,6 +15,10 @@
 //! healthy stream beside a tarpit and a hanging endpoint: an app of its
 //! own) → `report.rs` (the table and the JSON).
 
+// A test that cannot go on fails with the expectation it names; the
+// harness's items are this binary's own, whatever their visibility.
+#![allow(clippy::expect_used, clippy::unwrap_used, unreachable_pub)]
+
 // The harness is shared with the integration tests; the bench uses its
 // receiver only.
 #[allow(dead_code)]

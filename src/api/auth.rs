@@ -23,6 +23,7 @@ pub enum Caller {
 }
 
 /// Why a caller cannot act on the tenant it named.
+#[derive(Debug)]
 pub enum TenantChoice {
     /// Not a tenant id at all.
     Malformed,

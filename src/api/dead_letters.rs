@@ -141,6 +141,7 @@ pub struct ListDeadLetters {
 }
 
 /// The filter fields that lists and bulk replays share, as sent.
+#[derive(Debug)]
 pub struct FilterFields<'a> {
     pub tenant_id: Option<&'a str>,
     pub subscription_id: Option<&'a str>,

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -109,6 +110,7 @@ impl From<EventType> for EventTypeOut {
 list_of!(EventTypeList, EventTypeOut);
 
 /// An event type's name in a path: what cannot be a name names nothing.
+#[derive(Debug)]
 pub struct EventTypeName(pub String);
 
 impl FromPath for EventTypeName {
@@ -321,7 +323,7 @@ fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> 
 type Entry = (Instant, Option<Arc<jsonschema::Validator>>);
 
 /// Compiled schemas by event type name, each trusted for `SCHEMA_TTL`.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct SchemaCache {
     entries: RwLock<HashMap<String, Entry>>,
 }

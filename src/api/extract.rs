@@ -16,6 +16,7 @@ use crate::server::BodyDeadline;
 /// A JSON body: 415 without a JSON content type, 413 over the body limit,
 /// 400 for malformed JSON, 422 naming the field for JSON of the wrong shape.
 /// Keeps the raw bytes too (idempotency compares them).
+#[derive(Debug)]
 pub struct Json<T> {
     pub value: T,
     pub bytes: Bytes,
@@ -23,6 +24,7 @@ pub struct Json<T> {
 
 /// Like `Json`, but an empty body (with or without a content type) is
 /// `T::default()`: for actions whose body is all optional.
+#[derive(Debug)]
 pub struct OptionalJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -154,6 +156,7 @@ fn without_position(message: &str) -> String {
 }
 
 /// Query parameters, with 400 `invalid_query` naming the parameter at fault.
+#[derive(Debug)]
 pub struct Query<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for Query<T>
@@ -179,6 +182,7 @@ where
 
 /// `axum::extract::Path` with our errors, read as `T`: the raw text, or an
 /// id of the kind the route names (`Path<SubscriptionId>`).
+#[derive(Debug)]
 pub struct Path<T>(pub T);
 
 /// What a route's path parameters become. A malformed id names nothing, so

@@ -4,7 +4,8 @@
 //! and body get back. Concurrent ones wait for it, up to a bound, then 409.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

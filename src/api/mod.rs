@@ -57,7 +57,7 @@ const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DRAIN: Duration = Duration::from_secs(TEST_REQUEST_TIMEOUT.as_secs() + 1);
 const TEST_RESPONSE_CAP: usize = 4096;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub producer: Producer,

@@ -44,6 +44,7 @@ pub(super) fn base() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole document, as the API's router serves it.
+#[derive(Debug)]
 pub struct ApiDoc;
 
 impl OpenApi for ApiDoc {

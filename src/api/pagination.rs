@@ -34,6 +34,7 @@ impl PageParams {
 
 /// A decoded page request; `limit + 1` rows are fetched to know whether
 /// another page follows.
+#[derive(Debug)]
 pub struct PageRequest {
     limit: usize,
     after: Option<String>,
@@ -105,7 +106,7 @@ fn decode(cursor: &str) -> Option<String> {
 /// Declares a list answer `{"data": [...], "next_cursor": …}` for an item type.
 macro_rules! list_of {
     ($name:ident, $item:ty) => {
-        #[derive(serde::Serialize, utoipa::ToSchema)]
+        #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
         pub struct $name {
             pub data: Vec<$item>,
             /// Pass as `cursor` for the next page; `null` on the last one.

@@ -107,7 +107,7 @@ pub enum ApiError {
 }
 
 /// An RFC 9457 problem, as every error answers (`application/problem+json`).
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
     /// Stable URI of the kind of problem: `urn:hookgate:problem:{code}`.
     #[serde(rename = "type")]

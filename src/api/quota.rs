@@ -10,7 +10,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -24,6 +25,7 @@ use crate::domain::TenantId;
 /// callers of the last minutes, not every caller ever seen.
 const RETAIN_INTERVAL: Duration = Duration::from_secs(30);
 
+#[derive(Debug)]
 pub struct Limiters {
     pub quotas: Quotas,
     publish_per_key: DefaultKeyedRateLimiter<String>,

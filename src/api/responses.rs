@@ -50,6 +50,7 @@ macro_rules! problems {
         $($rest:tt)*
     ) => {
         $(#[$doc])*
+        #[derive(Debug)]
         $vis struct $name;
 
         impl utoipa::IntoResponses for $name {
@@ -73,6 +74,7 @@ macro_rules! problems {
         $($rest:tt)*
     ) => {
         $(#[$doc])*
+        #[derive(Debug)]
         $vis struct $name;
 
         impl utoipa::IntoResponses for $name {

@@ -40,7 +40,7 @@ pub type ETag = [(HeaderName, HeaderValue); 1];
 const MAX_SCAN: usize = 2_000;
 
 // No `Debug`: it holds the secret and header values.
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
     /// The tenant that owns it (admin only; default `ten_default`). A tenant
@@ -82,7 +82,7 @@ pub struct CreateSubscription {
 
 /// A partial update: absent fields stay; `null` clears the nullable ones.
 // No `Debug`: it holds header values.
-#[derive(Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscription {
     url: Option<String>,
@@ -572,7 +572,7 @@ pub async fn update(
 }
 
 /// `If-Match`, as the writes of a subscription document it.
-#[derive(utoipa::IntoParams)]
+#[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub struct IfMatchParam {

@@ -4,7 +4,8 @@
 //! caller writes the attempt (`Sent::record`) where it keeps attempts.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;

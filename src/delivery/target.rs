@@ -25,7 +25,7 @@ pub enum Unusable {
 }
 
 /// A subscription ready for delivery: its secrets and headers parsed once.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub subscription: Subscription,
     pub keys: SigningKeys,
@@ -146,12 +146,12 @@ mod tests {
     #[test]
     fn a_secret_that_does_not_parse_makes_no_target_and_says_which() {
         let mut subscription = Subscription::example(TenantId::default_tenant(), "whsec_!!");
-        let error = Target::new(subscription.clone()).err().expect("a bad current secret");
+        let error = Target::new(subscription.clone()).expect_err("a bad current secret");
         assert!(error.to_string().contains("signing secret"), "{error}");
         subscription.secret = NEW.to_owned();
         subscription.previous_secrets =
             vec![PreviousSecret { secret: "whsec_YWJj".to_owned(), expires_at: Utc::now() }];
-        let error = Target::new(subscription).err().expect("a bad rotated-out secret");
+        let error = Target::new(subscription).expect_err("a bad rotated-out secret");
         assert!(error.to_string().contains("rotated-out secret #0"), "{error}");
     }
 

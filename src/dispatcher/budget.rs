@@ -28,6 +28,7 @@ pub trait Pressure: Send + Sync {
 }
 
 /// What is held against one budget now.
+#[derive(Debug)]
 pub struct Load {
     budget: Budget,
     records: AtomicUsize,
@@ -38,6 +39,7 @@ pub struct Load {
 }
 
 /// One record's share of a `Load`, given back when dropped.
+#[derive(Debug)]
 pub struct Held {
     load: Arc<Load>,
     bytes: usize,

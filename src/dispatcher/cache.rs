@@ -9,7 +9,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// What the copy knows of a subscription id.
+#[derive(Debug)]
 pub enum Lookup {
     Found(Arc<Target>),
     /// Deleted: its deliveries have nobody to go to.
@@ -36,7 +38,7 @@ pub enum Lookup {
     Unknown,
 }
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 struct Snapshot {
     targets: HashMap<SubscriptionId, Arc<Target>>,
     /// Deleted subscriptions (and ones whose row no longer parses), with
@@ -57,6 +59,7 @@ pub enum Freshness {
 /// How long work that needs a fresh copy waits between tries.
 pub const STALE_RETRY: Duration = FAILURE_BACKOFF;
 
+#[derive(Debug)]
 struct RefreshState {
     /// The first load (live rows only) is done.
     loaded: bool,
@@ -66,6 +69,7 @@ struct RefreshState {
     failed_at: Option<Instant>,
 }
 
+#[derive(Debug)]
 pub struct SubscriptionCache {
     store: Arc<dyn Store>,
     snapshot: RwLock<Arc<Snapshot>>,

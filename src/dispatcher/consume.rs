@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -46,6 +47,15 @@ pub struct Begun {
     pub pressure: Option<Arc<dyn Pressure>>,
 }
 
+impl std::fmt::Debug for Begun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Begun")
+            .field("job", &self.job.is_some())
+            .field("pressure", &self.pressure.is_some())
+            .finish()
+    }
+}
+
 impl From<Option<Job>> for Begun {
     fn from(job: Option<Job>) -> Self {
         Self { job, pressure: None }
@@ -61,6 +71,7 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Begun> + Send;
 }
 
+#[derive(Debug)]
 pub struct StageContext {
     tracker: Arc<OffsetTracker>,
     revoke_wait: Duration,
@@ -167,6 +178,7 @@ impl Drained {
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 const LAG_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[derive(Debug)]
 pub struct StageOptions<'a> {
     pub name: &'static str,
     pub group_id: &'a str,
@@ -208,6 +220,12 @@ pub struct Stage<H> {
     heartbeat: Arc<Heartbeat>,
     liveness: Arc<Liveness>,
     stall_after: Duration,
+}
+
+impl<H> std::fmt::Debug for Stage<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl<H: Handler> Stage<H> {
@@ -315,7 +333,7 @@ impl<H: Handler> Stage<H> {
                 Err(error) if crate::kafka::is_fatal(&error) => {
                     // Retrying cannot fix it: the process ends (exit code 1),
                     // and its supervisor sees why.
-                    stage.unhealthy(format!("failed: fatal Kafka error: {error}"), &shutdown);
+                    stage.unhealthy(&format!("failed: fatal Kafka error: {error}"), &shutdown);
                     break;
                 }
                 Err(error) => {
@@ -418,8 +436,8 @@ impl<H: Handler> Stage<H> {
 
     /// Reports the stage unhealthy, once: the process shuts down and exits
     /// non-zero (see `watchdog` for why it is not rebuilt in place).
-    fn unhealthy(&self, reason: String, shutdown: &CancellationToken) {
-        if self.liveness.report(Unhealthy { stage: self.name, reason: reason.clone() }) {
+    fn unhealthy(&self, reason: &str, shutdown: &CancellationToken) {
+        if self.liveness.report(Unhealthy { stage: self.name, reason: reason.to_owned() }) {
             tracing::error!(stage = self.name, %reason, "dispatcher stage unhealthy; exiting so that it is restarted (unfinished work is read again)");
             shutdown.cancel();
         }
@@ -448,7 +466,7 @@ impl<H: Handler> Stage<H> {
             if let Some(busy) = self.heartbeat.busy_for().filter(|b| *b >= self.stall_after) {
                 stuck.set(1);
                 self.unhealthy(
-                    format!("is stuck: its read loop has not come back for a record for {}s (a handler does not return)", busy.as_secs()),
+                    &format!("is stuck: its read loop has not come back for a record for {}s (a handler does not return)", busy.as_secs()),
                     &shutdown,
                 );
             }
@@ -493,7 +511,7 @@ impl<H: Handler> Stage<H> {
                             stalled.len(),
                             self.stall_after.as_secs()
                         );
-                        self.unhealthy(reason, &shutdown);
+                        self.unhealthy(&reason, &shutdown);
                     }
                 }
                 Err(error) => {

@@ -44,6 +44,7 @@ use crate::trace::TraceHeaders;
 /// How often gates are looked at for changed or unhealthy subscriptions.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
+#[derive(Debug)]
 pub struct Deliver {
     pub cache: Arc<SubscriptionCache>,
     pub store: Arc<dyn Store>,
@@ -388,7 +389,7 @@ impl Deliver {
                 http.response.status_code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
             TraceHeaders::adopt(delivery.trace.as_ref(), &span);
             let in_flight = InFlight::enter(&self.metrics.in_flight);
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let result = self
                 .webhooks
                 .attempt(&delivery.event, &sending_to, attempt)

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DeadLetters {
     pub producer: Producer,
     pub topic: String,

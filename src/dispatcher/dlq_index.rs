@@ -32,6 +32,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// connection pool to the API and the attempt log.
 const WRITERS: usize = 4;
 
+#[derive(Debug)]
 pub struct DlqIndexer {
     store: Arc<dyn Store>,
     shutdown: CancellationToken,

@@ -26,6 +26,7 @@ use crate::kafka::envelope::{self, RecordPosition};
 use crate::kafka::Producer;
 use crate::trace::TraceHeaders;
 
+#[derive(Debug)]
 pub struct FanOut {
     pub cache: Arc<SubscriptionCache>,
     pub producer: Producer,

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -66,7 +67,7 @@ pub struct Shares {
     pub stage: usize,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Gates {
     /// When each subscription's circuit opens.
     circuit: CircuitPolicy,
@@ -77,6 +78,7 @@ pub struct Gates {
 }
 
 /// What one tenant's subscriptions hold.
+#[derive(Debug)]
 pub struct TenantLoad {
     held: AtomicUsize,
     budget: usize,
@@ -106,6 +108,7 @@ impl Pressure for TenantLoad {
 }
 
 /// The limits a gate applies, replaced whole when the subscription's change.
+#[derive(Debug)]
 struct Limits {
     rate_limit: Option<RateLimit>,
     max_in_flight: Option<u32>,
@@ -126,6 +129,7 @@ impl Limits {
     }
 }
 
+#[derive(Debug)]
 pub struct Gate {
     limits: RwLock<Arc<Limits>>,
     tenant: Arc<TenantLoad>,
@@ -159,6 +163,7 @@ pub struct Gate {
 }
 
 /// Admission to send one request; dropping it frees the in-flight slot.
+#[derive(Debug)]
 pub struct Pass<'a> {
     _permit: Option<OwnedSemaphorePermit>,
     gate: &'a Gate,
@@ -173,6 +178,7 @@ impl Drop for Pass<'_> {
 }
 
 /// A delivery's share of what its subscription and tenant hold.
+#[derive(Debug)]
 pub struct Hold {
     gate: Arc<Gate>,
 }

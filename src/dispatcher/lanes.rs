@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 /// not pile up; scanning on every call would cost O(keys).
 const SWEEP_AT: usize = 1024;
 
+#[derive(Debug)]
 pub struct Lanes<K> {
     /// The last place queued per key: the next one waits for it.
     last: Mutex<HashMap<K, oneshot::Receiver<()>>>,
@@ -25,6 +26,7 @@ impl<K> Default for Lanes<K> {
 
 /// A place in a lane: `wait` until the place ahead is done; dropping the
 /// turn lets the next one go.
+#[derive(Debug)]
 pub struct Turn {
     ahead: Option<oneshot::Receiver<()>>,
     _done: oneshot::Sender<()>,

@@ -10,16 +10,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: Mutex<HashMap<(String, i32), Partition>>,
     generations: AtomicU64,
 }
 
+#[derive(Debug)]
 struct Partition {
     generation: u64,
     /// Offset → when the loop began it. Records begin in offset order, so
@@ -34,13 +36,14 @@ struct Partition {
 }
 
 /// The ownership of one partition by this consumer, until revoked.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Lease {
     revoked: CancellationToken,
     active: AtomicUsize,
 }
 
 /// Keeps a revocation waiting while held.
+#[derive(Debug)]
 pub struct Active(Arc<Lease>);
 
 impl Drop for Active {
@@ -51,6 +54,7 @@ impl Drop for Active {
 
 /// One record in flight. Completing a ticket of a revoked assignment is a
 /// no-op, so a record another consumer may now own is never committed here.
+#[derive(Debug)]
 pub struct Ticket {
     topic: String,
     partition: i32,

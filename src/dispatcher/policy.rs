@@ -19,6 +19,7 @@ const JITTER: f64 = 0.1;
 /// How much shorter than a tier's delay a delay may be and still go to it.
 const TIER_SLACK: f64 = 0.1;
 
+#[derive(Debug)]
 pub struct RetryPolicy {
     pub schedule: RetrySchedule,
     pub max_age: Duration,

@@ -13,7 +13,8 @@
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::Utc;
 use futures::future::join_all;
@@ -56,7 +57,7 @@ pub fn replay_limiter(rate: NonZeroU32) -> DefaultDirectRateLimiter {
 type Limiters = HashMap<(String, String), (Arc<DefaultDirectRateLimiter>, Instant)>;
 
 /// The delivery stage's limiters of replay jobs, per job and receiver.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ReplayLimits {
     limiters: Mutex<Limiters>,
 }
@@ -87,6 +88,7 @@ impl ReplayLimits {
     }
 }
 
+#[derive(Debug)]
 pub struct ReplayRunner {
     pub store: Arc<dyn Store>,
     pub producer: Producer,

@@ -24,6 +24,7 @@ use crate::kafka::envelope::RecordPosition;
 use crate::kafka::Producer;
 
 /// A retry tier consumer.
+#[derive(Debug)]
 pub struct DelayLine {
     pub producer: Producer,
     pub deliveries_topic: String,

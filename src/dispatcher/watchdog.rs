@@ -24,7 +24,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long unread records may wait, or the loop be away from `recv()`,
 /// before a stage counts as stuck. Well above what a handler's `begin` takes
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 
 /// What a read loop leaves for its watchdog.
+#[derive(Debug)]
 pub struct Heartbeat {
     epoch: Instant,
     /// Milliseconds since `epoch` when `recv()` last returned.
@@ -106,7 +108,7 @@ pub struct Position {
 }
 
 /// Partitions with unread records whose position does not move.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Stalls {
     /// Position last seen, and since when unread records wait at it.
     waiting: HashMap<(String, i32), (i64, Instant)>,

@@ -6,6 +6,7 @@ use crate::delivery::{Client, DeliveryError, Target};
 use crate::domain::Event;
 use crate::store::AttemptLog;
 
+#[derive(Debug)]
 pub struct Webhooks {
     client: Client,
     log: AttemptLog,

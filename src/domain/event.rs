@@ -61,6 +61,7 @@ impl Event {
             timestamp: self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
             data: &self.data,
         };
+        #[allow(clippy::expect_used, reason = "serializing strings and raw JSON cannot fail")]
         serde_json::to_vec(&body).expect("serializing strings and raw JSON cannot fail")
     }
 }

@@ -68,6 +68,7 @@ impl SigningSecret {
     }
 
     fn from_key(text: String, key: &[u8]) -> Self {
+        #[allow(clippy::expect_used, reason = "HMAC takes keys of any length")]
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
         Self { text, mac }
     }

@@ -60,6 +60,7 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 }
 
 /// Where a record came from, to name events that carry no `ce_id`.
+#[derive(Debug)]
 pub struct RecordPosition<'a> {
     pub topic: &'a str,
     pub partition: i32,

@@ -32,13 +32,20 @@ pub struct Producer {
     fatal: Arc<Fatal>,
 }
 
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("fatal", &self.fatal).finish_non_exhaustive()
+    }
+}
+
 /// The producer's context: it sees the errors librdkafka reports outside
 /// any send, and keeps the first fatal one (see `super::is_fatal`).
+#[derive(Debug)]
 pub struct Watched {
     fatal: Arc<Fatal>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Fatal {
     raised: CancellationToken,
     reason: OnceLock<String>,

@@ -8,6 +8,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Error, KafkaConfig};
 
+#[derive(Debug)]
 pub struct TopicSpec {
     pub partitions: i32,
     /// -1 takes the broker's default.

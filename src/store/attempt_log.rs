@@ -17,7 +17,7 @@ const WRITE_TRIES: u32 = 5;
 
 /// The sending side; clone it freely. The writer ends once every clone is
 /// dropped, or `stop` is cancelled, and what was queued is written.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AttemptLog {
     tx: mpsc::Sender<Attempt>,
 }

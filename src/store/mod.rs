@@ -148,6 +148,12 @@ impl<T> Store for T where
 {
 }
 
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 /// Opens the backend the URL names, without a statement timeout nor a secret
 /// key (for `hookgate migrate` and tests): secrets are written plain, and
 /// sealed ones do not open.

@@ -16,6 +16,7 @@ use crate::domain::Scope;
 
 /// The store on one sqlx database: a pool, and the keys that seal secrets
 /// before they are written and open them when read.
+#[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pub(super) pool: sqlx::Pool<DB>,
     pub(super) keys: SecretKeys,

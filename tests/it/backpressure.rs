@@ -2,7 +2,8 @@
 //! `/readyz` turns unready, and both recover without a restart once the
 //! broker is back. Runs on a private broker, since it kills it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::kafka::produce::PUBLISH_TIMEOUT;
 use reqwest::Method;

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::config::RetrySchedule;
 use hookgate::domain::{Outcome, Scope, SubscriptionId, SubscriptionStatus};
@@ -317,7 +318,7 @@ async fn pausing_and_resuming_reaches_the_dispatcher_within_a_second() {
     let marker = TestReceiver::start().await;
     app.subscribe(json!({"url": marker.url, "event_types": ["*"]})).await;
     // Events published a second after the pause are not sent to it.
-    tokio::time::sleep_until((paused_at + Duration::from_secs(1)).into()).await;
+    tokio::time::sleep_until(paused_at + Duration::from_secs(1)).await;
     let during_pause = app.publish(json!({"type": "a.b", "data": {"n": 1}})).await;
     marker.wait_for(1, DEADLINE).await;
     app.attempts_for(&during_pause, DEADLINE).await;
@@ -325,7 +326,7 @@ async fn pausing_and_resuming_reaches_the_dispatcher_within_a_second() {
 
     app.store.set_subscription_status(&id, SubscriptionStatus::Active, None).await.expect("resume");
     let resumed_at = Instant::now();
-    tokio::time::sleep_until((resumed_at + Duration::from_secs(1)).into()).await;
+    tokio::time::sleep_until(resumed_at + Duration::from_secs(1)).await;
     app.publish(json!({"type": "a.b", "data": {"n": 2}})).await;
     receiver.wait_for(2, DEADLINE).await;
     app.stop().await;

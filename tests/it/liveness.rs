@@ -9,7 +9,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::dispatcher::budget::Budget;
 use hookgate::dispatcher::consume::{Begun, Handler, Stage, StageOptions};

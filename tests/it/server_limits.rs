@@ -3,7 +3,8 @@
 //! slow client longer than its drain, and the database cancels statements
 //! that outlast `statement_timeout`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::store::PgStore;
 use serde_json::json;

@@ -4,7 +4,8 @@
 //! and a second signal.
 
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::config::{AppConfig, DispatcherConfig, Topics};
 use serde_json::json;

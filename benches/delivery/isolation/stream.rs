@@ -2,7 +2,7 @@
 //! the source topic (so that the figure is the dispatcher's, not the
 //! API's), at the plan's rates, interleaved.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use chrono::Utc;
 use futures::StreamExt as _;

@@ -9,7 +9,8 @@ pub mod receiver;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hookgate::app::{self, Running};
 use hookgate::config::{
