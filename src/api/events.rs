@@ -142,16 +142,7 @@ pub async fn publish(
         let answer = serde_json::json!({ "id": event.id });
         Ok((StatusCode::ACCEPTED, answer))
     };
-    match idempotency_key {
-        Some(key) => {
-            let scope = caller.idempotency_scope();
-            idempotency::once(&state, scope, &key, "/v1/events", &bytes, work).await
-        }
-        None => {
-            let (status, answer) = work().await?;
-            Ok(axum::response::IntoResponse::into_response((status, axum::Json(answer))))
-        }
-    }
+    idempotency::with_key(&state, &caller, idempotency_key, "/v1/events", &bytes, work).await
 }
 
 #[utoipa::path(post, path = "/v1/events/batch", tag = "events", operation_id = "publish_events_batch",
@@ -195,16 +186,8 @@ pub async fn publish_batch(
             events.iter().map(|e| serde_json::json!({ "id": e.id })).collect();
         Ok((StatusCode::ACCEPTED, serde_json::json!({ "events": ids })))
     };
-    match idempotency_key {
-        Some(key) => {
-            let scope = caller.idempotency_scope();
-            idempotency::once(&state, scope, &key, "/v1/events/batch", &bytes, work).await
-        }
-        None => {
-            let (status, answer) = work().await?;
-            Ok(axum::response::IntoResponse::into_response((status, axum::Json(answer))))
-        }
-    }
+    idempotency::with_key(&state, &caller, idempotency_key, "/v1/events/batch", &bytes, work)
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events", operation_id = "list_event_attempts",

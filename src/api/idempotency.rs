@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
+use super::auth::Caller;
 use super::problem::ApiError;
 use super::AppState;
 use crate::kafka::produce::PUBLISH_TIMEOUT;
@@ -47,6 +48,29 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         _ => Err(ApiError::BadRequest(format!(
             "Idempotency-Key is 1 to {MAX_KEY_LEN} printable ASCII characters without spaces"
         ))),
+    }
+}
+
+/// Runs `work`: once per (caller, key) when the request names an
+/// `Idempotency-Key` (see `once`), otherwise every time.
+pub async fn with_key<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<String>,
+    route: &str,
+    body: &[u8],
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+{
+    match key {
+        Some(key) => once(state, caller.idempotency_scope(), &key, route, body, work).await,
+        None => {
+            let (status, answer) = work().await?;
+            Ok((status, axum::Json(answer)).into_response())
+        }
     }
 }
 

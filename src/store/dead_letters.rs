@@ -253,7 +253,20 @@ macro_rules! dead_letters_on {
                     .push_bind(replay.map(ReplayId::as_str))
                     .push(", status_changed_at = ")
                     .push_bind(at)
-                    .push(", replay_claim = NULL, replay_claimed_until = NULL")
+                    .push(", replay_claim = NULL, replay_claimed_until = NULL");
+                Self::push_pending_of(&mut query, ids, claim, at);
+                query
+            }
+
+            /// ` WHERE` the pending ones of `ids` that no claim but `claim`
+            /// holds at `at`.
+            fn push_pending_of<'a>(
+                query: &mut QueryBuilder<'a, $db>,
+                ids: &'a [DeadLetterId],
+                claim: Option<&'a str>,
+                at: DateTime<Utc>,
+            ) {
+                query
                     .push(" WHERE status = 'pending' AND (replay_claimed_until IS NULL")
                     .push(" OR replay_claimed_until <= ")
                     .push_bind(at)
@@ -265,7 +278,6 @@ macro_rules! dead_letters_on {
                     list.push_bind(id.as_str());
                 }
                 query.push(")");
-                query
             }
         }
 
@@ -392,18 +404,9 @@ macro_rules! dead_letters_on {
                 query
                     .push_bind(claim)
                     .push(", replay_claimed_until = ")
-                    .push_bind(until)
-                    .push(" WHERE status = 'pending' AND (replay_claimed_until IS NULL")
-                    .push(" OR replay_claimed_until <= ")
-                    .push_bind(now)
-                    .push(" OR replay_claim = ")
-                    .push_bind(claim)
-                    .push(") AND id IN (");
-                let mut list = query.separated(", ");
-                for id in ids {
-                    list.push_bind(id.as_str());
-                }
-                query.push(") RETURNING id");
+                    .push_bind(until);
+                Self::push_pending_of(&mut query, ids, Some(claim), now);
+                query.push(" RETURNING id");
                 let claimed: Vec<String> = query.build_query_scalar().fetch_all(&self.pool).await?;
                 claimed
                     .iter()
