@@ -186,8 +186,7 @@ pub async fn publish_batch(
             events.iter().map(|e| serde_json::json!({ "id": e.id })).collect();
         Ok((StatusCode::ACCEPTED, serde_json::json!({ "events": ids })))
     };
-    idempotency::with_key(&state, &caller, idempotency_key, "/v1/events/batch", &bytes, work)
-        .await
+    idempotency::with_key(&state, &caller, idempotency_key, "/v1/events/batch", &bytes, work).await
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "events", operation_id = "list_event_attempts",
