@@ -19,11 +19,11 @@ mod harness;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::config::{AppConfig, DeliveryBudgets, RetrySchedule};
 use reqwest::Method;
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::harness::process::DispatcherProcess;
 use crate::harness::proxy::DbProxy;

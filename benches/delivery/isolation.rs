@@ -19,13 +19,13 @@ mod stream;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 
 use chrono::Utc;
 use hookgate::config::{DeliveryBudgets, SubscriptionLimits};
 use hookgate::domain::{Scope, Subscription, Tenant, TenantId};
 use hookgate::kafka::Producer;
 use hookgate::store::Store;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::metrics::{sum, MetricsReport, Scraper};

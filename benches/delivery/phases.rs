@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 
 use chrono::Utc;
 use futures::stream::StreamExt as _;
 use hookgate::config::DeliveryBudgets;
 use hookgate::domain::{Audience, Event, TenantId};
 use hookgate::kafka::Producer;
+use tokio::time::Instant;
 
 use crate::env::{subscription, Env, Services, TOKEN};
 use crate::harness::{Reply, TestReceiver};

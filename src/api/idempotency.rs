@@ -5,12 +5,12 @@
 
 use std::future::Future;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
 use super::auth::Caller;
 use super::problem::ApiError;

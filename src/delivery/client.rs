@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::RETRY_AFTER;
 use http::HeaderMap;
+use tokio::time::Instant;
 
 use super::egress::{self, EgressRules, ForbiddenDestination};
 use super::request::{self, Webhook};

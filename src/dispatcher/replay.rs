@@ -14,11 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 
 use chrono::Utc;
 use futures::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{DeadLetter, DeadLetterId, Replay, Scope, SubscriptionId};

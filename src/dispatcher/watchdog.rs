@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
 use tokio::time::Instant;
 
 /// How long unread records may wait, or the loop be away from `recv()`,

@@ -3,11 +3,11 @@
 //! broker is back. Runs on a private broker, since it kills it.
 
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::kafka::produce::PUBLISH_TIMEOUT;
 use reqwest::Method;
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::harness::broker::PrivateBroker;
 use crate::harness::{eventually, TestApp, ADMIN_TOKEN};

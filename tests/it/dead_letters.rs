@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use chrono::{SecondsFormat, Utc};
 use hookgate::config::{DispatcherConfig, RetrySchedule};
-use hookgate::domain::{DeadLetterFilter, DeadLetterStatus, SubscriptionId};
+use hookgate::domain::{DeadLetterFilter, DeadLetterStatus, DeadReason, SubscriptionId};
 use hookgate::store::Page;
 use reqwest::Method;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
+use crate::harness::answers::DeadLetterAnswer;
 use crate::harness::kafka::wait_for_group;
 use crate::harness::process::DispatcherProcess;
 use crate::harness::{
@@ -73,20 +74,20 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_with_the_same_webh
     let event_id = app.publish(json!({"type": "order.created", "data": {"n": 7}})).await;
 
     let listed = wait_for_dead_letters(&app, &format!("subscription_id={sub}"), 1).await;
-    let dead = &listed[0];
-    assert_eq!(dead["reason"], "exhausted");
-    assert_eq!(dead["status"], "pending");
-    assert_eq!(dead["attempts"], 2, "the first try and one retry");
-    assert_eq!(dead["last_status"], 503);
-    assert_eq!(dead["event_id"], event_id.as_str());
-    assert_eq!(dead["event_type"], "order.created");
-    assert_eq!(dead["replayable"], true);
+    let dead = DeadLetterAnswer::of(&listed[0]);
+    assert_eq!(dead.reason, DeadReason::Exhausted);
+    assert_eq!(dead.status, DeadLetterStatus::Pending);
+    assert_eq!(dead.attempts, 2, "the first try and one retry");
+    assert_eq!(dead.last_status, Some(503));
+    assert_eq!(dead.event_id.as_deref(), Some(event_id.as_str()));
+    assert_eq!(dead.event_type.as_deref(), Some("order.created"));
+    assert!(dead.replayable);
     let first_tries = receiver.received();
     assert_eq!(first_tries.len(), 2);
     let webhook_id = first_tries[0].header("webhook-id").to_owned();
-    assert_eq!(dead["webhook_id"], webhook_id.as_str());
+    assert_eq!(dead.webhook_id.as_deref(), Some(webhook_id.as_str()));
 
-    let id = dead["id"].as_str().expect("dead letter id");
+    let id = dead.id.as_str();
     let detail = eventually("both attempts logged", DEADLINE, || async {
         let (status, detail) = get(&app, &format!("/v1/dead-letters/{id}")).await;
         assert_eq!(status, 200, "{detail}");

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::config::RetrySchedule;
 use hookgate::domain::{Outcome, Scope, SubscriptionId, SubscriptionStatus};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::harness::kafka::{headers_of, read_topic, wait_for_group};
 use crate::harness::process::DispatcherProcess;

@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::dispatcher::budget::Budget;
 use hookgate::dispatcher::consume::{Begun, Handler, Stage, StageOptions};
@@ -23,6 +22,7 @@ use hookgate::ops::{self, Ops};
 use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::Message;
 use serde_json::json;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::kafka::{delete_topics, wait_for_group};

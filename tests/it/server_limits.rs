@@ -4,12 +4,12 @@
 //! that outlast `statement_timeout`.
 
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::store::PgStore;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::harness::process::{command, ServeProcess};
 use crate::harness::{

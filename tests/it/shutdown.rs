@@ -5,11 +5,11 @@
 
 use std::process::ExitStatus;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::config::{AppConfig, DispatcherConfig, Topics};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use crate::harness::broker::PrivateBroker;
 use crate::harness::process::ServeProcess;

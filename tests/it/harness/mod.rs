@@ -1,6 +1,7 @@
 //! Shared test parts: a database per test, topics per test, the app started
 //! in-process on port 0, a recording webhook receiver, and polling helpers.
 
+pub mod answers;
 pub mod broker;
 pub mod kafka;
 pub mod process;
@@ -10,7 +11,6 @@ pub mod receiver;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use hookgate::app::{self, Running};
 use hookgate::config::{
@@ -21,6 +21,7 @@ use hookgate::kafka::KafkaConfig;
 use hookgate::store::Store;
 use sqlx::Connection;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use receiver::{Reply, TestReceiver};
