@@ -7,15 +7,22 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
+use super::responses::problems;
 use super::AppState;
 use crate::health::{self, Down, Health};
+
+problems! {
+    NotLive: 503 "A dispatcher stage of this process is stuck or failed (named in `detail`); the process is exiting",
+        header "Retry-After": u32 = "Seconds to wait";
+    NotReady: 503 "The database or Kafka is not reachable",
+        header "Retry-After": u32 = "Seconds to wait";
+}
 
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses(
         (status = 200, description = "The process runs", body = Health),
-        (status = 503, description = "A dispatcher stage of this process is stuck or failed (named in `detail`); the process is exiting", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        NotLive,
     ))]
 pub async fn healthz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     health::check_live(&state.liveness).map(axum::Json).map_err(unavailable)
@@ -24,8 +31,7 @@ pub async fn healthz(State(state): State<AppState>) -> Result<axum::Json<Health>
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "The database and Kafka are reachable", body = Health),
-        (status = 503, description = "The database or Kafka is not reachable", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        NotReady,
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     let ready = health::check_ready(state.store.as_ref(), &state.producer).await;
