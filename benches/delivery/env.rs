@@ -11,7 +11,7 @@ use hookgate::app;
 use hookgate::config::{
     ApiConfig, AppConfig, DeliveryBudgets, DispatcherConfig, EgressRules, RetrySchedule, Topics,
 };
-use hookgate::domain::{SigningSecret, Subscription, SubscriptionId, SubscriptionStatus, TenantId};
+use hookgate::domain::{SigningSecret, Subscription, TenantId};
 use hookgate::kafka::KafkaConfig;
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -133,26 +133,14 @@ pub(crate) fn subscription(
     event_type: &str,
     max_in_flight: Option<u32>,
 ) -> Subscription {
-    let now = Utc::now();
     Subscription {
-        id: SubscriptionId::generate(),
-        tenant_id: tenant.clone(),
-        url,
-        event_types: vec![event_type.to_owned()],
-        secret: SigningSecret::generate().expose().to_owned(),
-        previous_secrets: Vec::new(),
-        rate_limit: None,
         max_in_flight,
-        ordered: false,
-        headers: Default::default(),
-        secret_headers: Vec::new(),
-        status: SubscriptionStatus::Active,
-        disabled_reason: None,
-        description: None,
-        metadata: Default::default(),
-        created_at: now,
-        updated_at: now,
-        version: 0,
-        unreadable: None,
+        ..Subscription::new(
+            tenant.clone(),
+            url,
+            vec![event_type.to_owned()],
+            SigningSecret::generate().expose().to_owned(),
+            Utc::now(),
+        )
     }
 }

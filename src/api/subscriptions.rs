@@ -342,27 +342,22 @@ pub async fn create(
             ));
         }
     }
-    let now = super::now();
     let mut subscription = Subscription {
-        id: SubscriptionId::generate(),
-        tenant_id: tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
-        url: req.url,
-        event_types: req.event_types,
-        secret: secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
-        previous_secrets: Vec::new(),
         rate_limit: req.rate_limit,
         max_in_flight: req.max_in_flight,
         ordered: req.ordered,
         headers: req.headers,
         secret_headers: req.secret_headers,
         status: req.status.unwrap_or(SubscriptionStatus::Active),
-        disabled_reason: None,
         description: req.description,
         metadata: req.metadata,
-        created_at: now,
-        updated_at: now,
-        version: 0,
-        unreadable: None,
+        ..Subscription::new(
+            tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
+            req.url,
+            req.event_types,
+            secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
+            super::now(),
+        )
     };
     let rules = validate::Rules::new(state.limits.max_in_flight, state.quotas());
     errors.extend(validate::subscription(&subscription, &rules, Some(&state.egress)));

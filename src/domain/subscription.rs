@@ -331,18 +331,23 @@ impl SubscriptionPatch {
     }
 }
 
-#[cfg(test)]
 impl Subscription {
-    /// An active subscription of `tenant` to `order.*` at a dead loopback
-    /// port, for unit tests.
-    pub fn example(tenant: TenantId, secret: &str) -> Self {
-        let now = Utc::now();
+    /// An active subscription of `tenant` to `event_types` at `url`, signed
+    /// with `secret`, and nothing else set: callers change what they
+    /// configure (`Subscription { ordered: true, ..Subscription::new(…) }`).
+    pub fn new(
+        tenant: TenantId,
+        url: String,
+        event_types: Vec<String>,
+        secret: String,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             id: SubscriptionId::generate(),
             tenant_id: tenant,
-            url: "http://127.0.0.1:1/".to_owned(),
-            event_types: vec!["order.*".to_owned()],
-            secret: secret.to_owned(),
+            url,
+            event_types,
+            secret,
             previous_secrets: Vec::new(),
             rate_limit: None,
             max_in_flight: None,
@@ -358,6 +363,14 @@ impl Subscription {
             version: 0,
             unreadable: None,
         }
+    }
+
+    /// An active subscription of `tenant` to `order.*` at a dead loopback
+    /// port, for unit tests.
+    #[cfg(test)]
+    pub fn example(tenant: TenantId, secret: &str) -> Self {
+        let (url, types) = ("http://127.0.0.1:1/".to_owned(), vec!["order.*".to_owned()]);
+        Self::new(tenant, url, types, secret.to_owned(), Utc::now())
     }
 }
 

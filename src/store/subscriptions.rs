@@ -653,28 +653,13 @@ mod tests {
     use crate::store::SecretKeys;
 
     fn subscription() -> Subscription {
-        let now = Utc::now();
-        Subscription {
-            id: SubscriptionId::generate(),
-            tenant_id: TenantId::default_tenant(),
-            url: "https://example.com/hook".to_owned(),
-            event_types: vec!["order.*".to_owned()],
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-            previous_secrets: Vec::new(),
-            rate_limit: None,
-            max_in_flight: None,
-            ordered: false,
-            headers: Default::default(),
-            secret_headers: Vec::new(),
-            status: SubscriptionStatus::Active,
-            disabled_reason: None,
-            description: None,
-            metadata: Default::default(),
-            created_at: now,
-            updated_at: now,
-            version: 0,
-            unreadable: None,
-        }
+        Subscription::new(
+            TenantId::default_tenant(),
+            "https://example.com/hook".to_owned(),
+            vec!["order.*".to_owned()],
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            Utc::now(),
+        )
     }
 
     #[test]

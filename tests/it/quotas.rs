@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::future::join_all;
 use hookgate::dispatcher::cache::{Lookup, SubscriptionCache};
-use hookgate::domain::{Scope, Subscription, SubscriptionId, SubscriptionStatus, TenantId};
+use hookgate::domain::{Scope, Subscription, SubscriptionId, TenantId};
 use hookgate::store::{retention, Guarded};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -418,28 +418,13 @@ async fn a_megabyte_of_bad_items_answers_a_small_problem() {
 }
 
 fn stored(tenant: &TenantId, n: usize) -> Subscription {
-    let now = Utc::now();
-    Subscription {
-        id: SubscriptionId::generate(),
-        tenant_id: tenant.clone(),
-        url: format!("https://example.com/{n}"),
-        event_types: vec!["order.*".to_owned()],
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        previous_secrets: Vec::new(),
-        secret_headers: Vec::new(),
-        unreadable: None,
-        rate_limit: None,
-        max_in_flight: None,
-        ordered: false,
-        headers: BTreeMap::new(),
-        status: SubscriptionStatus::Active,
-        disabled_reason: None,
-        description: None,
-        metadata: BTreeMap::new(),
-        created_at: now,
-        updated_at: now,
-        version: 0,
-    }
+    Subscription::new(
+        tenant.clone(),
+        format!("https://example.com/{n}"),
+        vec!["order.*".to_owned()],
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        Utc::now(),
+    )
 }
 
 async fn deleted_subscriptions_are_purged_after_their_grace(backend: Backend) {

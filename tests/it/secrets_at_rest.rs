@@ -13,8 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use hookgate::domain::{
-    PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus,
-    TenantId,
+    PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch, TenantId,
 };
 use hookgate::store::{Guarded, SecretKeys, SecretRotation, Store};
 use rand::RngCore;
@@ -215,30 +214,18 @@ fn written(guarded: hookgate::store::Result<Guarded<Subscription>>) -> Subscript
 }
 
 fn example(secret: &str, authorization: &str) -> Subscription {
-    let now = Utc::now();
     Subscription {
-        id: SubscriptionId::generate(),
-        tenant_id: TenantId::default_tenant(),
-        url: "http://127.0.0.1:1/".to_owned(),
-        event_types: vec!["order.*".to_owned()],
-        secret: secret.to_owned(),
-        previous_secrets: Vec::new(),
-        rate_limit: None,
-        max_in_flight: None,
-        ordered: false,
         headers: BTreeMap::from([
             ("Authorization".to_owned(), authorization.to_owned()),
             ("X-Visible".to_owned(), "visible-value".to_owned()),
         ]),
-        secret_headers: Vec::new(),
-        status: SubscriptionStatus::Active,
-        disabled_reason: None,
-        description: None,
-        metadata: BTreeMap::new(),
-        created_at: now,
-        updated_at: now,
-        version: 0,
-        unreadable: None,
+        ..Subscription::new(
+            TenantId::default_tenant(),
+            "http://127.0.0.1:1/".to_owned(),
+            vec!["order.*".to_owned()],
+            secret.to_owned(),
+            Utc::now(),
+        )
     }
 }
 

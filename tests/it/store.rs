@@ -18,27 +18,20 @@ mod dead_letters;
 mod migrations;
 
 fn subscription(url: &str) -> Subscription {
-    let now = Utc::now();
     Subscription {
-        id: SubscriptionId::generate(),
-        tenant_id: TenantId::default_tenant(),
-        url: url.to_owned(),
-        event_types: vec!["order.*".to_owned(), "invoice.paid".to_owned()],
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        previous_secrets: Vec::new(),
         rate_limit: Some(RateLimit { per_second: 10, burst: 20 }),
         max_in_flight: Some(4),
         ordered: true,
         headers: BTreeMap::from([("x-team".to_owned(), "billing".to_owned())]),
-        secret_headers: Vec::new(),
-        status: SubscriptionStatus::Active,
-        disabled_reason: None,
         description: Some("billing hook".to_owned()),
         metadata: BTreeMap::from([("owner".to_owned(), "ops".to_owned())]),
-        created_at: now,
-        updated_at: now,
-        version: 0,
-        unreadable: None,
+        ..Subscription::new(
+            TenantId::default_tenant(),
+            url.to_owned(),
+            vec!["order.*".to_owned(), "invoice.paid".to_owned()],
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            Utc::now(),
+        )
     }
 }
 
