@@ -159,16 +159,18 @@ struct DeadLetterRow {
     created_at: DateTime<Utc>,
 }
 
-/// A stored reason read back: one hookgate does not know is a corrupt row.
-fn reason_of(stored: &str) -> Result<DeadReason> {
-    stored.parse().map_err(|_| Error::Corrupt(format!("dead letter reason = {stored}")))
+/// A stored reason read back. One hookgate does not know reads as
+/// `unknown`: rows indexed before reasons were typed keep the text a
+/// record's producer wrote, and one such row must not fail a whole list.
+fn reason_of(stored: &str) -> DeadReason {
+    stored.parse().unwrap_or(DeadReason::Unknown)
 }
 
 impl DeadLetterRow {
     fn into_dead_letter(self) -> Result<DeadLetter> {
         let status = DeadLetterStatus::parse(&self.status)
             .ok_or_else(|| Error::Corrupt(format!("dead letter status = {}", self.status)))?;
-        let reason = reason_of(&self.reason)?;
+        let reason = reason_of(&self.reason);
         Ok(DeadLetter {
             record: NewDeadLetter {
                 id: DeadLetterId::from_trusted(self.id),
@@ -488,8 +490,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stored_reason_reads_back_typed_and_an_unknown_one_is_corrupt() {
-        assert_eq!(reason_of("exhausted").ok(), Some(DeadReason::Exhausted));
-        assert!(matches!(reason_of("melted"), Err(Error::Corrupt(_))));
+    fn a_stored_reason_reads_back_typed_and_an_unknown_one_as_unknown() {
+        assert_eq!(reason_of("exhausted"), DeadReason::Exhausted);
+        assert_eq!(reason_of("melted"), DeadReason::Unknown);
     }
 }
