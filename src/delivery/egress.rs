@@ -346,6 +346,10 @@ mod tests {
             "http://[::ffff:169.254.169.254]/",
             "http://168.63.129.16/",
             "http://0x7f.1/",
+            // IPv4-compatible and IPv4-translated loopback: not loopback
+            // to IPv6, so only here, where nothing connects.
+            "http://[::127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
         ] {
             let url = url::Url::parse(refused).expect("a URL");
             assert!(!rules.allows_url(&url), "{refused}");

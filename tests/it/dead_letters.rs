@@ -335,6 +335,29 @@ async fn a_bulk_replay_of_ten_thousand_delivers_each_once_more_within_the_rate_c
     app.stop().await;
 }
 
+/// Subscribes `receiver` (failing) and publishes `events` events; answers
+/// the subscription's id and a filter of its dead letters, once all are
+/// dead-lettered and indexed.
+async fn dead_letter_many(
+    app: &TestApp,
+    receiver: &TestReceiver,
+    events: usize,
+) -> (String, DeadLetterFilter) {
+    let created = app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
+    let sub = created["id"].as_str().expect("id").to_owned();
+    publish_many(app, "order.created", events).await;
+    let of_sub = DeadLetterFilter {
+        subscription_id: Some(SubscriptionId::parse(&sub).expect("sub id")),
+        ..Default::default()
+    };
+    eventually("every delivery dead-lettered and indexed", DEADLINE, || async {
+        let (count, _) = app.store.count_dead_letters(&of_sub).await.expect("count");
+        (count == events as u64).then_some(())
+    })
+    .await;
+    (sub, of_sub)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
     const EVENTS: usize = 2_000;
@@ -346,18 +369,7 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
     };
     let mut first = DispatcherProcess::start(&app.config, &dispatcher_config);
     let (receiver, broken) = fixable_receiver(400).await;
-    let created = app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
-    let sub = created["id"].as_str().expect("id").to_owned();
-    publish_many(&app, "order.created", EVENTS).await;
-    let of_sub = DeadLetterFilter {
-        subscription_id: Some(SubscriptionId::parse(&sub).expect("sub id")),
-        ..Default::default()
-    };
-    eventually("every delivery dead-lettered and indexed", DEADLINE, || async {
-        let (count, _) = app.store.count_dead_letters(&of_sub).await.expect("count");
-        (count == EVENTS as u64).then_some(())
-    })
-    .await;
+    let (sub, of_sub) = dead_letter_many(&app, &receiver, EVENTS).await;
     let before = receiver.received().len();
 
     broken.store(false, Ordering::SeqCst);
@@ -408,18 +420,7 @@ async fn two_bulk_replays_of_the_same_dead_letters_on_two_dispatchers_send_each_
     let group = format!("{}.deliveries", app.topics.group_id);
     wait_for_group(&app.kafka.brokers, &group, 2, DEADLINE).await;
     let (receiver, broken) = fixable_receiver(400).await;
-    let created = app.subscribe(json!({"url": receiver.url, "event_types": ["*"]})).await;
-    let sub = created["id"].as_str().expect("id").to_owned();
-    publish_many(&app, "order.created", EVENTS).await;
-    let of_sub = DeadLetterFilter {
-        subscription_id: Some(SubscriptionId::parse(&sub).expect("sub id")),
-        ..Default::default()
-    };
-    eventually("every delivery dead-lettered and indexed", DEADLINE, || async {
-        let (count, _) = app.store.count_dead_letters(&of_sub).await.expect("count");
-        (count == EVENTS as u64).then_some(())
-    })
-    .await;
+    let (sub, of_sub) = dead_letter_many(&app, &receiver, EVENTS).await;
     let before = receiver.received().len();
 
     // Two admins replay the same dead letters at once; each dispatcher's

@@ -92,8 +92,6 @@ async fn literal_refused_addresses_and_proxy_headers_are_refused_at_creation() {
         "http://0.0.0.0/",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
-        "http://[::ffff:0:7f00:1]/",
-        "http://[::127.0.0.1]/",
     ];
     for url in refused {
         let response =
