@@ -243,7 +243,12 @@ async fn a_dead_ordered_endpoint_with_a_busy_key_parks_its_lanes_keeps_the_other
     let _turn = TURN.lock().await;
     let app = TestApp::spawn_with("ordered-dead", |config| {
         dispatcher(config).request_timeout = secs(3);
-        dispatcher(config).retry_schedule = RetrySchedule(vec![secs(1), secs(2), secs(4)]);
+        // Only a lane's head is attempted, and its retries do not open the
+        // circuit: it must not run out of attempts (and be dead-lettered,
+        // rightly) while the endpoint is down, up to about 22 s here.
+        let mut schedule = vec![secs(1), secs(2)];
+        schedule.extend([secs(4); 10]);
+        dispatcher(config).retry_schedule = RetrySchedule(schedule);
         // Smaller than the busy key's backlog: were it to wait in its lane
         // here, it would fill the stage and stall the other subscription.
         dispatcher(config).budgets =
