@@ -8,12 +8,15 @@
 //!
 //! Everything runs in this one process, as `hookgate serve` would, with the
 //! integration tests' receiver (`tests/it/harness/receiver.rs`) beside it.
-//! Prints one table and writes JSON (`scripts/bench-table` tabulates runs).
+//! Prints one table a run and, with `--runs N`, min / median / max of every
+//! figure; writes JSON (`scripts/bench-table` tabulates runs).
 //!
-//! `env.rs` (a scratch database and topics, one app) → `phases.rs` (publish
-//! API, sustained, latency, fan-out, memory: one app) → `isolation.rs` (a
-//! healthy stream beside a tarpit and a hanging endpoint: an app of its
-//! own) → `report.rs` (the table and the JSON).
+//! `ceiling.rs` (what a minimal sender delivers to the same receiver, with
+//! nothing of hookgate running) → `env.rs` (a scratch database and topics,
+//! one app) → `phases.rs` (publish API, batches, sustained, latency,
+//! fan-out, memory: one app) → `isolation.rs` (a healthy stream beside a
+//! tarpit and a hanging endpoint: an app of its own) → `report.rs` (the
+//! tables and the JSON).
 
 // A test that cannot go on fails with the expectation it names; the
 // harness's items are this binary's own, whatever their visibility.
@@ -25,6 +28,7 @@
 #[path = "../../tests/it/harness/mod.rs"]
 mod harness;
 
+mod ceiling;
 mod env;
 mod isolation;
 mod phases;
@@ -59,6 +63,9 @@ struct Args {
     /// Scale of the runs (1 = the full figures; smaller is quicker).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Runs of the whole set, each on fresh apps, databases and topics.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
     /// Passed by `cargo bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -87,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(&services, args.scale, &args.out)) {
+    let code = match runtime.block_on(run(&services, args.scale, args.runs, &args.out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench: {error:#}");
@@ -99,15 +106,29 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(services: &Services, scale: f64, out: &std::path::Path) -> anyhow::Result<()> {
+async fn run(
+    services: &Services,
+    scale: f64,
+    runs: u32,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let scale = scale.clamp(0.01, 10.0);
-    let run_id = ulid::Ulid::new().to_string().to_lowercase();
-    let mut figures = phases::run(services, &run_id, scale).await?;
-    let isolated = isolation::run(services, &format!("{run_id}_iso"), scale).await?;
-    figures.extend(isolated.figures());
-    report::print_table(&figures);
-    isolated.print();
-    report::write(out, scale, &figures, &isolated)?;
+    let mut results = Vec::new();
+    for n in 1..=runs {
+        println!("\nrun {n} of {runs}");
+        let run_id = ulid::Ulid::new().to_string().to_lowercase();
+        let mut figures = phases::run(services, &run_id, scale).await?;
+        let isolated = isolation::run(services, &format!("{run_id}_iso"), scale).await?;
+        figures.extend(isolated.figures());
+        report::print_table(&figures);
+        isolated.print();
+        results.push(report::Run { figures, isolation: isolated });
+        // Written after every run: an interrupted set keeps what it measured.
+        report::write(out, scale, &results)?;
+    }
+    if runs > 1 {
+        report::print_summary(&results);
+    }
     println!("\nresults written to {}", out.display());
     Ok(())
 }

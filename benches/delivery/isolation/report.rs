@@ -78,18 +78,21 @@ impl Isolation {
         let p99_bound = 2.0 * self.baseline.p99_ms.max(10.0);
         vec![
             Figure {
-                name: "healthy throughput beside a tarpit and a hanging endpoint (> stage budget)",
+                name: "healthy throughput beside a tarpit and a hanging endpoint (> stage budget)"
+                    .into(),
                 value: self.throughput_percent,
                 unit: "% of all-healthy",
-                target: ">= 90 %",
+                target: ">= 90 %".into(),
                 met: self.throughput_percent >= 90.0,
+                of_ceiling: None,
             },
             Figure {
-                name: "healthy p99 beside a tarpit and a hanging endpoint",
+                name: "healthy p99 beside a tarpit and a hanging endpoint".into(),
                 value: self.isolation.p99_ms,
                 unit: "ms",
-                target: "<= 2× base",
+                target: "<= 2× base".into(),
                 met: self.isolation.p99_ms <= p99_bound,
+                of_ceiling: None,
             },
         ]
     }

@@ -119,3 +119,43 @@ pub async fn delete_topics(brokers: &str, prefix: &str) {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
 }
+
+/// Records of the group `group` not yet committed on `topic` (high
+/// watermark less committed offset, over all partitions).
+pub async fn uncommitted(brokers: &str, group: &str, topic: &str) -> i64 {
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .expect("consumer");
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).expect("topic metadata");
+        let partitions: Vec<i32> =
+            metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition(&topic, *p);
+        }
+        let committed = consumer.committed_offsets(list, timeout).expect("committed offsets");
+        partitions
+            .iter()
+            .map(|p| {
+                let (low, high) =
+                    consumer.fetch_watermarks(&topic, *p, timeout).expect("watermarks");
+                let at = committed
+                    .find_partition(&topic, *p)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(low);
+                high - at.max(low)
+            })
+            .sum()
+    })
+    .await
+    .expect("read committed offsets")
+}

@@ -445,41 +445,7 @@ impl TestApp {
     /// Records of the group `group` not yet committed on `topic` (high
     /// watermark less committed offset, over all partitions).
     pub async fn uncommitted(&self, group: &str, topic: &str) -> i64 {
-        let (brokers, group, topic) =
-            (self.kafka.brokers.clone(), group.to_owned(), topic.to_owned());
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::{BaseConsumer, Consumer};
-            use rdkafka::{Offset, TopicPartitionList};
-            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", &group)
-                .create()
-                .expect("consumer");
-            let timeout = Duration::from_secs(10);
-            let partitions = self_partitions(&consumer, &topic, timeout);
-            let mut list = TopicPartitionList::new();
-            for p in &partitions {
-                list.add_partition(&topic, *p);
-            }
-            let committed = consumer.committed_offsets(list, timeout).expect("committed offsets");
-            partitions
-                .iter()
-                .map(|p| {
-                    let (low, high) =
-                        consumer.fetch_watermarks(&topic, *p, timeout).expect("watermarks");
-                    let at = committed
-                        .find_partition(&topic, *p)
-                        .and_then(|e| match e.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        })
-                        .unwrap_or(low);
-                    high - at.max(low)
-                })
-                .sum()
-        })
-        .await
-        .expect("read committed offsets")
+        kafka::uncommitted(&self.kafka.brokers, group, topic).await
     }
 
     /// Stops the app (draining), then drops its database.
@@ -493,14 +459,4 @@ impl TestApp {
         }
         kafka::delete_topics(&self.kafka.brokers, &self.topic_prefix).await;
     }
-}
-
-fn self_partitions(
-    consumer: &rdkafka::consumer::BaseConsumer,
-    topic: &str,
-    timeout: Duration,
-) -> Vec<i32> {
-    use rdkafka::consumer::Consumer;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("topic metadata");
-    metadata.topics()[0].partitions().iter().map(|p| p.id()).collect()
 }
