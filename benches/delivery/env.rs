@@ -109,7 +109,8 @@ fn config(
     run_id: &str,
     budgets: DeliveryBudgets,
 ) -> AppConfig {
-    let kafka = KafkaConfig { brokers: services.kafka_brokers.clone(), properties: Vec::new() };
+    // `HOOKGATE_KAFKA_*` tune it as they tune `hookgate serve`.
+    let kafka = KafkaConfig::from_env(services.kafka_brokers.clone());
     let topics = Topics::under_prefix(&format!("bench-{run_id}"), 6, 1);
     AppConfig {
         api: Some(ApiConfig { admin_tokens: vec![TOKEN.to_owned()] }),

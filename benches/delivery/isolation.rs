@@ -13,7 +13,7 @@
 //!   the deltas of the app's own `/metrics` (`metrics.rs`: parked by
 //!   reason, retried, attempts, …).
 
-mod metrics;
+pub(crate) mod metrics;
 mod report;
 mod stream;
 

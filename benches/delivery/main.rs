@@ -33,6 +33,8 @@ mod env;
 mod isolation;
 mod phases;
 mod report;
+mod soak;
+mod stages;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,9 @@ struct Args {
     /// Runs of the whole set, each on fresh apps, databases and topics.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
+    /// Instead of the set: the soak, this long (`10m`), at 2,000 events/s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    soak: Option<std::time::Duration>,
     /// Passed by `cargo bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -94,7 +99,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(&services, args.scale, args.runs, &args.out)) {
+    let work = async {
+        match args.soak {
+            Some(duration) => run_soak(&services, duration, &args.out).await,
+            None => run(&services, args.scale, args.runs, &args.out).await,
+        }
+    };
+    let code = match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench: {error:#}");
@@ -104,6 +115,19 @@ fn main() -> ExitCode {
     // What a bounded shutdown left behind must not hold the exit.
     runtime.shutdown_timeout(hookgate::shutdown::EXIT_WAIT);
     code
+}
+
+async fn run_soak(
+    services: &Services,
+    duration: std::time::Duration,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let run_id = ulid::Ulid::new().to_string().to_lowercase();
+    let figures = soak::run(services, &format!("{run_id}_soak"), duration).await?;
+    report::print_table(&figures);
+    report::write_soak(out, duration, &figures)?;
+    println!("\nresults written to {}", out.display());
+    Ok(())
 }
 
 async fn run(

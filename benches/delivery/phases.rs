@@ -17,10 +17,10 @@ use hookgate::domain::{Audience, Event, TenantId};
 use hookgate::kafka::Producer;
 use tokio::time::Instant;
 
-use crate::ceiling;
 use crate::env::{subscription, Env, Services, TOKEN};
 use crate::harness::{kafka, Reply, TestReceiver};
 use crate::report::{percentile_ms, resident_mib, Figure};
+use crate::{ceiling, stages};
 
 /// Events of the sustained phase at scale 1; each goes to 5 subscriptions.
 const SUSTAINED_EVENTS: f64 = 10_000.0;
@@ -73,10 +73,12 @@ pub(crate) struct Deliveries {
 struct Tally {
     by_type: Mutex<HashMap<String, u64>>,
     latencies_us: Mutex<Vec<i64>>,
+    /// When each event of a latency phase arrived (µs), by type and `n`.
+    arrivals: Mutex<HashMap<String, HashMap<u64, i64>>>,
 }
 
 impl Deliveries {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let tally = Arc::new(Tally::default());
         let receiver = TestReceiver::counting({
             let tally = Arc::clone(&tally);
@@ -114,6 +116,19 @@ impl Deliveries {
         samples
     }
 
+    fn arrivals(&self, event_type: &str) -> HashMap<u64, i64> {
+        let arrivals = self.tally.arrivals.lock();
+        arrivals.map(|a| a.get(event_type).cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The latencies since the last call, sorted, in µs; forgets them.
+    pub(crate) fn take_latencies_us(&self) -> Vec<i64> {
+        let mut samples =
+            self.tally.latencies_us.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        samples.sort_unstable();
+        samples
+    }
+
     fn clear_latencies(&self) {
         self.tally.latencies_us.lock().map(|mut l| l.clear()).ok();
     }
@@ -121,10 +136,16 @@ impl Deliveries {
 
 impl Tally {
     fn record(&self, body: &serde_json::Value) {
+        let now_us = Utc::now().timestamp_micros();
         if let Some(sent) = body["data"]["sent_us"].as_i64() {
-            let latency = Utc::now().timestamp_micros() - sent;
             if let Ok(mut samples) = self.latencies_us.lock() {
-                samples.push(latency);
+                samples.push(now_us - sent);
+            }
+        }
+        let latency_phase = body["type"].as_str().filter(|t| t.starts_with(LATENCY_TYPE));
+        if let (Some(event_type), Some(n)) = (latency_phase, body["data"]["n"].as_u64()) {
+            if let Ok(mut arrivals) = self.arrivals.lock() {
+                arrivals.entry(event_type.to_owned()).or_default().entry(n).or_insert(now_us);
             }
         }
         if let (Some(event_type), Ok(mut counts)) = (body["type"].as_str(), self.by_type.lock()) {
@@ -255,8 +276,8 @@ impl Phases<'_> {
         seconds: f64,
         p50_target: f64,
         p99_target: f64,
-    ) -> anyhow::Result<[Figure; 2]> {
-        let event_type = format!("bench.latency.{rate}");
+    ) -> anyhow::Result<Vec<Figure>> {
+        let event_type = format!("{LATENCY_TYPE}{rate}");
         let event_type = event_type.as_str();
         self.subscribe(event_type, 1).await?;
         self.receiver.clear_latencies();
@@ -277,7 +298,7 @@ impl Phases<'_> {
             rate.to_string()
         };
         let name = |p: &str| format!("latency publish → receiver at {rate_text}/s, {p}");
-        Ok([
+        let mut figures = vec![
             Figure {
                 name: name("p50"),
                 value: p50,
@@ -294,7 +315,27 @@ impl Phases<'_> {
                 met: p99 <= p99_target,
                 of_ceiling: None,
             },
-        ])
+        ];
+        let topics = &self.env.config.topics;
+        let arrived = self.receiver.arrivals(event_type);
+        let brokers = &self.env.config.kafka.brokers;
+        let (publish, deliveries) = (&topics.publish, &topics.deliveries);
+        let stages = stages::measure(brokers, publish, deliveries, event_type, &arrived).await?;
+        for (stage, ms) in [
+            ("API (request → publish record)", stages.api),
+            ("fan-out (publish record → delivery record)", stages.fan_out),
+            ("delivery (delivery record → receiver)", stages.deliver),
+        ] {
+            figures.push(Figure {
+                name: format!("  at {rate_text}/s, p50 of the stage {stage}"),
+                value: ms,
+                unit: "ms",
+                target: "-".into(),
+                met: true,
+                of_ceiling: None,
+            });
+        }
+        Ok(figures)
     }
 
     /// Fan-out: one event to 10,000 subscriptions.
@@ -389,6 +430,9 @@ impl Phases<'_> {
         }
     }
 }
+
+/// The latency phases' event types: this, then the rate.
+const LATENCY_TYPE: &str = "bench.latency.";
 
 /// The latency phases: rate (events/s), seconds at scale 1, and the p50
 /// and p99 targets (ms).

@@ -104,6 +104,21 @@ pub(crate) fn write(out: &Path, scale: f64, runs: &[Run]) -> anyhow::Result<()> 
     Ok(())
 }
 
+pub(crate) fn write_soak(
+    out: &Path,
+    duration: std::time::Duration,
+    figures: &[Figure],
+) -> anyhow::Result<()> {
+    let report = serde_json::json!({
+        "when": Utc::now().to_rfc3339(),
+        "soak_s": duration.as_secs(),
+        "cores": cores(),
+        "figures": figures,
+    });
+    std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
+    Ok(())
+}
+
 /// The `p` quantile (0 to 1) of latencies sorted in microseconds, in ms.
 pub(crate) fn percentile_ms(sorted_us: &[i64], p: f64) -> f64 {
     let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));

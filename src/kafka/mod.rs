@@ -34,6 +34,12 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_over(&[])
+    }
+
+    /// Like `client_config`, with `defaults` that the operator's properties
+    /// override (tuning, not guarantees: callers set those after).
+    pub fn client_config_over(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -41,6 +47,9 @@ impl KafkaConfig {
             .set("log_level", "4")
             // Small records must not wait for Nagle's algorithm.
             .set("socket.nagle.disable", "true");
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.properties {
             config.set(key, value);
         }

@@ -25,6 +25,9 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// long `POST /v1/events` waits while the broker is away before answering 503.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+/// How long a record waits for others to share its request; an operator's
+/// `HOOKGATE_KAFKA_LINGER_MS` overrides it.
+const LINGER_MS: &str = "2";
 
 #[derive(Clone)]
 pub struct Producer {
@@ -77,10 +80,9 @@ impl Producer {
     fn with_timeout(config: &KafkaConfig, timeout: Duration) -> Result<Self, Error> {
         let fatal = Arc::<Fatal>::default();
         let inner = config
-            .client_config()
+            .client_config_over(&[("linger.ms", LINGER_MS)])
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "2")
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .create_with_context(Watched { fatal: Arc::clone(&fatal) })?;
         Ok(Self { inner, fatal })

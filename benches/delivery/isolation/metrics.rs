@@ -34,12 +34,12 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// Reads the app's `/metrics`.
 #[derive(Clone)]
-pub(super) struct Scraper {
-    pub(super) client: reqwest::Client,
-    pub(super) url: String,
+pub(crate) struct Scraper {
+    pub(crate) client: reqwest::Client,
+    pub(crate) url: String,
 }
 
-pub(super) type Scrape = BTreeMap<String, f64>;
+pub(crate) type Scrape = BTreeMap<String, f64>;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Peaks {
@@ -51,7 +51,7 @@ pub(super) struct Peaks {
 
 impl Scraper {
     /// Every sample of the text format, by name and labels.
-    pub(super) async fn scrape(&self) -> Option<Scrape> {
+    pub(crate) async fn scrape(&self) -> Option<Scrape> {
         let text = self.client.get(&self.url).send().await.ok()?.text().await.ok()?;
         Some(
             text.lines()
@@ -84,7 +84,7 @@ impl Scraper {
 }
 
 /// The sum of every sample of `name` (any labels).
-pub(super) fn sum(scrape: &Scrape, name: &str) -> f64 {
+pub(crate) fn sum(scrape: &Scrape, name: &str) -> f64 {
     scrape
         .iter()
         .filter(|(key, _)| {
