@@ -326,14 +326,8 @@ impl Phases<'_> {
             ("fan-out (publish record → delivery record)", stages.fan_out),
             ("delivery (delivery record → receiver)", stages.deliver),
         ] {
-            figures.push(Figure {
-                name: format!("  at {rate_text}/s, p50 of the stage {stage}"),
-                value: ms,
-                unit: "ms",
-                target: "-".into(),
-                met: true,
-                of_ceiling: None,
-            });
+            let name = format!("  at {rate_text}/s, p50 of the stage {stage}");
+            figures.push(Figure::new(name, ms, "ms", "-", true));
         }
         Ok(figures)
     }

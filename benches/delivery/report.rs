@@ -21,6 +21,19 @@ pub(crate) struct Figure {
     pub(crate) of_ceiling: Option<f64>,
 }
 
+impl Figure {
+    /// A figure with no share of the ceiling.
+    pub(crate) fn new(
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        target: impl Into<String>,
+        met: bool,
+    ) -> Self {
+        Self { name: name.into(), value, unit, target: target.into(), met, of_ceiling: None }
+    }
+}
+
 /// One run of the whole set.
 #[derive(Debug, Serialize)]
 pub(crate) struct Run {
