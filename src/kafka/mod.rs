@@ -97,4 +97,15 @@ mod tests {
             assert!(!is_fatal(&transient), "{transient:?}");
         }
     }
+
+    #[test]
+    fn an_operators_property_overrides_a_tuning_default() {
+        let default = [("linger.ms", "2")];
+        let plain = KafkaConfig { brokers: "127.0.0.1:9".into(), properties: Vec::new() };
+        assert_eq!(plain.client_config_over(&default).get("linger.ms"), Some("2"));
+        let tuned =
+            KafkaConfig { properties: vec![("linger.ms".into(), "0".into())], ..plain.clone() };
+        assert_eq!(tuned.client_config_over(&default).get("linger.ms"), Some("0"));
+        assert_eq!(tuned.client_config().get("bootstrap.servers"), Some("127.0.0.1:9"));
+    }
 }
