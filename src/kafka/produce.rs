@@ -9,7 +9,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::Delivery;
@@ -28,6 +28,23 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// How long a record waits for others to share its request; an operator's
 /// `HOOKGATE_KAFKA_LINGER_MS` overrides it.
 const LINGER_MS: &str = "2";
+/// What records waiting to be sent may hold, per producer (librdkafka's
+/// default is 1 GiB): past it a send waits (`QUEUE_FULL_PAUSE`), so memory
+/// stays bounded while the broker is slow. `HOOKGATE_KAFKA_QUEUE_BUFFERING_MAX_KBYTES`.
+const QUEUE_KBYTES: &str = "65536";
+
+/// The producer's settings: tuning defaults the operator may override,
+/// then the guarantees (every replica acknowledges, no duplicates from
+/// retries), which no property changes.
+fn client_config(config: &KafkaConfig, timeout: Duration) -> ClientConfig {
+    let defaults = [("linger.ms", LINGER_MS), ("queue.buffering.max.kbytes", QUEUE_KBYTES)];
+    let mut client = config.client_config_over(&defaults);
+    client
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", timeout.as_millis().to_string());
+    client
+}
 
 #[derive(Clone)]
 pub struct Producer {
@@ -79,11 +96,7 @@ impl Producer {
 
     fn with_timeout(config: &KafkaConfig, timeout: Duration) -> Result<Self, Error> {
         let fatal = Arc::<Fatal>::default();
-        let inner = config
-            .client_config_over(&[("linger.ms", LINGER_MS)])
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", timeout.as_millis().to_string())
+        let inner = client_config(config, timeout)
             .create_with_context(Watched { fatal: Arc::clone(&fatal) })?;
         Ok(Self { inner, fatal })
     }
@@ -171,5 +184,27 @@ impl Producer {
         if let Err(error) = self.inner.flush(Timeout::After(timeout)) {
             tracing::warn!(%error, "producer flush at shutdown did not finish");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_is_the_operators_and_the_guarantees_are_not() {
+        let kafka = |properties: &[(&str, &str)]| KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            properties: properties.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        };
+        let plain = client_config(&kafka(&[]), DELIVERY_TIMEOUT);
+        assert_eq!(plain.get("queue.buffering.max.kbytes"), Some(QUEUE_KBYTES), "bounded");
+        assert_eq!(plain.get("linger.ms"), Some(LINGER_MS));
+        let weakened = [("acks", "1"), ("enable.idempotence", "false"), ("linger.ms", "0")];
+        let tuned = client_config(&kafka(&weakened), DELIVERY_TIMEOUT);
+        assert_eq!(tuned.get("linger.ms"), Some("0"), "tuning is the operator's");
+        assert_eq!(tuned.get("acks"), Some("all"), "every replica acknowledges");
+        assert_eq!(tuned.get("enable.idempotence"), Some("true"));
+        assert_eq!(tuned.get("message.timeout.ms"), Some("10000"));
     }
 }
