@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::harness::broker::PrivateBroker;
+use crate::harness::kafka::wait_for_group;
 use crate::harness::{eventually, TestApp, ADMIN_TOKEN};
 
 const RECOVERY: Duration = Duration::from_secs(90);
@@ -77,5 +78,11 @@ async fn publishing_answers_503_while_the_broker_is_away_and_recovers() {
         (ready(&app).await == 200).then_some(())
     })
     .await;
+    // Its stages rejoin their groups after the restart: stopped before they
+    // have, their final commits have no group to go to.
+    for stage in ["", ".deliveries", ".retries", ".dlq-index"] {
+        let group = format!("{}{stage}", app.topics.group_id);
+        wait_for_group(&broker.bootstrap(), &group, 1, RECOVERY).await;
+    }
     app.stop().await;
 }
