@@ -116,9 +116,9 @@ impl Deliveries {
         samples
     }
 
-    fn arrivals(&self, event_type: &str) -> HashMap<u64, i64> {
-        let arrivals = self.tally.arrivals.lock();
-        arrivals.map(|a| a.get(event_type).cloned().unwrap_or_default()).unwrap_or_default()
+    /// When each event of the latency phases arrived, by type and `n`.
+    fn arrivals(&self) -> HashMap<String, HashMap<u64, i64>> {
+        self.tally.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// The latencies since the last call, sorted, in µs; forgets them.
@@ -165,19 +165,32 @@ struct Phases<'a> {
 
 impl Phases<'_> {
     async fn all(&self) -> anyhow::Result<Vec<Figure>> {
-        let mut figures = vec![Figure {
-            name: "ceiling: a minimal signing sender to the same receiver".into(),
-            value: self.ceiling,
-            unit: "deliveries/s",
-            target: "-".into(),
-            met: true,
-            of_ceiling: None,
-        }];
+        let ceiling = "ceiling: a minimal signing sender to the same receiver";
+        let mut figures = vec![Figure::new(ceiling, self.ceiling, "deliveries/s", "-", true)];
         figures.push(self.publish_api().await);
         figures.push(self.publish_batches().await?);
         figures.push(self.sustained().await?);
+        let mut latencies = Vec::new();
         for (rate, seconds, p50, p99) in LATENCIES {
-            figures.extend(self.latency(rate, seconds, p50, p99).await?);
+            latencies.push((rate, self.latency(rate, seconds, p50, p99).await?));
+        }
+        // Once for every latency phase: each reads both topics whole.
+        let config = &self.env.config;
+        let (brokers, topics) = (&config.kafka.brokers, &config.topics);
+        let arrived = self.receiver.arrivals();
+        let stages =
+            stages::measure(brokers, &topics.publish, &topics.deliveries, &arrived).await?;
+        for (rate, latency) in latencies {
+            figures.extend(latency);
+            let Some(stages) = stages.get(&latency_type(rate)) else { continue };
+            for (stage, ms) in [
+                ("API (request → publish record)", stages.api),
+                ("fan-out (publish record → delivery record)", stages.fan_out),
+                ("delivery (delivery record → receiver)", stages.deliver),
+            ] {
+                let name = format!("  at {}/s, p50 of the stage {stage}", rate_text(rate));
+                figures.push(Figure::new(name, ms, "ms", "-", true));
+            }
         }
         figures.push(self.fan_out().await?);
         figures.push(self.memory().await?);
@@ -195,14 +208,8 @@ impl Phases<'_> {
             .count()
             .await;
         let per_second = accepted as f64 / started.elapsed().as_secs_f64();
-        Figure {
-            name: "publish API, POST /v1/events (requests/s)".into(),
-            value: per_second,
-            unit: "req/s",
-            target: ">= 10,000".into(),
-            met: per_second >= 10_000.0,
-            of_ceiling: None,
-        }
+        let name = "publish API, POST /v1/events (requests/s)";
+        Figure::new(name, per_second, "req/s", ">= 10,000", per_second >= 10_000.0)
     }
 
     /// The batch API, `BATCH` events a request; then waits until the
@@ -230,14 +237,8 @@ impl Phases<'_> {
             .await;
         let per_second = accepted as f64 / started.elapsed().as_secs_f64();
         self.settle().await?;
-        Ok(Figure {
-            name: "publish API, POST /v1/events/batch of 1,000 (events/s)".into(),
-            value: per_second,
-            unit: "events/s",
-            target: ">= 50,000".into(),
-            met: per_second >= 50_000.0,
-            of_ceiling: None,
-        })
+        let name = "publish API, POST /v1/events/batch of 1,000 (events/s)";
+        Ok(Figure::new(name, per_second, "events/s", ">= 50,000", per_second >= 50_000.0))
     }
 
     /// Sustained deliveries: events straight to the topic (so that the
@@ -277,7 +278,7 @@ impl Phases<'_> {
         p50_target: f64,
         p99_target: f64,
     ) -> anyhow::Result<Vec<Figure>> {
-        let event_type = format!("{LATENCY_TYPE}{rate}");
+        let event_type = latency_type(rate);
         let event_type = event_type.as_str();
         self.subscribe(event_type, 1).await?;
         self.receiver.clear_latencies();
@@ -292,43 +293,11 @@ impl Phases<'_> {
         self.receiver.wait_until(event_type, events as u64, Duration::from_secs(60)).await;
         let samples = self.receiver.latencies_us();
         let (p50, p99) = (percentile_ms(&samples, 0.50), percentile_ms(&samples, 0.99));
-        let rate_text = if rate >= 1_000 {
-            format!("{},{:03}", rate / 1_000, rate % 1_000)
-        } else {
-            rate.to_string()
-        };
-        let name = |p: &str| format!("latency publish → receiver at {rate_text}/s, {p}");
-        let mut figures = vec![
-            Figure {
-                name: name("p50"),
-                value: p50,
-                unit: "ms",
-                target: format!("<= {p50_target}"),
-                met: p50 <= p50_target,
-                of_ceiling: None,
-            },
-            Figure {
-                name: name("p99"),
-                value: p99,
-                unit: "ms",
-                target: format!("<= {p99_target}"),
-                met: p99 <= p99_target,
-                of_ceiling: None,
-            },
+        let name = |p: &str| format!("latency publish → receiver at {}/s, {p}", rate_text(rate));
+        let figures = vec![
+            Figure::new(name("p50"), p50, "ms", format!("<= {p50_target}"), p50 <= p50_target),
+            Figure::new(name("p99"), p99, "ms", format!("<= {p99_target}"), p99 <= p99_target),
         ];
-        let topics = &self.env.config.topics;
-        let arrived = self.receiver.arrivals(event_type);
-        let brokers = &self.env.config.kafka.brokers;
-        let (publish, deliveries) = (&topics.publish, &topics.deliveries);
-        let stages = stages::measure(brokers, publish, deliveries, event_type, &arrived).await?;
-        for (stage, ms) in [
-            ("API (request → publish record)", stages.api),
-            ("fan-out (publish record → delivery record)", stages.fan_out),
-            ("delivery (delivery record → receiver)", stages.deliver),
-        ] {
-            let name = format!("  at {rate_text}/s, p50 of the stage {stage}");
-            figures.push(Figure::new(name, ms, "ms", "-", true));
-        }
         Ok(figures)
     }
 
@@ -359,14 +328,8 @@ impl Phases<'_> {
         let owed = SUSTAINED_SUBSCRIPTIONS * (self.scaled(SUSTAINED_EVENTS) as u64 + 1);
         self.receiver.wait_until("bench.sustained", owed, Duration::from_secs(30)).await;
         let rss = resident_mib();
-        Ok(Figure {
-            name: "process memory at 100,000 subscriptions (API, dispatcher and receiver)".into(),
-            value: rss,
-            unit: "MiB RSS",
-            target: "<= 512".into(),
-            met: rss <= 512.0,
-            of_ceiling: None,
-        })
+        let name = "process memory at 100,000 subscriptions (API, dispatcher and receiver)";
+        Ok(Figure::new(name, rss, "MiB RSS", "<= 512", rss <= 512.0))
     }
 
     /// Waits (at most a minute) until the dispatcher committed all it was
@@ -427,6 +390,18 @@ impl Phases<'_> {
 
 /// The latency phases' event types: this, then the rate.
 const LATENCY_TYPE: &str = "bench.latency.";
+
+fn latency_type(rate: u64) -> String {
+    format!("{LATENCY_TYPE}{rate}")
+}
+
+/// `1,000`, `400`: as the figures' names have it.
+fn rate_text(rate: u64) -> String {
+    match rate {
+        1_000.. => format!("{},{:03}", rate / 1_000, rate % 1_000),
+        _ => rate.to_string(),
+    }
+}
 
 /// The latency phases: rate (events/s), seconds at scale 1, and the p50
 /// and p99 targets (ms).

@@ -107,14 +107,7 @@ fn cores() -> usize {
 }
 
 pub(crate) fn write(out: &Path, scale: f64, runs: &[Run]) -> anyhow::Result<()> {
-    let report = serde_json::json!({
-        "when": Utc::now().to_rfc3339(),
-        "scale": scale,
-        "cores": cores(),
-        "runs": runs,
-    });
-    std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
-    Ok(())
+    write_json(out, serde_json::json!({ "scale": scale, "runs": runs }))
 }
 
 pub(crate) fn write_soak(
@@ -122,13 +115,14 @@ pub(crate) fn write_soak(
     duration: std::time::Duration,
     figures: &[Figure],
 ) -> anyhow::Result<()> {
-    let report = serde_json::json!({
-        "when": Utc::now().to_rfc3339(),
-        "soak_s": duration.as_secs(),
-        "cores": cores(),
-        "figures": figures,
-    });
-    std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
+    write_json(out, serde_json::json!({ "soak_s": duration.as_secs(), "figures": figures }))
+}
+
+/// `fields`, with when and on how many cores they were measured.
+fn write_json(out: &Path, mut fields: serde_json::Value) -> anyhow::Result<()> {
+    fields["when"] = Utc::now().to_rfc3339().into();
+    fields["cores"] = cores().into();
+    std::fs::write(out, serde_json::to_vec_pretty(&fields)?)?;
     Ok(())
 }
 

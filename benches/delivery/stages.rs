@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use hookgate::kafka::headers::CE_TYPE;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -22,29 +23,44 @@ pub(crate) struct Stages {
 /// One event's times: sent (µs) and the create time of its record (ms).
 type Written = HashMap<u64, (i64, i64)>;
 
-/// The stages of the events of `event_type`, given when each arrived at
-/// the receiver (`arrived`: by `n`, in µs).
+/// The stages of each event type of `arrived` (when each of its events
+/// arrived at the receiver, by `n`, in µs), reading each topic once.
 pub(crate) async fn measure(
     brokers: &str,
     publish_topic: &str,
     deliveries_topic: &str,
-    event_type: &str,
-    arrived: &HashMap<u64, i64>,
-) -> anyhow::Result<Stages> {
-    let published = read_all(brokers, publish_topic, event_type).await?;
-    let delivered = read_all(brokers, deliveries_topic, event_type).await?;
-    let mut api = Vec::new();
-    let mut fan_out = Vec::new();
-    let mut deliver = Vec::new();
-    for (n, (sent_us, published_ms)) in &published {
-        let (Some((_, queued_ms)), Some(arrived_us)) = (delivered.get(n), arrived.get(n)) else {
+    arrived: &HashMap<String, HashMap<u64, i64>>,
+) -> anyhow::Result<HashMap<String, Stages>> {
+    let types: Vec<String> = arrived.keys().cloned().collect();
+    let published = read_all(brokers, publish_topic, types.clone()).await?;
+    let delivered = read_all(brokers, deliveries_topic, types).await?;
+    let mut by_type = HashMap::new();
+    for (event_type, arrived) in arrived {
+        let (Some(published), Some(delivered)) =
+            (published.get(event_type), delivered.get(event_type))
+        else {
             continue;
         };
-        api.push(published_ms * 1000 - sent_us);
-        fan_out.push((queued_ms - published_ms) * 1000);
-        deliver.push(arrived_us - queued_ms * 1000);
+        let mut api = Vec::new();
+        let mut fan_out = Vec::new();
+        let mut deliver = Vec::new();
+        for (n, (sent_us, published_ms)) in published {
+            let (Some((_, queued_ms)), Some(arrived_us)) = (delivered.get(n), arrived.get(n))
+            else {
+                continue;
+            };
+            api.push(published_ms * 1000 - sent_us);
+            fan_out.push((queued_ms - published_ms) * 1000);
+            deliver.push(arrived_us - queued_ms * 1000);
+        }
+        let stages = Stages {
+            api: median_ms(api),
+            fan_out: median_ms(fan_out),
+            deliver: median_ms(deliver),
+        };
+        by_type.insert(event_type.clone(), stages);
     }
-    Ok(Stages { api: median_ms(api), fan_out: median_ms(fan_out), deliver: median_ms(deliver) })
+    Ok(by_type)
 }
 
 fn median_ms(mut us: Vec<i64>) -> f64 {
@@ -52,11 +68,14 @@ fn median_ms(mut us: Vec<i64>) -> f64 {
     us.get(us.len() / 2).copied().unwrap_or(0) as f64 / 1000.0
 }
 
-/// Every record of `event_type` on `topic`, from the beginning to the end
-/// it has now, by the `n` of its data.
-async fn read_all(brokers: &str, topic: &str, event_type: &str) -> anyhow::Result<Written> {
-    let (brokers, topic, event_type) =
-        (brokers.to_owned(), topic.to_owned(), event_type.to_owned());
+/// Every record of `types` on `topic`, from the beginning to the end it
+/// has now, by type and the `n` of its data.
+async fn read_all(
+    brokers: &str,
+    topic: &str,
+    types: Vec<String>,
+) -> anyhow::Result<HashMap<String, Written>> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -75,7 +94,7 @@ async fn read_all(brokers: &str, topic: &str, event_type: &str) -> anyhow::Resul
             }
         }
         consumer.assign(&assignment)?;
-        let mut written = Written::new();
+        let mut written: HashMap<String, Written> = HashMap::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while !ends.is_empty() && tokio::time::Instant::now() < deadline {
             let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
@@ -83,16 +102,20 @@ async fn read_all(brokers: &str, topic: &str, event_type: &str) -> anyhow::Resul
             if ends.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
                 ends.remove(&message.partition());
             }
-            let is_type = message.headers().is_some_and(|headers| {
-                headers.iter().any(|h| h.key == "ce_type" && h.value == Some(event_type.as_bytes()))
+            let event_type = message.headers().and_then(|headers| {
+                let value = headers.iter().find(|h| h.key == CE_TYPE)?.value?;
+                types.iter().find(|t| t.as_bytes() == value)
             });
-            let (Some(created_ms), true) = (message.timestamp().to_millis(), is_type) else {
+            let (Some(created_ms), Some(event_type)) =
+                (message.timestamp().to_millis(), event_type)
+            else {
                 continue;
             };
             let data: serde_json::Value =
                 serde_json::from_slice(message.payload().unwrap_or(b"{}"))?;
             if let (Some(n), Some(sent_us)) = (data["n"].as_u64(), data["sent_us"].as_i64()) {
-                written.entry(n).or_insert((sent_us, created_ms));
+                let of_type = written.entry(event_type.clone()).or_default();
+                of_type.entry(n).or_insert((sent_us, created_ms));
             }
         }
         Ok(written)

@@ -76,24 +76,22 @@ impl Isolation {
     pub(crate) fn figures(&self) -> Vec<Figure> {
         // The integration test's bound: twice the baseline, 10 ms at least.
         let p99_bound = 2.0 * self.baseline.p99_ms.max(10.0);
+        let (throughput, p99) = (self.throughput_percent, self.isolation.p99_ms);
         vec![
-            Figure {
-                name: "healthy throughput beside a tarpit and a hanging endpoint (> stage budget)"
-                    .into(),
-                value: self.throughput_percent,
-                unit: "% of all-healthy",
-                target: ">= 90 %".into(),
-                met: self.throughput_percent >= 90.0,
-                of_ceiling: None,
-            },
-            Figure {
-                name: "healthy p99 beside a tarpit and a hanging endpoint".into(),
-                value: self.isolation.p99_ms,
-                unit: "ms",
-                target: "<= 2× base".into(),
-                met: self.isolation.p99_ms <= p99_bound,
-                of_ceiling: None,
-            },
+            Figure::new(
+                "healthy throughput beside a tarpit and a hanging endpoint (> stage budget)",
+                throughput,
+                "% of all-healthy",
+                ">= 90 %",
+                throughput >= 90.0,
+            ),
+            Figure::new(
+                "healthy p99 beside a tarpit and a hanging endpoint",
+                p99,
+                "ms",
+                "<= 2× base",
+                p99 <= p99_bound,
+            ),
         ]
     }
 
