@@ -2,8 +2,9 @@
 //! `info`) to stderr as text or JSON lines, and hookgate's spans as
 //! OpenTelemetry spans, exported with OTLP over HTTP/protobuf when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
-//! set. Without an endpoint spans still carry trace context, so a publisher's
-//! `traceparent` reaches the webhook.
+//! set. Without an endpoint there is no OpenTelemetry layer, whose spans
+//! would cost every delivery for nothing; `crate::trace` still passes a
+//! publisher's `traceparent` on to the webhook.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -22,12 +23,13 @@ const DEFAULT_SERVICE_NAME: &str = "hookgate";
 /// Flushes the spans not yet exported when dropped (at exit).
 #[derive(Debug)]
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        if let Err(error) = self.provider.shutdown() {
+        let Some(provider) = &self.provider else { return };
+        if let Err(error) = provider.shutdown() {
             eprintln!("hookgate: exporting the last traces failed: {error}");
         }
     }
@@ -48,14 +50,17 @@ pub fn init(format: LogFormat) -> Result<Telemetry, String> {
     };
     // Only hookgate's own spans become OpenTelemetry spans: not those of
     // the HTTP client, the database driver or the exporter itself.
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("hookgate"))
-        .with_filter(Targets::new().with_target("hookgate", Level::INFO));
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("hookgate"))
+            .with_filter(Targets::new().with_target("hookgate", Level::INFO))
+    });
     let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
     Ok(Telemetry { provider })
 }
 
-fn tracer_provider() -> Result<SdkTracerProvider, String> {
+/// The provider that exports, when an endpoint is configured.
+fn tracer_provider() -> Result<Option<SdkTracerProvider>, String> {
     let service = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|name| !name.trim().is_empty())
@@ -76,7 +81,7 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
         configured = true;
     }
     if !configured {
-        return Ok(builder.build());
+        return Ok(None);
     }
     // Reads the standard OTEL_EXPORTER_OTLP_* variables (endpoint, headers,
     // timeout); the batch processor reads OTEL_BSP_*.
@@ -84,5 +89,5 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
         .with_http()
         .build()
         .map_err(|error| format!("cannot set up the OTLP exporter: {error}"))?;
-    Ok(builder.with_batch_exporter(exporter).build())
+    Ok(Some(builder.with_batch_exporter(exporter).build()))
 }

@@ -2,13 +2,15 @@
 //! `traceparent` → the publish span → the event record's headers → the
 //! fan-out span → each delivery record → the attempt span → the webhook's
 //! `traceparent`. Spans become OpenTelemetry spans through the layer that
-//! `telemetry::init` installs; without it, nothing here has any effect.
+//! `telemetry::init` installs when an exporter is configured. Without it
+//! hookgate passes the context on unchanged, as a proxy that takes no part
+//! in tracing does: the webhook carries the publisher's `traceparent`.
 //!
-//! A malformed `traceparent` (from a client or a record) is ignored: the
-//! span starts a new trace.
+//! A malformed `traceparent` (from a client or a record) is ignored: a new
+//! trace starts.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -41,9 +43,36 @@ impl TraceHeaders {
         (!headers.traceparent.is_empty()).then_some(headers)
     }
 
-    /// The context of the current span.
+    /// The context of the current span or, without OpenTelemetry spans,
+    /// the one `scope` carries.
     pub fn current() -> Option<Self> {
-        Self::of(&tracing::Span::current())
+        Self::of(&tracing::Span::current()).or_else(|| PASSED_ON.try_with(Clone::clone).ok())
+    }
+
+    /// Runs `work` with `trace` as `current()` wherever spans have no
+    /// context of their own.
+    pub async fn scope<F: std::future::Future>(trace: Self, work: F) -> F::Output {
+        PASSED_ON.scope(trace, work).await
+    }
+
+    /// What `span`'s work passes on: its own context, else (OpenTelemetry
+    /// off) a valid `parent` unchanged, else a new trace.
+    pub fn onward(parent: Option<&Self>, span: &tracing::Span) -> Self {
+        Self::of(span)
+            .or_else(|| parent.filter(|parent| parent.is_valid()).cloned())
+            .unwrap_or_else(Self::new_trace)
+    }
+
+    /// A new trace, sampled, of no span hookgate records.
+    pub fn new_trace() -> Self {
+        let trace_id = TraceId::from(rand::random::<u128>().max(1));
+        let span_id = SpanId::from(rand::random::<u64>().max(1));
+        Self { traceparent: format!("00-{trace_id}-{span_id}-01"), tracestate: None }
+    }
+
+    fn is_valid(&self) -> bool {
+        let context = TraceContextPropagator::new().extract(self);
+        context.span().span_context().is_valid()
     }
 
     /// Reads `traceparent` (or `ce_traceparent`) and `tracestate` from a
@@ -88,7 +117,8 @@ impl TraceHeaders {
         }
     }
 
-    /// Makes `span` a child of this context, when it is a valid one.
+    /// Makes `span` a child of this context, when it is a valid one (and
+    /// spans are OpenTelemetry spans).
     pub fn adopt(this: Option<&Self>, span: &tracing::Span) {
         let Some(this) = this else { return };
         let context = TraceContextPropagator::new().extract(this);
@@ -96,6 +126,10 @@ impl TraceHeaders {
             let _ = span.set_parent(context);
         }
     }
+}
+
+tokio::task_local! {
+    static PASSED_ON: TraceHeaders;
 }
 
 impl Extractor for TraceHeaders {
@@ -142,7 +176,30 @@ mod tests {
         assert_eq!(TraceHeaders::from_record(Some(&OwnedHeaders::new())), None);
     }
 
-    /// Runs `f` with an OpenTelemetry layer (no exporter), as the binary does.
+    const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[tokio::test]
+    async fn without_opentelemetry_spans_a_valid_context_passes_on_unchanged() {
+        let span = tracing::info_span!("no layer");
+        let parent = TraceHeaders { traceparent: VALID.into(), tracestate: Some("v=1".into()) };
+        TraceHeaders::adopt(Some(&parent), &span);
+        assert_eq!(TraceHeaders::onward(Some(&parent), &span), parent);
+
+        let malformed = TraceHeaders { traceparent: "00-zz-yy-01".into(), tracestate: None };
+        for parent in [Some(&malformed), None] {
+            let fresh = TraceHeaders::onward(parent, &span);
+            assert!(fresh.is_valid(), "{fresh:?}");
+            assert_ne!(fresh, malformed);
+        }
+        assert_ne!(TraceHeaders::new_trace(), TraceHeaders::new_trace());
+
+        assert_eq!(TraceHeaders::current(), None, "no span context, no scope");
+        let inside = TraceHeaders::scope(parent.clone(), async { TraceHeaders::current() }).await;
+        assert_eq!(inside, Some(parent));
+    }
+
+    /// Runs `f` with an OpenTelemetry layer (no exporter), as the binary does
+    /// with one.
     fn with_otel<T>(f: impl FnOnce() -> T) -> T {
         use opentelemetry::trace::TracerProvider as _;
         use tracing_subscriber::layer::SubscriberExt;

@@ -355,8 +355,10 @@ pub async fn observe_publish(
     let span = tracing::info_span!("publish", otel.kind = "server", http.request.method = "POST",
         http.route = %request.uri().path(), http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty);
-    TraceHeaders::adopt(TraceHeaders::from_http(request.headers()).as_ref(), &span);
-    let response = next.run(request).instrument(span.clone()).await;
+    let parent = TraceHeaders::from_http(request.headers());
+    TraceHeaders::adopt(parent.as_ref(), &span);
+    let onward = TraceHeaders::onward(parent.as_ref(), &span);
+    let response = TraceHeaders::scope(onward, next.run(request)).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {

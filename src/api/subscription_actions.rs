@@ -20,6 +20,7 @@ use super::AppState;
 use crate::delivery::Target;
 use crate::domain::{Attempt, Audience, Event, EventId, Scope, SigningSecret, SubscriptionId};
 use crate::store::{AttemptFilter, SecretRotation};
+use crate::trace::TraceHeaders;
 
 pub const DEFAULT_GRACE_SECS: u32 = 24 * 60 * 60;
 pub const MAX_GRACE_SECS: u32 = 7 * 24 * 60 * 60;
@@ -184,7 +185,7 @@ pub async fn send_test(
     let target = Target::new(subscription).map_err(|reason| {
         ApiError::Internal(format!("the stored subscription cannot be sent for: {reason}").into())
     })?;
-    let sent = state.test_client.send(&event, &target).await;
+    let sent = state.test_client.send(&event, &target, TraceHeaders::current()).await;
     if let Some(error) = &sent.error {
         tracing::info!(subscription_id = %target.subscription.id, %error, "test delivery failed");
     }

@@ -141,15 +141,15 @@ impl Client {
         Ok(Self { http, egress, request_timeout, response_body_cap })
     }
 
-    /// Sends `event` to `target` once, signed now, with the current span's
-    /// trace context.
-    pub async fn send(&self, event: &Event, target: &Target) -> Sent {
+    /// Sends `event` to `target` once, signed now, with `trace` as its
+    /// `traceparent`.
+    pub async fn send(&self, event: &Event, target: &Target, trace: Option<TraceHeaders>) -> Sent {
         let webhook_id = webhook_id(event.id.as_str(), &target.subscription.id);
         let webhook = Webhook {
             id: &webhook_id,
             body: Bytes::from(event.webhook_body()),
             signed_at: Utc::now(),
-            trace: TraceHeaders::current(),
+            trace,
         };
         let started = Instant::now();
         let answer = self.post(target, &webhook).await;
@@ -278,7 +278,7 @@ mod tests {
         let target = Target::new(Subscription::example(TenantId::default_tenant(), secret))
             .expect("a valid target");
         let event = event();
-        let sent = client.send(&event, &target).await;
+        let sent = client.send(&event, &target, None).await;
         assert_eq!(sent.status, None);
         assert!(matches!(sent.error, Some(DeliveryError::Forbidden(_))), "{:?}", sent.error);
         assert_eq!(sent.webhook_id, webhook_id(event.id.as_str(), &target.subscription.id));

@@ -390,9 +390,10 @@ impl Deliver {
             TraceHeaders::adopt(delivery.trace.as_ref(), &span);
             let in_flight = InFlight::enter(&self.metrics.in_flight);
             let started = tokio::time::Instant::now();
+            let trace = TraceHeaders::onward(delivery.trace.as_ref(), &span);
             let result = self
                 .webhooks
-                .attempt(&delivery.event, &sending_to, attempt)
+                .attempt(&delivery.event, &sending_to, attempt, trace)
                 .instrument(span.clone())
                 .await;
             let took = started.elapsed();

@@ -107,7 +107,7 @@ impl FanOut {
         let span = tracing::info_span!("fan-out", otel.kind = "consumer", event_id = %event.id,
             event_type = %event.event_type, subscriptions = targets.len());
         TraceHeaders::adopt(trace.as_ref(), &span);
-        let trace = TraceHeaders::of(&span);
+        let trace = Some(TraceHeaders::onward(trace.as_ref(), &span));
         let mut queued = Vec::with_capacity(targets.len());
         for target in &targets {
             let subscription = &target.subscription;

@@ -5,6 +5,7 @@
 use crate::delivery::{Client, DeliveryError, Target};
 use crate::domain::Event;
 use crate::store::AttemptLog;
+use crate::trace::TraceHeaders;
 
 #[derive(Debug)]
 pub struct Webhooks {
@@ -23,8 +24,9 @@ impl Webhooks {
         event: &Event,
         target: &Target,
         attempt: u32,
+        trace: TraceHeaders,
     ) -> Result<(), DeliveryError> {
-        let sent = self.client.send(event, target).await;
+        let sent = self.client.send(event, target, Some(trace)).await;
         if let Some(error) = &sent.error {
             tracing::debug!(subscription_id = %target.subscription.id, event_id = %event.id, attempt, %error, "delivery attempt failed");
         }

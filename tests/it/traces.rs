@@ -180,3 +180,54 @@ async fn publish_and_delivery_spans_are_one_trace_that_reaches_the_receiver() {
     serve.stop().await;
     app.stop().await;
 }
+
+/// Without an exporter there are no OpenTelemetry spans: hookgate passes the
+/// publisher's trace context on unchanged, and starts one when there is none
+/// (or it is malformed), so every webhook still carries a `traceparent`.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_exporter_the_webhook_carries_the_publishers_traceparent_unchanged() {
+    let mut settings = None;
+    let app = TestApp::spawn_with("traces_off", |config| settings = config.dispatcher.take()).await;
+    let dispatcher = settings.expect("the harness's dispatcher settings");
+    let serve = ServeProcess::start(&app.config, &dispatcher, &[]).await;
+    let client = reqwest::Client::new();
+    let receiver = TestReceiver::start().await;
+    let created = client
+        .post(serve.url("/v1/subscriptions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"url": receiver.url, "event_types": ["*"]}))
+        .send()
+        .await
+        .expect("create subscription");
+    assert_eq!(created.status(), 201);
+
+    let publisher = format!("00-{}-{}-01", random_hex(16), random_hex(8));
+    let publishes = [Some(publisher.clone()), None, Some(format!("00-{}-zz-01", random_hex(16)))];
+    for (n, traceparent) in publishes.iter().enumerate() {
+        let mut request = client
+            .post(serve.url("/v1/events"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"type": "order.created", "key": "one", "data": {"n": n}}));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        assert_eq!(request.send().await.expect("publish").status(), 202);
+    }
+    let webhooks = receiver.wait_for(3, DEADLINE).await;
+    let by_n = |n: u64| {
+        let webhook = webhooks
+            .iter()
+            .find(|w| w.json()["data"]["n"] == n)
+            .unwrap_or_else(|| panic!("webhook {n}"));
+        webhook.header("traceparent").to_owned()
+    };
+    assert_eq!(by_n(0), publisher, "passed on unchanged");
+    let (fresh, _) = parse_traceparent(&by_n(1));
+    let (replaced, _) = parse_traceparent(&by_n(2));
+    assert_ne!(fresh, "0".repeat(32));
+    assert_ne!(fresh, replaced, "a trace of its own for each event");
+    assert!(!publishes[2].as_deref().unwrap_or_default().contains(&replaced));
+
+    serve.stop().await;
+    app.stop().await;
+}
