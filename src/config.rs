@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
 pub use crate::delivery::EgressRules;
+use crate::delivery::Excerpts;
 use crate::kafka::KafkaConfig;
 use crate::store::SecretKeys;
 
@@ -177,6 +178,10 @@ pub struct DeliveryArgs {
     /// Age after which a delivery that still fails goes to the dead-letter topic.
     #[arg(long, env = "HOOKGATE_MAX_DELIVERY_AGE", default_value = "3d", value_parser = duration)]
     pub max_delivery_age: Duration,
+    /// Keep the start of a successful attempt's response body in the
+    /// attempt log too (default: false; failed attempts' are always kept).
+    #[arg(long, env = "HOOKGATE_KEEP_SUCCESS_RESPONSES", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub keep_success_responses: Option<bool>,
     /// How long delivery attempts, dead letters and finished replays are kept.
     #[arg(long, env = "HOOKGATE_RETENTION", default_value = "30d", value_parser = duration)]
     pub retention: Duration,
@@ -510,8 +515,8 @@ pub struct DispatcherConfig {
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub max_delivery_age: Duration,
-    /// How much of a response body is kept in the attempt log.
-    pub response_body_cap: usize,
+    /// How much of a response body the attempt log keeps, and of which.
+    pub excerpts: Excerpts,
     /// How long attempts, dead letters and finished replays are kept.
     pub retention: Duration,
     /// How long deleted subscriptions are kept before they are purged.
@@ -557,7 +562,7 @@ impl Default for DispatcherConfig {
             request_timeout: Duration::from_secs(15),
             retry_schedule: RetrySchedule(schedule.map(Duration::from_secs).to_vec()),
             max_delivery_age: Duration::from_secs(3 * 24 * HOUR),
-            response_body_cap: RESPONSE_BODY_CAP,
+            excerpts: Excerpts { cap: RESPONSE_BODY_CAP, of_successes: false },
             retention: Duration::from_secs(30 * 24 * HOUR),
             deleted_retention: Duration::from_secs(24 * HOUR),
             budgets: DeliveryBudgets::default(),
@@ -575,7 +580,10 @@ impl DispatcherConfig {
             request_timeout: args.request_timeout,
             retry_schedule: args.retry_schedule.clone(),
             max_delivery_age: args.max_delivery_age,
-            response_body_cap: RESPONSE_BODY_CAP,
+            excerpts: Excerpts {
+                cap: RESPONSE_BODY_CAP,
+                of_successes: args.keep_success_responses.unwrap_or(false),
+            },
             retention: args.retention,
             deleted_retention: args.deleted_subscription_retention,
             budgets: DeliveryBudgets {

@@ -12,7 +12,9 @@
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::kafka::envelope::HeaderPair;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub const TRACEPARENT: &str = "traceparent";
@@ -76,10 +78,9 @@ impl TraceHeaders {
     }
 
     /// Reads `traceparent` (or `ce_traceparent`) and `tracestate` from a
-    /// record's headers; `None` when absent or not UTF-8. Validity is
-    /// checked when a span adopts it.
-    pub fn from_record(headers: Option<&impl Headers>) -> Option<Self> {
-        let pairs = crate::kafka::envelope::header_list(headers?)?;
+    /// record's headers (`envelope::listed`); `None` when absent or not
+    /// UTF-8. Validity is checked when a span adopts it or passes it on.
+    pub fn from_pairs(pairs: &[HeaderPair<'_>]) -> Option<Self> {
         let find = |names: [&str; 2]| {
             names.iter().find_map(|name| {
                 pairs
@@ -168,12 +169,15 @@ mod tests {
                 key: CE_TRACEPARENT,
                 value: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             });
-        let trace = TraceHeaders::from_record(Some(&headers)).expect("found");
+        let from_record = |headers: &OwnedHeaders| {
+            TraceHeaders::from_pairs(&crate::kafka::envelope::listed(Some(headers)).expect("names"))
+        };
+        let trace = from_record(&headers).expect("found");
         assert_eq!(trace.traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         assert_eq!(trace.tracestate, None);
         let written = trace.write(OwnedHeaders::new());
-        assert_eq!(TraceHeaders::from_record(Some(&written)), Some(trace));
-        assert_eq!(TraceHeaders::from_record(Some(&OwnedHeaders::new())), None);
+        assert_eq!(from_record(&written), Some(trace));
+        assert_eq!(from_record(&OwnedHeaders::new()), None);
     }
 
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

@@ -56,7 +56,6 @@ async fn restart_broker() {
 fn dispatcher_config() -> DispatcherConfig {
     DispatcherConfig {
         retry_schedule: RetrySchedule(vec![Duration::from_millis(200), Duration::from_millis(400)]),
-        response_body_cap: 256,
         ..DispatcherConfig::for_tests()
     }
 }

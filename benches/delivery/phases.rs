@@ -417,7 +417,8 @@ fn sustained_event(n: usize) -> Event {
         time: Utc::now(),
         key: Some(n.to_string().into_bytes()),
         data: serde_json::value::RawValue::from_string(format!("{{\"n\":{n}}}"))
-            .expect("valid JSON"),
+            .expect("valid JSON")
+            .into(),
         audience: Audience::Tenant(TenantId::default_tenant()),
     }
 }

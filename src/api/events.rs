@@ -318,7 +318,7 @@ async fn validate(
         source: req.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
         time: Utc::now(),
         key: req.key.map(String::into_bytes),
-        data: req.data,
+        data: req.data.into(),
         audience,
     }))
 }

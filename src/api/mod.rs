@@ -55,7 +55,8 @@ const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// configured (`HOOKGATE_CONNECTION_DRAIN_TIMEOUT`): the longest a handler
 /// takes (a test send); a client slower than that loses its connection.
 pub const DRAIN: Duration = Duration::from_secs(TEST_REQUEST_TIMEOUT.as_secs() + 1);
-const TEST_RESPONSE_CAP: usize = 4096;
+/// A test send shows its answer, whatever it was.
+const TEST_EXCERPTS: delivery::Excerpts = delivery::Excerpts { cap: 4096, of_successes: true };
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -91,7 +92,7 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
         let test_client =
-            delivery::Client::new(Arc::clone(&egress), TEST_REQUEST_TIMEOUT, TEST_RESPONSE_CAP)?;
+            delivery::Client::new(Arc::clone(&egress), TEST_REQUEST_TIMEOUT, TEST_EXCERPTS)?;
         Ok(Self {
             store,
             producer,

@@ -67,7 +67,9 @@ pub struct AttemptOut {
     status_code: Option<u16>,
     latency_ms: u32,
     error: Option<String>,
-    /// The start of the response body (up to 4 KiB).
+    /// The start of the response body (up to 4 KiB): of a failed attempt
+    /// or a test send; of a delivered one only when the operator keeps
+    /// those (`HOOKGATE_KEEP_SUCCESS_RESPONSES`).
     response_excerpt: Option<String>,
     created_at: DateTime<Utc>,
 }
@@ -179,7 +181,7 @@ pub async fn send_test(
         source: "hookgate".to_owned(),
         time: super::now(),
         key: None,
-        data: RawValue::from_string(data.to_string()).map_err(ApiError::internal)?,
+        data: RawValue::from_string(data.to_string()).map_err(ApiError::internal)?.into(),
         audience: Audience::Tenant(subscription.tenant_id.clone()),
     };
     let target = Target::new(subscription).map_err(|reason| {

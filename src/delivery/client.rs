@@ -106,6 +106,16 @@ impl Sent {
     }
 }
 
+/// How much of an answer's body a `Sent` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Excerpts {
+    /// Bytes read of any answer, at most.
+    pub cap: usize,
+    /// Keep a 2xx's too; otherwise only the answers of failed attempts
+    /// are kept, which are what a receiver's owner reads.
+    pub of_successes: bool,
+}
+
 /// The HTTP client webhooks go out through; one per role, its connections
 /// reused.
 #[derive(Debug)]
@@ -113,14 +123,14 @@ pub struct Client {
     http: reqwest::Client,
     egress: Arc<EgressRules>,
     request_timeout: Duration,
-    response_body_cap: usize,
+    excerpts: Excerpts,
 }
 
 impl Client {
     pub fn new(
         egress: Arc<EgressRules>,
         request_timeout: Duration,
-        response_body_cap: usize,
+        excerpts: Excerpts,
     ) -> reqwest::Result<Self> {
         let mut builder = reqwest::Client::builder()
             // Never a proxy from the environment: it would resolve the
@@ -138,7 +148,7 @@ impl Client {
             builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
         }
         let http = builder.build()?;
-        Ok(Self { http, egress, request_timeout, response_body_cap })
+        Ok(Self { http, egress, request_timeout, excerpts })
     }
 
     /// Sends `event` to `target` once, signed now, with `trace` as its
@@ -166,7 +176,7 @@ impl Client {
         Sent { webhook_id, status, latency, excerpt, error }
     }
 
-    /// Sends and reads at most `response_body_cap` bytes of the answer.
+    /// Sends and reads at most `excerpts.cap` bytes of the answer.
     async fn post(
         &self,
         target: &Target,
@@ -182,12 +192,19 @@ impl Client {
         let mut response = self.http.execute(request).await.map_err(|e| self.classify(e))?;
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
+        let keep = self.excerpts.of_successes || !(200..300).contains(&status);
         let mut excerpt = Vec::new();
-        while excerpt.len() < self.response_body_cap {
+        // Read even what is not kept: an answer read to its end leaves the
+        // connection reusable.
+        let mut read = 0;
+        while read < self.excerpts.cap {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    let room = self.response_body_cap - excerpt.len();
-                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    let taken = &chunk[..chunk.len().min(self.excerpts.cap - read)];
+                    read += taken.len();
+                    if keep {
+                        excerpt.extend_from_slice(taken);
+                    }
                 }
                 // The status is what counts; a body cut short is still an answer.
                 Ok(None) | Err(_) => break,
@@ -264,7 +281,7 @@ mod tests {
             source: "test".to_owned(),
             time: Utc::now(),
             key: None,
-            data: RawValue::from_string("{}".to_owned()).expect("JSON"),
+            data: RawValue::from_string("{}".to_owned()).expect("JSON").into(),
             audience: Audience::Tenant(TenantId::default_tenant()),
         }
     }
@@ -273,7 +290,9 @@ mod tests {
     async fn a_refused_destination_is_an_outcome_and_nothing_is_sent() {
         // The default rules refuse loopback: the literal address is refused
         // before any connection is tried.
-        let client = Client::new(Arc::default(), Duration::from_secs(1), 16).expect("a client");
+        let excerpts = Excerpts { cap: 16, of_successes: false };
+        let client =
+            Client::new(Arc::default(), Duration::from_secs(1), excerpts).expect("a client");
         let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
         let target = Target::new(Subscription::example(TenantId::default_tenant(), secret))
             .expect("a valid target");

@@ -16,7 +16,7 @@ pub mod request;
 pub mod target;
 pub mod webhook_id;
 
-pub use client::{Client, DeliveryError, Sent};
+pub use client::{Client, DeliveryError, Excerpts, Sent};
 pub use egress::EgressRules;
 pub use target::{Target, Unusable};
 pub use webhook_id::webhook_id;

@@ -67,6 +67,11 @@ impl Target {
         Some(Self { subscription, url: Some(parsed), ..self.clone() })
     }
 
+    /// The event types it wants, parsed.
+    pub fn patterns(&self) -> &[EventTypePattern] {
+        &self.patterns
+    }
+
     pub fn wants(&self, event_type: &str) -> bool {
         self.subscription.status == SubscriptionStatus::Active
             && self.patterns.iter().any(|p| p.matches(event_type))
@@ -125,7 +130,7 @@ mod tests {
             source: "test".to_owned(),
             time: Utc::now(),
             key: None,
-            data: RawValue::from_string("{}".to_owned()).expect("JSON"),
+            data: RawValue::from_string("{}".to_owned()).expect("JSON").into(),
             audience: match tenant {
                 Some(t) => Audience::Tenant(TenantId::from_trusted(t.to_owned())),
                 None => Audience::Broadcast,

@@ -47,13 +47,14 @@ impl Handler for FanOut {
 impl FanOut {
     async fn start(self: &Arc<Self>, message: OwnedMessage) -> Option<Job> {
         let position = RecordPosition::of(&message);
-        let event = match envelope::decode(
-            message.headers(),
-            message.key(),
-            message.payload(),
-            &position,
-        ) {
-            Ok(event) => event,
+        // The headers listed once, for the event and its trace context.
+        let decoded = envelope::listed(message.headers()).and_then(|pairs| {
+            let event =
+                envelope::decode_pairs(&pairs, message.key(), message.payload(), &position)?;
+            Ok((event, TraceHeaders::from_pairs(&pairs)))
+        });
+        let (event, trace) = match decoded {
+            Ok(decoded) => decoded,
             Err(reason) => {
                 let dead_letters = self.dead_letters.clone();
                 let reason = reason.to_string();
@@ -67,7 +68,6 @@ impl FanOut {
             .to_millis()
             .and_then(chrono::DateTime::from_timestamp_millis)
             .unwrap_or_else(chrono::Utc::now);
-        let trace = TraceHeaders::from_record(message.headers());
         let fresh = self.cache.ensure_fresh(written).await;
         if fresh == Freshness::Stale || self.deferred.is_busy(&()) {
             // Matching on a stale copy could miss new subscriptions: wait

@@ -155,7 +155,7 @@ pub async fn run(
             stage: budgets.stage,
         },
         webhooks: Webhooks::new(
-            delivery::Client::new(egress, config.request_timeout, config.response_body_cap)?,
+            delivery::Client::new(egress, config.request_timeout, config.excerpts)?,
             log,
         ),
         producer: producer.clone(),

@@ -240,7 +240,7 @@ mod tests {
             source: "s".into(),
             time: chrono::Utc::now(),
             key: None,
-            data: RawValue::from_string("{}".into()).expect("json"),
+            data: RawValue::from_string("{}".into()).expect("json").into(),
             audience: crate::domain::Audience::Tenant(TenantId::default_tenant()),
         };
         let mut delivery =

@@ -1,5 +1,7 @@
 //! An event as hookgate carries it from the publisher to the webhook.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -17,8 +19,9 @@ pub struct Event {
     pub time: DateTime<Utc>,
     /// The partition key: the scope of ordering.
     pub key: Option<Vec<u8>>,
-    /// Kept as raw JSON so delivery never re-encodes it.
-    pub data: Box<RawValue>,
+    /// Kept as raw JSON so delivery never re-encodes it; shared, not
+    /// copied, by the deliveries of one event.
+    pub data: Arc<RawValue>,
     pub audience: Audience,
 }
 
@@ -88,7 +91,7 @@ mod tests {
             source: "test".into(),
             time: DateTime::from_timestamp(1_700_000_000, 0).expect("valid time"),
             key: None,
-            data: RawValue::from_string(r#"{"b":1, "a":2}"#.into()).expect("valid json"),
+            data: RawValue::from_string(r#"{"b":1, "a":2}"#.into()).expect("valid json").into(),
             audience: Audience::Broadcast,
         };
         let body: serde_json::Value =

@@ -197,9 +197,9 @@ impl Delivery {
         payload: Option<&[u8]>,
         position: &RecordPosition<'_>,
     ) -> Result<Self, DecodeError> {
-        let mut event = envelope::decode(headers, None, payload, position)?;
-        // `envelope::decode` above already refused unreadable header names.
-        let pairs = headers.and_then(|h| envelope::header_list(h)).unwrap_or_default();
+        // Listed once for all that reads them.
+        let pairs = envelope::listed(headers)?;
+        let mut event = envelope::decode_pairs(&pairs, None, payload, position)?;
         let found = Found::read(&pairs);
         let subscription_id = string(found.subscription)
             .and_then(SubscriptionId::parse)
@@ -233,7 +233,7 @@ impl Delivery {
                     .filter(|r| *r > 0),
                 url: string(found.replay_url).map(str::to_owned),
             }),
-            trace: TraceHeaders::from_record(headers),
+            trace: TraceHeaders::from_pairs(&pairs),
         })
     }
 }
@@ -313,7 +313,7 @@ mod tests {
             source: "shop".into(),
             time: Utc::now(),
             key: Some(b"customer-7".to_vec()),
-            data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
+            data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json").into(),
             audience: crate::domain::Audience::Tenant(TenantId::default_tenant()),
         };
         let mut delivery =

@@ -98,6 +98,21 @@ pub fn decode(
     payload: Option<&[u8]>,
     position: &RecordPosition<'_>,
 ) -> Result<Event, Poison> {
+    decode_pairs(&listed(headers)?, key, payload, position)
+}
+
+/// A record's headers as pairs (none: no pairs); an unreadable name is poison.
+pub fn listed(headers: Option<&impl Headers>) -> Result<Vec<HeaderPair<'_>>, Poison> {
+    headers.map_or(Ok(Vec::new()), |headers| header_list(headers).ok_or(Poison::BadHeaderName))
+}
+
+/// `decode` of headers already listed, for a caller that reads more of them.
+pub fn decode_pairs(
+    pairs: &[HeaderPair<'_>],
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    position: &RecordPosition<'_>,
+) -> Result<Event, Poison> {
     let mut id = None;
     let mut event_type = None;
     let mut source = None;
@@ -105,12 +120,8 @@ pub fn decode(
     let mut content_type = None;
     let mut tenant = None;
     let mut broadcast = None;
-    let pairs = match headers {
-        Some(headers) => header_list(headers).ok_or(Poison::BadHeaderName)?,
-        None => Vec::new(),
-    };
     {
-        for (key, value) in pairs {
+        for &(key, value) in pairs {
             let slot = match key {
                 CE_ID => &mut id,
                 CE_TYPE => &mut event_type,
@@ -178,7 +189,7 @@ pub fn decode(
         source: text(source, CE_SOURCE)?.unwrap_or_else(|| position.topic.to_owned()),
         time,
         key: key.map(<[u8]>::to_vec),
-        data,
+        data: data.into(),
         audience,
     })
 }
@@ -208,7 +219,7 @@ mod tests {
             source: "shop".into(),
             time: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid"),
             key: Some(b"k1".to_vec()),
-            data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
+            data: RawValue::from_string(r#"{"n":1}"#.into()).expect("json").into(),
             audience: Audience::Tenant(TenantId::from_trusted("ten_a".into())),
         }
     }

@@ -99,37 +99,14 @@ impl AttemptRow {
 
 /// `Attempts` on one backend (see `sql.rs`).
 macro_rules! attempts_on {
-    ($db:ty) => {
+    ($db:ty, $insert:ident) => {
         #[async_trait]
         impl Attempts for SqlStore<$db> {
             async fn insert_attempts(&self, attempts: &[Attempt]) -> Result<()> {
                 if attempts.is_empty() {
                     return Ok(());
                 }
-                let mut insert = QueryBuilder::<$db>::new(format!(
-                    "INSERT INTO attempts {} ",
-                    column_list(&ATTEMPT_COLUMNS)
-                ));
-                insert.push_values(attempts, |mut row, a| {
-                    row.push_bind(a.id.as_str())
-                        .push_bind(&a.event_id)
-                        .push_bind(a.webhook_id.as_str())
-                        .push_bind(a.subscription_id.as_str())
-                        .push_bind(a.tenant_id.as_str())
-                        .push_bind(&a.event_type)
-                        .push_bind(i64::from(a.attempt))
-                        .push_bind(a.outcome.as_str())
-                        .push_bind(a.status_code.map(i64::from))
-                        .push_bind(i64::from(a.latency_ms))
-                        .push_bind(&a.error)
-                        .push_bind(&a.response_excerpt)
-                        .push_bind(a.created_at);
-                });
-                // Replays of a batch after a failed write must not fail on
-                // rows that did land.
-                insert.push(" ON CONFLICT (id) DO NOTHING");
-                insert.build().execute(&self.pool).await?;
-                Ok(())
+                $insert(&self.pool, attempts).await
             }
 
             async fn list_attempts(
@@ -175,5 +152,86 @@ macro_rules! attempts_on {
     };
 }
 
-attempts_on!(sqlx::Postgres);
-attempts_on!(sqlx::Sqlite);
+attempts_on!(sqlx::Postgres, insert_unnest);
+attempts_on!(sqlx::Sqlite, insert_values);
+
+/// PostgreSQL: one fixed statement whatever the batch's size, the rows as
+/// one array per column, so that the server parses and plans it once per
+/// connection (a `VALUES` list of 13 parameters a row is a new statement
+/// for every batch size, parsed each time).
+async fn insert_unnest(pool: &sqlx::PgPool, attempts: &[Attempt]) -> Result<()> {
+    let column = |f: fn(&Attempt) -> String| attempts.iter().map(f).collect::<Vec<_>>();
+    let number = |f: fn(&Attempt) -> i64| attempts.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(&INSERT_UNNEST)
+        .bind(column(|a| a.id.as_str().to_owned()))
+        .bind(column(|a| a.event_id.clone()))
+        .bind(column(|a| a.webhook_id.as_str().to_owned()))
+        .bind(column(|a| a.subscription_id.as_str().to_owned()))
+        .bind(column(|a| a.tenant_id.as_str().to_owned()))
+        .bind(column(|a| a.event_type.clone()))
+        .bind(number(|a| i64::from(a.attempt)))
+        .bind(column(|a| a.outcome.as_str().to_owned()))
+        .bind(attempts.iter().map(|a| a.status_code.map(i64::from)).collect::<Vec<_>>())
+        .bind(number(|a| i64::from(a.latency_ms)))
+        .bind(attempts.iter().map(|a| a.error.clone()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|a| a.response_excerpt.clone()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|a| a.created_at).collect::<Vec<_>>())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The array types of `ATTEMPT_COLUMNS`, in order.
+const ATTEMPT_ARRAY_TYPES: [&str; 13] = [
+    "text[]",
+    "text[]",
+    "text[]",
+    "text[]",
+    "text[]",
+    "text[]",
+    "bigint[]",
+    "text[]",
+    "bigint[]",
+    "bigint[]",
+    "text[]",
+    "text[]",
+    "timestamptz[]",
+];
+
+static INSERT_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let arrays: Vec<String> =
+        ATTEMPT_ARRAY_TYPES.iter().enumerate().map(|(i, t)| format!("${}::{t}", i + 1)).collect();
+    format!(
+        "INSERT INTO attempts {} SELECT * FROM UNNEST({}) ON CONFLICT (id) DO NOTHING",
+        column_list(&ATTEMPT_COLUMNS),
+        arrays.join(", ")
+    )
+});
+
+/// SQLite (`hookgate dev`): a `VALUES` list; it has no arrays.
+async fn insert_values(pool: &sqlx::SqlitePool, attempts: &[Attempt]) -> Result<()> {
+    let mut insert = QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "INSERT INTO attempts {} ",
+        column_list(&ATTEMPT_COLUMNS)
+    ));
+    insert.push_values(attempts, |mut row, a| {
+        row.push_bind(a.id.as_str())
+            .push_bind(&a.event_id)
+            .push_bind(a.webhook_id.as_str())
+            .push_bind(a.subscription_id.as_str())
+            .push_bind(a.tenant_id.as_str())
+            .push_bind(&a.event_type)
+            .push_bind(i64::from(a.attempt))
+            .push_bind(a.outcome.as_str())
+            .push_bind(a.status_code.map(i64::from))
+            .push_bind(i64::from(a.latency_ms))
+            .push_bind(&a.error)
+            .push_bind(&a.response_excerpt)
+            .push_bind(a.created_at);
+    });
+    // Replays of a batch after a failed write must not fail on rows that
+    // did land.
+    insert.push(" ON CONFLICT (id) DO NOTHING");
+    insert.build().execute(pool).await?;
+    Ok(())
+}

@@ -364,7 +364,6 @@ async fn a_bulk_replay_finishes_after_the_process_running_it_is_killed() {
     let app = TestApp::spawn_with("dl-kill", |config| config.dispatcher = None).await;
     let dispatcher_config = DispatcherConfig {
         retry_schedule: RetrySchedule(vec![Duration::from_millis(300)]),
-        response_body_cap: 256,
         ..DispatcherConfig::for_tests()
     };
     let mut first = DispatcherProcess::start(&app.config, &dispatcher_config);

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::receiver::Reply;
-use crate::harness::{both_backends, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
+use crate::harness::{both_backends, eventually, Backend, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -351,3 +351,50 @@ both_backends!(registered_schemas_validate_published_data);
 both_backends!(one_idempotency_key_fired_twenty_times_at_once_publishes_once);
 
 both_backends!(test_send_reports_the_attempt_and_attempts_are_listed);
+
+/// The attempt log keeps what a receiver answered when it failed; a
+/// success's answer only when the operator asks for it.
+async fn the_attempt_log_keeps_failed_answers_and_successful_ones_when_asked(backend: Backend) {
+    for keep_successes in [false, true] {
+        let receiver =
+            TestReceiver::answering(|n, _| Reply::status(if n == 0 { 503 } else { 200 })).await;
+        let name = format!("excerpts-{keep_successes}");
+        let app = TestApp::spawn_on_backend_with(&name, backend, |config| {
+            let dispatcher = config.dispatcher.as_mut().expect("a dispatcher");
+            dispatcher.excerpts.of_successes = keep_successes;
+        })
+        .await;
+        app.subscribe(json!({"url": receiver.url, "event_types": ["order.*"]})).await;
+        let event_id = app.publish(json!({"type": "order.created", "data": {}})).await;
+        let attempts =
+            eventually("a failed attempt and a retry that succeeded", DEADLINE, || async {
+                let (_, listed) = app
+                    .call(
+                        Method::GET,
+                        &format!("/v1/events/{event_id}/attempts"),
+                        ADMIN_TOKEN,
+                        None,
+                    )
+                    .await;
+                let attempts = listed["data"].as_array().cloned().unwrap_or_default();
+                (attempts.len() == 2).then_some(attempts)
+            })
+            .await;
+        assert_eq!(
+            (attempts[0]["status_code"].as_u64(), attempts[1]["status_code"].as_u64()),
+            (Some(503), Some(200))
+        );
+        assert_eq!(
+            attempts[0]["response_excerpt"], "receiver says hi",
+            "a failure's answer is kept"
+        );
+        let kept = if keep_successes { json!("receiver says hi") } else { Value::Null };
+        assert_eq!(
+            attempts[1]["response_excerpt"], kept,
+            "kept with of_successes = {keep_successes}"
+        );
+        app.stop().await;
+    }
+}
+
+both_backends!(the_attempt_log_keeps_failed_answers_and_successful_ones_when_asked);

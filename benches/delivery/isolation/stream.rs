@@ -43,7 +43,7 @@ impl Stream {
             source: "bench".to_owned(),
             time: Utc::now(),
             key: Some(format!("{kind}{n}").into_bytes()),
-            data: serde_json::value::RawValue::from_string(data).expect("valid JSON"),
+            data: serde_json::value::RawValue::from_string(data).expect("valid JSON").into(),
             audience: Audience::Tenant(tenant.clone()),
         }
     }
