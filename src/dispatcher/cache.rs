@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Target;
-use crate::domain::{Event, SubscriptionId, TenantId};
+use crate::domain::{Event, EventTypePattern, SubscriptionId, SubscriptionStatus, TenantId};
 use crate::store::{self, Store};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -38,14 +38,97 @@ pub enum Lookup {
     Unknown,
 }
 
+/// One version of the copy. Its maps are persistent (`imbl`): the next
+/// version shares what did not change, so a change costs its own size, not
+/// a copy of every subscription.
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
-    targets: HashMap<SubscriptionId, Arc<Target>>,
+    targets: imbl::HashMap<SubscriptionId, Arc<Target>>,
+    /// The active targets by the event types they want.
+    by_type: TypeIndex,
     /// Deleted subscriptions (and ones whose row no longer parses), with
     /// when the copy learnt it.
-    tombstones: HashMap<SubscriptionId, Instant>,
+    tombstones: imbl::HashMap<SubscriptionId, Instant>,
     /// Event types only some tenants may see, with those tenants.
     restricted: HashMap<String, HashSet<TenantId>>,
+}
+
+impl Snapshot {
+    fn put(&mut self, id: SubscriptionId, target: Option<Target>, now: Instant) {
+        if let Some(old) = self.targets.remove(&id) {
+            self.by_type.remove(&old);
+        }
+        match target {
+            Some(target) => {
+                self.tombstones.remove(&id);
+                self.by_type.insert(&target);
+                self.targets.insert(id, Arc::new(target));
+            }
+            None => {
+                self.tombstones.insert(id, now);
+            }
+        }
+    }
+}
+
+/// Which active subscriptions want an event type, so that an event is
+/// matched against those that name its type, a prefix of it or `*`, not
+/// against every subscription.
+#[derive(Debug, Clone, Default)]
+struct TypeIndex {
+    exact: imbl::HashMap<String, imbl::HashSet<SubscriptionId>>,
+    /// By the prefix with its trailing dot (`order.` for `order.*`).
+    prefix: imbl::HashMap<String, imbl::HashSet<SubscriptionId>>,
+    all: imbl::HashSet<SubscriptionId>,
+}
+
+impl TypeIndex {
+    fn insert(&mut self, target: &Target) {
+        if target.subscription.status != SubscriptionStatus::Active {
+            return;
+        }
+        let id = &target.subscription.id;
+        for pattern in target.patterns() {
+            match pattern {
+                EventTypePattern::All => {
+                    self.all.insert(id.clone());
+                }
+                EventTypePattern::Prefix(prefix) => {
+                    self.prefix.entry(prefix.clone()).or_default().insert(id.clone());
+                }
+                EventTypePattern::Exact(name) => {
+                    self.exact.entry(name.clone()).or_default().insert(id.clone());
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, target: &Target) {
+        let id = &target.subscription.id;
+        for pattern in target.patterns() {
+            let (map, key) = match pattern {
+                EventTypePattern::All => {
+                    self.all.remove(id);
+                    continue;
+                }
+                EventTypePattern::Prefix(prefix) => (&mut self.prefix, prefix),
+                EventTypePattern::Exact(name) => (&mut self.exact, name),
+            };
+            if let Some(ids) = map.get_mut(key) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The subscriptions that may want `event_type`, each once.
+    fn candidates(&self, event_type: &str) -> HashSet<&SubscriptionId> {
+        let prefixes =
+            event_type.match_indices('.').filter_map(|(at, _)| self.prefix.get(&event_type[..=at]));
+        self.exact.get(event_type).into_iter().chain(prefixes).flatten().chain(&self.all).collect()
+    }
 }
 
 /// Whether a refresh asked for succeeded.
@@ -100,7 +183,13 @@ impl SubscriptionCache {
     pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
         let snapshot = self.current();
         let visible = snapshot.restricted.get(&event.event_type);
-        snapshot.targets.values().filter(|t| t.wants_event(event, visible)).cloned().collect()
+        let candidates = snapshot.by_type.candidates(&event.event_type);
+        candidates
+            .into_iter()
+            .filter_map(|id| snapshot.targets.get(id))
+            .filter(|t| t.wants_event(event, visible))
+            .cloned()
+            .collect()
     }
 
     /// The subscription as last seen, without waiting.
@@ -202,8 +291,16 @@ impl SubscriptionCache {
             }
             version = version.max(upto);
         }
+        // The event types in the same refresh, so that a type restricted
+        // before an event was written is restricted for it too; read beside
+        // the first page of changes, so that a fresh event waits for one
+        // round trip, not two. A changed type moves to a new version: its
+        // latest audience is all there is to learn.
+        let (mut page, types) = tokio::try_join!(
+            self.store.subscription_changes(version, PAGE),
+            self.store.event_type_changes(state.type_version),
+        )?;
         loop {
-            let page = self.store.subscription_changes(version, PAGE).await?;
             let done = (page.len() as i64) < PAGE;
             if let Some(last) = page.last() {
                 version = last.version;
@@ -212,11 +309,8 @@ impl SubscriptionCache {
             if done {
                 break;
             }
+            page = self.store.subscription_changes(version, PAGE).await?;
         }
-        // In the same refresh, so that a type restricted before an event
-        // was written is restricted for it too. A changed type moves to a
-        // new version: its latest audience is all there is to learn.
-        let types = self.store.event_type_changes(state.type_version).await?;
         state.failed_at = None;
         state.loaded = true;
         state.version = version;
@@ -250,16 +344,7 @@ impl SubscriptionCache {
                         }
                     },
                 };
-                match target {
-                    Some(target) => {
-                        next.tombstones.remove(&id);
-                        next.targets.insert(id, Arc::new(target));
-                    }
-                    None => {
-                        next.targets.remove(&id);
-                        next.tombstones.insert(id, now);
-                    }
-                }
+                next.put(id, target, now);
             }
             if let Ok(mut snapshot) = self.snapshot.write() {
                 *snapshot = Arc::new(next);
@@ -289,5 +374,75 @@ impl SubscriptionCache {
                 tracing::warn!(%error, "subscription refresh failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Subscription;
+
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    fn subscription(types: &[&str]) -> Subscription {
+        let types = types.iter().map(|t| (*t).to_owned()).collect();
+        let url = "http://127.0.0.1:1/".to_owned();
+        Subscription::new(TenantId::default_tenant(), url, types, SECRET.to_owned(), Utc::now())
+    }
+
+    fn put(snapshot: &mut Snapshot, subscription: &Subscription) {
+        let target = Target::new(subscription.clone()).expect("a target");
+        snapshot.put(subscription.id.clone(), Some(target), Instant::now());
+    }
+
+    fn wanting(snapshot: &Snapshot, event_type: &str) -> Vec<SubscriptionId> {
+        let mut ids: Vec<SubscriptionId> =
+            snapshot.by_type.candidates(event_type).into_iter().cloned().collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids
+    }
+
+    fn sorted(subscriptions: &[&Subscription]) -> Vec<SubscriptionId> {
+        let mut ids: Vec<SubscriptionId> = subscriptions.iter().map(|s| s.id.clone()).collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids
+    }
+
+    #[tokio::test]
+    async fn an_event_is_matched_against_the_subscriptions_of_its_type_prefixes_and_star_only() {
+        let mut snapshot = Snapshot::default();
+        let exact = subscription(&["order.created"]);
+        let prefix = subscription(&["order.*"]);
+        let nested = subscription(&["order.created.*", "invoice.paid"]);
+        let both = subscription(&["order.*", "order.created"]);
+        let all = subscription(&["*"]);
+        let other = subscription(&["invoice.*"]);
+        let paused = Subscription { status: SubscriptionStatus::Paused, ..subscription(&["*"]) };
+        for s in [&exact, &prefix, &nested, &both, &all, &other, &paused] {
+            put(&mut snapshot, s);
+        }
+        assert_eq!(wanting(&snapshot, "order.created"), sorted(&[&exact, &prefix, &both, &all]));
+        assert_eq!(
+            wanting(&snapshot, "order.created.eu"),
+            sorted(&[&prefix, &nested, &both, &all])
+        );
+        assert_eq!(wanting(&snapshot, "invoice.paid"), sorted(&[&nested, &all, &other]));
+        assert_eq!(wanting(&snapshot, "order"), sorted(&[&all]), "order.* wants order.<something>");
+
+        // A change moves a subscription out of its old keys; a delete
+        // takes it out of all of them.
+        put(
+            &mut snapshot,
+            &Subscription { event_types: vec!["invoice.*".into()], ..prefix.clone() },
+        );
+        assert_eq!(wanting(&snapshot, "order.created"), sorted(&[&exact, &both, &all]));
+        assert_eq!(wanting(&snapshot, "invoice.sent"), sorted(&[&prefix, &all, &other]));
+        put(&mut snapshot, &Subscription { status: SubscriptionStatus::Paused, ..all.clone() });
+        snapshot.put(both.id.clone(), None, Instant::now());
+        assert_eq!(wanting(&snapshot, "order.created"), sorted(&[&exact]));
+        assert!(snapshot.tombstones.contains_key(&both.id));
+        assert!(snapshot.targets.contains_key(&all.id), "paused: known, not indexed");
+        assert!(snapshot.by_type.exact.get("order.created").is_some_and(|ids| ids.len() == 1));
+        assert!(snapshot.by_type.all.is_empty() && !snapshot.by_type.prefix.contains_key("order."));
     }
 }
