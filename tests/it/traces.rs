@@ -104,27 +104,19 @@ fn parse_traceparent(value: &str) -> (String, String) {
     (parts[1].to_owned(), parts[2].to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn publish_and_delivery_spans_are_one_trace_that_reaches_the_receiver() {
-    let collector = Collector::start().await;
-    // The dispatcher runs in the process under test, with the harness's settings.
+/// `hookgate serve` with `env`, beside the harness's app (its database and
+/// topics; the dispatcher runs in the process under test), and a receiver
+/// subscribed to every event.
+async fn serve_to_a_receiver(
+    name: &str,
+    env: &[(&str, &str)],
+) -> (TestApp, ServeProcess, TestReceiver) {
     let mut settings = None;
-    let app = TestApp::spawn_with("traces", |config| settings = config.dispatcher.take()).await;
+    let app = TestApp::spawn_with(name, |config| settings = config.dispatcher.take()).await;
     let dispatcher = settings.expect("the harness's dispatcher settings");
-    let serve = ServeProcess::start(
-        &app.config,
-        &dispatcher,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
-            ("OTEL_SERVICE_NAME", "hookgate-under-test"),
-            // Export every 100 ms rather than every 5 s.
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .await;
-    let client = reqwest::Client::new();
+    let serve = ServeProcess::start(&app.config, &dispatcher, env).await;
     let receiver = TestReceiver::start().await;
-    let created = client
+    let created = reqwest::Client::new()
         .post(serve.url("/v1/subscriptions"))
         .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"url": receiver.url, "event_types": ["*"]}))
@@ -132,6 +124,20 @@ async fn publish_and_delivery_spans_are_one_trace_that_reaches_the_receiver() {
         .await
         .expect("create subscription");
     assert_eq!(created.status(), 201);
+    (app, serve, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_and_delivery_spans_are_one_trace_that_reaches_the_receiver() {
+    let collector = Collector::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_SERVICE_NAME", "hookgate-under-test"),
+        // Export every 100 ms rather than every 5 s.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let (app, serve, receiver) = serve_to_a_receiver("traces", &env).await;
+    let client = reqwest::Client::new();
 
     // The publisher's own trace: hookgate's spans continue it.
     let (trace_id, publisher_span) = (random_hex(16), random_hex(8));
@@ -186,20 +192,8 @@ async fn publish_and_delivery_spans_are_one_trace_that_reaches_the_receiver() {
 /// (or it is malformed), so every webhook still carries a `traceparent`.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_an_exporter_the_webhook_carries_the_publishers_traceparent_unchanged() {
-    let mut settings = None;
-    let app = TestApp::spawn_with("traces_off", |config| settings = config.dispatcher.take()).await;
-    let dispatcher = settings.expect("the harness's dispatcher settings");
-    let serve = ServeProcess::start(&app.config, &dispatcher, &[]).await;
+    let (app, serve, receiver) = serve_to_a_receiver("traces_off", &[]).await;
     let client = reqwest::Client::new();
-    let receiver = TestReceiver::start().await;
-    let created = client
-        .post(serve.url("/v1/subscriptions"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"url": receiver.url, "event_types": ["*"]}))
-        .send()
-        .await
-        .expect("create subscription");
-    assert_eq!(created.status(), 201);
 
     let publisher = format!("00-{}-{}-01", random_hex(16), random_hex(8));
     let publishes = [Some(publisher.clone()), None, Some(format!("00-{}-zz-01", random_hex(16)))];
