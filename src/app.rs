@@ -85,6 +85,7 @@ pub async fn start(
     if config.migrate {
         store.migrate().await?;
     }
+    register_operational_types(store.as_ref()).await?;
     let producer = Producer::new(&config.kafka)?;
     if config.create_topics {
         let spec = topics::TopicSpec {
@@ -123,8 +124,7 @@ pub async fn start(
             Arc::clone(&store),
             publishing,
             api_config.admin_tokens.clone(),
-            &config.topics.publish,
-            &config.topics.deliveries,
+            &config.topics,
             Arc::new(config.egress.clone()),
             Arc::clone(&metrics),
         )
@@ -171,6 +171,35 @@ pub async fn start(
         running.roles.push(("dispatcher", tokio::spawn(async { Ok(run.await?) })));
     }
     Ok(running)
+}
+
+/// The operational event types, registered like any other so that the
+/// catalogue shows them with their schemas; rewritten when this build's
+/// description or schema differs from the stored one.
+async fn register_operational_types(store: &dyn Store) -> Result<(), store::Error> {
+    use crate::domain::operational::Kind;
+    for kind in Kind::ALL {
+        let wanted = crate::domain::EventType {
+            name: kind.as_str().to_owned(),
+            description: Some(kind.description().to_owned()),
+            schema: Some(kind.schema()),
+            visible_to: None,
+            created_at: chrono::Utc::now(),
+        };
+        if store.create_event_type(&wanted).await? {
+            continue;
+        }
+        let stored = store.get_event_type(&wanted.name).await?;
+        let same = stored.as_ref().is_some_and(|s| {
+            s.description == wanted.description
+                && s.schema == wanted.schema
+                && s.visible_to.is_none()
+        });
+        if !same {
+            store.update_event_type(&wanted).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A role that ends, with an error, when the producer hits a fatal error

@@ -88,6 +88,10 @@ pub struct TopicArgs {
     /// Dead-letter topic.
     #[arg(long, env = "HOOKGATE_DLQ_TOPIC", default_value = "hookgate.dlq", value_parser = non_empty)]
     pub dlq_topic: String,
+    /// Topic of operational events (`hookgate.subscription.disabled`, …), for operators; the
+    /// dispatchers also deliver them to the tenants' subscriptions that ask for `hookgate.*` types.
+    #[arg(long, env = "HOOKGATE_OPERATIONAL_TOPIC", default_value = "hookgate.operational", value_parser = non_empty)]
+    pub operational_topic: String,
     /// Partitions of the topics hookgate creates.
     #[arg(long, env = "HOOKGATE_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
@@ -214,6 +218,38 @@ pub struct DeliveryArgs {
     pub circuit_cool_down: Duration,
     #[arg(long, env = "HOOKGATE_CIRCUIT_MAX_COOL_DOWN", default_value = "5m", value_parser = duration)]
     pub circuit_max_cool_down: Duration,
+    /// Failed attempts of one delivery after which `hookgate.delivery.failing`
+    /// is sent; also the failures in a row after which a subscription's first
+    /// success is `hookgate.subscription.recovered`.
+    #[arg(long, env = "HOOKGATE_FAILING_AFTER", default_value_t = LifecyclePolicy::default().failing_after, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub failing_after: u32,
+    /// A subscription whose every attempt failed for this long is disabled
+    /// (`0s`: never; Svix's default is five days).
+    #[arg(long, env = "HOOKGATE_DISABLE_AFTER", default_value = "5d", value_parser = duration_or_zero)]
+    pub disable_after: Duration,
+    /// ... and only after at least this many failed attempts in a row.
+    #[arg(long, env = "HOOKGATE_DISABLE_MIN_FAILURES", default_value_t = LifecyclePolicy::default().disable_min_failures, value_parser = clap::value_parser!(u64).range(1..))]
+    pub disable_min_failures: u64,
+}
+
+/// What a receiver's failures lead to beyond retries: operational events,
+/// and disabling a subscription that fails for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecyclePolicy {
+    pub failing_after: u32,
+    /// `None`: never disabled for failing.
+    pub disable_after: Option<Duration>,
+    pub disable_min_failures: u64,
+}
+
+impl Default for LifecyclePolicy {
+    fn default() -> Self {
+        Self {
+            failing_after: 3,
+            disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
+            disable_min_failures: 10,
+        }
+    }
 }
 
 /// Limits of the HTTP servers (the API and the dispatcher's ops endpoint)
@@ -494,6 +530,7 @@ pub struct Topics {
     pub deliveries: String,
     pub retry_prefix: String,
     pub dlq: String,
+    pub operational: String,
     pub partitions: i32,
     pub replication: i32,
     pub group_id: String,
@@ -523,6 +560,7 @@ pub struct DispatcherConfig {
     pub deleted_retention: Duration,
     pub budgets: DeliveryBudgets,
     pub circuit: CircuitPolicy,
+    pub lifecycle: LifecyclePolicy,
 }
 
 /// When a circuit opens, and for how long.
@@ -567,6 +605,7 @@ impl Default for DispatcherConfig {
             deleted_retention: Duration::from_secs(24 * HOUR),
             budgets: DeliveryBudgets::default(),
             circuit: CircuitPolicy::default(),
+            lifecycle: LifecyclePolicy::default(),
         }
     }
 }
@@ -598,6 +637,11 @@ impl DispatcherConfig {
                 open_for: args.circuit_cool_down,
                 // A longest cool-down below the first is the first.
                 max_open: args.circuit_max_cool_down.max(args.circuit_cool_down),
+            },
+            lifecycle: LifecyclePolicy {
+                failing_after: args.failing_after,
+                disable_after: (!args.disable_after.is_zero()).then_some(args.disable_after),
+                disable_min_failures: args.disable_min_failures,
             },
         }
     }
@@ -648,6 +692,7 @@ impl Topics {
             deliveries: args.deliveries_topic.clone(),
             retry_prefix: args.retry_topic_prefix.clone(),
             dlq: args.dlq_topic.clone(),
+            operational: args.operational_topic.clone(),
             partitions: args.partitions,
             replication: args.replication_factor,
             group_id: args.group_id.clone(),
@@ -664,6 +709,7 @@ impl Topics {
             deliveries: format!("{prefix}.deliveries"),
             retry_prefix: format!("{prefix}.retry."),
             dlq: format!("{prefix}.dlq"),
+            operational: format!("{prefix}.operational"),
             partitions,
             replication,
             group_id: format!("{prefix}.dispatcher"),
@@ -671,20 +717,34 @@ impl Topics {
     }
 
     /// The topics to create at start: the named (not regex) source topics,
-    /// the deliveries and dead-letter topics, and a retry topic per tier.
+    /// the deliveries, dead-letter and operational topics, and a retry
+    /// topic per tier.
     pub fn to_create(&self, schedule: &RetrySchedule) -> Vec<String> {
         let mut names: Vec<String> =
             self.source.iter().filter(|t| !t.starts_with('^')).cloned().collect();
         let retries = schedule.tiers().into_iter().map(|d| self.retry_topic(d));
-        for extra in [self.publish.clone(), self.deliveries.clone(), self.dlq.clone()]
-            .into_iter()
-            .chain(retries)
-        {
+        let own = [
+            self.publish.clone(),
+            self.deliveries.clone(),
+            self.dlq.clone(),
+            self.operational.clone(),
+        ];
+        for extra in own.into_iter().chain(retries) {
             if !names.contains(&extra) {
                 names.push(extra);
             }
         }
         names
+    }
+
+    /// What the fan-out stage reads: the source topics and the operational
+    /// topic (whose events go to the tenants' `hookgate.*` subscriptions).
+    pub fn fan_out_topics(&self) -> Vec<String> {
+        let mut topics = self.source.clone();
+        if !topics.contains(&self.operational) {
+            topics.push(self.operational.clone());
+        }
+        topics
     }
 
     /// The retry topic of a delay: `hookgate.retry.5s`, `hookgate.retry.2h`.
@@ -756,6 +816,11 @@ fn duration(value: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_owned());
     }
     Ok(parsed)
+}
+
+/// A duration where `0s` means "never".
+fn duration_or_zero(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim()).map_err(|e| e.to_string())
 }
 
 /// A deleted subscription's row outlives the dispatchers' next refresh
@@ -1109,6 +1174,7 @@ mod tests {
             deliveries_topic: "deliveries".into(),
             retry_topic_prefix: "retry.".into(),
             dlq_topic: "dlq".into(),
+            operational_topic: "ops".into(),
             partitions: 3,
             replication_factor: -1,
             group_id: "g".into(),
@@ -1118,7 +1184,16 @@ mod tests {
         let schedule = retry_schedule("5s,500ms,2h,5s,90s").expect("valid");
         assert_eq!(
             topics.to_create(&schedule),
-            ["orders", "deliveries", "dlq", "retry.500ms", "retry.5s", "retry.90s", "retry.2h"]
+            [
+                "orders",
+                "deliveries",
+                "dlq",
+                "ops",
+                "retry.500ms",
+                "retry.5s",
+                "retry.90s",
+                "retry.2h"
+            ]
         );
         let only_regex = TopicArgs { topics: vec!["^x".into()], ..args };
         assert!(Topics::from_args(&only_regex).is_err());

@@ -23,8 +23,12 @@ use super::responses::{problems, BadQuery, JsonBody, NotAdmin};
 use super::validate::MAX_TEXT_LEN;
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
+use crate::domain::operational::is_operational;
 use crate::domain::{EventType, TenantId};
 use crate::store::Store;
+
+/// Why nobody may register, change or publish a `hookgate.…` type.
+pub const RESERVED: &str = "`hookgate.` types are hookgate's own operational events: they cannot be registered, changed or published";
 
 /// How long a looked-up schema (or its absence) is trusted. Another API
 /// replica's new event type is enforced here at most this much later.
@@ -128,7 +132,7 @@ impl FromPath for EventTypeName {
 problems! {
     NoEventType: 404 "No such event type";
     EventTypeExists: 409 "An event type of that name exists";
-    InvalidEventType: 422 "Invalid fields, such as a schema that is not a JSON Schema or a `visible_to` tenant that does not exist";
+    InvalidEventType: 422 "Invalid fields, such as a schema that is not a JSON Schema, a `visible_to` tenant that does not exist, or a `hookgate.` name (those are hookgate's own)";
 }
 
 #[utoipa::path(post, path = "/v1/event-types", tag = "event-types", operation_id = "create_event_type",
@@ -148,6 +152,8 @@ pub async fn create(
             "name",
             "dot-separated words of letters, digits, `_` and `-`, at most 255 characters",
         ));
+    } else if is_operational(&req.name) {
+        errors.push(FieldError::new("name", RESERVED));
     }
     super::validate::text("description", req.description.as_deref(), &mut errors);
     let validator = match &req.schema {
@@ -201,6 +207,9 @@ pub async fn update(
 ) -> Result<axum::Json<EventTypeOut>, ApiError> {
     let found = state.store.get_event_type(&name).await?;
     let mut event_type = found.ok_or_else(|| ApiError::not_found("event type", &name))?;
+    if is_operational(&name) {
+        return Err(ApiError::field("name", RESERVED));
+    }
     let mut errors = Vec::new();
     if let Some(description) = req.description {
         super::validate::text("description", description.as_deref(), &mut errors);

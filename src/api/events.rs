@@ -31,6 +31,7 @@ use super::responses::{problems, BadQuery, NotJson, TooLarge};
 use super::subscription_actions::{attempt_page, AttemptList};
 use super::AppState;
 use crate::domain::event::is_valid_event_type;
+use crate::domain::operational::is_operational;
 use crate::domain::EventId;
 use crate::domain::{Audience, Event, TenantId};
 use crate::kafka::produce::PUBLISH_TIMEOUT;
@@ -286,12 +287,14 @@ async fn validate(
     let mut error = |field: &str, message: String| {
         errors.push(FieldError::new(format!("{prefix}{field}"), message));
     };
-    let valid_type = is_valid_event_type(&req.event_type);
-    if !valid_type {
+    let valid_type = is_valid_event_type(&req.event_type) && !is_operational(&req.event_type);
+    if !is_valid_event_type(&req.event_type) {
         error(
             "type",
             "dot-separated words of letters, digits, `_` and `-`, at most 255 characters".into(),
         );
+    } else if is_operational(&req.event_type) {
+        error("type", super::event_types::RESERVED.into());
     }
     if req.id.as_ref().is_some_and(|id| !printable_token(id, MAX_ID_LEN)) {
         error("id", format!("1 to {MAX_ID_LEN} printable ASCII characters without spaces"));

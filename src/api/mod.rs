@@ -39,9 +39,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::{EgressRules, Quotas, ServerLimits, SubscriptionLimits};
+use crate::config::{EgressRules, Quotas, ServerLimits, SubscriptionLimits, Topics};
 use crate::delivery;
 use crate::health::Liveness;
+use crate::kafka::operational::OperationalEvents;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub publish_topic: Arc<str>,
     /// Where replayed dead letters go.
     pub deliveries_topic: Arc<str>,
+    /// Tells tenants of the status changes their API calls make.
+    pub operational: OperationalEvents,
     pub schemas: Arc<event_types::SchemaCache>,
     /// Sends test webhooks, as the dispatcher sends them; the test send
     /// writes its attempt itself.
@@ -86,8 +89,7 @@ impl AppState {
         store: Arc<dyn Store>,
         producer: Producer,
         admin_tokens: Vec<String>,
-        publish_topic: &str,
-        deliveries_topic: &str,
+        topics: &Topics,
         egress: Arc<EgressRules>,
         metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
@@ -95,10 +97,11 @@ impl AppState {
             delivery::Client::new(Arc::clone(&egress), TEST_REQUEST_TIMEOUT, TEST_EXCERPTS)?;
         Ok(Self {
             store,
+            operational: OperationalEvents::new(producer.clone(), &topics.operational),
             producer,
             admin_tokens: admin_tokens.into(),
-            publish_topic: publish_topic.into(),
-            deliveries_topic: deliveries_topic.into(),
+            publish_topic: topics.publish.as_str().into(),
+            deliveries_topic: topics.deliveries.as_str().into(),
             schemas: Arc::default(),
             test_client: Arc::new(test_client),
             egress,

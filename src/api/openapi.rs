@@ -26,7 +26,7 @@ use super::problem;
         license(name = "Apache-2.0")
     ),
     components(schemas(problem::Problem, problem::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &OperationalSchemas),
     tags(
         (name = "tenants", description = "Tenants and their API keys (admin)"),
         (name = "subscriptions", description = "Webhook subscriptions"),
@@ -72,6 +72,36 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The data of each operational event type (`hookgate.…`), under the
+/// type's name: the JSON Schemas the catalogue registers, so the two never
+/// differ.
+struct OperationalSchemas;
+
+impl Modify for OperationalSchemas {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::domain::operational::Kind;
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for kind in Kind::ALL {
+            let mut schema = kind.schema();
+            if let Some(object) = schema.as_object_mut() {
+                // The document's dialect is OpenAPI 3.1's; the URN stays in
+                // the catalogue's copy.
+                object.remove("$schema");
+                object.remove("$id");
+            }
+            match serde_json::from_value::<utoipa::openapi::RefOr<utoipa::openapi::Schema>>(schema)
+            {
+                Ok(schema) => {
+                    components.schemas.insert(kind.as_str().to_owned(), schema);
+                }
+                Err(error) => {
+                    tracing::error!(kind = kind.as_str(), %error, "operational schema not documented")
+                }
+            }
+        }
+    }
+}
+
 /// Every `/v1` operation takes the bearer token, so each documents it, its
 /// 401, and the 429 of an address that failed to authenticate too often
 /// (`quota::Limiters`) unless it documents a 429 of its own. Handlers'
@@ -112,4 +142,28 @@ pub fn yaml() -> String {
     ApiDoc::openapi()
         .to_yaml()
         .unwrap_or_else(|e| format!("# cannot render the OpenAPI document: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operational_type_has_its_data_schema_among_the_components() {
+        let document = ApiDoc::openapi();
+        let schemas = &document.components.expect("components").schemas;
+        for kind in crate::domain::operational::Kind::ALL {
+            let schema = kind.schema();
+            let mut stripped = schema.clone();
+            if let Some(object) = stripped.as_object_mut() {
+                object.remove("$schema");
+                object.remove("$id");
+            }
+            let parsed =
+                serde_json::from_value::<utoipa::openapi::RefOr<utoipa::openapi::Schema>>(stripped);
+            assert!(parsed.is_ok(), "{}: {:?}", kind.as_str(), parsed.err());
+            let documented = serde_json::to_value(&schemas[kind.as_str()]).expect("JSON");
+            assert_eq!(documented["required"], schema["required"], "{}", kind.as_str());
+        }
+    }
 }

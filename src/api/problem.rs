@@ -68,6 +68,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// The caller may not do this to this resource (an admin's suspension
+    /// stands against a tenant key).
+    #[error("{detail}")]
+    Refused { code: &'static str, detail: String },
     #[error(
         "the subscription changed: it is at ETag \"{current}\", not one If-Match names; \
          read it again and retry"
@@ -176,6 +180,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation failed")
             }
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
+            Self::Refused { code, .. } => (StatusCode::FORBIDDEN, code, "Forbidden"),
             Self::PreconditionFailed { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed", "Precondition failed")
             }

@@ -28,6 +28,7 @@ enum SubscriptionStatusSchema {
     Active,
     Paused,
     Disabled,
+    Suspended,
 }
 
 /// A Kafka record header as kept: text when it is text PostgreSQL can hold,
@@ -52,6 +53,7 @@ const _: fn(SubscriptionStatus) -> SubscriptionStatusSchema = |status| match sta
     SubscriptionStatus::Active => SubscriptionStatusSchema::Active,
     SubscriptionStatus::Paused => SubscriptionStatusSchema::Paused,
     SubscriptionStatus::Disabled => SubscriptionStatusSchema::Disabled,
+    SubscriptionStatus::Suspended => SubscriptionStatusSchema::Suspended,
 };
 
 /// Documents `$domain` with the schema of `$mirror`, under the domain

@@ -1,5 +1,5 @@
 //! Actions on one subscription: rotate its secret, send it a test event,
-//! and list its delivery attempts.
+//! list its delivery attempts, and answer its health stats.
 
 use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
@@ -237,4 +237,125 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_secret))
         .routes(routes!(send_test))
         .routes(routes!(attempts))
+        .routes(routes!(stats))
+}
+
+/// The windows `stats` answers for.
+const WINDOWS: [(&str, i64); 3] = [("1h", 60), ("24h", 24 * 60), ("7d", 7 * 24 * 60)];
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// `1h`, `24h` (default) or `7d`: the attempts counted are those of the
+    /// whole minutes this far back.
+    #[param(example = "24h")]
+    window: Option<String>,
+}
+
+/// A subscription's health over a window, from the rollups the dispatchers
+/// write with each batch of attempts (test sends are not counted).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionStats {
+    subscription_id: String,
+    #[schema(example = "24h")]
+    window: String,
+    /// The start of the window (the first whole minute counted).
+    since: DateTime<Utc>,
+    attempts: u64,
+    successes: u64,
+    failures: u64,
+    /// `failures / attempts`, 0 to 1; `null` without attempts.
+    failure_rate: Option<f64>,
+    latency_ms: LatencyOut,
+    last_success: Option<LastSuccess>,
+    last_failure: Option<LastFailure>,
+    /// Failed attempts since the last success (reset when it is made
+    /// active again).
+    consecutive_failures: u64,
+    /// The first failure of that run.
+    failing_since: Option<DateTime<Utc>>,
+    circuit: super::subscriptions::CircuitOut,
+    /// Its dead letters waiting for a replay or a discard.
+    pending_dead_letters: u64,
+}
+
+/// Attempt latencies (request to answer) as the upper bound of their bin,
+/// in milliseconds: 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200,
+/// 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000 (what is
+/// slower counts as 30000). `null` without attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencyOut {
+    p50: Option<u32>,
+    p95: Option<u32>,
+    p99: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastSuccess {
+    at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastFailure {
+    at: DateTime<Utc>,
+    /// The endpoint's HTTP status, when it answered.
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/stats", tag = "subscriptions", operation_id = "get_subscription_stats",
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), StatsParams),
+    responses(
+        (status = 200, description = "The subscription's health over the window", body = SubscriptionStats),
+        BadQuery, NoSubscription,
+    ))]
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SubscriptionId>,
+    Query(params): Query<StatsParams>,
+) -> Result<axum::Json<SubscriptionStats>, ApiError> {
+    let window = params.window.as_deref().unwrap_or("24h");
+    let Some(&(window, minutes)) = WINDOWS.iter().find(|(name, _)| *name == window) else {
+        return Err(ApiError::InvalidQuery(vec![super::problem::FieldError::new(
+            "window",
+            "one of `1h`, `24h`, `7d`",
+        )]));
+    };
+    let subscription = visible(&state, &caller, &id).await?;
+    let now = super::now();
+    let since_minute = now.timestamp().div_euclid(60) - minutes + 1;
+    let report = state.store.health_report(&subscription.id, since_minute).await?;
+    let circuit = state.store.get_circuit(&subscription.id).await?;
+    let totals = &report.totals;
+    let last = crate::domain::health::LATENCY_BOUNDS_MS
+        [crate::domain::health::LATENCY_BOUNDS_MS.len() - 1];
+    let percentile = |q| totals.percentile(q).map(|bound| bound.unwrap_or(last));
+    let time = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+    let record = report.record;
+    let failures = totals.attempts - totals.successes;
+    Ok(axum::Json(SubscriptionStats {
+        subscription_id: subscription.id.as_str().to_owned(),
+        window: window.to_owned(),
+        since: DateTime::from_timestamp(since_minute * 60, 0).unwrap_or(now),
+        attempts: totals.attempts,
+        successes: totals.successes,
+        failures,
+        failure_rate: (totals.attempts > 0).then(|| failures as f64 / totals.attempts as f64),
+        latency_ms: LatencyOut {
+            p50: percentile(0.5),
+            p95: percentile(0.95),
+            p99: percentile(0.99),
+        },
+        last_success: time(record.last_success_ms).map(|at| LastSuccess { at }),
+        last_failure: time(record.last_failure_ms).map(|at| LastFailure {
+            at,
+            status: record.last_failure_status,
+            error: record.last_failure_error.clone(),
+        }),
+        consecutive_failures: record.consecutive_failures,
+        failing_since: time(record.failing_since_ms),
+        circuit: super::subscriptions::CircuitOut::new(circuit, now),
+        pending_dead_letters: report.pending_dead_letters,
+    }))
 }

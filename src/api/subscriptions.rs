@@ -25,6 +25,7 @@ use super::responses::{
 };
 use super::{validate, AppState};
 use crate::domain::event::is_valid_event_type;
+use crate::domain::operational::{DisabledBecause, Kind, Operational};
 use crate::domain::subscription::REDACTED;
 use crate::domain::{
     CircuitRecord, EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId,
@@ -100,7 +101,9 @@ pub struct UpdateSubscription {
     /// Replaces the list of headers the subscription marks secret.
     #[schema(max_items = 20)]
     secret_headers: Option<Vec<String>>,
-    /// `active` or `paused`; `active` also re-enables a disabled one.
+    /// `active` or `paused`; `active` also re-enables a disabled one (and
+    /// resets its failure record). Admins may also set `disabled`, and
+    /// `suspended`, which a tenant key cannot change (403).
     status: Option<SubscriptionStatus>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -331,7 +334,7 @@ pub async fn create(
             None
         }
     };
-    if req.status == Some(SubscriptionStatus::Disabled) {
+    if matches!(req.status, Some(SubscriptionStatus::Disabled | SubscriptionStatus::Suspended)) {
         errors.push(FieldError::new("status", "a new subscription is active or paused"));
     }
     for (name, value) in &req.headers {
@@ -499,12 +502,38 @@ pub async fn update(
     let current = visible(&state, &caller, &id).await?;
     let expected = if_match.expect(current.version)?;
     let mut errors = Vec::new();
-    if req.status == Some(SubscriptionStatus::Disabled) {
-        errors.push(FieldError::new(
-            "status",
-            "`disabled` is set by hookgate when the endpoint answers 410; use `paused`",
-        ));
-    }
+    let admin = matches!(caller, Caller::Admin);
+    let status_reason = match (req.status, admin) {
+        (Some(SubscriptionStatus::Disabled), false) => {
+            errors.push(FieldError::new(
+                "status",
+                "`disabled` is set by hookgate (410 Gone, sustained failure) or an admin; use `paused`",
+            ));
+            None
+        }
+        (Some(SubscriptionStatus::Suspended), false) => {
+            return Err(ApiError::Refused {
+                code: "admin_only_status",
+                detail: "only an admin can suspend a subscription; use `paused`".into(),
+            })
+        }
+        (Some(status), false) if current.status == SubscriptionStatus::Suspended => {
+            return Err(ApiError::Refused {
+                code: "suspended",
+                detail: format!(
+                    "subscription {id} is suspended by an admin: only an admin can make it {}",
+                    status.as_str()
+                ),
+            })
+        }
+        (Some(SubscriptionStatus::Disabled), true) => {
+            Some(format!("disabled by an admin at {}", super::now().to_rfc3339()))
+        }
+        (Some(SubscriptionStatus::Suspended), true) => {
+            Some(format!("suspended by an admin at {}", super::now().to_rfc3339()))
+        }
+        _ => None,
+    };
     let patch = SubscriptionPatch {
         url: req.url,
         event_types: req.event_types,
@@ -513,7 +542,9 @@ pub async fn update(
         ordered: req.ordered,
         headers: req.headers,
         secret_headers: req.secret_headers,
-        status: req.status.filter(|s| *s != SubscriptionStatus::Disabled),
+        status: req.status.filter(|s| admin || *s != SubscriptionStatus::Disabled),
+        status_reason,
+        unless_suspended: !admin,
         description: req.description,
         metadata: req.metadata,
     };
@@ -563,7 +594,55 @@ pub async fn update(
         .await?;
     let s = written(guarded, &id)?;
     tracing::info!(subscription_id = %s.id, "subscription updated");
+    if patch.status.is_some() && s.status != current.status {
+        status_changed(&state, &s, current.status, admin).await;
+    }
     Ok((etag_header(s.version), axum::Json(SubscriptionOut::new(s, false))))
+}
+
+/// A status an API call changed: the tenant hears of it, and one made
+/// active again starts with a clean failure record.
+async fn status_changed(
+    state: &AppState,
+    s: &Subscription,
+    before: SubscriptionStatus,
+    admin: bool,
+) {
+    let (tenant, id, now) = (s.tenant_id.clone(), s.id.clone(), super::now());
+    let event = match s.status {
+        SubscriptionStatus::Active => {
+            if let Err(error) = state.store.reset_health(&s.id).await {
+                tracing::warn!(subscription_id = %s.id, %error, "failure record not reset");
+            }
+            // The dispatcher that owns it closes its breaker when it sees
+            // the status change; what the API shows meanwhile is closed.
+            let closed = CircuitRecord {
+                open: false,
+                opened_ms: None,
+                until_ms: None,
+                changed_ms: now.timestamp_millis(),
+            };
+            if let Err(error) = state.store.record_circuit(&s.id, &closed).await {
+                tracing::warn!(subscription_id = %s.id, %error, "circuit state not reset");
+            }
+            Operational::new(Kind::SubscriptionEnabled, tenant, id, now)
+                .with("previous_status", before.as_str())
+                .with("by", if admin { "admin" } else { "tenant" })
+        }
+        SubscriptionStatus::Disabled | SubscriptionStatus::Suspended => {
+            let because = match s.status {
+                SubscriptionStatus::Suspended => DisabledBecause::Suspended,
+                _ => DisabledBecause::Admin,
+            };
+            Operational::new(Kind::SubscriptionDisabled, tenant, id, now)
+                .with("reason", because)
+                .with("detail", s.disabled_reason.as_deref().unwrap_or_default())
+                .with("consecutive_failures", 0)
+                .with("failing_since", Option::<String>::None)
+        }
+        SubscriptionStatus::Paused => return,
+    };
+    state.operational.emit(event);
 }
 
 /// `If-Match`, as the writes of a subscription document it.

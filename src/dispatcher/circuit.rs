@@ -143,6 +143,15 @@ impl Circuit {
         })
     }
 
+    /// Forgets every failure: the subscription was made active again.
+    /// Answers whether it was open.
+    pub fn reset(&self) -> bool {
+        let mut state = self.state();
+        let was_open = state.open_until_ms.is_some();
+        *state = State::default();
+        was_open
+    }
+
     /// A probe taken but not sent (its delivery went elsewhere): another may go.
     pub fn release_probe(&self) {
         self.state().probe_out = false;
@@ -240,6 +249,20 @@ mod tests {
             Some(Transition::Closed),
             "any success closes"
         );
+    }
+
+    #[test]
+    fn a_reset_closes_it_and_forgets_the_failures() {
+        let c = circuit();
+        for _ in 0..5 {
+            c.record(false, true, T);
+        }
+        assert!(c.reset(), "it was open");
+        assert_eq!(c.admission(T), Admission::Closed);
+        for _ in 0..4 {
+            assert_eq!(c.record(false, true, T), None, "counting starts again");
+        }
+        assert!(!c.reset(), "closed");
     }
 
     #[test]

@@ -33,9 +33,11 @@ use super::policy::{self, Clock, RetryPolicy, Verdict};
 use super::replay::ReplayLimits;
 use super::webhook::Webhooks;
 use crate::delivery::Target;
+use crate::domain::operational::{DisabledBecause, Kind, Operational};
 use crate::domain::{CircuitRecord, DeadReason, ParkReason, SubscriptionId, SubscriptionStatus};
 use crate::kafka::delivery::{Delivery, LaneSeq};
 use crate::kafka::envelope::RecordPosition;
+use crate::kafka::operational::OperationalEvents;
 use crate::kafka::Producer;
 use crate::metrics::{InFlight, Metrics};
 use crate::store::Store;
@@ -54,6 +56,8 @@ pub struct Deliver {
     pub producer: Producer,
     pub policy: RetryPolicy,
     pub dead_letters: DeadLetters,
+    /// Tells the tenant of circuits opened and closed, and of a 410 disable.
+    pub operational: OperationalEvents,
     /// Rates of bulk replays, per job and subscription.
     pub replay_limits: ReplayLimits,
     /// Deliveries whose subscription the copy does not know yet, per
@@ -404,7 +408,7 @@ impl Deliver {
                 // a broken endpoint: only what retrying may cure counts.
                 let answered = result.as_ref().map_or_else(|e| !e.is_retryable(), |()| true);
                 if let Some(transition) = gate.record(answered, attempt == 1, took) {
-                    self.circuit_changed(&delivery.subscription_id, transition);
+                    self.circuit_changed(&sending_to, transition);
                 }
             }
             drop(pass);
@@ -602,7 +606,18 @@ impl Deliver {
         let id = &target.subscription.id;
         match self.store.disable_gone(id, &target.subscription.url, &reason, now).await {
             Ok(true) => {
-                tracing::warn!(subscription_id = %id, "subscription disabled: the endpoint answered 410 Gone")
+                tracing::warn!(subscription_id = %id, "subscription disabled: the endpoint answered 410 Gone");
+                let event = Operational::new(
+                    Kind::SubscriptionDisabled,
+                    target.subscription.tenant_id.clone(),
+                    id.clone(),
+                    now,
+                )
+                .with("reason", DisabledBecause::Gone)
+                .with("detail", &reason)
+                .with("consecutive_failures", 0)
+                .with("failing_since", Option::<String>::None);
+                self.operational.emit(event);
             }
             Ok(false) => {
                 tracing::info!(subscription_id = %id, "410 Gone from an endpoint no longer the subscription's, or disabled already")
@@ -616,7 +631,8 @@ impl Deliver {
         }
     }
 
-    fn circuit_changed(&self, id: &SubscriptionId, transition: Transition) {
+    fn circuit_changed(&self, target: &Target, transition: Transition) {
+        let id = &target.subscription.id;
         let now_ms = Utc::now().timestamp_millis();
         let record = match transition {
             Transition::Opened { until_ms } | Transition::Reopened { until_ms } => CircuitRecord {
@@ -643,10 +659,22 @@ impl Deliver {
                 let again = matches!(transition, Transition::Reopened { .. });
                 tracing::warn!(subscription_id = %id, until = %until.to_rfc3339(), again, "circuit opened: deliveries wait in a retry tier");
                 self.metrics.circuit_opened(again);
+                let tenant = target.subscription.tenant_id.clone();
+                let event = Operational::new(Kind::CircuitOpened, tenant, id.clone(), Utc::now())
+                    .with("until", until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .with("reopened", again);
+                self.operational.emit(event);
             }
             Transition::Closed => {
                 tracing::info!(subscription_id = %id, "circuit closed: the probe succeeded");
                 self.metrics.circuit_closed();
+                let tenant = target.subscription.tenant_id.clone();
+                self.operational.emit(Operational::new(
+                    Kind::CircuitClosed,
+                    tenant,
+                    id.clone(),
+                    Utc::now(),
+                ));
             }
         }
     }
@@ -666,6 +694,16 @@ impl Deliver {
             let generation = self.cache.generation();
             let changed = generation != seen_generation;
             seen_generation = generation;
+            if changed {
+                let current = |id: &SubscriptionId| match self.cache.peek(id) {
+                    Lookup::Found(target) => Some(target.subscription.clone()),
+                    _ => None,
+                };
+                self.gates.follow_all(current, self.shares);
+            }
+            for _ in 0..self.gates.take_reset_circuits() {
+                self.metrics.circuit_closed();
+            }
             let now_ms = Utc::now().timestamp_millis();
             for (id, gate) in self.gates.busy() {
                 let stale = changed

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::consume::{Begun, Handler, Job};
 use super::offsets::Ticket;
 use crate::delivery::webhook_id;
+use crate::domain::operational::{is_operational, Kind, Operational};
 use crate::domain::{DeadLetterId, DeadReason, NewDeadLetter, RecordHeader, TenantId};
 use crate::error::{storable, MAX_STORED_ID, MAX_STORED_TEXT};
 use crate::kafka::delivery::Delivery;
@@ -24,6 +25,7 @@ use crate::kafka::headers::{
     ATTEMPTS, CE_ID, CE_TENANT_ID, CE_TYPE, ERROR, FIRST_ATTEMPT_AT, LAST_ATTEMPT_AT, LAST_STATUS,
     REASON,
 };
+use crate::kafka::operational::OperationalEvents;
 use crate::store::Store;
 
 /// How long to wait before writing again to a database that failed.
@@ -40,6 +42,8 @@ pub struct DlqIndexer {
     /// Records older than this are not indexed: retention purged them, and
     /// a group reading the topic from the start must not bring them back.
     retention: chrono::Duration,
+    /// Tells the tenant of each delivery that gave up (`hookgate.delivery.exhausted`).
+    operational: OperationalEvents,
 }
 
 impl Handler for DlqIndexer {
@@ -63,9 +67,43 @@ impl DlqIndexer {
 }
 
 impl DlqIndexer {
-    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken, retention: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+        retention: Duration,
+        operational: OperationalEvents,
+    ) -> Self {
         let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-        Self { store, shutdown, writers: Semaphore::new(WRITERS), retention }
+        Self { store, shutdown, writers: Semaphore::new(WRITERS), retention, operational }
+    }
+
+    /// A delivery's first dead letter (not one read again): its tenant
+    /// hears of it, with the id to replay it by. Operational events' own
+    /// deliveries raise none (see `lifecycle`).
+    fn exhausted(&self, entry: &NewDeadLetter) {
+        let (Some(tenant), Some(subscription), Some(event_type)) =
+            (&entry.tenant_id, &entry.subscription_id, &entry.event_type)
+        else {
+            return;
+        };
+        if is_operational(event_type) {
+            return;
+        }
+        let event = Operational::new(
+            Kind::DeliveryExhausted,
+            tenant.clone(),
+            subscription.clone(),
+            entry.dead_at,
+        )
+        .with("event_id", entry.event_id.as_deref().unwrap_or_default())
+        .with("event_type", event_type)
+        .with("webhook_id", entry.webhook_id.as_ref().map(|w| w.as_str()).unwrap_or_default())
+        .with("attempts", entry.attempts.max(1))
+        .with("last_status", entry.last_status)
+        .with("last_error", &entry.error)
+        .with("dead_letter_id", entry.id.as_str())
+        .with("reason", entry.reason.as_str());
+        self.operational.emit(event);
     }
 
     /// Answers whether the record is done with: stored, or unstorable.
@@ -73,7 +111,12 @@ impl DlqIndexer {
         let Ok(_writer) = self.writers.acquire().await else { return false };
         loop {
             match self.store.insert_dead_letter(&entry).await {
-                Ok(_) => return true,
+                Ok(new) => {
+                    if new {
+                        self.exhausted(&entry);
+                    }
+                    return true;
+                }
                 // Still on the topic; a record the database refuses must not
                 // stop the partition.
                 Err(error) if error.is_refused_row() => {

@@ -20,9 +20,11 @@ use super::consume::{Begun, Handler, Job};
 use super::dlq::DeadLetters;
 use super::lanes::Lanes;
 use super::offsets::Ticket;
-use crate::domain::Event;
+use crate::domain::operational::is_operational;
+use crate::domain::{Event, SubscriptionId};
 use crate::kafka::delivery::Delivery;
 use crate::kafka::envelope::{self, RecordPosition};
+use crate::kafka::headers::CE_SUBJECT;
 use crate::kafka::Producer;
 use crate::trace::TraceHeaders;
 
@@ -31,6 +33,9 @@ pub struct FanOut {
     pub cache: Arc<SubscriptionCache>,
     pub producer: Producer,
     pub deliveries_topic: String,
+    /// Where operational events come from: the only topic whose records may
+    /// carry `hookgate.*` types.
+    pub operational_topic: String,
     pub dead_letters: DeadLetters,
     /// Records waiting for a fresh copy of the subscriptions, in read order;
     /// later records queue behind them.
@@ -47,17 +52,26 @@ impl Handler for FanOut {
 impl FanOut {
     async fn start(self: &Arc<Self>, message: OwnedMessage) -> Option<Job> {
         let position = RecordPosition::of(&message);
+        let operational = message.topic() == self.operational_topic;
         // The headers listed once, for the event and its trace context.
-        let decoded = envelope::listed(message.headers()).and_then(|pairs| {
-            let event =
-                envelope::decode_pairs(&pairs, message.key(), message.payload(), &position)?;
-            Ok((event, TraceHeaders::from_pairs(&pairs)))
+        let decoded = envelope::listed(message.headers()).map_err(|p| p.to_string()).and_then(|pairs| {
+            let event = envelope::decode_pairs(&pairs, message.key(), message.payload(), &position)
+                .map_err(|p| p.to_string())?;
+            if is_operational(&event.event_type) != operational {
+                return Err(match operational {
+                    true => format!("{} is not an operational event type (hookgate.…)", event.event_type),
+                    false => format!("{} is hookgate's own: operational event types (hookgate.…) come only from the operational topic", event.event_type),
+                });
+            }
+            // An operational event never goes to the subscription it is about:
+            // a failing endpoint's own failures would loop back to it.
+            let about = operational.then(|| subject(&pairs)).flatten();
+            Ok((event, TraceHeaders::from_pairs(&pairs), about))
         });
-        let (event, trace) = match decoded {
+        let (event, trace, about) = match decoded {
             Ok(decoded) => decoded,
             Err(reason) => {
                 let dead_letters = self.dead_letters.clone();
-                let reason = reason.to_string();
                 return Some(Box::pin(async move { dead_letters.poison(&message, &reason).await }));
             }
         };
@@ -83,12 +97,12 @@ impl FanOut {
                         _ = tokio::time::sleep(STALE_RETRY) => {}
                     }
                 }
-                let acknowledged = fan_out.enqueue(&event, trace).await;
+                let acknowledged = fan_out.enqueue(&event, trace, about.as_ref()).await;
                 drop(turn);
                 fan_out.acknowledged(acknowledged).await
             }));
         }
-        let queued = self.enqueue(&event, trace).await;
+        let queued = self.enqueue(&event, trace, about.as_ref()).await;
         if queued.is_empty() {
             return None;
         }
@@ -96,9 +110,18 @@ impl FanOut {
         Some(Box::pin(async move { fan_out.acknowledged(queued).await }))
     }
 
-    /// Queues one delivery record per matching subscription, in order.
-    async fn enqueue(&self, event: &Event, trace: Option<TraceHeaders>) -> Queued {
-        let targets = self.cache.matching(event);
+    /// Queues one delivery record per matching subscription, in order;
+    /// never to `about`, the subscription an operational event is about.
+    async fn enqueue(
+        &self,
+        event: &Event,
+        trace: Option<TraceHeaders>,
+        about: Option<&SubscriptionId>,
+    ) -> Queued {
+        let mut targets = self.cache.matching(event);
+        if let Some(about) = about {
+            targets.retain(|t| &t.subscription.id != about);
+        }
         if targets.is_empty() {
             return Vec::new();
         }
@@ -141,6 +164,13 @@ impl FanOut {
         .await;
         results.into_iter().all(|done| done)
     }
+}
+
+/// `ce_subject`: the subscription an operational event is about.
+fn subject(pairs: &[envelope::HeaderPair<'_>]) -> Option<SubscriptionId> {
+    let (_, value) = pairs.iter().rev().find(|(key, _)| *key == CE_SUBJECT)?;
+    let text = std::str::from_utf8((*value)?).ok()?;
+    SubscriptionId::parse(text)
 }
 
 type Queued = Vec<(Delivery, Result<DeliveryFuture, KafkaError>)>;

@@ -25,7 +25,9 @@ use super::budget::Pressure;
 use super::circuit::{Admission, Circuit, CircuitPolicy, Transition};
 use super::lanes::{Lanes, Turn};
 use super::parked_lanes::ParkedLanes;
-use crate::domain::{ParkReason, RateLimit, Subscription, SubscriptionId, TenantId};
+use crate::domain::{
+    ParkReason, RateLimit, Subscription, SubscriptionId, SubscriptionStatus, TenantId,
+};
 
 /// Requests under way per subscription when it sets no `max_in_flight`: a
 /// hanging endpoint then ties up this many connections, not thousands.
@@ -72,6 +74,9 @@ pub struct Gates {
     /// When each subscription's circuit opens.
     circuit: CircuitPolicy,
     gates: Mutex<HashMap<SubscriptionId, Arc<Gate>>>,
+    /// Open circuits closed because their subscription was made active
+    /// again, not yet told to the metrics (`take_reset_circuits`).
+    reset_open: AtomicUsize,
     tenants: Mutex<HashMap<TenantId, Arc<TenantLoad>>>,
     /// What every tenant holds together.
     stage: Arc<AtomicUsize>,
@@ -155,6 +160,9 @@ pub struct Gate {
     seen_version: AtomicI64,
     /// Whether the last delivery that left was parked (to log the change once).
     parking: AtomicBool,
+    /// Whether the subscription was active when the gate last looked: made
+    /// active again, its circuit starts closed.
+    seen_active: AtomicBool,
     lanes: Lanes<Vec<u8>>,
     /// The ordered lanes whose backlog waits in a retry tier.
     pub parked_lanes: ParkedLanes,
@@ -208,7 +216,9 @@ impl Gates {
     pub fn of(&self, subscription: &Subscription, shares: Shares) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gate) = gates.get(&subscription.id) {
-            gate.follow(subscription, shares);
+            if gate.follow(subscription, shares) {
+                self.reset_open.fetch_add(1, Ordering::AcqRel);
+            }
             return Arc::clone(gate);
         }
         let tenant = {
@@ -226,6 +236,29 @@ impl Gates {
         let gate = Arc::new(Gate::new(subscription, shares, tenant, self.circuit));
         gates.insert(subscription.id.clone(), Arc::clone(&gate));
         gate
+    }
+
+    /// Lets every gate see its subscription as it is now (for a status
+    /// change while nothing of it was held).
+    pub fn follow_all(
+        &self,
+        current: impl Fn(&SubscriptionId) -> Option<Subscription>,
+        shares: Shares,
+    ) {
+        let gates: Vec<(SubscriptionId, Arc<Gate>)> = {
+            let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            gates.iter().map(|(id, gate)| (id.clone(), Arc::clone(gate))).collect()
+        };
+        for (id, gate) in gates {
+            if current(&id).is_some_and(|subscription| gate.follow(&subscription, shares)) {
+                self.reset_open.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// How many open circuits were closed by a re-enable since last asked.
+    pub fn take_reset_circuits(&self) -> usize {
+        self.reset_open.swap(0, Ordering::AcqRel)
     }
 
     /// Every gate with something held, for the sweep.
@@ -274,6 +307,7 @@ impl Gate {
             recheck: Notify::new(),
             seen_version: AtomicI64::new(subscription.updated_at.timestamp_micros()),
             parking: AtomicBool::new(false),
+            seen_active: AtomicBool::new(subscription.status == SubscriptionStatus::Active),
             lanes: Lanes::default(),
             parked_lanes: ParkedLanes::default(),
             circuit: Circuit::new(circuit),
@@ -283,7 +317,16 @@ impl Gate {
 
     /// Takes the subscription's new limits, keeping what is counted (what
     /// is held, health, lanes): requests under way on the old cap finish.
-    fn follow(&self, subscription: &Subscription, shares: Shares) {
+    /// Made active again, its circuit is reset: answers whether that closed
+    /// an open one.
+    fn follow(&self, subscription: &Subscription, shares: Shares) -> bool {
+        let active = subscription.status == SubscriptionStatus::Active;
+        let mut closed = false;
+        if active && !self.seen_active.swap(active, Ordering::AcqRel) {
+            closed = self.circuit.reset();
+        } else if !active {
+            self.seen_active.store(false, Ordering::Release);
+        }
         let current = self.limits();
         if current.rate_limit != subscription.rate_limit
             || current.max_in_flight != subscription.max_in_flight
@@ -297,6 +340,7 @@ impl Gate {
                 *slot = Arc::new(limits);
             }
         }
+        closed
     }
 
     fn limits(&self) -> Arc<Limits> {

@@ -26,6 +26,7 @@ pub mod dlq_index;
 pub mod fan_out;
 pub mod gate;
 pub mod lanes;
+pub mod lifecycle;
 pub mod offsets;
 pub mod parked_lanes;
 pub mod policy;
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DispatcherConfig, SubscriptionLimits, Topics};
 use crate::delivery::{self, EgressRules};
 use crate::health::{Liveness, Unhealthy};
+use crate::kafka::operational::OperationalEvents;
 use crate::kafka::{KafkaConfig, Producer};
 use crate::metrics::Metrics;
 use crate::store::{retention, AttemptLog, Store};
@@ -54,6 +56,7 @@ use dlq_index::DlqIndexer;
 use fan_out::FanOut;
 use gate::Shares;
 use lanes::Lanes;
+use lifecycle::Lifecycle;
 use policy::RetryPolicy;
 use replay::ReplayLimits;
 use replay::ReplayRunner;
@@ -108,8 +111,16 @@ pub async fn run(
     let cache = Arc::new(SubscriptionCache::new(Arc::clone(&store)));
     cache.refresh().await?;
     let poller = tokio::spawn(Arc::clone(&cache).poll(shutdown.clone()));
+    let operational = OperationalEvents::new(producer.clone(), &topics.operational);
+    let lifecycle = Arc::new(Lifecycle {
+        store: Arc::clone(&store),
+        cache: Arc::clone(&cache),
+        operational: operational.clone(),
+        policy: config.lifecycle,
+    });
     let log_stop = CancellationToken::new();
-    let (log, log_writer) = AttemptLog::spawn(Arc::clone(&store), log_stop.clone());
+    let (log, log_writer) =
+        AttemptLog::spawn(Arc::clone(&store), Some(lifecycle as _), log_stop.clone());
     // Cancelled once the drain deadline passed: stop trying to hand work on.
     let abort = CancellationToken::new();
     let dead_letters = DeadLetters {
@@ -119,13 +130,14 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
     };
     let drain = drain_deadline(config.request_timeout);
+    let fan_out_topics = topics.fan_out_topics();
 
     let fan_out = Stage::new(
         kafka,
         StageOptions {
             name: "fan-out",
             group_id: &topics.group_id,
-            topics: &topics.source,
+            topics: &fan_out_topics,
             budget: FAN_OUT_BUDGET,
             budget_per_topic: false,
             revoke_wait: Duration::ZERO,
@@ -139,6 +151,7 @@ pub async fn run(
             cache: Arc::clone(&cache),
             producer: producer.clone(),
             deliveries_topic: topics.deliveries.clone(),
+            operational_topic: topics.operational.clone(),
             dead_letters: dead_letters.clone(),
             deferred: Lanes::default(),
             shutdown: shutdown.clone(),
@@ -165,6 +178,7 @@ pub async fn run(
             topics: topics.clone(),
         },
         dead_letters: dead_letters.clone(),
+        operational: operational.clone(),
         replay_limits: ReplayLimits::default(),
         unknown: Lanes::default(),
         shutdown: shutdown.clone(),
@@ -230,7 +244,12 @@ pub async fn run(
             liveness: Arc::clone(&liveness),
             stall_after: STALL_AFTER,
         },
-        Arc::new(DlqIndexer::new(Arc::clone(&store), shutdown.clone(), config.retention)),
+        Arc::new(DlqIndexer::new(
+            Arc::clone(&store),
+            shutdown.clone(),
+            config.retention,
+            operational.clone(),
+        )),
     )?;
     let replays = tokio::spawn(
         ReplayRunner {

@@ -100,9 +100,9 @@ impl RetryPolicy {
             Due { status: SubscriptionStatus::Paused, .. } => {
                 Verdict::DeadLetter(DeadReason::Paused)
             }
-            Due { status: SubscriptionStatus::Disabled, .. } => {
-                Verdict::DeadLetter(DeadReason::Disabled)
-            }
+            Due {
+                status: SubscriptionStatus::Disabled | SubscriptionStatus::Suspended, ..
+            } => Verdict::DeadLetter(DeadReason::Disabled),
             Due { .. } | BehindLane { .. } if self.is_expired(delivery, now_ms) => {
                 Verdict::DeadLetter(DeadReason::Expired)
             }
@@ -280,7 +280,7 @@ mod tests {
     /// Every rule, one row each: what the stage found → what follows.
     #[test]
     fn each_outcome_has_one_verdict() {
-        use SubscriptionStatus::{Active, Disabled, Paused};
+        use SubscriptionStatus::{Active, Disabled, Paused, Suspended};
         let p = policy(&[5, 300, 1800], 86_400);
         let d = delivery(1);
         let last = delivery(4);
@@ -302,6 +302,7 @@ mod tests {
             ("due", due(Active), &d, Verdict::Attempt),
             ("due, paused", due(Paused), &d, dead(DeadReason::Paused)),
             ("due, disabled", due(Disabled), &d, dead(DeadReason::Disabled)),
+            ("due, suspended", due(Suspended), &d, dead(DeadReason::Disabled)),
             (
                 "due, to a replay's refused URL",
                 Outcome::Due { status: Active, destination_refused: true },

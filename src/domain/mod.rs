@@ -5,7 +5,9 @@
 pub mod attempt;
 pub mod dead_letter;
 pub mod event;
+pub mod health;
 pub mod ids;
+pub mod operational;
 pub mod park;
 pub mod signature;
 pub mod subscription;

@@ -13,7 +13,11 @@ use super::{SubscriptionId, TenantId};
 pub enum SubscriptionStatus {
     Active,
     Paused,
+    /// By hookgate (410 Gone, sustained failure) or an admin; the tenant
+    /// may set it `active` again.
     Disabled,
+    /// By an admin: only an admin may set it `active` again.
+    Suspended,
 }
 
 impl SubscriptionStatus {
@@ -22,6 +26,7 @@ impl SubscriptionStatus {
             Self::Active => "active",
             Self::Paused => "paused",
             Self::Disabled => "disabled",
+            Self::Suspended => "suspended",
         }
     }
 
@@ -30,6 +35,7 @@ impl SubscriptionStatus {
             "active" => Some(Self::Active),
             "paused" => Some(Self::Paused),
             "disabled" => Some(Self::Disabled),
+            "suspended" => Some(Self::Suspended),
             _ => None,
         }
     }
@@ -258,8 +264,12 @@ pub struct SubscriptionPatch {
     /// (the store reads it in the write's transaction).
     pub headers: Option<BTreeMap<String, String>>,
     pub secret_headers: Option<Vec<String>>,
-    /// Setting a status also clears `disabled_reason`.
+    /// Setting a status also sets `disabled_reason` to `status_reason`.
     pub status: Option<SubscriptionStatus>,
+    pub status_reason: Option<String>,
+    /// Write the status only while the subscription is not suspended (a
+    /// tenant's write: an admin's suspension stands).
+    pub unless_suspended: bool,
     pub description: Option<Option<String>>,
     pub metadata: Option<BTreeMap<String, String>>,
 }
@@ -294,6 +304,8 @@ impl SubscriptionPatch {
             headers,
             secret_headers,
             status,
+            status_reason,
+            unless_suspended: _,
             description,
             metadata,
         } = self.clone();
@@ -320,7 +332,7 @@ impl SubscriptionPatch {
         }
         if let Some(status) = status {
             s.status = status;
-            s.disabled_reason = None;
+            s.disabled_reason = status_reason;
         }
         if let Some(description) = description {
             s.description = description;
@@ -374,7 +386,8 @@ impl Subscription {
     }
 }
 
-/// One entry of `event_types`: an exact name, `prefix.*`, or `*` for all.
+/// One entry of `event_types`: an exact name, `prefix.*`, or `*` for all
+/// but the operational types (`hookgate.…`), which are asked for by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventTypePattern {
     All,
@@ -396,7 +409,8 @@ impl EventTypePattern {
 
     pub fn matches(&self, event_type: &str) -> bool {
         match self {
-            Self::All => true,
+            // Operational events only go to who asks for them by name or prefix.
+            Self::All => !super::operational::is_operational(event_type),
             Self::Prefix(prefix) => event_type.starts_with(prefix.as_str()),
             Self::Exact(name) => name == event_type,
         }
@@ -432,6 +446,12 @@ mod tests {
         assert!(!prefix.matches("order"));
         assert!(!prefix.matches("orders.created"));
         assert!(all.matches("anything.at.all"));
+        assert!(
+            !all.matches("hookgate.delivery.failing"),
+            "`*` is not asking for operational events"
+        );
+        let ops = EventTypePattern::parse("hookgate.*").expect("valid");
+        assert!(ops.matches("hookgate.delivery.failing"));
     }
 
     #[test]

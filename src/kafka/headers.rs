@@ -17,6 +17,10 @@ pub const CONTENT_TYPE_UNDERSCORE: &str = "content_type";
 pub const CE_TENANT_ID: &str = "ce_tenantid";
 /// Extension attribute marking an event for every tenant.
 pub const CE_BROADCAST: &str = "ce_broadcast";
+/// What an operational event is about: the subscription's id.
+pub const CE_SUBJECT: &str = "ce_subject";
+/// The URI of an operational event's data shape (see `domain::operational`).
+pub const CE_DATASCHEMA: &str = "ce_dataschema";
 
 // A delivery's state, on the deliveries and retry tier topics.
 pub const SUBSCRIPTION: &str = "hookgate_subscription";

@@ -7,6 +7,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod envelope;
 pub mod headers;
+pub mod operational;
 pub mod produce;
 pub mod topics;
 

@@ -1,5 +1,7 @@
 //! Writes delivery attempts in batches, off the delivery path: a database
 //! transaction per attempt would cap delivery at a few hundred per second.
+//! Each batch also moves the subscriptions' health on (`Health`), and what
+//! that changed goes to an `AfterWrite` (the dispatcher's lifecycle).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Store;
+use crate::domain::health::HealthChange;
 use crate::domain::Attempt;
+
+/// Told of every batch written, with the failure records it changed.
+#[async_trait::async_trait]
+pub trait AfterWrite: Send + Sync + std::fmt::Debug {
+    async fn written(&self, attempts: &[Attempt], changes: Vec<HealthChange>);
+}
 
 const CHANNEL_CAPACITY: usize = 16_384;
 const MAX_BATCH: usize = 1_000;
@@ -23,9 +32,13 @@ pub struct AttemptLog {
 }
 
 impl AttemptLog {
-    pub fn spawn(store: Arc<dyn Store>, stop: CancellationToken) -> (Self, JoinHandle<()>) {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        after: Option<Arc<dyn AfterWrite>>,
+        stop: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        (Self { tx }, tokio::spawn(write_batches(store, rx, stop)))
+        (Self { tx }, tokio::spawn(write_batches(store, after, rx, stop)))
     }
 
     /// Waits when the writer is behind, so memory stays bounded.
@@ -38,6 +51,7 @@ impl AttemptLog {
 
 async fn write_batches(
     store: Arc<dyn Store>,
+    after: Option<Arc<dyn AfterWrite>>,
     mut rx: mpsc::Receiver<Attempt>,
     stop: CancellationToken,
 ) {
@@ -60,17 +74,28 @@ async fn write_batches(
         let mut tries = 0;
         loop {
             tries += 1;
-            match store.insert_attempts(&batch).await {
-                Ok(()) => break,
+            match store.record_attempts(&batch).await {
+                Ok(changes) => {
+                    if let Some(after) = &after {
+                        after.written(&batch, changes).await;
+                    }
+                    break;
+                }
                 // One bad row fails the whole statement: write the rows one
                 // by one, so that only the bad ones are lost.
                 Err(error) if error.is_data_error() => {
                     tracing::warn!(%error, rows = batch.len(), "attempt log batch refused; writing rows one by one");
                     for attempt in &batch {
-                        if let Err(error) =
-                            store.insert_attempts(std::slice::from_ref(attempt)).await
-                        {
-                            tracing::error!(%error, attempt_id = %attempt.id, "attempt row dropped");
+                        let one = std::slice::from_ref(attempt);
+                        match store.record_attempts(one).await {
+                            Ok(changes) => {
+                                if let Some(after) = &after {
+                                    after.written(one, changes).await;
+                                }
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, attempt_id = %attempt.id, "attempt row dropped")
+                            }
                         }
                     }
                     break;

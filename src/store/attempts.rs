@@ -106,7 +106,8 @@ macro_rules! attempts_on {
                 if attempts.is_empty() {
                     return Ok(());
                 }
-                $insert(&self.pool, attempts).await
+                let mut connection = self.pool.acquire().await?;
+                $insert(&mut connection, attempts).await
             }
 
             async fn list_attempts(
@@ -159,7 +160,10 @@ attempts_on!(sqlx::Sqlite, insert_values);
 /// one array per column, so that the server parses and plans it once per
 /// connection (a `VALUES` list of 13 parameters a row is a new statement
 /// for every batch size, parsed each time).
-async fn insert_unnest(pool: &sqlx::PgPool, attempts: &[Attempt]) -> Result<()> {
+pub(super) async fn insert_unnest(
+    connection: &mut sqlx::PgConnection,
+    attempts: &[Attempt],
+) -> Result<()> {
     let column = |f: fn(&Attempt) -> String| attempts.iter().map(f).collect::<Vec<_>>();
     let number = |f: fn(&Attempt) -> i64| attempts.iter().map(f).collect::<Vec<_>>();
     sqlx::query(&INSERT_UNNEST)
@@ -176,7 +180,7 @@ async fn insert_unnest(pool: &sqlx::PgPool, attempts: &[Attempt]) -> Result<()> 
         .bind(attempts.iter().map(|a| a.error.clone()).collect::<Vec<_>>())
         .bind(attempts.iter().map(|a| a.response_excerpt.clone()).collect::<Vec<_>>())
         .bind(attempts.iter().map(|a| a.created_at).collect::<Vec<_>>())
-        .execute(pool)
+        .execute(connection)
         .await?;
     Ok(())
 }
@@ -209,7 +213,10 @@ static INSERT_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 });
 
 /// SQLite (`hookgate dev`): a `VALUES` list; it has no arrays.
-async fn insert_values(pool: &sqlx::SqlitePool, attempts: &[Attempt]) -> Result<()> {
+pub(super) async fn insert_values(
+    connection: &mut sqlx::SqliteConnection,
+    attempts: &[Attempt],
+) -> Result<()> {
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(format!(
         "INSERT INTO attempts {} ",
         column_list(&ATTEMPT_COLUMNS)
@@ -232,6 +239,6 @@ async fn insert_values(pool: &sqlx::SqlitePool, attempts: &[Attempt]) -> Result<
     // Replays of a batch after a failed write must not fail on rows that
     // did land.
     insert.push(" ON CONFLICT (id) DO NOTHING");
-    insert.build().execute(pool).await?;
+    insert.build().execute(connection).await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod attempt_log;
 mod attempts;
 mod dead_letters;
 mod event_types;
+mod health;
 mod idempotency;
 mod postgres;
 mod replays;
@@ -30,10 +31,11 @@ mod tenants;
 
 use std::sync::Arc;
 
-pub use attempt_log::AttemptLog;
+pub use attempt_log::{AfterWrite, AttemptLog};
 pub use attempts::{AttemptFilter, Attempts};
 pub use dead_letters::DeadLetters;
 pub use event_types::{EventTypeChange, EventTypes};
+pub use health::{Health, HealthReport};
 pub use idempotency::{Idempotency, IdempotencyRecord};
 pub use replays::{replay_claim, Replays};
 pub use resealing::{ResealBatch, SecretStore};
@@ -120,6 +122,7 @@ pub trait Store:
     + Subscriptions
     + EventTypes
     + Attempts
+    + Health
     + Idempotency
     + DeadLetters
     + Replays
@@ -137,6 +140,7 @@ impl<T> Store for T where
         + Subscriptions
         + EventTypes
         + Attempts
+        + Health
         + Idempotency
         + DeadLetters
         + Replays

@@ -64,6 +64,9 @@ async fn purge_table(store: &dyn Store, table: Purgeable, before: DateTime<Utc>)
     }
 }
 
+/// How long attempt rollups are kept, in minutes: eight days.
+const ROLLUP_MINUTES: i64 = 8 * 24 * 60;
+
 /// Purges at start and every ten minutes until `shutdown`.
 pub async fn run(
     store: Arc<dyn Store>,
@@ -93,6 +96,13 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "purge of deleted subscriptions failed"),
             }
+        }
+        // `stats` reads a week at most; a day more covers the window's edge.
+        let rollups_before = Utc::now().timestamp().div_euclid(60) - ROLLUP_MINUTES;
+        match store.purge_rollups(rollups_before).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "retention: old attempt rollups purged"),
+            Err(error) => tracing::warn!(%error, "purge of attempt rollups failed"),
         }
         let Some(before) = Utc::now().checked_sub_signed(retention) else { continue };
         let purged = tokio::select! {

@@ -383,7 +383,7 @@ macro_rules! subscriptions_on {
                 let done = sqlx::query(
                     "UPDATE subscriptions SET status = 'disabled', disabled_reason = $1, \
                      version = $2, updated_at = $3 WHERE id = $4 AND url = $5 \
-                     AND status <> 'disabled' AND deleted_at IS NULL",
+                     AND status NOT IN ('disabled', 'suspended') AND deleted_at IS NULL",
                 )
                 .bind(reason)
                 .bind(version)
@@ -499,7 +499,8 @@ macro_rules! subscriptions_on {
                     update
                         .push(", status = ")
                         .push_bind(status.as_str())
-                        .push(", disabled_reason = NULL");
+                        .push(", disabled_reason = ")
+                        .push_bind(patch.status_reason.as_deref());
                 }
                 if let Some(description) = &patch.description {
                     update.push(", description = ").push_bind(description);
@@ -508,6 +509,9 @@ macro_rules! subscriptions_on {
                     update.push(", metadata = ").push_bind(Json(metadata));
                 }
                 update.push(" WHERE id = ").push_bind(id.as_str()).push(" AND deleted_at IS NULL");
+                if patch.status.is_some() && patch.unless_suspended {
+                    update.push(" AND status <> 'suspended'");
+                }
                 push_scope(&mut update, scope);
                 if let Some(expected) = expected {
                     update.push(" AND version = ").push_bind(expected);

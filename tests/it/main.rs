@@ -21,6 +21,7 @@ mod dev_mode;
 mod dispatch;
 mod egress;
 mod layout;
+mod lifecycle;
 mod liveness;
 mod logs;
 mod metrics;

@@ -199,7 +199,6 @@ async fn updates_are_partial_validated_and_versioned(backend: Backend) {
         (json!({"rate_limit": {"per_second": -1, "burst": 1}}), "rate_limit/per_second"),
         (json!({"rate_limit": {"per_second": 0, "burst": 1}}), "rate_limit/per_second"),
         (json!({"max_in_flight": 0}), "max_in_flight"),
-        (json!({"status": "disabled"}), "status"),
         (json!({"status": "sleepy"}), "status"),
         (json!({"headers": {"Webhook-Id": "x"}}), "headers/Webhook-Id"),
         (json!({"ordered": "yes"}), "ordered"),

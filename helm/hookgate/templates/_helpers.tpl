@@ -126,6 +126,7 @@ HOOKGATE_PUBLISH_TOPIC: {{ . | quote }}
 HOOKGATE_DELIVERIES_TOPIC: {{ .Values.topics.deliveries | quote }}
 HOOKGATE_RETRY_TOPIC_PREFIX: {{ .Values.topics.retryPrefix | quote }}
 HOOKGATE_DLQ_TOPIC: {{ .Values.topics.dlq | quote }}
+HOOKGATE_OPERATIONAL_TOPIC: {{ .Values.topics.operational | quote }}
 HOOKGATE_PARTITIONS: {{ .Values.topics.partitions | toString | quote }}
 HOOKGATE_REPLICATION_FACTOR: {{ .Values.topics.replicationFactor | toString | quote }}
 HOOKGATE_GROUP_ID: {{ .Values.topics.groupId | quote }}

@@ -1,0 +1,232 @@
+//! Subscription health: the attempt log writer records each batch of
+//! attempts with their rollups and the subscriptions' failure records in
+//! one transaction, so that the counts `stats` answers are those of the
+//! attempt log; re-enabling a subscription resets its failure record.
+
+use async_trait::async_trait;
+use sqlx::QueryBuilder;
+
+use super::attempts::{insert_unnest, insert_values};
+use super::sql::SqlStore;
+use super::Result;
+use crate::domain::health::{rollups, FailureRecord, HealthChange, Totals};
+use crate::domain::{Attempt, SubscriptionId};
+
+/// What `stats` reads for one subscription.
+#[derive(Debug, Clone, Default)]
+pub struct HealthReport {
+    pub totals: Totals,
+    pub record: FailureRecord,
+    /// Its dead letters waiting for a replay or a discard.
+    pub pending_dead_letters: u64,
+}
+
+#[async_trait]
+pub trait Health: Send + Sync {
+    /// Writes a batch of attempts (in the order made), adds them to the
+    /// rollups and moves each subscription's failure record on, in one
+    /// transaction; answers each subscription's record before and after.
+    async fn record_attempts(&self, attempts: &[Attempt]) -> Result<Vec<HealthChange>>;
+
+    /// Forgets a subscription's run of failures (it was made active again).
+    async fn reset_health(&self, id: &SubscriptionId) -> Result<()>;
+
+    /// The rollups from `since_minute` (Unix minutes) on, the failure
+    /// record and the pending dead letters of one subscription.
+    async fn health_report(&self, id: &SubscriptionId, since_minute: i64) -> Result<HealthReport>;
+
+    /// Deletes rollups of minutes before `before_minute`; answers how many.
+    async fn purge_rollups(&self, before_minute: i64) -> Result<u64>;
+}
+
+#[derive(Clone, sqlx::FromRow)]
+struct RecordRow {
+    subscription_id: String,
+    consecutive_failures: i64,
+    failing_since_ms: Option<i64>,
+    last_success_ms: Option<i64>,
+    last_failure_ms: Option<i64>,
+    last_failure_status: Option<i64>,
+    last_failure_error: Option<String>,
+}
+
+impl RecordRow {
+    fn into_record(self) -> FailureRecord {
+        FailureRecord {
+            consecutive_failures: u64::try_from(self.consecutive_failures).unwrap_or(0),
+            failing_since_ms: self.failing_since_ms,
+            last_success_ms: self.last_success_ms,
+            last_failure_ms: self.last_failure_ms,
+            last_failure_status: self.last_failure_status.and_then(|s| u16::try_from(s).ok()),
+            last_failure_error: self.last_failure_error,
+        }
+    }
+}
+
+const RECORD_COLUMNS: &str = "subscription_id, consecutive_failures, failing_since_ms, \
+    last_success_ms, last_failure_ms, last_failure_status, last_failure_error";
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `Health` on one backend (see `sql.rs`); `$insert` writes the attempts.
+macro_rules! health_on {
+    ($db:ty, $insert:ident) => {
+        #[async_trait]
+        impl Health for SqlStore<$db> {
+            async fn record_attempts(&self, attempts: &[Attempt]) -> Result<Vec<HealthChange>> {
+                if attempts.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.pool.begin().await?;
+                $insert(&mut *tx, attempts).await?;
+
+                let rows = rollups(attempts);
+                let mut add = QueryBuilder::<$db>::new(
+                    "INSERT INTO attempt_rollups \
+                     (subscription_id, minute, latency_bin, attempts, successes) ",
+                );
+                add.push_values(&rows, |mut row, r| {
+                    row.push_bind(r.subscription_id.as_str())
+                        .push_bind(r.minute)
+                        .push_bind(i64::try_from(r.latency_bin).unwrap_or(i64::MAX))
+                        .push_bind(count(r.attempts))
+                        .push_bind(count(r.successes));
+                });
+                add.push(
+                    " ON CONFLICT (subscription_id, minute, latency_bin) DO UPDATE SET \
+                     attempts = attempt_rollups.attempts + excluded.attempts, \
+                     successes = attempt_rollups.successes + excluded.successes",
+                );
+                add.build().execute(&mut *tx).await?;
+
+                // Each subscription once, in the order of its first attempt.
+                let mut ids: Vec<&SubscriptionId> = Vec::new();
+                for a in attempts {
+                    if !ids.contains(&&a.subscription_id) {
+                        ids.push(&a.subscription_id);
+                    }
+                }
+                let mut read = QueryBuilder::<$db>::new(format!(
+                    "SELECT {RECORD_COLUMNS} FROM subscription_health WHERE subscription_id IN ("
+                ));
+                let mut list = read.separated(", ");
+                for id in &ids {
+                    list.push_bind(id.as_str());
+                }
+                read.push(")");
+                let stored: Vec<RecordRow> = read.build_query_as().fetch_all(&mut *tx).await?;
+                let mut changes: Vec<HealthChange> = ids
+                    .iter()
+                    .map(|id| {
+                        let before = stored
+                            .iter()
+                            .find(|r| r.subscription_id == id.as_str())
+                            .cloned()
+                            .map(RecordRow::into_record)
+                            .unwrap_or_default();
+                        HealthChange {
+                            subscription_id: (*id).clone(),
+                            after: before.clone(),
+                            before,
+                        }
+                    })
+                    .collect();
+                for a in attempts {
+                    if let Some(change) =
+                        changes.iter_mut().find(|c| c.subscription_id == a.subscription_id)
+                    {
+                        change.after.apply(a);
+                    }
+                }
+                let mut write = QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO subscription_health ({RECORD_COLUMNS}) "
+                ));
+                write.push_values(&changes, |mut row, c| {
+                    let r = &c.after;
+                    row.push_bind(c.subscription_id.as_str())
+                        .push_bind(count(r.consecutive_failures))
+                        .push_bind(r.failing_since_ms)
+                        .push_bind(r.last_success_ms)
+                        .push_bind(r.last_failure_ms)
+                        .push_bind(r.last_failure_status.map(i64::from))
+                        .push_bind(r.last_failure_error.as_deref());
+                });
+                write.push(
+                    " ON CONFLICT (subscription_id) DO UPDATE SET \
+                     consecutive_failures = excluded.consecutive_failures, \
+                     failing_since_ms = excluded.failing_since_ms, \
+                     last_success_ms = excluded.last_success_ms, \
+                     last_failure_ms = excluded.last_failure_ms, \
+                     last_failure_status = excluded.last_failure_status, \
+                     last_failure_error = excluded.last_failure_error",
+                );
+                write.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(changes)
+            }
+
+            async fn reset_health(&self, id: &SubscriptionId) -> Result<()> {
+                sqlx::query(
+                    "UPDATE subscription_health SET consecutive_failures = 0, \
+                     failing_since_ms = NULL WHERE subscription_id = $1",
+                )
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn health_report(
+                &self,
+                id: &SubscriptionId,
+                since_minute: i64,
+            ) -> Result<HealthReport> {
+                let bins: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT latency_bin, CAST(SUM(attempts) AS BIGINT), \
+                     CAST(SUM(successes) AS BIGINT) FROM attempt_rollups \
+                     WHERE subscription_id = $1 AND minute >= $2 GROUP BY latency_bin",
+                )
+                .bind(id.as_str())
+                .bind(since_minute)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut totals = Totals::default();
+                for (bin, attempts, successes) in bins {
+                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                    totals.add(usize::try_from(bin).unwrap_or(usize::MAX), n(attempts), n(successes));
+                }
+                let record: Option<RecordRow> = sqlx::query_as(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM subscription_health WHERE subscription_id = $1"
+                ))
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                let pending: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM dead_letters WHERE subscription_id = $1 \
+                     AND status = 'pending'",
+                )
+                .bind(id.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(HealthReport {
+                    totals,
+                    record: record.map(RecordRow::into_record).unwrap_or_default(),
+                    pending_dead_letters: u64::try_from(pending).unwrap_or(0),
+                })
+            }
+
+            async fn purge_rollups(&self, before_minute: i64) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM attempt_rollups WHERE minute < $1")
+                    .bind(before_minute)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+health_on!(sqlx::Postgres, insert_unnest);
+health_on!(sqlx::Sqlite, insert_values);
