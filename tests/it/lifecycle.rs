@@ -333,3 +333,34 @@ async fn the_operational_types_are_in_the_catalogue_and_nobody_else_may_use_them
     assert_eq!(status, 422, "their schemas are hookgate's");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_circuit_that_opens_and_closes_is_told_to_the_tenant() {
+    let app = TestApp::spawn_with("lifecycle-circuit", |config| {
+        lifecycle(config);
+        if let Some(dispatcher) = &mut config.dispatcher {
+            dispatcher.circuit.consecutive_failures = 3;
+            dispatcher.circuit.open_for = Duration::from_secs(1);
+        }
+    })
+    .await;
+    let (_, key) = app.tenant_with_key("acme").await;
+    let ops = TestReceiver::start().await;
+    subscribe(&app, &key, json!({"url": ops.url, "event_types": ["hookgate.circuit.*"]})).await;
+    // Three first attempts fail: the circuit opens; the probe succeeds.
+    let flaky =
+        TestReceiver::answering(|n, _| Reply::status(if n < 3 { 503 } else { 200 })).await;
+    let sub = subscribe(&app, &key, json!({"url": flaky.url, "event_types": ["order.*"]})).await;
+    for n in 0..3 {
+        publish(&app, &key, json!({"type": "order.created", "data": {"n": n}})).await;
+    }
+    let opened = first_of(&ops, "hookgate.circuit.opened").await;
+    assert_eq!(opened["subscription_id"], sub["id"]);
+    assert_eq!(opened["reopened"], false);
+    assert!(opened["until"].is_string());
+    let closed = first_of(&ops, "hookgate.circuit.closed").await;
+    assert_eq!(closed["subscription_id"], sub["id"]);
+    let kinds: Vec<String> = operational(&ops.received()).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(kinds[..2], ["hookgate.circuit.opened", "hookgate.circuit.closed"], "{kinds:?}");
+    app.stop().await;
+}
