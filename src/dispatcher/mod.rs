@@ -10,6 +10,12 @@
 //! `replay` sends dead letters again (bulk jobs run here, by lease) and
 //! `store::retention` purges what is older than the retention period.
 //!
+//! Each batch the attempt log writes moves the subscriptions' health on;
+//! `lifecycle` turns what changed into operational events (failing,
+//! recovered) and disables a subscription that fails for good. Operational
+//! events (`crate::kafka::operational`) come back through `fan_out` from
+//! their own topic, to the tenant's `hookgate.*` subscriptions.
+//!
 //! `consume` is the loop the stages share: offsets are stored only below the
 //! lowest record still in flight (`offsets`), so nothing is committed before
 //! it is delivered or durably handed on. A `watchdog` per stage ends the

@@ -3,6 +3,8 @@
 //! one transaction, so that the counts `stats` answers are those of the
 //! attempt log; re-enabling a subscription resets its failure record.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
@@ -39,7 +41,7 @@ pub trait Health: Send + Sync {
     async fn purge_rollups(&self, before_minute: i64) -> Result<u64>;
 }
 
-#[derive(Clone, sqlx::FromRow)]
+#[derive(sqlx::FromRow)]
 struct RecordRow {
     subscription_id: String,
     consecutive_failures: i64,
@@ -102,11 +104,13 @@ macro_rules! health_on {
                 add.build().execute(&mut *tx).await?;
 
                 // Each subscription once, in the order of its first attempt.
+                let mut index: HashMap<&SubscriptionId, usize> = HashMap::new();
                 let mut ids: Vec<&SubscriptionId> = Vec::new();
                 for a in attempts {
-                    if !ids.contains(&&a.subscription_id) {
+                    index.entry(&a.subscription_id).or_insert_with(|| {
                         ids.push(&a.subscription_id);
-                    }
+                        ids.len() - 1
+                    });
                 }
                 let mut read = QueryBuilder::<$db>::new(format!(
                     "SELECT {RECORD_COLUMNS} FROM subscription_health WHERE subscription_id IN ("
@@ -117,13 +121,13 @@ macro_rules! health_on {
                 }
                 read.push(")");
                 let stored: Vec<RecordRow> = read.build_query_as().fetch_all(&mut *tx).await?;
+                let mut stored: HashMap<String, RecordRow> =
+                    stored.into_iter().map(|r| (r.subscription_id.clone(), r)).collect();
                 let mut changes: Vec<HealthChange> = ids
                     .iter()
                     .map(|id| {
                         let before = stored
-                            .iter()
-                            .find(|r| r.subscription_id == id.as_str())
-                            .cloned()
+                            .remove(id.as_str())
                             .map(RecordRow::into_record)
                             .unwrap_or_default();
                         HealthChange {
@@ -135,11 +139,14 @@ macro_rules! health_on {
                     .collect();
                 for a in attempts {
                     if let Some(change) =
-                        changes.iter_mut().find(|c| c.subscription_id == a.subscription_id)
+                        index.get(&a.subscription_id).and_then(|&i| changes.get_mut(i))
                     {
                         change.after.apply(a);
                     }
                 }
+                // In key order, as the rollups: two writers (a rebalance)
+                // then take the rows' locks in one order and cannot deadlock.
+                changes.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
                 let mut write = QueryBuilder::<$db>::new(format!(
                     "INSERT INTO subscription_health ({RECORD_COLUMNS}) "
                 ));

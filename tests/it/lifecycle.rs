@@ -348,8 +348,7 @@ async fn a_circuit_that_opens_and_closes_is_told_to_the_tenant() {
     let ops = TestReceiver::start().await;
     subscribe(&app, &key, json!({"url": ops.url, "event_types": ["hookgate.circuit.*"]})).await;
     // Three first attempts fail: the circuit opens; the probe succeeds.
-    let flaky =
-        TestReceiver::answering(|n, _| Reply::status(if n < 3 { 503 } else { 200 })).await;
+    let flaky = TestReceiver::answering(|n, _| Reply::status(if n < 3 { 503 } else { 200 })).await;
     let sub = subscribe(&app, &key, json!({"url": flaky.url, "event_types": ["order.*"]})).await;
     for n in 0..3 {
         publish(&app, &key, json!({"type": "order.created", "data": {"n": n}})).await;
