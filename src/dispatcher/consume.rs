@@ -18,7 +18,7 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Load, Pressure};
 use super::offsets::{OffsetTracker, Ticket};
-use super::watchdog::{Heartbeat, Position, Stalls};
+use super::watchdog::{CoordinatorAnswer, CoordinatorSilence, Heartbeat, Position, Stalls};
 use crate::health::{Liveness, Unhealthy};
 use crate::kafka::KafkaConfig;
 use crate::metrics::Metrics;
@@ -172,6 +172,16 @@ impl Drained {
             }
         }
     }
+}
+
+/// One look at a stage's consumer (`Stage::measure`).
+#[derive(Debug)]
+struct Measured {
+    /// (topic, partition, lag) of every assigned partition; `None` when it
+    /// was not measured (the gauges keep their last values).
+    lags: Option<Vec<(String, i32, i64)>>,
+    positions: Vec<Position>,
+    coordinator: CoordinatorAnswer,
 }
 
 /// How often consumer lag is measured, and how long the broker may take.
@@ -475,13 +485,17 @@ impl<H: Handler> Stage<H> {
 
     /// Measures the group's lag on each assigned partition now and then, off
     /// the read loop (the broker calls block), and finds partitions whose
-    /// unread records are not read.
+    /// unread records are not read, and a group coordinator that stopped
+    /// answering.
     async fn report_lag(self: Arc<Self>, shutdown: CancellationToken) {
         let every = LAG_INTERVAL.min(self.stall_after / 3);
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Vec<(String, i32)> = Vec::new();
         let mut stalls = Stalls::default();
+        let mut silence = CoordinatorSilence::default();
+        // A partition to ask the coordinator about once none is assigned.
+        let mut probe: Option<(String, i32)> = None;
         let stalled_gauge = self.metrics.stalled_partitions.with_label_values(&[self.name]);
         loop {
             tokio::select! {
@@ -489,73 +503,118 @@ impl<H: Handler> Stage<H> {
                 _ = interval.tick() => {}
             }
             let stage = Arc::clone(&self);
-            let Ok(measured) = tokio::task::spawn_blocking(move || stage.partition_lags()).await
+            let asked = probe.clone();
+            let Ok(measured) =
+                tokio::task::spawn_blocking(move || stage.measure(asked.as_ref())).await
             else {
                 return;
             };
-            match measured {
-                Ok((lags, positions)) => {
-                    reported = self.publish_lag(lags, &reported);
-                    let heartbeat = &self.heartbeat;
-                    let stalled = stalls.update(
-                        &positions,
-                        |p| heartbeat.is_paused(p),
-                        Instant::now(),
-                        self.stall_after,
-                    );
-                    stalled_gauge.set(stalled.len() as i64);
-                    if let Some((topic, partition)) = stalled.first() {
-                        self.metrics.stage_stuck.with_label_values(&[self.name]).set(1);
-                        let reason = format!(
-                            "is stuck: {} partition(s) have unread records and nothing was read from them for {}s (first: {topic}/{partition})",
-                            stalled.len(),
-                            self.stall_after.as_secs()
-                        );
-                        self.unhealthy(&reason, &shutdown);
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(stage = self.name, %error, "consumer lag not measured")
-                }
+            if let Some(first) = measured.positions.first() {
+                probe = Some((first.topic.clone(), first.partition));
+            }
+            if let Some(lags) = measured.lags {
+                reported = self.publish_lag(lags, &reported);
+            }
+            let now = Instant::now();
+            let heartbeat = &self.heartbeat;
+            let stalled = stalls.update(
+                &measured.positions,
+                |p| heartbeat.is_paused(p),
+                now,
+                self.stall_after,
+            );
+            stalled_gauge.set(stalled.len() as i64);
+            if let Some((topic, partition)) = stalled.first() {
+                self.metrics.stage_stuck.with_label_values(&[self.name]).set(1);
+                let reason = format!(
+                    "is stuck: {} partition(s) have unread records and nothing was read from them for {}s (first: {topic}/{partition})",
+                    stalled.len(),
+                    self.stall_after.as_secs()
+                );
+                self.unhealthy(&reason, &shutdown);
+            }
+            if let Some(silent) = silence.update(measured.coordinator, now, self.stall_after * 2) {
+                self.metrics.stage_stuck.with_label_values(&[self.name]).set(1);
+                let reason = format!(
+                    "is stuck: its group coordinator has not answered for {}s while the partition leaders do (a new client connects afresh)",
+                    silent.as_secs()
+                );
+                self.unhealthy(&reason, &shutdown);
             }
         }
     }
 
-    /// (topic, partition, lag) of every assigned partition: the high
-    /// watermark less the committed offset (the low watermark when the
-    /// group has committed nothing there yet); and where the consumer is
-    /// in each (its position, else the committed offset).
-    #[allow(clippy::type_complexity)]
-    fn partition_lags(&self) -> KafkaResult<(Vec<(String, i32, i64)>, Vec<Position>)> {
-        let assignment = self.consumer.assignment()?;
+    /// Where the consumer is on each assigned partition and how far the end
+    /// is (asking the partitions' leaders); the group's lag on each (asking
+    /// its coordinator for the committed offsets: the high watermark less
+    /// the committed offset, the low watermark when nothing is committed);
+    /// and whether the coordinator answered. With nothing assigned, the
+    /// coordinator is asked about `probe`, a partition assigned before.
+    fn measure(&self, probe: Option<&(String, i32)>) -> Measured {
+        let unknown =
+            Measured { lags: None, positions: Vec::new(), coordinator: CoordinatorAnswer::Unknown };
+        let Ok(assignment) = self.consumer.assignment() else { return unknown };
         if assignment.count() == 0 {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let positions = self.consumer.position()?;
-        let committed = self.consumer.committed_offsets(assignment, LAG_TIMEOUT)?;
-        let mut lags = Vec::with_capacity(committed.count());
-        let mut at = Vec::with_capacity(committed.count());
-        for element in committed.elements() {
-            let (topic, partition) = (element.topic(), element.partition());
-            let (low, high) = self.consumer.fetch_watermarks(topic, partition, LAG_TIMEOUT)?;
-            let committed = match element.offset() {
-                Offset::Offset(offset) => offset.max(low),
-                _ => low,
+            // Nothing assigned: no lag of ours to report.
+            let idle = Measured { lags: Some(Vec::new()), ..unknown };
+            let Some((topic, partition)) = probe else { return idle };
+            if self.consumer.fetch_watermarks(topic, *partition, LAG_TIMEOUT).is_err() {
+                return idle;
+            }
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, *partition);
+            let coordinator = match self.consumer.committed_offsets(list, LAG_TIMEOUT) {
+                Ok(_) => CoordinatorAnswer::Answered,
+                Err(_) => CoordinatorAnswer::Silent,
             };
-            lags.push((topic.to_owned(), partition, (high - committed).max(0)));
-            let position = match positions.find_partition(topic, partition).map(|p| p.offset()) {
+            return Measured { lags: Some(Vec::new()), positions: Vec::new(), coordinator };
+        }
+        let Ok(positions) = self.consumer.position() else { return unknown };
+        let mut watermarks = Vec::with_capacity(assignment.count());
+        for element in assignment.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            match self.consumer.fetch_watermarks(topic, partition, LAG_TIMEOUT) {
+                Ok(ends) => watermarks.push((topic.to_owned(), partition, ends)),
+                Err(error) => {
+                    tracing::debug!(stage = self.name, %error, "consumer lag not measured");
+                    return unknown;
+                }
+            }
+        }
+        let committed = self.consumer.committed_offsets(assignment, LAG_TIMEOUT);
+        let coordinator = match &committed {
+            Ok(_) => CoordinatorAnswer::Answered,
+            Err(error) => {
+                tracing::debug!(stage = self.name, %error, "committed offsets not fetched");
+                CoordinatorAnswer::Silent
+            }
+        };
+        let answered = coordinator == CoordinatorAnswer::Answered;
+        let committed_at = |topic: &str, partition: i32| match &committed {
+            Ok(list) => list.find_partition(topic, partition).and_then(|p| match p.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            }),
+            Err(_) => None,
+        };
+        let mut lags = Vec::with_capacity(watermarks.len());
+        let mut at = Vec::with_capacity(watermarks.len());
+        for (topic, partition, (low, high)) in watermarks {
+            let committed = committed_at(&topic, partition).map_or(low, |c| c.max(low));
+            if answered {
+                lags.push((topic.clone(), partition, (high - committed).max(0)));
+            }
+            let position = match positions.find_partition(&topic, partition).map(|p| p.offset()) {
                 Some(Offset::Offset(offset)) => offset.max(low),
                 // Nothing handed out since it was assigned.
-                _ => committed,
+                _ if answered => committed,
+                // Unknown: not judged.
+                _ => continue,
             };
-            at.push(Position {
-                topic: topic.to_owned(),
-                partition,
-                position,
-                high_watermark: high,
-            });
+            at.push(Position { topic, partition, position, high_watermark: high });
         }
-        Ok((lags, at))
+        let lags = answered.then_some(lags);
+        Measured { lags, positions: at, coordinator }
     }
 
     /// Sets the gauges; forgets partitions no longer assigned. Answers the

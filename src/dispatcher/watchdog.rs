@@ -8,6 +8,15 @@
 //!   not handed out (high watermark above its `position()`), and that
 //!   position has not moved for the bound (the loop or the consumer wedged).
 //!
+//! - its group coordinator has not answered (a committed-offsets fetch) for
+//!   twice the bound while the partitions' leaders do. librdkafka does not
+//!   always reconnect a coordinator after a broker restart: its requests
+//!   wait in the out-queue ("GroupCoordinator: Timed out … 1 out-queue")
+//!   while the group's session expires and its partitions are taken away, so
+//!   the stage has nothing left that could look stalled. A brand-new client
+//!   connects; while the brokers themselves are away, a restart would not
+//!   help and the clock does not run.
+//!
 //! A paused partition waits for room by design and is not judged. Neither is
 //! the age of the oldest record in flight, exported only: the retry stage
 //! holds records until they are due (hours), an ordered lane waits in place
@@ -147,6 +156,41 @@ impl Stalls {
     }
 }
 
+/// What the group coordinator did when last asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorAnswer {
+    Answered,
+    /// The request failed or timed out while a partition leader answered.
+    Silent,
+    /// Not asked (nothing to ask about yet), or the brokers did not answer
+    /// either.
+    Unknown,
+}
+
+/// Since when the group coordinator has been silent while the brokers answer.
+#[derive(Debug, Default)]
+pub struct CoordinatorSilence {
+    since: Option<Instant>,
+}
+
+impl CoordinatorSilence {
+    /// Takes an answer; answers how long the coordinator has been silent
+    /// once that is `bound` or more.
+    pub fn update(
+        &mut self,
+        answer: CoordinatorAnswer,
+        now: Instant,
+        bound: Duration,
+    ) -> Option<Duration> {
+        if answer != CoordinatorAnswer::Silent {
+            self.since = None;
+            return None;
+        }
+        let silent = now.saturating_duration_since(*self.since.get_or_insert(now));
+        (silent >= bound).then_some(silent)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +231,26 @@ mod tests {
         assert!(paused.update(&at(5, 9), always, start + bound * 10, bound).is_empty());
         // Resumed: judged from then on, not from before the pause.
         assert!(paused.update(&at(5, 9), never, start + bound * 10, bound).is_empty());
+    }
+
+    #[test]
+    fn a_coordinator_silent_while_the_brokers_answer_is_stuck_after_the_bound() {
+        use CoordinatorAnswer::{Answered, Silent, Unknown};
+        let bound = Duration::from_secs(60);
+        let start = Instant::now();
+        let mut silence = CoordinatorSilence::default();
+        assert_eq!(silence.update(Silent, start, bound), None);
+        assert_eq!(silence.update(Silent, start + bound / 2, bound), None);
+        assert_eq!(silence.update(Silent, start + bound, bound), Some(bound));
+        // One answer starts the clock again.
+        assert_eq!(silence.update(Answered, start + bound, bound), None);
+        assert_eq!(silence.update(Silent, start + bound * 2 - Duration::from_secs(1), bound), None);
+        // Brokers away: a restart would not help, and the clock stops.
+        let mut away = CoordinatorSilence::default();
+        away.update(Silent, start, bound);
+        assert_eq!(away.update(Unknown, start + bound, bound), None);
+        assert_eq!(away.update(Silent, start + bound, bound), None);
+        assert_eq!(away.update(Silent, start + bound * 2, bound), Some(bound));
     }
 
     #[test]

@@ -6,8 +6,6 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use sqlx::QueryBuilder;
-
 use super::attempts::{insert_unnest, insert_values};
 use super::sql::SqlStore;
 use super::Result;
@@ -72,9 +70,174 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// `Health` on one backend (see `sql.rs`); `$insert` writes the attempts.
+/// PostgreSQL: fixed statements over arrays, prepared once per connection
+/// (a `VALUES` list of the batch's length is a new statement each time).
+mod postgres {
+    use super::{count, HealthChange, RecordRow, Result, RECORD_COLUMNS};
+    use crate::domain::health::Rollup;
+
+    pub(super) async fn add_rollups(tx: &mut sqlx::PgConnection, rows: &[Rollup]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO attempt_rollups \
+             (subscription_id, minute, latency_bin, attempts, successes) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+             ON CONFLICT (subscription_id, minute, latency_bin) DO UPDATE SET \
+             attempts = attempt_rollups.attempts + excluded.attempts, \
+             successes = attempt_rollups.successes + excluded.successes",
+        )
+        .bind(rows.iter().map(|r| r.subscription_id.as_str().to_owned()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.minute).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| i64::try_from(r.latency_bin).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| count(r.attempts)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| count(r.successes)).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn read_records(
+        tx: &mut sqlx::PgConnection,
+        ids: &[&str],
+    ) -> Result<Vec<RecordRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RECORD_COLUMNS} FROM subscription_health WHERE subscription_id = ANY($1::text[])"
+        ))
+        .bind(ids)
+        .fetch_all(tx)
+        .await?)
+    }
+
+    pub(super) async fn write_records(
+        tx: &mut sqlx::PgConnection,
+        changes: &[HealthChange],
+    ) -> Result<()> {
+        let after = |f: fn(&crate::domain::health::FailureRecord) -> Option<i64>| {
+            changes.iter().map(|c| f(&c.after)).collect::<Vec<_>>()
+        };
+        sqlx::query(&format!(
+            "INSERT INTO subscription_health ({RECORD_COLUMNS}) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
+             $5::bigint[], $6::bigint[], $7::text[]) \
+             ON CONFLICT (subscription_id) DO UPDATE SET {}",
+            super::RECORD_UPDATE
+        ))
+        .bind(changes.iter().map(|c| c.subscription_id.as_str().to_owned()).collect::<Vec<_>>())
+        .bind(after(|r| Some(count(r.consecutive_failures))))
+        .bind(after(|r| r.failing_since_ms))
+        .bind(after(|r| r.last_success_ms))
+        .bind(after(|r| r.last_failure_ms))
+        .bind(after(|r| r.last_failure_status.map(i64::from)))
+        .bind(changes.iter().map(|c| c.after.last_failure_error.clone()).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// SQLite (`hookgate dev`): `VALUES` lists; it has no arrays.
+mod sqlite {
+    use sqlx::QueryBuilder;
+
+    use super::{count, HealthChange, RecordRow, Result, RECORD_COLUMNS};
+    use crate::domain::health::Rollup;
+
+    pub(super) async fn add_rollups(
+        tx: &mut sqlx::SqliteConnection,
+        rows: &[Rollup],
+    ) -> Result<()> {
+        let mut add = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO attempt_rollups \
+             (subscription_id, minute, latency_bin, attempts, successes) ",
+        );
+        add.push_values(rows, |mut row, r| {
+            row.push_bind(r.subscription_id.as_str())
+                .push_bind(r.minute)
+                .push_bind(i64::try_from(r.latency_bin).unwrap_or(i64::MAX))
+                .push_bind(count(r.attempts))
+                .push_bind(count(r.successes));
+        });
+        add.push(
+            " ON CONFLICT (subscription_id, minute, latency_bin) DO UPDATE SET \
+             attempts = attempt_rollups.attempts + excluded.attempts, \
+             successes = attempt_rollups.successes + excluded.successes",
+        );
+        add.build().execute(tx).await?;
+        Ok(())
+    }
+
+    pub(super) async fn read_records(
+        tx: &mut sqlx::SqliteConnection,
+        ids: &[&str],
+    ) -> Result<Vec<RecordRow>> {
+        let mut read = QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {RECORD_COLUMNS} FROM subscription_health WHERE subscription_id IN ("
+        ));
+        let mut list = read.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        read.push(")");
+        Ok(read.build_query_as().fetch_all(tx).await?)
+    }
+
+    pub(super) async fn write_records(
+        tx: &mut sqlx::SqliteConnection,
+        changes: &[HealthChange],
+    ) -> Result<()> {
+        let mut write = QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "INSERT INTO subscription_health ({RECORD_COLUMNS}) "
+        ));
+        write.push_values(changes, |mut row, c| {
+            let r = &c.after;
+            row.push_bind(c.subscription_id.as_str())
+                .push_bind(count(r.consecutive_failures))
+                .push_bind(r.failing_since_ms)
+                .push_bind(r.last_success_ms)
+                .push_bind(r.last_failure_ms)
+                .push_bind(r.last_failure_status.map(i64::from))
+                .push_bind(r.last_failure_error.as_deref());
+        });
+        write.push(format!(" ON CONFLICT (subscription_id) DO UPDATE SET {}", super::RECORD_UPDATE));
+        write.build().execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// An upsert's update of every failure-record column.
+const RECORD_UPDATE: &str = "consecutive_failures = excluded.consecutive_failures, \
+    failing_since_ms = excluded.failing_since_ms, \
+    last_success_ms = excluded.last_success_ms, \
+    last_failure_ms = excluded.last_failure_ms, \
+    last_failure_status = excluded.last_failure_status, \
+    last_failure_error = excluded.last_failure_error";
+
+/// Each subscription's failure record before and after `attempts` (in the
+/// order made), from the records `stored`; in key order, as the rollups, so
+/// that two writers (a rebalance) take the rows' locks in one order and
+/// cannot deadlock.
+fn changes(attempts: &[Attempt], stored: Vec<RecordRow>) -> Vec<HealthChange> {
+    let mut stored: HashMap<String, RecordRow> =
+        stored.into_iter().map(|r| (r.subscription_id.clone(), r)).collect();
+    let mut changes: HashMap<&SubscriptionId, HealthChange> = HashMap::new();
+    for a in attempts {
+        let change = changes.entry(&a.subscription_id).or_insert_with(|| {
+            let before = stored
+                .remove(a.subscription_id.as_str())
+                .map(RecordRow::into_record)
+                .unwrap_or_default();
+            HealthChange { subscription_id: a.subscription_id.clone(), after: before.clone(), before }
+        });
+        change.after.apply(a);
+    }
+    let mut changes: Vec<HealthChange> = changes.into_values().collect();
+    changes.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
+    changes
+}
+
+/// `Health` on one backend (see `sql.rs`); `$insert` writes the attempts,
+/// `$sql` the rest.
 macro_rules! health_on {
-    ($db:ty, $insert:ident) => {
+    ($db:ty, $insert:ident, $sql:ident) => {
         #[async_trait]
         impl Health for SqlStore<$db> {
             async fn record_attempts(&self, attempts: &[Attempt]) -> Result<Vec<HealthChange>> {
@@ -83,93 +246,13 @@ macro_rules! health_on {
                 }
                 let mut tx = self.pool.begin().await?;
                 $insert(&mut *tx, attempts).await?;
-
-                let rows = rollups(attempts);
-                let mut add = QueryBuilder::<$db>::new(
-                    "INSERT INTO attempt_rollups \
-                     (subscription_id, minute, latency_bin, attempts, successes) ",
-                );
-                add.push_values(&rows, |mut row, r| {
-                    row.push_bind(r.subscription_id.as_str())
-                        .push_bind(r.minute)
-                        .push_bind(i64::try_from(r.latency_bin).unwrap_or(i64::MAX))
-                        .push_bind(count(r.attempts))
-                        .push_bind(count(r.successes));
-                });
-                add.push(
-                    " ON CONFLICT (subscription_id, minute, latency_bin) DO UPDATE SET \
-                     attempts = attempt_rollups.attempts + excluded.attempts, \
-                     successes = attempt_rollups.successes + excluded.successes",
-                );
-                add.build().execute(&mut *tx).await?;
-
-                // Each subscription once, in the order of its first attempt.
-                let mut index: HashMap<&SubscriptionId, usize> = HashMap::new();
-                let mut ids: Vec<&SubscriptionId> = Vec::new();
-                for a in attempts {
-                    index.entry(&a.subscription_id).or_insert_with(|| {
-                        ids.push(&a.subscription_id);
-                        ids.len() - 1
-                    });
-                }
-                let mut read = QueryBuilder::<$db>::new(format!(
-                    "SELECT {RECORD_COLUMNS} FROM subscription_health WHERE subscription_id IN ("
-                ));
-                let mut list = read.separated(", ");
-                for id in &ids {
-                    list.push_bind(id.as_str());
-                }
-                read.push(")");
-                let stored: Vec<RecordRow> = read.build_query_as().fetch_all(&mut *tx).await?;
-                let mut stored: HashMap<String, RecordRow> =
-                    stored.into_iter().map(|r| (r.subscription_id.clone(), r)).collect();
-                let mut changes: Vec<HealthChange> = ids
-                    .iter()
-                    .map(|id| {
-                        let before = stored
-                            .remove(id.as_str())
-                            .map(RecordRow::into_record)
-                            .unwrap_or_default();
-                        HealthChange {
-                            subscription_id: (*id).clone(),
-                            after: before.clone(),
-                            before,
-                        }
-                    })
-                    .collect();
-                for a in attempts {
-                    if let Some(change) =
-                        index.get(&a.subscription_id).and_then(|&i| changes.get_mut(i))
-                    {
-                        change.after.apply(a);
-                    }
-                }
-                // In key order, as the rollups: two writers (a rebalance)
-                // then take the rows' locks in one order and cannot deadlock.
-                changes.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
-                let mut write = QueryBuilder::<$db>::new(format!(
-                    "INSERT INTO subscription_health ({RECORD_COLUMNS}) "
-                ));
-                write.push_values(&changes, |mut row, c| {
-                    let r = &c.after;
-                    row.push_bind(c.subscription_id.as_str())
-                        .push_bind(count(r.consecutive_failures))
-                        .push_bind(r.failing_since_ms)
-                        .push_bind(r.last_success_ms)
-                        .push_bind(r.last_failure_ms)
-                        .push_bind(r.last_failure_status.map(i64::from))
-                        .push_bind(r.last_failure_error.as_deref());
-                });
-                write.push(
-                    " ON CONFLICT (subscription_id) DO UPDATE SET \
-                     consecutive_failures = excluded.consecutive_failures, \
-                     failing_since_ms = excluded.failing_since_ms, \
-                     last_success_ms = excluded.last_success_ms, \
-                     last_failure_ms = excluded.last_failure_ms, \
-                     last_failure_status = excluded.last_failure_status, \
-                     last_failure_error = excluded.last_failure_error",
-                );
-                write.build().execute(&mut *tx).await?;
+                $sql::add_rollups(&mut *tx, &rollups(attempts)).await?;
+                let mut ids: Vec<&str> = attempts.iter().map(|a| a.subscription_id.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let stored = $sql::read_records(&mut *tx, &ids).await?;
+                let changes = changes(attempts, stored);
+                $sql::write_records(&mut *tx, &changes).await?;
                 tx.commit().await?;
                 Ok(changes)
             }
@@ -235,5 +318,5 @@ macro_rules! health_on {
     };
 }
 
-health_on!(sqlx::Postgres, insert_unnest);
-health_on!(sqlx::Sqlite, insert_values);
+health_on!(sqlx::Postgres, insert_unnest, postgres);
+health_on!(sqlx::Sqlite, insert_values, sqlite);
