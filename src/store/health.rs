@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use super::attempts::{insert_unnest, insert_values};
 use super::sql::SqlStore;
 use super::Result;
 use crate::domain::health::{rollups, FailureRecord, HealthChange, Totals};
 use crate::domain::{Attempt, SubscriptionId};
+use async_trait::async_trait;
 
 /// What `stats` reads for one subscription.
 #[derive(Debug, Clone, Default)]
@@ -197,7 +197,8 @@ mod sqlite {
                 .push_bind(r.last_failure_status.map(i64::from))
                 .push_bind(r.last_failure_error.as_deref());
         });
-        write.push(format!(" ON CONFLICT (subscription_id) DO UPDATE SET {}", super::RECORD_UPDATE));
+        write
+            .push(format!(" ON CONFLICT (subscription_id) DO UPDATE SET {}", super::RECORD_UPDATE));
         write.build().execute(tx).await?;
         Ok(())
     }
@@ -225,7 +226,11 @@ fn changes(attempts: &[Attempt], stored: Vec<RecordRow>) -> Vec<HealthChange> {
                 .remove(a.subscription_id.as_str())
                 .map(RecordRow::into_record)
                 .unwrap_or_default();
-            HealthChange { subscription_id: a.subscription_id.clone(), after: before.clone(), before }
+            HealthChange {
+                subscription_id: a.subscription_id.clone(),
+                after: before.clone(),
+                before,
+            }
         });
         change.after.apply(a);
     }
