@@ -24,11 +24,15 @@ pub enum Admission {
 /// A change of state, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// Open from `at_ms` (the clock the failure was recorded at, so that the
+    /// cool-down shown is exactly `until_ms - at_ms`) to `until_ms`.
     Opened {
+        at_ms: i64,
         until_ms: i64,
     },
     /// Its probe failed: open again, for longer.
     Reopened {
+        at_ms: i64,
         until_ms: i64,
     },
     Closed,
@@ -138,8 +142,8 @@ impl Circuit {
         let until_ms = now_ms.saturating_add(open_for_ms);
         state.open_until_ms = Some(until_ms);
         Some(match was_open {
-            true => Transition::Reopened { until_ms },
-            false => Transition::Opened { until_ms },
+            true => Transition::Reopened { at_ms: now_ms, until_ms },
+            false => Transition::Opened { at_ms: now_ms, until_ms },
         })
     }
 
@@ -179,7 +183,10 @@ mod tests {
             assert_eq!(c.record(false, true, T), None);
         }
         assert_eq!(c.admission(T), Admission::Closed);
-        assert_eq!(c.record(false, true, T), Some(Transition::Opened { until_ms: T + 5_000 }));
+        assert_eq!(
+            c.record(false, true, T),
+            Some(Transition::Opened { at_ms: T, until_ms: T + 5_000 })
+        );
         assert_eq!(c.admission(T + 4_999), Admission::Open { until_ms: T + 5_000 });
         assert!(!c.try_send(T + 4_999), "nothing goes while open");
         assert!(c.holds_back(T + 4_999));
@@ -204,7 +211,7 @@ mod tests {
         let mut expected = 10_000;
         for _ in 0..8 {
             assert!(c.try_send(now));
-            let Some(Transition::Reopened { until_ms }) = c.record(false, true, now) else {
+            let Some(Transition::Reopened { until_ms, .. }) = c.record(false, true, now) else {
                 panic!("reopened")
             };
             assert_eq!(until_ms - now, expected.min(300_000));

@@ -635,12 +635,14 @@ impl Deliver {
         let id = &target.subscription.id;
         let now_ms = Utc::now().timestamp_millis();
         let record = match transition {
-            Transition::Opened { until_ms } | Transition::Reopened { until_ms } => CircuitRecord {
-                open: true,
-                opened_ms: Some(now_ms),
-                until_ms: Some(until_ms),
-                changed_ms: now_ms,
-            },
+            Transition::Opened { at_ms, until_ms } | Transition::Reopened { at_ms, until_ms } => {
+                CircuitRecord {
+                    open: true,
+                    opened_ms: Some(at_ms),
+                    until_ms: Some(until_ms),
+                    changed_ms: at_ms,
+                }
+            }
             Transition::Closed => {
                 CircuitRecord { open: false, opened_ms: None, until_ms: None, changed_ms: now_ms }
             }
@@ -654,7 +656,7 @@ impl Deliver {
             }
         });
         match transition {
-            Transition::Opened { until_ms } | Transition::Reopened { until_ms } => {
+            Transition::Opened { until_ms, .. } | Transition::Reopened { until_ms, .. } => {
                 let until = chrono::DateTime::from_timestamp_millis(until_ms).unwrap_or_default();
                 let again = matches!(transition, Transition::Reopened { .. });
                 tracing::warn!(subscription_id = %id, until = %until.to_rfc3339(), again, "circuit opened: deliveries wait in a retry tier");
