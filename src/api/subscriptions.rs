@@ -53,6 +53,8 @@ pub struct CreateSubscription {
     /// Event type names, `prefix.*` patterns, or `*`.
     #[schema(example = json!(["order.*", "invoice.paid"]), min_items = 1, max_items = 100)]
     event_types: Vec<String>,
+    #[schema(value_type = Option<Object>, example = json!({"data.amount": {"$gte": 100}, "data.currency": {"$in": ["EUR", "USD"]}}))]
+    filter: Option<serde_json::Value>,
     /// `whsec_` and base64 of 24 to 64 bytes; generated when absent.
     secret: Option<String>,
     rate_limit: Option<RateLimit>,
@@ -88,6 +90,10 @@ pub struct CreateSubscription {
 pub struct UpdateSubscription {
     url: Option<String>,
     event_types: Option<Vec<String>>,
+    /// Replaces the filter; `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    filter: Option<Option<serde_json::Value>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RateLimit>)]
     rate_limit: Option<Option<RateLimit>>,
@@ -127,6 +133,9 @@ pub struct SubscriptionOut {
     tenant_id: String,
     url: String,
     event_types: Vec<String>,
+    /// Its content filter, as written; `null`: every event its types match.
+    #[schema(value_type = Option<Object>)]
+    filter: Option<serde_json::Value>,
     /// Only in the answer to create: the secret is shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
@@ -216,6 +225,7 @@ impl SubscriptionOut {
             tenant_id: s.tenant_id.as_str().to_owned(),
             url: s.url,
             event_types: s.event_types,
+            filter: s.filter.map(|f| f.as_json().clone()),
             rate_limit: s.rate_limit,
             max_in_flight: s.max_in_flight,
             ordered: s.ordered,
@@ -345,7 +355,9 @@ pub async fn create(
             ));
         }
     }
+    let filter = req.filter.and_then(|json| validate::filter(json, &mut errors));
     let mut subscription = Subscription {
+        filter,
         rate_limit: req.rate_limit,
         max_in_flight: req.max_in_flight,
         ordered: req.ordered,
@@ -534,9 +546,11 @@ pub async fn update(
         }
         _ => None,
     };
+    let filter = req.filter.map(|f| f.and_then(|json| validate::filter(json, &mut errors)));
     let patch = SubscriptionPatch {
         url: req.url,
         event_types: req.event_types,
+        filter,
         rate_limit: req.rate_limit,
         max_in_flight: req.max_in_flight,
         ordered: req.ordered,

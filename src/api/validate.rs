@@ -2,10 +2,12 @@
 //! candidate subscription is checked, so both answer the same errors.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::problem::FieldError;
 use crate::config::{EgressRules, Quotas};
 use crate::delivery::egress;
+use crate::domain::filter::Filter;
 use crate::domain::{subscription, EventTypePattern, Subscription};
 use crate::store::sealing::SEALED_PREFIX;
 
@@ -37,6 +39,18 @@ impl Rules {
             max_in_flight,
             header_bytes: quotas.header_bytes,
             metadata_bytes: quotas.metadata_bytes,
+        }
+    }
+}
+
+/// A content filter, parsed; `None` (with the error, naming where in the
+/// filter) when it is not one or over the bounds.
+pub fn filter(json: serde_json::Value, errors: &mut Vec<FieldError>) -> Option<Arc<Filter>> {
+    match Filter::parse(json) {
+        Ok(filter) => Some(Arc::new(filter)),
+        Err(e) => {
+            errors.push(FieldError::new(format!("filter{}", e.at), e.message));
+            None
         }
     }
 }

@@ -2,11 +2,14 @@
 //! signing keys, custom headers, URL and event-type patterns) parsed once,
 //! when the dispatcher's copy loads the row or the API reads it for a test.
 
+use std::cell::OnceCell;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue};
+use serde_json::Value;
 
+use crate::domain::filter::Content;
 use crate::domain::{
     subscription, BadSecret, Event, EventTypePattern, SigningKeys, Subscription,
     SubscriptionStatus, TenantId,
@@ -84,6 +87,16 @@ impl Target {
         event.audience.includes(tenant)
             && visible.is_none_or(|tenants| tenants.contains(tenant))
             && self.wants(&event.event_type)
+    }
+
+    /// Whether the event passes the subscription's filter. `data` is the
+    /// event's data, parsed by the first filter that looks at it and shared
+    /// by the rest (JSON that does not parse is `null`).
+    pub fn passes(&self, event: &Event, data: &OnceCell<Value>) -> bool {
+        let Some(filter) = &self.subscription.filter else { return true };
+        let data =
+            data.get_or_init(|| serde_json::from_str(event.data.get()).unwrap_or(Value::Null));
+        filter.matches(&Content { event_type: &event.event_type, source: &event.source, data })
     }
 
     /// The `webhook-signature` header value: the current secret's signature,
@@ -169,6 +182,29 @@ mod tests {
         let now = Utc::now();
         assert_eq!(moved.sign("msg_1", 1, b"{}", now), rotated.sign("msg_1", 1, b"{}", now));
         assert!(rotated.redirected("not a url").is_none());
+    }
+
+    #[test]
+    fn a_filter_passes_what_matches_and_without_one_the_data_is_not_parsed() {
+        let filtered = |json: serde_json::Value| {
+            let filter = crate::domain::filter::Filter::parse(json).expect("a filter");
+            let tenant = TenantId::default_tenant();
+            let subscription = Subscription {
+                filter: Some(std::sync::Arc::new(filter)),
+                ..Subscription::example(tenant, NEW)
+            };
+            Target::new(subscription).expect("valid target")
+        };
+        let event = Event {
+            data: RawValue::from_string(r#"{"amount":150}"#.to_owned()).expect("JSON").into(),
+            ..event(None)
+        };
+        let data = OnceCell::new();
+        assert!(target("ten_default", Vec::new()).passes(&event, &data));
+        assert!(data.get().is_none(), "no filter, no parse");
+        assert!(filtered(serde_json::json!({"data.amount": {"$gt": 100}})).passes(&event, &data));
+        assert!(!filtered(serde_json::json!({"data.amount": {"$lt": 100}})).passes(&event, &data));
+        assert!(filtered(serde_json::json!({"type": "order.created"})).passes(&event, &data));
     }
 
     #[test]

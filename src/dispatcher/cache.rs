@@ -178,16 +178,17 @@ impl SubscriptionCache {
         }
     }
 
-    /// The targets an event goes to: by type, and by tenant when a tenant
-    /// published it.
+    /// The targets an event goes to: by type, by tenant when a tenant
+    /// published it, and by content where a subscription filters.
     pub fn matching(&self, event: &Event) -> Vec<Arc<Target>> {
         let snapshot = self.current();
         let visible = snapshot.restricted.get(&event.event_type);
         let candidates = snapshot.by_type.candidates(&event.event_type);
+        let data = std::cell::OnceCell::new();
         candidates
             .into_iter()
             .filter_map(|id| snapshot.targets.get(id))
-            .filter(|t| t.wants_event(event, visible))
+            .filter(|t| t.wants_event(event, visible) && t.passes(event, &data))
             .cloned()
             .collect()
     }

@@ -5,6 +5,7 @@
 pub mod attempt;
 pub mod dead_letter;
 pub mod event;
+pub mod filter;
 pub mod health;
 pub mod ids;
 pub mod operational;

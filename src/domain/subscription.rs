@@ -1,11 +1,13 @@
 //! A webhook subscription and the event-type patterns it matches.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::is_valid_event_type;
+use super::filter::Filter;
 use super::{SubscriptionId, TenantId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +164,9 @@ pub struct Subscription {
     pub tenant_id: TenantId,
     pub url: String,
     pub event_types: Vec<String>,
+    /// Of the events its types match, only those that pass; shared by the
+    /// copies the dispatcher keeps.
+    pub filter: Option<Arc<Filter>>,
     /// The `whsec_…` text; never logged (see `SigningSecret`'s Debug).
     pub secret: String,
     /// Secrets replaced by rotations; webhooks carry their signatures too
@@ -197,6 +202,7 @@ impl std::fmt::Debug for Subscription {
             .field("tenant_id", &self.tenant_id)
             .field("url", &self.url)
             .field("event_types", &self.event_types)
+            .field("filter", &self.filter.as_ref().map(|f| f.as_json()))
             .field("secret", &"***")
             .field("previous_secrets", &self.previous_secrets)
             .field("rate_limit", &self.rate_limit)
@@ -257,6 +263,7 @@ impl Subscription {
 pub struct SubscriptionPatch {
     pub url: Option<String>,
     pub event_types: Option<Vec<String>>,
+    pub filter: Option<Option<Arc<Filter>>>,
     pub rate_limit: Option<Option<RateLimit>>,
     pub max_in_flight: Option<Option<u32>>,
     pub ordered: Option<bool>,
@@ -280,6 +287,7 @@ impl std::fmt::Debug for SubscriptionPatch {
         f.debug_struct("SubscriptionPatch")
             .field("url", &self.url)
             .field("event_types", &self.event_types)
+            .field("filter", &self.filter.as_ref().map(|f| f.as_ref().map(|f| f.as_json())))
             .field("rate_limit", &self.rate_limit)
             .field("max_in_flight", &self.max_in_flight)
             .field("ordered", &self.ordered)
@@ -298,6 +306,7 @@ impl SubscriptionPatch {
         let Self {
             url,
             event_types,
+            filter,
             rate_limit,
             max_in_flight,
             ordered,
@@ -314,6 +323,9 @@ impl SubscriptionPatch {
         }
         if let Some(event_types) = event_types {
             s.event_types = event_types;
+        }
+        if let Some(filter) = filter {
+            s.filter = filter;
         }
         if let Some(rate_limit) = rate_limit {
             s.rate_limit = rate_limit;
@@ -359,6 +371,7 @@ impl Subscription {
             tenant_id: tenant,
             url,
             event_types,
+            filter: None,
             secret,
             previous_secrets: Vec::new(),
             rate_limit: None,

@@ -3,6 +3,7 @@
 //! opened on the way out.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -10,6 +11,7 @@ use sqlx::types::Json;
 use super::sealing::{Field, FieldName, SealError, SecretKeys, SEALED_PREFIX};
 use super::sql::to_u32;
 use super::{Error, Result, SubscriptionChange};
+use crate::domain::filter::Filter;
 use crate::domain::subscription::{is_secret_header, REDACTED};
 use crate::domain::{
     PreviousSecret, RateLimit, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus,
@@ -38,6 +40,7 @@ pub(super) struct SubscriptionRow {
     deleted_at: Option<DateTime<Utc>>,
     previous_secrets: Json<Vec<PreviousSecret>>,
     secret_headers: Json<Vec<String>>,
+    content_filter: Option<Json<serde_json::Value>>,
 }
 
 impl SubscriptionRow {
@@ -82,6 +85,7 @@ impl SubscriptionRow {
             unreadable.get_or_insert(e);
             redacted
         });
+        let filter = self.content_filter.map(|Json(json)| Arc::new(Filter::stored(json, id)));
         Ok(SubscriptionChange {
             version: self.version,
             deleted: self.deleted_at.is_some(),
@@ -90,6 +94,7 @@ impl SubscriptionRow {
                 tenant_id: TenantId::from_trusted(self.tenant_id),
                 url: self.url,
                 event_types: self.event_types.0,
+                filter,
                 secret,
                 previous_secrets,
                 rate_limit,

@@ -160,7 +160,7 @@ pub trait Subscriptions: Send + Sync {
 
 /// A subscription row's columns, in the order `insert` binds them (and
 /// `SubscriptionRow` reads them, by name).
-const SUBSCRIPTION_COLUMNS: [&str; 20] = [
+const SUBSCRIPTION_COLUMNS: [&str; 21] = [
     "id",
     "tenant_id",
     "url",
@@ -181,6 +181,7 @@ const SUBSCRIPTION_COLUMNS: [&str; 20] = [
     "deleted_at",
     "previous_secrets",
     "secret_headers",
+    "content_filter",
 ];
 
 fn columns() -> String {
@@ -223,7 +224,8 @@ macro_rules! subscriptions_on {
                         .push_bind(s.updated_at)
                         .push_bind(None::<DateTime<Utc>>)
                         .push_bind(&sealed.previous_secrets)
-                        .push_bind(Json(&s.secret_headers));
+                        .push_bind(Json(&s.secret_headers))
+                        .push_bind(s.filter.as_ref().map(|f| Json(f.as_json())));
                 });
                 insert
             }
@@ -507,6 +509,10 @@ macro_rules! subscriptions_on {
                 }
                 if let Some(metadata) = &patch.metadata {
                     update.push(", metadata = ").push_bind(Json(metadata));
+                }
+                if let Some(filter) = &patch.filter {
+                    let filter = filter.as_ref().map(|f| Json(f.as_json()));
+                    update.push(", content_filter = ").push_bind(filter);
                 }
                 update.push(" WHERE id = ").push_bind(id.as_str()).push(" AND deleted_at IS NULL");
                 if patch.status.is_some() && patch.unless_suspended {

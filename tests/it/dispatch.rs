@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::harness::kafka::{headers_of, read_topic, wait_for_group};
 use crate::harness::process::DispatcherProcess;
-use crate::harness::{eventually, process_dispatcher, Reply, TestApp, TestReceiver};
+use crate::harness::{eventually, process_dispatcher, Reply, TestApp, TestReceiver, ADMIN_TOKEN};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -223,7 +223,15 @@ async fn a_hanging_endpoint_does_not_slow_the_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ordered_subscription_keeps_each_keys_order_through_failures() {
-    let app = TestApp::spawn_with("ordered", fast_retries).await;
+    // Ten quick retries: with three keys interleaving, a head may meet the
+    // failing third request on every attempt; after `fast_retries`' four it
+    // would be dead-lettered, and its event never arrive.
+    let app = TestApp::spawn_with("ordered", |config| {
+        if let Some(dispatcher) = &mut config.dispatcher {
+            dispatcher.retry_schedule = RetrySchedule(vec![Duration::from_millis(300); 10]);
+        }
+    })
+    .await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     // Every third request fails: each failure must hold back its key only.
@@ -240,11 +248,19 @@ async fn ordered_subscription_keeps_each_keys_order_through_failures() {
                 .await;
         }
     }
-    eventually("every event delivered", DEADLINE, || async {
-        let ok = receiver.received().iter().filter(|r| r.status == 200).count();
-        (ok >= PER_KEY * 3).then_some(())
-    })
-    .await;
+    let delivered = || receiver.received().iter().filter(|r| r.status == 200).count();
+    let end = Instant::now() + DEADLINE;
+    while delivered() < PER_KEY * 3 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if delivered() < PER_KEY * 3 {
+        let (_, dead) = app.call(reqwest::Method::GET, "/v1/dead-letters", ADMIN_TOKEN, None).await;
+        panic!(
+            "{} of {} delivered in {DEADLINE:?}; dead letters: {dead}",
+            delivered(),
+            PER_KEY * 3
+        );
+    }
     let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
     for request in receiver.received() {
         let data = &request.json()["data"];

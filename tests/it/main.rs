@@ -20,6 +20,7 @@ mod deploy;
 mod dev_mode;
 mod dispatch;
 mod egress;
+mod filters;
 mod layout;
 mod lifecycle;
 mod liveness;

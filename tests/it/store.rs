@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use hookgate::domain::filter::Filter;
 use hookgate::domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, CircuitRecord, EventType, NewApiKey, Outcome, RateLimit,
     Scope, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus, Tenant, TenantId,
@@ -25,6 +26,9 @@ fn subscription(url: &str) -> Subscription {
         headers: BTreeMap::from([("x-team".to_owned(), "billing".to_owned())]),
         description: Some("billing hook".to_owned()),
         metadata: BTreeMap::from([("owner".to_owned(), "ops".to_owned())]),
+        filter: Some(Arc::new(
+            Filter::parse(serde_json::json!({"data.amount": {"$gte": 100}})).expect("a filter"),
+        )),
         ..Subscription::new(
             TenantId::default_tenant(),
             url.to_owned(),
@@ -92,6 +96,7 @@ async fn a_subscription_reads_back_as_written_and_only_in_its_scope(backend: Bac
     assert_eq!(read.status, SubscriptionStatus::Active);
     assert_eq!(read.description, first.description);
     assert_eq!(read.metadata, first.metadata);
+    assert_eq!(read.filter, first.filter);
     assert_eq!(read.created_at.timestamp_micros(), first.created_at.timestamp_micros());
 
     // Another tenant does not see it; an unknown id is not found.
@@ -259,11 +264,13 @@ fn version(changes: &[SubscriptionChange], id: &SubscriptionId) -> Option<(i64, 
     changes.iter().find(|c| c.subscription.id == *id).map(|c| (c.version, c.deleted))
 }
 
-/// The patch of `https://example.com/1` to `…/new`, without a description.
+/// The patch of `https://example.com/1` to `…/new`, without a description
+/// or a filter.
 fn url_patch() -> SubscriptionPatch {
     SubscriptionPatch {
         url: Some("https://example.com/new".to_owned()),
         description: Some(None),
+        filter: Some(None),
         ..Default::default()
     }
 }
@@ -330,6 +337,8 @@ async fn a_patch_writes_only_the_columns_it_names_with_a_new_version(backend: Ba
     };
     assert_eq!(patched.url, "https://example.com/new");
     assert_eq!(patched.description, None);
+    assert_eq!(patched.filter, None);
+    assert!(first.filter.is_some());
     assert_eq!(patched.metadata, first.metadata, "a field not named stays");
     assert!(patched.version > created.version);
     let read = store
