@@ -15,7 +15,7 @@ use crate::config::{
     KafkaArgs, LimitsArgs, QuotaArgs, SecretKeyArgs, ServerLimitsArgs, TelemetryArgs, TopicArgs,
     Topics,
 };
-use crate::domain::SigningSecret;
+use crate::domain::{PublicKey, SigningSecret};
 use crate::kafka::KafkaConfig;
 use crate::{listen, shutdown, store, telemetry};
 
@@ -156,9 +156,18 @@ struct DevArgs {
 
 #[derive(Debug, Args)]
 struct ListenArgs {
-    /// The subscription's signing secret (`whsec_…`).
-    #[arg(long, env = "HOOKGATE_LISTEN_SECRET", hide_env_values = true)]
-    secret: String,
+    /// The subscription's signing secret (`whsec_…`), for hmac-sha256.
+    #[arg(
+        long,
+        env = "HOOKGATE_LISTEN_SECRET",
+        hide_env_values = true,
+        required_unless_present = "public_key",
+        conflicts_with = "public_key"
+    )]
+    secret: Option<String>,
+    /// The subscription's public key (`whpk_…`), for ed25519.
+    #[arg(long, env = "HOOKGATE_LISTEN_PUBLIC_KEY")]
+    public_key: Option<String>,
     /// Port to listen on (0: any free port).
     #[arg(long, default_value_t = 9000)]
     port: u16,
@@ -283,10 +292,21 @@ async fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Listen(args) => {
-            let secret = SigningSecret::parse_lenient(&args.secret)
-                .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?;
+            let verifier = match (&args.secret, &args.public_key) {
+                (Some(secret), _) => SigningSecret::parse_lenient(secret)
+                    .map(listen::Verifier::Secret)
+                    .map_err(|e| Failure::Config(format!("invalid value for '--secret': {e}")))?,
+                (None, Some(key)) => {
+                    PublicKey::parse(key).map(listen::Verifier::PublicKey).map_err(|e| {
+                        Failure::Config(format!("invalid value for '--public-key': {e}"))
+                    })?
+                }
+                (None, None) => {
+                    return Err(Failure::Config("--secret or --public-key is required".into()))
+                }
+            };
             let addr = SocketAddr::new(args.host, args.port);
-            listen::run(addr, secret, shutdown::on_signal())
+            listen::run(addr, verifier, shutdown::on_signal())
                 .await
                 .map_err(|e| Failure::Config(format!("cannot listen on {addr}: {e}")))
         }

@@ -1,5 +1,6 @@
 //! `hookgate listen`: a local receiver that verifies each webhook's signature
-//! and timestamp, prints the delivery, and answers 204 (401 when it does not
+//! (`v1` with the subscription's secret, or `v1a` with its public key) and
+//! timestamp, prints the delivery, and answers 204 (401 when it does not
 //! verify), like `stripe listen`.
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::SigningSecret;
+use crate::domain::{PublicKey, SigningSecret};
 
 /// How far a webhook's timestamp may be from our clock (Standard Webhooks'
 /// suggested replay window).
@@ -31,9 +32,26 @@ pub enum Rejection {
     BadSignature,
 }
 
+/// What a receiver holds: the shared secret (hmac-sha256) or the public
+/// key (ed25519).
+#[derive(Debug, Clone)]
+pub enum Verifier {
+    Secret(SigningSecret),
+    PublicKey(PublicKey),
+}
+
+impl Verifier {
+    fn verify(&self, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+        match self {
+            Self::Secret(secret) => secret.verify(msg_id, timestamp, body, header),
+            Self::PublicKey(key) => key.verify(msg_id, timestamp, body, header),
+        }
+    }
+}
+
 /// Checks a request as any Standard Webhooks receiver would.
 pub fn verify(
-    secret: &SigningSecret,
+    secret: &Verifier,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
@@ -57,7 +75,7 @@ pub fn verify(
 /// Listens on `addr` until `shutdown`; prints `listening on http://…` first.
 pub async fn run(
     addr: SocketAddr,
-    secret: SigningSecret,
+    secret: Verifier,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
@@ -67,7 +85,7 @@ pub async fn run(
 }
 
 async fn receive(
-    State(secret): State<Arc<SigningSecret>>,
+    State(secret): State<Arc<Verifier>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
@@ -87,36 +105,57 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{SignatureScheme, SigningKey};
 
-    fn signed(secret: &SigningSecret, ts: i64, body: &[u8]) -> HeaderMap {
+    const NOW: i64 = 1_700_000_000;
+
+    fn signed(key: &SigningKey, ts: i64, body: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("webhook-id", "msg_1".parse().expect("valid"));
         headers.insert("webhook-timestamp", ts.to_string().parse().expect("valid"));
-        headers.insert("webhook-signature", secret.sign("msg_1", ts, body).parse().expect("valid"));
+        headers.insert("webhook-signature", key.sign("msg_1", ts, body).parse().expect("valid"));
         headers
     }
 
     #[test]
     fn accepts_good_and_refuses_bad_requests() {
         let secret = SigningSecret::generate();
-        let now = 1_700_000_000;
-        assert_eq!(verify(&secret, &signed(&secret, now, b"{}"), b"{}", now), Ok("msg_1".into()));
+        let key = SigningKey::Hmac(secret.clone());
+        let verifier = Verifier::Secret(secret);
+        assert_eq!(verify(&verifier, &signed(&key, NOW, b"{}"), b"{}", NOW), Ok("msg_1".into()));
         assert_eq!(
-            verify(&secret, &signed(&secret, now, b"{}"), b"{ }", now),
+            verify(&verifier, &signed(&key, NOW, b"{}"), b"{ }", NOW),
             Err(Rejection::BadSignature)
         );
-        let other = SigningSecret::generate();
+        let other = SigningKey::generate(SignatureScheme::HmacSha256);
         assert_eq!(
-            verify(&secret, &signed(&other, now, b"{}"), b"{}", now),
+            verify(&verifier, &signed(&other, NOW, b"{}"), b"{}", NOW),
             Err(Rejection::BadSignature)
         );
         assert_eq!(
-            verify(&secret, &signed(&secret, now - 301, b"{}"), b"{}", now),
+            verify(&verifier, &signed(&key, NOW - 301, b"{}"), b"{}", NOW),
             Err(Rejection::StaleTimestamp)
         );
         assert_eq!(
-            verify(&secret, &HeaderMap::new(), b"{}", now),
+            verify(&verifier, &HeaderMap::new(), b"{}", NOW),
             Err(Rejection::MissingHeader("webhook-id"))
+        );
+    }
+
+    #[test]
+    fn a_public_key_verifies_ed25519_webhooks_and_nothing_else() {
+        let key = SigningKey::generate(SignatureScheme::Ed25519);
+        let public = key.public_key().expect("ed25519 has a public key");
+        let verifier = Verifier::PublicKey(PublicKey::parse(&public).expect("public key"));
+        assert_eq!(verify(&verifier, &signed(&key, NOW, b"{}"), b"{}", NOW), Ok("msg_1".into()));
+        let hmac = SigningKey::generate(SignatureScheme::HmacSha256);
+        assert_eq!(
+            verify(&verifier, &signed(&hmac, NOW, b"{}"), b"{}", NOW),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            verify(&verifier, &signed(&key, NOW, b"{}"), b"{\"x\":1}", NOW),
+            Err(Rejection::BadSignature)
         );
     }
 }

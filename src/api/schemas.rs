@@ -7,7 +7,7 @@
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::{RateLimit, RecordHeader, SubscriptionStatus};
+use crate::domain::{RateLimit, RecordHeader, SignatureScheme, SubscriptionStatus};
 
 /// Deliveries per second, with bursts up to `burst`; absent: unlimited.
 // Only its schema is used.
@@ -31,6 +31,17 @@ enum SubscriptionStatusSchema {
     Suspended,
 }
 
+/// How webhooks are signed: `hmac-sha256` (`v1`, a shared `whsec_`
+/// secret) or `ed25519` (`v1a`; receivers verify with the `whpk_` public key).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+enum SignatureSchemeSchema {
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
 /// A Kafka record header as kept: text when it is text PostgreSQL can hold,
 /// base64 otherwise.
 #[allow(dead_code)]
@@ -49,6 +60,10 @@ const _: fn(RateLimit) -> RateLimitSchema =
     |RateLimit { per_second, burst }| RateLimitSchema { per_second, burst };
 const _: fn(RecordHeader) -> RecordHeaderSchema =
     |RecordHeader { name, value, value_base64 }| RecordHeaderSchema { name, value, value_base64 };
+const _: fn(SignatureScheme) -> SignatureSchemeSchema = |scheme| match scheme {
+    SignatureScheme::HmacSha256 => SignatureSchemeSchema::HmacSha256,
+    SignatureScheme::Ed25519 => SignatureSchemeSchema::Ed25519,
+};
 const _: fn(SubscriptionStatus) -> SubscriptionStatusSchema = |status| match status {
     SubscriptionStatus::Active => SubscriptionStatusSchema::Active,
     SubscriptionStatus::Paused => SubscriptionStatusSchema::Paused,
@@ -73,6 +88,7 @@ macro_rules! schema_of {
 schema_of!(RateLimit, RateLimitSchema);
 schema_of!(SubscriptionStatus, SubscriptionStatusSchema);
 schema_of!(RecordHeader, RecordHeaderSchema);
+schema_of!(SignatureScheme, SignatureSchemeSchema);
 
 #[cfg(test)]
 mod tests {
@@ -83,5 +99,6 @@ mod tests {
         assert_eq!(RateLimit::name(), "RateLimit");
         assert_eq!(SubscriptionStatus::name(), "SubscriptionStatus");
         assert_eq!(RecordHeader::name(), "RecordHeader");
+        assert_eq!(SignatureScheme::name(), "SignatureScheme");
     }
 }

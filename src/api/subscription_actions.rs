@@ -16,9 +16,9 @@ use super::precondition::{etag_header, IfMatch};
 use super::problem::ApiError;
 use super::responses::{problems, BadIfMatch, BadJsonOrIfMatch, BadQuery, Invalid, NotJson};
 use super::subscriptions::{visible, written, ETag, IfMatchParam, NoSubscription};
-use super::AppState;
+use super::{validate, AppState};
 use crate::delivery::Target;
-use crate::domain::{Attempt, Audience, Event, EventId, Scope, SigningSecret, SubscriptionId};
+use crate::domain::{Attempt, Audience, Event, EventId, Scope, SignatureScheme, SubscriptionId};
 use crate::store::{AttemptFilter, SecretRotation};
 use crate::trace::TraceHeaders;
 
@@ -29,7 +29,12 @@ pub const TEST_EVENT_TYPE: &str = "hookgate.test";
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    /// The new secret (`whsec_…`); generated when absent.
+    /// The scheme of the new key (default: the current one's). A rotation
+    /// to another scheme signs with both, each its own way, during the
+    /// grace period: receivers move from one to the other without a gap.
+    signature_scheme: Option<SignatureScheme>,
+    /// The new secret (`whsec_…`, or `whsk_…` for ed25519); generated
+    /// when absent.
     secret: Option<String>,
     /// How long webhooks stay signed with the old secret too (seconds,
     /// default 86400 = 24 h, at most 604800 = 7 days; 0 drops it at once).
@@ -40,8 +45,15 @@ pub struct RotateSecret {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RotatedSecret {
     id: String,
-    /// The new secret, shown once.
-    secret: String,
+    /// The new secret, shown once (hmac-sha256 only: an ed25519 secret key
+    /// is never shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    signature_scheme: SignatureScheme,
+    /// ed25519: the new key's `whpk_…`; until the grace period ends,
+    /// webhooks also carry the old key's signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
     /// Until when webhooks also carry the old secret's signature; `null`
     /// when there is no grace period.
     previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -126,12 +138,13 @@ pub async fn rotate_secret(
             format!("at most {MAX_GRACE_SECS} (7 days)"),
         ));
     }
-    let new_secret = match req.secret.as_deref().map(SigningSecret::parse) {
-        None => SigningSecret::generate(),
-        Some(Ok(secret)) => secret,
-        Some(Err(e)) => return Err(ApiError::field("secret", e.to_string())),
-    };
     let current = visible(&state, &caller, &id).await?;
+    let new_secret = validate::signing_key(
+        req.secret.as_deref(),
+        req.signature_scheme,
+        current.signature_scheme(),
+    )
+    .map_err(|e| ApiError::Validation(vec![e]))?;
     let expected = if_match.expect(current.version)?;
     let now = super::now();
     let grace_ends = (grace > 0).then(|| now + Duration::seconds(i64::from(grace)));
@@ -146,7 +159,9 @@ pub async fn rotate_secret(
         etag_header(s.version),
         axum::Json(RotatedSecret {
             id: s.id.as_str().to_owned(),
-            secret: s.secret,
+            signature_scheme: s.signature_scheme(),
+            public_key: s.public_key(),
+            secret: (s.signature_scheme() == SignatureScheme::HmacSha256).then_some(s.secret),
             previous_secret_expires_at: grace_ends,
             version: s.version,
         }),

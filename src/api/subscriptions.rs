@@ -28,7 +28,7 @@ use crate::domain::event::is_valid_event_type;
 use crate::domain::operational::{DisabledBecause, Kind, Operational};
 use crate::domain::subscription::REDACTED;
 use crate::domain::{
-    CircuitRecord, EventTypePattern, RateLimit, SigningSecret, Subscription, SubscriptionId,
+    CircuitRecord, EventTypePattern, RateLimit, SignatureScheme, Subscription, SubscriptionId,
     SubscriptionPatch, SubscriptionStatus, TenantId,
 };
 use crate::store::{Guarded, Page, MAX_PAGE};
@@ -55,7 +55,13 @@ pub struct CreateSubscription {
     event_types: Vec<String>,
     #[schema(value_type = Option<Object>, example = json!({"data.amount": {"$gte": 100}, "data.currency": {"$in": ["EUR", "USD"]}}))]
     filter: Option<serde_json::Value>,
-    /// `whsec_` and base64 of 24 to 64 bytes; generated when absent.
+    /// `hmac-sha256` (default: `v1` signatures with a shared secret) or
+    /// `ed25519` (`v1a`: hookgate keeps the secret key, receivers verify
+    /// with the subscription's `public_key`).
+    signature_scheme: Option<SignatureScheme>,
+    /// hmac-sha256: `whsec_` and base64 of 24 to 64 bytes. ed25519: `whsk_`
+    /// and base64 of a 32-byte seed (or 64: seed, then public key).
+    /// Generated when absent.
     secret: Option<String>,
     rate_limit: Option<RateLimit>,
     #[schema(minimum = 1, maximum = 10000)]
@@ -136,9 +142,15 @@ pub struct SubscriptionOut {
     /// Its content filter, as written; `null`: every event its types match.
     #[schema(value_type = Option<Object>)]
     filter: Option<serde_json::Value>,
-    /// Only in the answer to create: the secret is shown once.
+    /// Only in the answer to create, and only for hmac-sha256: the secret
+    /// is shown once. An ed25519 secret key is never shown.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+    signature_scheme: SignatureScheme,
+    /// ed25519: what receivers verify `v1a` signatures with (`whpk_…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")]
+    public_key: Option<String>,
     rate_limit: Option<RateLimit>,
     max_in_flight: Option<u32>,
     ordered: bool,
@@ -219,8 +231,12 @@ impl SubscriptionOut {
                 (name.clone(), shown.to_owned())
             })
             .collect();
+        let scheme = s.signature_scheme();
+        let public_key = s.public_key();
         Self {
-            secret: show_secret.then_some(s.secret),
+            secret: (show_secret && scheme == SignatureScheme::HmacSha256).then_some(s.secret),
+            signature_scheme: scheme,
+            public_key,
             id: s.id.as_str().to_owned(),
             tenant_id: s.tenant_id.as_str().to_owned(),
             url: s.url,
@@ -336,14 +352,13 @@ pub async fn create(
             None
         }
     };
-    let secret = match req.secret.as_deref().map(SigningSecret::parse) {
-        None => Some(SigningSecret::generate()),
-        Some(Ok(secret)) => Some(secret),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("secret", e.to_string()));
-            None
-        }
-    };
+    let secret = validate::signing_key(
+        req.secret.as_deref(),
+        req.signature_scheme,
+        SignatureScheme::default(),
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
     if matches!(req.status, Some(SubscriptionStatus::Disabled | SubscriptionStatus::Suspended)) {
         errors.push(FieldError::new("status", "a new subscription is active or paused"));
     }

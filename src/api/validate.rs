@@ -8,7 +8,7 @@ use super::problem::FieldError;
 use crate::config::{EgressRules, Quotas};
 use crate::delivery::egress;
 use crate::domain::filter::Filter;
-use crate::domain::{subscription, EventTypePattern, Subscription};
+use crate::domain::{subscription, EventTypePattern, SignatureScheme, SigningKey, Subscription};
 use crate::store::sealing::SEALED_PREFIX;
 
 const MAX_URL_LEN: usize = 2048;
@@ -40,6 +40,30 @@ impl Rules {
             header_bytes: quotas.header_bytes,
             metadata_bytes: quotas.metadata_bytes,
         }
+    }
+}
+
+/// The key a create or rotation asks for: `secret` parsed, its prefix
+/// agreeing with `scheme`; or one generated for `scheme`, by default
+/// `fallback`'s.
+pub fn signing_key(
+    secret: Option<&str>,
+    scheme: Option<SignatureScheme>,
+    fallback: SignatureScheme,
+) -> Result<SigningKey, FieldError> {
+    let Some(secret) = secret else {
+        return Ok(SigningKey::generate(scheme.unwrap_or(fallback)));
+    };
+    let key = SigningKey::parse(secret).map_err(|e| FieldError::new("secret", e.to_string()))?;
+    match scheme {
+        Some(scheme) if scheme != key.scheme() => Err(FieldError::new(
+            "signature_scheme",
+            format!(
+                "the secret is a {} key: hmac-sha256 takes a `whsec_` secret, ed25519 a `whsk_` secret key",
+                key.scheme().as_str()
+            ),
+        )),
+        _ => Ok(key),
     }
 }
 

@@ -24,7 +24,10 @@ pub use ids::{
     ApiKeyId, AttemptId, DeadLetterId, EventId, ReplayId, SubscriptionId, TenantId, WebhookId,
 };
 pub use park::ParkReason;
-pub use signature::{BadSecret, SignatureError, SigningKeys, SigningSecret};
+pub use signature::{
+    BadSecret, Ed25519Secret, PublicKey, SignatureError, SignatureScheme, SigningKey, SigningKeys,
+    SigningSecret,
+};
 pub use subscription::{
     CircuitRecord, EventTypePattern, PreviousSecret, RateLimit, Subscription, SubscriptionPatch,
     SubscriptionStatus,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::is_valid_event_type;
 use super::filter::Filter;
+use super::signature::{Ed25519Secret, SignatureScheme};
 use super::{SubscriptionId, TenantId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +168,7 @@ pub struct Subscription {
     /// Of the events its types match, only those that pass; shared by the
     /// copies the dispatcher keeps.
     pub filter: Option<Arc<Filter>>,
-    /// The `whsec_…` text; never logged (see `SigningSecret`'s Debug).
+    /// The `whsec_…` (hmac-sha256) or `whsk_…` (ed25519) text; never logged.
     pub secret: String,
     /// Secrets replaced by rotations; webhooks carry their signatures too
     /// until each expires.
@@ -225,6 +226,16 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     pub fn is_secret_header(&self, name: &str) -> bool {
         is_secret_header(name, &self.secret_headers)
+    }
+
+    /// By its secret's prefix.
+    pub fn signature_scheme(&self) -> SignatureScheme {
+        SignatureScheme::of(&self.secret).unwrap_or_default()
+    }
+
+    /// The `whpk_` key receivers verify with (ed25519 only).
+    pub fn public_key(&self) -> Option<String> {
+        Ed25519Secret::parse(&self.secret).ok().map(|k| k.public_key())
     }
 }
 

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use hookgate::domain::{SignatureScheme, SigningKey};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -105,24 +106,42 @@ async fn listen_refuses_a_bad_signature() {
         Process::start(&["listen", "--port", "0", "--secret", secret.expose()], dir.path());
     let receiver = listen.address().await;
 
-    let forger = hookgate::domain::SigningSecret::generate();
+    let forger = SigningKey::generate(SignatureScheme::HmacSha256);
     assert_eq!(send_signed(&receiver, "msg_forged", &forger).await, 401);
     let line = listen.line_with("msg_forged").await;
     assert!(line.starts_with("rejected"), "{line}");
 
-    assert_eq!(send_signed(&receiver, "msg_good", &secret).await, 204);
+    assert_eq!(send_signed(&receiver, "msg_good", &SigningKey::Hmac(secret)).await, 204);
     assert!(listen.line_with("msg_good").await.starts_with("verified"));
 }
 
-/// POSTs a webhook signed with `secret`; answers the status.
-async fn send_signed(receiver: &str, id: &str, secret: &hookgate::domain::SigningSecret) -> u16 {
+#[tokio::test]
+async fn listen_with_a_public_key_verifies_ed25519_webhooks_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = SigningKey::generate(SignatureScheme::Ed25519);
+    let public = key.public_key().expect("a public key");
+    let mut listen =
+        Process::start(&["listen", "--port", "0", "--public-key", &public], dir.path());
+    let receiver = listen.address().await;
+
+    assert_eq!(send_signed(&receiver, "msg_ed25519", &key).await, 204);
+    assert!(listen.line_with("msg_ed25519").await.starts_with("verified"));
+    let hmac = SigningKey::generate(SignatureScheme::HmacSha256);
+    assert_eq!(send_signed(&receiver, "msg_hmac", &hmac).await, 401);
+    assert!(listen.line_with("msg_hmac").await.starts_with("rejected"));
+    let other = SigningKey::generate(SignatureScheme::Ed25519);
+    assert_eq!(send_signed(&receiver, "msg_other", &other).await, 401);
+}
+
+/// POSTs a webhook signed with `key`; answers the status.
+async fn send_signed(receiver: &str, id: &str, key: &SigningKey) -> u16 {
     let now = chrono::Utc::now().timestamp();
     let body = r#"{"type":"x.y","timestamp":"2026-01-01T00:00:00Z","data":{}}"#;
     reqwest::Client::new()
         .post(format!("{receiver}/"))
         .header("webhook-id", id)
         .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", secret.sign(id, now, body.as_bytes()))
+        .header("webhook-signature", key.sign(id, now, body.as_bytes()))
         .body(body)
         .send()
         .await

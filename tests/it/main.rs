@@ -19,6 +19,7 @@ mod delivery;
 mod deploy;
 mod dev_mode;
 mod dispatch;
+mod ed25519;
 mod egress;
 mod filters;
 mod layout;
