@@ -7,7 +7,7 @@
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::{RateLimit, RecordHeader, SignatureScheme, SubscriptionStatus};
+use crate::domain::{OAuth2, RateLimit, RecordHeader, SignatureScheme, SubscriptionStatus};
 
 /// Deliveries per second, with bursts up to `burst`; absent: unlimited.
 // Only its schema is used.
@@ -42,6 +42,30 @@ enum SignatureSchemeSchema {
     Ed25519,
 }
 
+/// OAuth 2.0 client credentials for the endpoint (RFC 6749 §4.4): hookgate
+/// asks `token_url` for a token (HTTP Basic with the client id and secret,
+/// `grant_type=client_credentials`, and `scope` and `audience` when set),
+/// keeps it until shortly before it expires (and fetches a new one once
+/// when the endpoint answers 401), and sends it as `Authorization: Bearer`.
+/// The token URL obeys the egress rules as the webhook URL does.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+struct OAuth2Schema {
+    #[schema(example = "https://auth.example.com/oauth/token", max_length = 2048)]
+    token_url: String,
+    #[schema(max_length = 1024)]
+    client_id: String,
+    /// Write-only: answers show `********`. Encrypted at rest when the
+    /// server has a secret key.
+    #[schema(max_length = 1024)]
+    client_secret: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+}
+
 /// A Kafka record header as kept: text when it is text PostgreSQL can hold,
 /// base64 otherwise.
 #[allow(dead_code)]
@@ -60,6 +84,14 @@ const _: fn(RateLimit) -> RateLimitSchema =
     |RateLimit { per_second, burst }| RateLimitSchema { per_second, burst };
 const _: fn(RecordHeader) -> RecordHeaderSchema =
     |RecordHeader { name, value, value_base64 }| RecordHeaderSchema { name, value, value_base64 };
+const _: fn(OAuth2) -> OAuth2Schema =
+    |OAuth2 { token_url, client_id, client_secret, scope, audience }| OAuth2Schema {
+        token_url,
+        client_id,
+        client_secret,
+        scope,
+        audience,
+    };
 const _: fn(SignatureScheme) -> SignatureSchemeSchema = |scheme| match scheme {
     SignatureScheme::HmacSha256 => SignatureSchemeSchema::HmacSha256,
     SignatureScheme::Ed25519 => SignatureSchemeSchema::Ed25519,
@@ -89,6 +121,7 @@ schema_of!(RateLimit, RateLimitSchema);
 schema_of!(SubscriptionStatus, SubscriptionStatusSchema);
 schema_of!(RecordHeader, RecordHeaderSchema);
 schema_of!(SignatureScheme, SignatureSchemeSchema);
+schema_of!(OAuth2, OAuth2Schema);
 
 #[cfg(test)]
 mod tests {
@@ -100,5 +133,6 @@ mod tests {
         assert_eq!(SubscriptionStatus::name(), "SubscriptionStatus");
         assert_eq!(RecordHeader::name(), "RecordHeader");
         assert_eq!(SignatureScheme::name(), "SignatureScheme");
+        assert_eq!(OAuth2::name(), "OAuth2");
     }
 }

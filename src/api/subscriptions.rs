@@ -28,8 +28,8 @@ use crate::domain::event::is_valid_event_type;
 use crate::domain::operational::{DisabledBecause, Kind, Operational};
 use crate::domain::subscription::REDACTED;
 use crate::domain::{
-    CircuitRecord, EventTypePattern, RateLimit, SignatureScheme, Subscription, SubscriptionId,
-    SubscriptionPatch, SubscriptionStatus, TenantId,
+    CircuitRecord, EventTypePattern, OAuth2, RateLimit, SignatureScheme, Subscription,
+    SubscriptionId, SubscriptionPatch, SubscriptionStatus, TenantId,
 };
 use crate::store::{Guarded, Page, MAX_PAGE};
 
@@ -87,6 +87,7 @@ pub struct CreateSubscription {
     description: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    oauth2: Option<OAuth2>,
 }
 
 /// A partial update: absent fields stay; `null` clears the nullable ones.
@@ -121,6 +122,11 @@ pub struct UpdateSubscription {
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     metadata: Option<BTreeMap<String, String>>,
+    /// Replaces the client credentials (send the client secret again);
+    /// `null` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<OAuth2>)]
+    oauth2: Option<Option<OAuth2>>,
 }
 
 /// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
@@ -171,6 +177,10 @@ pub struct SubscriptionOut {
     /// `If-Match` with it makes a write apply only to this version.
     #[schema(example = 42)]
     version: i64,
+    /// Its OAuth 2.0 client credentials, the secret shown as `********`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OAuth2>)]
+    oauth2: Option<OAuth2>,
     /// The circuit breaker of its deliveries (only on `GET
     /// /v1/subscriptions/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,6 +264,7 @@ impl SubscriptionOut {
             created_at: s.created_at,
             updated_at: s.updated_at,
             version: s.version,
+            oauth2: s.oauth2.map(|o| OAuth2 { client_secret: REDACTED.to_owned(), ..o }),
             circuit: None,
         }
     }
@@ -381,6 +392,7 @@ pub async fn create(
         status: req.status.unwrap_or(SubscriptionStatus::Active),
         description: req.description,
         metadata: req.metadata,
+        oauth2: req.oauth2,
         ..Subscription::new(
             tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
             req.url,
@@ -391,6 +403,10 @@ pub async fn create(
     };
     let rules = validate::Rules::new(state.limits.max_in_flight, state.quotas());
     errors.extend(validate::subscription(&subscription, &rules, Some(&state.egress)));
+    if let Some(oauth2) = &subscription.oauth2 {
+        validate::oauth2(oauth2, &state.egress, &mut errors);
+    }
+    validate::one_authorization(subscription.oauth2.as_ref(), &subscription.headers, &mut errors);
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
@@ -576,6 +592,7 @@ pub async fn update(
         unless_suspended: !admin,
         description: req.description,
         metadata: req.metadata,
+        oauth2: req.oauth2,
     };
     // A value set before the limit was lowered stays until it is changed.
     let max_in_flight_limit = match patch.max_in_flight {
@@ -598,6 +615,14 @@ pub async fn update(
     // A URL accepted before the rules changed stays until it is changed.
     let egress = patch.url.is_some().then_some(&*state.egress);
     errors.extend(validate::subscription(&candidate, &rules, egress));
+    if let Some(Some(oauth2)) = &patch.oauth2 {
+        validate::oauth2(oauth2, &state.egress, &mut errors);
+    }
+    if patch.oauth2.is_some() || patch.headers.is_some() {
+        let oauth2 = patch.oauth2.as_ref().map_or(current.oauth2.as_ref(), Option::as_ref);
+        let headers = patch.headers.as_ref().unwrap_or(&current.headers);
+        validate::one_authorization(oauth2, headers, &mut errors);
+    }
     for (name, _) in patch.headers.iter().flatten().filter(|(_, v)| *v == REDACTED) {
         // The store swaps the placeholder for the stored value.
         let problem = if !candidate.is_secret_header(name) {

@@ -8,7 +8,9 @@ use super::problem::FieldError;
 use crate::config::{EgressRules, Quotas};
 use crate::delivery::egress;
 use crate::domain::filter::Filter;
-use crate::domain::{subscription, EventTypePattern, SignatureScheme, SigningKey, Subscription};
+use crate::domain::{
+    subscription, EventTypePattern, OAuth2, SignatureScheme, SigningKey, Subscription,
+};
 use crate::store::sealing::SEALED_PREFIX;
 
 const MAX_URL_LEN: usize = 2048;
@@ -121,14 +123,22 @@ pub fn subscription(
 /// it says by itself (its port, its address when literal; names are checked
 /// when resolved).
 pub fn url(raw: &str, rules: &EgressRules, errors: &mut Vec<FieldError>) {
+    url_at("url", raw, rules, errors);
+}
+
+fn url_at(field: &str, raw: &str, rules: &EgressRules, errors: &mut Vec<FieldError>) {
     let before = errors.len();
-    url_form(raw, errors);
+    url_form_at(field, raw, errors);
     if errors.len() == before && url::Url::parse(raw).is_ok_and(|u| !rules.allows_url(&u)) {
-        errors.push(FieldError::new("url", egress::REFUSED));
+        errors.push(FieldError::new(field, egress::REFUSED));
     }
 }
 
 fn url_form(raw: &str, errors: &mut Vec<FieldError>) {
+    url_form_at("url", raw, errors);
+}
+
+fn url_form_at(field: &str, raw: &str, errors: &mut Vec<FieldError>) {
     let problem = if raw.len() > MAX_URL_LEN {
         Some(format!("at most {MAX_URL_LEN} characters"))
     } else if has_nul(raw) {
@@ -149,7 +159,43 @@ fn url_form(raw: &str, errors: &mut Vec<FieldError>) {
         }
     };
     if let Some(message) = problem {
-        errors.push(FieldError::new("url", message));
+        errors.push(FieldError::new(field, message));
+    }
+}
+
+/// OAuth 2.0 client credentials being written: the token URL obeys the
+/// egress rules as the webhook URL does; the secret is the value itself.
+pub fn oauth2(o: &OAuth2, rules: &EgressRules, errors: &mut Vec<FieldError>) {
+    url_at("oauth2/token_url", &o.token_url, rules, errors);
+    for (field, value) in [("client_id", &o.client_id), ("client_secret", &o.client_secret)] {
+        if value.is_empty() {
+            errors.push(FieldError::new(format!("oauth2/{field}"), "must not be empty"));
+        }
+    }
+    if o.client_secret == subscription::REDACTED {
+        errors.push(FieldError::new(
+            "oauth2/client_secret",
+            "`********` is how answers show it: send the client secret itself",
+        ));
+    }
+    text("oauth2/client_id", Some(&o.client_id), errors);
+    text("oauth2/client_secret", Some(&o.client_secret), errors);
+    text("oauth2/scope", o.scope.as_deref(), errors);
+    text("oauth2/audience", o.audience.as_deref(), errors);
+}
+
+/// A subscription sends its own `Authorization` header or OAuth2 tokens in
+/// it, not both.
+pub fn one_authorization(
+    oauth2: Option<&OAuth2>,
+    headers: &BTreeMap<String, String>,
+    errors: &mut Vec<FieldError>,
+) {
+    if oauth2.is_some() && headers.keys().any(|name| name.eq_ignore_ascii_case("authorization")) {
+        errors.push(FieldError::new(
+            "oauth2",
+            "the subscription sends its own Authorization header: remove it to send OAuth2 tokens",
+        ));
     }
 }
 

@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::RETRY_AFTER;
-use http::HeaderMap;
+use http::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::egress::{self, EgressRules, ForbiddenDestination};
+use super::oauth2::{self, Tokens};
 use super::request::{self, Webhook};
 use super::target::Target;
 use super::webhook_id::webhook_id;
-use crate::domain::{Attempt, AttemptId, Event, Outcome, WebhookId};
+use crate::domain::{Attempt, AttemptId, Event, OAuth2, Outcome, SubscriptionId, WebhookId};
 use crate::error::{is_caused_by, source_chain, storable, MAX_STORED_ID, MAX_STORED_TEXT};
 use crate::trace::TraceHeaders;
 
@@ -33,6 +34,9 @@ pub enum DeliveryError {
     Forbidden(String),
     #[error("request failed: {0}")]
     Request(String),
+    /// No OAuth2 token to send: why, never the credentials.
+    #[error("no OAuth2 token: {0}")]
+    Token(String),
 }
 
 impl DeliveryError {
@@ -44,7 +48,8 @@ impl DeliveryError {
             Self::Status { status, .. } => {
                 matches!(status, 408 | 429) || (*status >= 500 && *status != 501)
             }
-            Self::Timeout(_) | Self::Connect(_) | Self::Request(_) => true,
+            // A token endpoint that refuses may be fixed, or come back.
+            Self::Timeout(_) | Self::Connect(_) | Self::Request(_) | Self::Token(_) => true,
             Self::Forbidden(_) => false,
         }
     }
@@ -124,6 +129,7 @@ pub struct Client {
     egress: Arc<EgressRules>,
     request_timeout: Duration,
     excerpts: Excerpts,
+    tokens: Tokens,
 }
 
 impl Client {
@@ -148,7 +154,7 @@ impl Client {
             builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
         }
         let http = builder.build()?;
-        Ok(Self { http, egress, request_timeout, excerpts })
+        Ok(Self { http, egress, request_timeout, excerpts, tokens: Tokens::default() })
     }
 
     /// Sends `event` to `target` once, signed now, with `trace` as its
@@ -183,13 +189,32 @@ impl Client {
         webhook: &Webhook<'_>,
     ) -> Result<(u16, Option<String>, Option<Duration>), DeliveryError> {
         let refused = || DeliveryError::Forbidden(egress::REFUSED.to_owned());
-        let request = request::build(target, webhook).ok_or_else(refused)?;
+        let mut request = request::build(target, webhook).ok_or_else(refused)?;
         // Names are checked by the resolver; literal addresses never reach
         // it, and it does not see ports.
         if !self.egress.allows_url(request.url()) {
             return Err(refused());
         }
-        let mut response = self.http.execute(request).await.map_err(|e| self.classify(e))?;
+        let mut response = match &target.subscription.oauth2 {
+            None => self.http.execute(request).await.map_err(|e| self.classify(e))?,
+            Some(credentials) => {
+                let id = &target.subscription.id;
+                let token = self.token(id, credentials, None).await?;
+                let again = request.try_clone();
+                request.headers_mut().insert(AUTHORIZATION, token.clone());
+                let response = self.http.execute(request).await.map_err(|e| self.classify(e))?;
+                match again {
+                    // The token may have been revoked, or expired early:
+                    // one new token, one more try.
+                    Some(mut again) if response.status() == StatusCode::UNAUTHORIZED => {
+                        let token = self.token(id, credentials, Some(&token)).await?;
+                        again.headers_mut().insert(AUTHORIZATION, token);
+                        self.http.execute(again).await.map_err(|e| self.classify(e))?
+                    }
+                    _ => response,
+                }
+            }
+        };
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
         let keep = self.excerpts.of_successes || !(200..300).contains(&status);
@@ -212,6 +237,65 @@ impl Client {
         }
         let excerpt = (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned());
         Ok((status, excerpt, retry_after))
+    }
+
+    /// The `Authorization` value for the subscription's endpoint.
+    async fn token(
+        &self,
+        id: &SubscriptionId,
+        credentials: &OAuth2,
+        refused: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, DeliveryError> {
+        let fetch = || self.fetch_token(credentials);
+        self.tokens
+            .authorization(id, credentials, refused, fetch)
+            .await
+            .map_err(DeliveryError::Token)
+    }
+
+    /// Asks the token endpoint (HTTP Basic with the client's id and
+    /// secret, RFC 6749 §2.3.1): the token and its lifetime, or why not.
+    async fn fetch_token(&self, credentials: &OAuth2) -> Result<(String, Option<u64>), String> {
+        let url = url::Url::parse(&credentials.token_url)
+            .map_err(|_| "the token URL does not parse".to_owned())?;
+        if !self.egress.allows_url(&url) {
+            return Err(format!("the token URL: {}", egress::REFUSED));
+        }
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = &credentials.scope {
+            form.push(("scope", scope));
+        }
+        if let Some(audience) = &credentials.audience {
+            form.push(("audience", audience));
+        }
+        let sent = self
+            .http
+            .post(url)
+            .basic_auth(&credentials.client_id, Some(&credentials.client_secret))
+            .header(ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await;
+        let mut response =
+            sent.map_err(|e| format!("the token request failed: {}", self.classify(e)))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while body.len() < oauth2::MAX_TOKEN_ANSWER {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(format!("the token answer was cut short: {}", self.classify(e)))
+                }
+            }
+        }
+        if body.len() > oauth2::MAX_TOKEN_ANSWER {
+            return Err(format!(
+                "the token endpoint answered more than {} KiB",
+                oauth2::MAX_TOKEN_ANSWER / 1024
+            ));
+        }
+        oauth2::read_answer(status, &body)
     }
 
     fn classify(&self, error: reqwest::Error) -> DeliveryError {

@@ -3,8 +3,9 @@
 //!
 //! subscription row → `target` (secrets, headers, URL parsed once) →
 //! `request` (signed POST: `webhook_id`, Standard Webhooks headers, trace
-//! context, custom headers; no I/O) → `client` (through the `egress` rules,
-//! the response body capped) → `Sent` (status, latency, excerpt,
+//! context, custom headers; no I/O) → `client` (with an `oauth2` token where
+//! the subscription asks, through the `egress` rules, the response body
+//! capped) → `Sent` (status, latency, excerpt,
 //! `DeliveryError`) → the caller, which records the attempt where it keeps
 //! attempts and decides what follows.
 //!
@@ -12,6 +13,7 @@
 
 pub mod client;
 pub mod egress;
+pub mod oauth2;
 pub mod request;
 pub mod target;
 pub mod webhook_id;

@@ -194,6 +194,35 @@ pub struct Subscription {
     /// `secret` is empty and such header values are `REDACTED`: nothing
     /// may be signed or sent with them.
     pub unreadable: Option<String>,
+    /// Webhooks carry a bearer token fetched with these client credentials.
+    pub oauth2: Option<OAuth2>,
+}
+
+/// OAuth 2.0 client credentials (RFC 6749 §4.4) for an endpoint: hookgate
+/// fetches a token from `token_url` and sends it as `Authorization: Bearer`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    /// Write-only; sealed at rest like the signing secret.
+    pub client_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -219,6 +248,7 @@ impl std::fmt::Debug for Subscription {
             .field("updated_at", &self.updated_at)
             .field("version", &self.version)
             .field("unreadable", &self.unreadable)
+            .field("oauth2", &self.oauth2)
             .finish()
     }
 }
@@ -290,6 +320,7 @@ pub struct SubscriptionPatch {
     pub unless_suspended: bool,
     pub description: Option<Option<String>>,
     pub metadata: Option<BTreeMap<String, String>>,
+    pub oauth2: Option<Option<OAuth2>>,
 }
 
 impl std::fmt::Debug for SubscriptionPatch {
@@ -307,6 +338,7 @@ impl std::fmt::Debug for SubscriptionPatch {
             .field("status", &self.status)
             .field("description", &self.description)
             .field("metadata", &self.metadata)
+            .field("oauth2", &self.oauth2)
             .finish()
     }
 }
@@ -328,6 +360,7 @@ impl SubscriptionPatch {
             unless_suspended: _,
             description,
             metadata,
+            oauth2,
         } = self.clone();
         if let Some(url) = url {
             s.url = url;
@@ -362,6 +395,9 @@ impl SubscriptionPatch {
         }
         if let Some(metadata) = metadata {
             s.metadata = metadata;
+        }
+        if let Some(oauth2) = oauth2 {
+            s.oauth2 = oauth2;
         }
     }
 }
@@ -398,6 +434,7 @@ impl Subscription {
             updated_at: now,
             version: 0,
             unreadable: None,
+            oauth2: None,
         }
     }
 

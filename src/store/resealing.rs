@@ -14,10 +14,10 @@ use sqlx::types::Json;
 
 use super::sealing::{Field, FieldName, SealError, SecretKeys, SEALED_PREFIX};
 use super::sql::SqlStore;
-use super::subscription_rows::{seal_headers, seal_previous, seal_secret};
+use super::subscription_rows::{seal_headers, seal_oauth2, seal_previous, seal_secret};
 use super::Result;
 use crate::domain::subscription::is_secret_header;
-use crate::domain::PreviousSecret;
+use crate::domain::{OAuth2, PreviousSecret};
 
 /// How often a row that changes under the rewrite is read again.
 const TRIES: usize = 3;
@@ -44,7 +44,8 @@ pub trait SecretStore: Send + Sync {
     async fn reseal_subscriptions(&self, after: Option<&str>, limit: i64) -> Result<ResealBatch>;
 }
 
-const SECRET_COLUMNS: &str = "id, secret, previous_secrets, headers, secret_headers, version";
+const SECRET_COLUMNS: &str =
+    "id, secret, previous_secrets, headers, secret_headers, oauth2, version";
 
 #[derive(sqlx::FromRow)]
 struct SecretsRow {
@@ -53,6 +54,7 @@ struct SecretsRow {
     previous_secrets: Json<Vec<PreviousSecret>>,
     headers: Json<BTreeMap<String, String>>,
     secret_headers: Json<Vec<String>>,
+    oauth2: Option<Json<OAuth2>>,
     version: i64,
 }
 
@@ -63,6 +65,7 @@ enum Reseal {
         secret: String,
         previous_secrets: Json<Vec<PreviousSecret>>,
         headers: Json<BTreeMap<String, String>>,
+        oauth2: Option<Json<OAuth2>>,
     },
     Unreadable(SealError),
 }
@@ -78,6 +81,7 @@ impl SecretsRow {
                     !value.starts_with(SEALED_PREFIX)
                 }
             })
+            && self.oauth2.as_ref().is_none_or(|o| keys.is_current(&o.client_secret))
     }
 
     fn reseal(&self, keys: &SecretKeys) -> Reseal {
@@ -113,10 +117,18 @@ impl SecretsRow {
             .iter()
             .map(|(name, value)| Ok((name.clone(), open(value, FieldName::Header(name))?)))
             .collect::<Result<BTreeMap<_, _>>>()?;
+        let oauth2 = match &self.oauth2 {
+            None => None,
+            Some(Json(o)) => {
+                let client_secret = open(&o.client_secret, FieldName::OAuth2ClientSecret)?;
+                Some(OAuth2 { client_secret, ..o.clone() })
+            }
+        };
         Ok(Reseal::Rewrite {
             secret: seal_secret(keys, id, &secret)?,
             previous_secrets: Json(seal_previous(keys, id, &previous)?),
             headers: Json(seal_headers(keys, id, &headers, &self.secret_headers.0)?),
+            oauth2: seal_oauth2(keys, id, oauth2.as_ref())?,
         })
     }
 }
@@ -149,26 +161,28 @@ macro_rules! secret_store_on {
                     let mut tries = 0;
                     while let Some(current) = row.take() {
                         tries += 1;
-                        let (secret, previous_secrets, headers) = match current.reseal(&self.keys) {
-                            Reseal::Current => {
-                                batch.current += 1;
-                                break;
-                            }
-                            Reseal::Unreadable(error) => {
-                                batch.unreadable.push((id.clone(), error.to_string()));
-                                break;
-                            }
-                            Reseal::Rewrite { secret, previous_secrets, headers } => {
-                                (secret, previous_secrets, headers)
-                            }
-                        };
+                        let (secret, previous_secrets, headers, oauth2) =
+                            match current.reseal(&self.keys) {
+                                Reseal::Current => {
+                                    batch.current += 1;
+                                    break;
+                                }
+                                Reseal::Unreadable(error) => {
+                                    batch.unreadable.push((id.clone(), error.to_string()));
+                                    break;
+                                }
+                                Reseal::Rewrite { secret, previous_secrets, headers, oauth2 } => {
+                                    (secret, previous_secrets, headers, oauth2)
+                                }
+                            };
                         let done = sqlx::query(
                             "UPDATE subscriptions SET secret = $1, previous_secrets = $2, \
-                             headers = $3 WHERE id = $4 AND version = $5",
+                             headers = $3, oauth2 = $4 WHERE id = $5 AND version = $6",
                         )
                         .bind(&secret)
                         .bind(&previous_secrets)
                         .bind(&headers)
+                        .bind(&oauth2)
                         .bind(&id)
                         .bind(current.version)
                         .execute(&self.pool)

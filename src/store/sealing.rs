@@ -84,6 +84,7 @@ pub enum FieldName<'a> {
     PreviousSecret,
     /// A header, by its lower-cased name.
     Header(&'a str),
+    OAuth2ClientSecret,
 }
 
 impl Field<'_> {
@@ -92,6 +93,7 @@ impl Field<'_> {
             FieldName::Secret => "secret".to_owned(),
             FieldName::PreviousSecret => "previous_secret".to_owned(),
             FieldName::Header(header) => format!("header:{}", header.to_ascii_lowercase()),
+            FieldName::OAuth2ClientSecret => "oauth2_client_secret".to_owned(),
         };
         format!("hookgate:subscriptions:{}:{name}", self.subscription).into_bytes()
     }

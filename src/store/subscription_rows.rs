@@ -14,8 +14,8 @@ use super::{Error, Result, SubscriptionChange};
 use crate::domain::filter::Filter;
 use crate::domain::subscription::{is_secret_header, REDACTED};
 use crate::domain::{
-    PreviousSecret, RateLimit, Subscription, SubscriptionId, SubscriptionPatch, SubscriptionStatus,
-    TenantId,
+    OAuth2, PreviousSecret, RateLimit, Subscription, SubscriptionId, SubscriptionPatch,
+    SubscriptionStatus, TenantId,
 };
 
 #[derive(sqlx::FromRow)]
@@ -41,6 +41,7 @@ pub(super) struct SubscriptionRow {
     previous_secrets: Json<Vec<PreviousSecret>>,
     secret_headers: Json<Vec<String>>,
     content_filter: Option<Json<serde_json::Value>>,
+    oauth2: Option<Json<OAuth2>>,
 }
 
 impl SubscriptionRow {
@@ -85,6 +86,14 @@ impl SubscriptionRow {
             unreadable.get_or_insert(e);
             redacted
         });
+        let oauth2 = self.oauth2.map(|Json(o)| {
+            let field = Field { subscription: id, name: FieldName::OAuth2ClientSecret };
+            let client_secret = keys.open(&o.client_secret, field).unwrap_or_else(|e| {
+                unreadable.get_or_insert(e);
+                REDACTED.to_owned()
+            });
+            OAuth2 { client_secret, ..o }
+        });
         let filter = self.content_filter.map(|Json(json)| Arc::new(Filter::stored(json, id)));
         Ok(SubscriptionChange {
             version: self.version,
@@ -113,6 +122,7 @@ impl SubscriptionRow {
                 updated_at: self.updated_at,
                 version: self.version,
                 unreadable: unreadable.map(|e| format!("a secret {e}")),
+                oauth2,
             },
         })
     }
@@ -158,6 +168,7 @@ pub(super) struct SealedSecrets {
     pub secret: String,
     pub previous_secrets: Json<Vec<PreviousSecret>>,
     pub headers: Json<BTreeMap<String, String>>,
+    pub oauth2: Option<Json<OAuth2>>,
 }
 
 impl SealedSecrets {
@@ -171,8 +182,20 @@ impl SealedSecrets {
             secret: seal_secret(keys, id, &s.secret)?,
             previous_secrets: Json(seal_previous(keys, id, &s.previous_secrets)?),
             headers: Json(seal_headers(keys, id, &s.headers, &s.secret_headers)?),
+            oauth2: seal_oauth2(keys, id, s.oauth2.as_ref())?,
         })
     }
+}
+
+pub(super) fn seal_oauth2(
+    keys: &SecretKeys,
+    id: &str,
+    oauth2: Option<&OAuth2>,
+) -> Result<Option<Json<OAuth2>>> {
+    let Some(oauth2) = oauth2 else { return Ok(None) };
+    let field = Field { subscription: id, name: FieldName::OAuth2ClientSecret };
+    let client_secret = keys.seal(&oauth2.client_secret, field).map_err(secret_error(id))?;
+    Ok(Some(Json(OAuth2 { client_secret, ..oauth2.clone() })))
 }
 
 pub(super) fn seal_secret(keys: &SecretKeys, id: &str, secret: &str) -> Result<String> {

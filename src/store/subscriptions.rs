@@ -12,7 +12,8 @@ use sqlx::QueryBuilder;
 
 use super::sql::{column_list, push_scope, SqlStore, BUMP_VERSION};
 use super::subscription_rows::{
-    seal_previous, seal_secret, PatchedHeaders, SealedSecrets, StoredHeaders, SubscriptionRow,
+    seal_oauth2, seal_previous, seal_secret, PatchedHeaders, SealedSecrets, StoredHeaders,
+    SubscriptionRow,
 };
 use super::{Error, Page, Result};
 use crate::domain::{
@@ -160,7 +161,7 @@ pub trait Subscriptions: Send + Sync {
 
 /// A subscription row's columns, in the order `insert` binds them (and
 /// `SubscriptionRow` reads them, by name).
-const SUBSCRIPTION_COLUMNS: [&str; 21] = [
+const SUBSCRIPTION_COLUMNS: [&str; 22] = [
     "id",
     "tenant_id",
     "url",
@@ -182,6 +183,7 @@ const SUBSCRIPTION_COLUMNS: [&str; 21] = [
     "previous_secrets",
     "secret_headers",
     "content_filter",
+    "oauth2",
 ];
 
 fn columns() -> String {
@@ -225,7 +227,8 @@ macro_rules! subscriptions_on {
                         .push_bind(None::<DateTime<Utc>>)
                         .push_bind(&sealed.previous_secrets)
                         .push_bind(Json(&s.secret_headers))
-                        .push_bind(s.filter.as_ref().map(|f| Json(f.as_json())));
+                        .push_bind(s.filter.as_ref().map(|f| Json(f.as_json())))
+                        .push_bind(&sealed.oauth2);
                 });
                 insert
             }
@@ -509,6 +512,10 @@ macro_rules! subscriptions_on {
                 }
                 if let Some(metadata) = &patch.metadata {
                     update.push(", metadata = ").push_bind(Json(metadata));
+                }
+                if let Some(oauth2) = &patch.oauth2 {
+                    let sealed = seal_oauth2(&self.keys, id.as_str(), oauth2.as_ref())?;
+                    update.push(", oauth2 = ").push_bind(sealed);
                 }
                 if let Some(filter) = &patch.filter {
                     let filter = filter.as_ref().map(|f| Json(f.as_json()));

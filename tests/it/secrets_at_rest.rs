@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use hookgate::domain::{
-    PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch, TenantId,
+    OAuth2, PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch, TenantId,
 };
 use hookgate::store::{Guarded, SecretKeys, SecretRotation, Store};
 use rand::RngCore;
@@ -46,7 +46,8 @@ fn generated_secret() -> String {
 /// every column that may hold a secret.
 async fn raw_rows(url: &str) -> Vec<(String, String)> {
     let sql = "SELECT id, secret || ' ' || CAST(previous_secrets AS TEXT) || ' ' || \
-               CAST(headers AS TEXT) FROM subscriptions ORDER BY id";
+               CAST(headers AS TEXT) || ' ' || COALESCE(CAST(oauth2 AS TEXT), '') \
+               FROM subscriptions ORDER BY id";
     if url.starts_with("sqlite:") {
         let mut db = sqlx::SqliteConnection::connect(url).await.expect("open SQLite");
         sqlx::query_as(sql).fetch_all(&mut db).await.expect("read rows")
@@ -102,8 +103,16 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
         secret: old.clone(),
         expires_at: Utc::now() + chrono::Duration::hours(1),
     }];
+    s.oauth2 = Some(OAuth2 {
+        token_url: "http://127.0.0.1:1/token".into(),
+        client_id: "client".into(),
+        client_secret: "oauth2-credential".into(),
+        scope: None,
+        audience: None,
+    });
     store.create_subscription(&s).await.expect("create");
-    assert_nothing_in_clear(&db.url, &[&secret, "sealed-credential", "marked-credential"]).await;
+    let sealed = ["sealed-credential", "marked-credential", "oauth2-credential"];
+    assert_nothing_in_clear(&db.url, &[&secret, sealed[0], sealed[1], sealed[2]]).await;
     let rows = raw_rows(&db.url).await;
     let row = &rows.iter().find(|(id, _)| id == s.id.as_str()).expect("row").1;
     assert!(row.starts_with("enc:v1:a:"), "{row}");
@@ -115,6 +124,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     assert_eq!(read.previous_secrets[0].secret, old);
     assert_eq!(read.headers["Authorization"], "Bearer sealed-credential");
     assert_eq!(read.headers["X-Marked"], "marked-credential");
+    assert_eq!(read.oauth2.as_ref().map(|o| o.client_secret.as_str()), Some("oauth2-credential"));
     let early =
         store.get_subscription(Scope::All, &before_key.id).await.expect("read").expect("found");
     assert_eq!(early.headers["Authorization"], "Bearer before-the-key");
@@ -172,6 +182,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     let read = only_b.get_subscription(Scope::All, &s.id).await.expect("read").expect("found");
     assert_eq!(read.secret, rotated.secret);
     assert_eq!(read.headers["X-Visible"], "now-secret-value");
+    assert_eq!(read.oauth2.map(|o| o.client_secret), Some("oauth2-credential".to_owned()));
     let only_a = connect(keys(&a)).await;
     let unreadable =
         only_a.get_subscription(Scope::All, &s.id).await.expect("read").expect("found");
