@@ -7,7 +7,9 @@
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::{OAuth2, RateLimit, RecordHeader, SignatureScheme, SubscriptionStatus};
+use crate::domain::{
+    EndpointTls, OAuth2, RateLimit, RecordHeader, SignatureScheme, SubscriptionStatus,
+};
 
 /// Deliveries per second, with bursts up to `burst`; absent: unlimited.
 // Only its schema is used.
@@ -66,6 +68,22 @@ struct OAuth2Schema {
     audience: Option<String>,
 }
 
+/// TLS to the endpoint (its URL is https): a client certificate (PEM, the
+/// chain from the leaf) and its key (PEM: PKCS #8, PKCS #1 or SEC1;
+/// write-only, answers show `********`, encrypted at rest) for mutual TLS,
+/// and CA certificates (PEM) trusted for this endpoint besides the system's.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EndpointTlsSchema {
+    #[serde(default)]
+    client_certificate: Option<String>,
+    #[serde(default)]
+    client_key: Option<String>,
+    #[serde(default)]
+    ca_certificates: Option<String>,
+}
+
 /// A Kafka record header as kept: text when it is text PostgreSQL can hold,
 /// base64 otherwise.
 #[allow(dead_code)]
@@ -91,6 +109,12 @@ const _: fn(OAuth2) -> OAuth2Schema =
         client_secret,
         scope,
         audience,
+    };
+const _: fn(EndpointTls) -> EndpointTlsSchema =
+    |EndpointTls { client_certificate, client_key, ca_certificates }| EndpointTlsSchema {
+        client_certificate,
+        client_key,
+        ca_certificates,
     };
 const _: fn(SignatureScheme) -> SignatureSchemeSchema = |scheme| match scheme {
     SignatureScheme::HmacSha256 => SignatureSchemeSchema::HmacSha256,
@@ -122,6 +146,7 @@ schema_of!(SubscriptionStatus, SubscriptionStatusSchema);
 schema_of!(RecordHeader, RecordHeaderSchema);
 schema_of!(SignatureScheme, SignatureSchemeSchema);
 schema_of!(OAuth2, OAuth2Schema);
+schema_of!(EndpointTls, EndpointTlsSchema);
 
 #[cfg(test)]
 mod tests {
@@ -134,5 +159,6 @@ mod tests {
         assert_eq!(RecordHeader::name(), "RecordHeader");
         assert_eq!(SignatureScheme::name(), "SignatureScheme");
         assert_eq!(OAuth2::name(), "OAuth2");
+        assert_eq!(EndpointTls::name(), "EndpointTls");
     }
 }

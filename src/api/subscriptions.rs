@@ -28,7 +28,7 @@ use crate::domain::event::is_valid_event_type;
 use crate::domain::operational::{DisabledBecause, Kind, Operational};
 use crate::domain::subscription::REDACTED;
 use crate::domain::{
-    CircuitRecord, EventTypePattern, OAuth2, RateLimit, SignatureScheme, Subscription,
+    CircuitRecord, EndpointTls, EventTypePattern, OAuth2, RateLimit, SignatureScheme, Subscription,
     SubscriptionId, SubscriptionPatch, SubscriptionStatus, TenantId,
 };
 use crate::store::{Guarded, Page, MAX_PAGE};
@@ -88,6 +88,7 @@ pub struct CreateSubscription {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     oauth2: Option<OAuth2>,
+    tls: Option<EndpointTls>,
 }
 
 /// A partial update: absent fields stay; `null` clears the nullable ones.
@@ -127,6 +128,10 @@ pub struct UpdateSubscription {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<OAuth2>)]
     oauth2: Option<Option<OAuth2>>,
+    /// Replaces the TLS settings (send the key again); `null` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<EndpointTls>)]
+    tls: Option<Option<EndpointTls>>,
 }
 
 /// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
@@ -181,6 +186,10 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<OAuth2>)]
     oauth2: Option<OAuth2>,
+    /// Its TLS settings, the key shown as `********`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<EndpointTls>)]
+    tls: Option<EndpointTls>,
     /// The circuit breaker of its deliveries (only on `GET
     /// /v1/subscriptions/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,6 +274,10 @@ impl SubscriptionOut {
             updated_at: s.updated_at,
             version: s.version,
             oauth2: s.oauth2.map(|o| OAuth2 { client_secret: REDACTED.to_owned(), ..o }),
+            tls: s.tls.map(|t| EndpointTls {
+                client_key: t.client_key.map(|_| REDACTED.to_owned()),
+                ..t
+            }),
             circuit: None,
         }
     }
@@ -393,6 +406,7 @@ pub async fn create(
         description: req.description,
         metadata: req.metadata,
         oauth2: req.oauth2,
+        tls: req.tls,
         ..Subscription::new(
             tenant_id.clone().unwrap_or_else(TenantId::default_tenant),
             req.url,
@@ -407,6 +421,9 @@ pub async fn create(
         validate::oauth2(oauth2, &state.egress, &mut errors);
     }
     validate::one_authorization(subscription.oauth2.as_ref(), &subscription.headers, &mut errors);
+    if let Some(tls) = &subscription.tls {
+        validate::tls(tls, &subscription.url, &mut errors);
+    }
     if !errors.is_empty() || tenant_id.is_none() || secret.is_none() {
         return Err(ApiError::Validation(errors));
     }
@@ -593,6 +610,7 @@ pub async fn update(
         description: req.description,
         metadata: req.metadata,
         oauth2: req.oauth2,
+        tls: req.tls,
     };
     // A value set before the limit was lowered stays until it is changed.
     let max_in_flight_limit = match patch.max_in_flight {
@@ -617,6 +635,14 @@ pub async fn update(
     errors.extend(validate::subscription(&candidate, &rules, egress));
     if let Some(Some(oauth2)) = &patch.oauth2 {
         validate::oauth2(oauth2, &state.egress, &mut errors);
+    }
+    if let Some(Some(tls)) = &patch.tls {
+        validate::tls(tls, patch.url.as_ref().unwrap_or(&current.url), &mut errors);
+    } else if patch.url.as_ref().is_some_and(|u| !u.starts_with("https://"))
+        && patch.tls.is_none()
+        && current.tls.is_some()
+    {
+        errors.push(FieldError::new("url", "the subscription has TLS settings: its URL is https"));
     }
     if patch.oauth2.is_some() || patch.headers.is_some() {
         let oauth2 = patch.oauth2.as_ref().map_or(current.oauth2.as_ref(), Option::as_ref);

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use super::problem::FieldError;
 use crate::config::{EgressRules, Quotas};
 use crate::delivery::egress;
+use crate::delivery::tls::TlsMaterial;
 use crate::domain::filter::Filter;
 use crate::domain::{
-    subscription, EventTypePattern, OAuth2, SignatureScheme, SigningKey, Subscription,
+    subscription, EndpointTls, EventTypePattern, OAuth2, SignatureScheme, SigningKey, Subscription,
 };
 use crate::store::sealing::SEALED_PREFIX;
 
@@ -182,6 +183,25 @@ pub fn oauth2(o: &OAuth2, rules: &EgressRules, errors: &mut Vec<FieldError>) {
     text("oauth2/client_secret", Some(&o.client_secret), errors);
     text("oauth2/scope", o.scope.as_deref(), errors);
     text("oauth2/audience", o.audience.as_deref(), errors);
+}
+
+/// TLS settings being written: they load (PEM that parses, a key that is
+/// the certificate's), and the URL they are for is https.
+pub fn tls(tls: &EndpointTls, url: &str, errors: &mut Vec<FieldError>) {
+    if tls.client_key.as_deref() == Some(subscription::REDACTED) {
+        errors.push(FieldError::new(
+            "tls/client_key",
+            "`********` is how answers show it: send the key itself",
+        ));
+        return;
+    }
+    if !url.starts_with("https://") {
+        errors.push(FieldError::new("tls", "TLS settings are for an https URL"));
+    }
+    match TlsMaterial::parse(tls).and_then(|material| material.check()) {
+        Ok(()) => {}
+        Err(e) => errors.push(FieldError::new(format!("tls/{}", e.field), e.message)),
+    }
 }
 
 /// A subscription sends its own `Authorization` header or OAuth2 tokens in

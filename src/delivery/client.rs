@@ -3,7 +3,8 @@
 //! at most the response body cap. Nothing is logged or recorded here: the
 //! caller writes the attempt (`Sent::record`) where it keeps attempts.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,8 +17,11 @@ use super::egress::{self, EgressRules, ForbiddenDestination};
 use super::oauth2::{self, Tokens};
 use super::request::{self, Webhook};
 use super::target::Target;
+use super::tls::TlsMaterial;
 use super::webhook_id::webhook_id;
-use crate::domain::{Attempt, AttemptId, Event, OAuth2, Outcome, SubscriptionId, WebhookId};
+use crate::domain::{
+    Attempt, AttemptId, EndpointTls, Event, OAuth2, Outcome, SubscriptionId, WebhookId,
+};
 use crate::error::{is_caused_by, source_chain, storable, MAX_STORED_ID, MAX_STORED_TEXT};
 use crate::trace::TraceHeaders;
 
@@ -37,6 +41,10 @@ pub enum DeliveryError {
     /// No OAuth2 token to send: why, never the credentials.
     #[error("no OAuth2 token: {0}")]
     Token(String),
+    /// The subscription's TLS settings do not load (written before a check,
+    /// or by hand).
+    #[error("the subscription's TLS settings do not load: {0}")]
+    Tls(String),
 }
 
 impl DeliveryError {
@@ -50,7 +58,7 @@ impl DeliveryError {
             }
             // A token endpoint that refuses may be fixed, or come back.
             Self::Timeout(_) | Self::Connect(_) | Self::Request(_) | Self::Token(_) => true,
-            Self::Forbidden(_) => false,
+            Self::Forbidden(_) | Self::Tls(_) => false,
         }
     }
 
@@ -130,6 +138,9 @@ pub struct Client {
     request_timeout: Duration,
     excerpts: Excerpts,
     tokens: Tokens,
+    /// Pools of the subscriptions with TLS settings of their own, with the
+    /// settings each was built for.
+    tls_pools: Mutex<HashMap<SubscriptionId, (EndpointTls, reqwest::Client)>>,
 }
 
 impl Client {
@@ -138,6 +149,16 @@ impl Client {
         request_timeout: Duration,
         excerpts: Excerpts,
     ) -> reqwest::Result<Self> {
+        let http = Self::builder(&egress, request_timeout)?.build()?;
+        let (tokens, tls_pools) = (Tokens::default(), Mutex::default());
+        Ok(Self { http, egress, request_timeout, excerpts, tokens, tls_pools })
+    }
+
+    /// How every pool is set up.
+    fn builder(
+        egress: &Arc<EgressRules>,
+        request_timeout: Duration,
+    ) -> reqwest::Result<reqwest::ClientBuilder> {
         let mut builder = reqwest::Client::builder()
             // Never a proxy from the environment: it would resolve the
             // destination out of the egress rules' sight.
@@ -153,8 +174,28 @@ impl Client {
         if let Some(proxy) = &egress.proxy {
             builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
         }
-        let http = builder.build()?;
-        Ok(Self { http, egress, request_timeout, excerpts, tokens: Tokens::default() })
+        Ok(builder)
+    }
+
+    /// The pool `target` goes through: its own when it has TLS settings.
+    fn pool(&self, target: &Target) -> Result<reqwest::Client, DeliveryError> {
+        let Some(tls) = &target.subscription.tls else { return Ok(self.http.clone()) };
+        let id = &target.subscription.id;
+        let mut pools = self.tls_pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((built_for, pool)) = pools.get(id) {
+            if built_for == tls {
+                return Ok(pool.clone());
+            }
+        }
+        let material = TlsMaterial::parse(tls).map_err(|e| DeliveryError::Tls(e.to_string()))?;
+        let builder = Self::builder(&self.egress, self.request_timeout)
+            .map_err(|e| DeliveryError::Tls(source_chain(&e)))?;
+        let pool = material
+            .apply(builder)
+            .build()
+            .map_err(|e| DeliveryError::Tls(source_chain(&e.without_url())))?;
+        pools.insert(id.clone(), (tls.clone(), pool.clone()));
+        Ok(pool)
     }
 
     /// Sends `event` to `target` once, signed now, with `trace` as its
@@ -195,21 +236,22 @@ impl Client {
         if !self.egress.allows_url(request.url()) {
             return Err(refused());
         }
+        let http = self.pool(target)?;
         let mut response = match &target.subscription.oauth2 {
-            None => self.http.execute(request).await.map_err(|e| self.classify(e))?,
+            None => http.execute(request).await.map_err(|e| self.classify(e))?,
             Some(credentials) => {
                 let id = &target.subscription.id;
                 let token = self.token(id, credentials, None).await?;
                 let again = request.try_clone();
                 request.headers_mut().insert(AUTHORIZATION, token.clone());
-                let response = self.http.execute(request).await.map_err(|e| self.classify(e))?;
+                let response = http.execute(request).await.map_err(|e| self.classify(e))?;
                 match again {
                     // The token may have been revoked, or expired early:
                     // one new token, one more try.
                     Some(mut again) if response.status() == StatusCode::UNAUTHORIZED => {
                         let token = self.token(id, credentials, Some(&token)).await?;
                         again.headers_mut().insert(AUTHORIZATION, token);
-                        self.http.execute(again).await.map_err(|e| self.classify(e))?
+                        http.execute(again).await.map_err(|e| self.classify(e))?
                     }
                     _ => response,
                 }

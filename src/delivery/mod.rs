@@ -16,6 +16,7 @@ pub mod egress;
 pub mod oauth2;
 pub mod request;
 pub mod target;
+pub mod tls;
 pub mod webhook_id;
 
 pub use client::{Client, DeliveryError, Excerpts, Sent};

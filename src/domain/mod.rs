@@ -29,7 +29,7 @@ pub use signature::{
     SigningSecret,
 };
 pub use subscription::{
-    CircuitRecord, EventTypePattern, OAuth2, PreviousSecret, RateLimit, Subscription,
+    CircuitRecord, EndpointTls, EventTypePattern, OAuth2, PreviousSecret, RateLimit, Subscription,
     SubscriptionPatch, SubscriptionStatus,
 };
 pub use tenant::{ApiKey, EventType, NewApiKey, Scope, Tenant};

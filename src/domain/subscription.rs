@@ -196,6 +196,32 @@ pub struct Subscription {
     pub unreadable: Option<String>,
     /// Webhooks carry a bearer token fetched with these client credentials.
     pub oauth2: Option<OAuth2>,
+    /// A client certificate for the endpoint, and CAs to trust for it.
+    pub tls: Option<EndpointTls>,
+}
+
+/// TLS to the endpoint beyond the usual: a client certificate and its key
+/// (mutual TLS), and CA certificates trusted for this endpoint besides the
+/// system's. PEM text each; the key is write-only, sealed at rest.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+}
+
+impl std::fmt::Debug for EndpointTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointTls")
+            .field("client_certificate", &self.client_certificate.as_ref().map(|_| "PEM"))
+            .field("client_key", &self.client_key.as_ref().map(|_| "***"))
+            .field("ca_certificates", &self.ca_certificates.as_ref().map(|_| "PEM"))
+            .finish()
+    }
 }
 
 /// OAuth 2.0 client credentials (RFC 6749 §4.4) for an endpoint: hookgate
@@ -249,6 +275,7 @@ impl std::fmt::Debug for Subscription {
             .field("version", &self.version)
             .field("unreadable", &self.unreadable)
             .field("oauth2", &self.oauth2)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -321,6 +348,7 @@ pub struct SubscriptionPatch {
     pub description: Option<Option<String>>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub oauth2: Option<Option<OAuth2>>,
+    pub tls: Option<Option<EndpointTls>>,
 }
 
 impl std::fmt::Debug for SubscriptionPatch {
@@ -339,6 +367,7 @@ impl std::fmt::Debug for SubscriptionPatch {
             .field("description", &self.description)
             .field("metadata", &self.metadata)
             .field("oauth2", &self.oauth2)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -361,6 +390,7 @@ impl SubscriptionPatch {
             description,
             metadata,
             oauth2,
+            tls,
         } = self.clone();
         if let Some(url) = url {
             s.url = url;
@@ -399,6 +429,9 @@ impl SubscriptionPatch {
         if let Some(oauth2) = oauth2 {
             s.oauth2 = oauth2;
         }
+        if let Some(tls) = tls {
+            s.tls = tls;
+        }
     }
 }
 
@@ -435,6 +468,7 @@ impl Subscription {
             version: 0,
             unreadable: None,
             oauth2: None,
+            tls: None,
         }
     }
 

@@ -14,10 +14,10 @@ use sqlx::types::Json;
 
 use super::sealing::{Field, FieldName, SealError, SecretKeys, SEALED_PREFIX};
 use super::sql::SqlStore;
-use super::subscription_rows::{seal_headers, seal_oauth2, seal_previous, seal_secret};
+use super::subscription_rows::{seal_headers, seal_oauth2, seal_previous, seal_secret, seal_tls};
 use super::Result;
 use crate::domain::subscription::is_secret_header;
-use crate::domain::{OAuth2, PreviousSecret};
+use crate::domain::{EndpointTls, OAuth2, PreviousSecret};
 
 /// How often a row that changes under the rewrite is read again.
 const TRIES: usize = 3;
@@ -45,7 +45,7 @@ pub trait SecretStore: Send + Sync {
 }
 
 const SECRET_COLUMNS: &str =
-    "id, secret, previous_secrets, headers, secret_headers, oauth2, version";
+    "id, secret, previous_secrets, headers, secret_headers, oauth2, tls, version";
 
 #[derive(sqlx::FromRow)]
 struct SecretsRow {
@@ -55,19 +55,24 @@ struct SecretsRow {
     headers: Json<BTreeMap<String, String>>,
     secret_headers: Json<Vec<String>>,
     oauth2: Option<Json<OAuth2>>,
+    tls: Option<Json<EndpointTls>>,
     version: i64,
 }
 
 /// What to do with one row.
 enum Reseal {
     Current,
-    Rewrite {
-        secret: String,
-        previous_secrets: Json<Vec<PreviousSecret>>,
-        headers: Json<BTreeMap<String, String>>,
-        oauth2: Option<Json<OAuth2>>,
-    },
+    Rewrite(Box<Resealed>),
     Unreadable(SealError),
+}
+
+/// A row's secret columns, sealed anew.
+struct Resealed {
+    secret: String,
+    previous_secrets: Json<Vec<PreviousSecret>>,
+    headers: Json<BTreeMap<String, String>>,
+    oauth2: Option<Json<OAuth2>>,
+    tls: Option<Json<EndpointTls>>,
 }
 
 impl SecretsRow {
@@ -82,6 +87,11 @@ impl SecretsRow {
                 }
             })
             && self.oauth2.as_ref().is_none_or(|o| keys.is_current(&o.client_secret))
+            && self
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_key.as_deref())
+                .is_none_or(|key| keys.is_current(key))
     }
 
     fn reseal(&self, keys: &SecretKeys) -> Reseal {
@@ -124,12 +134,23 @@ impl SecretsRow {
                 Some(OAuth2 { client_secret, ..o.clone() })
             }
         };
-        Ok(Reseal::Rewrite {
+        let tls = match &self.tls {
+            None => None,
+            Some(Json(t)) => {
+                let client_key = match &t.client_key {
+                    Some(key) => Some(open(key, FieldName::TlsClientKey)?),
+                    None => None,
+                };
+                Some(EndpointTls { client_key, ..t.clone() })
+            }
+        };
+        Ok(Reseal::Rewrite(Box::new(Resealed {
             secret: seal_secret(keys, id, &secret)?,
             previous_secrets: Json(seal_previous(keys, id, &previous)?),
             headers: Json(seal_headers(keys, id, &headers, &self.secret_headers.0)?),
             oauth2: seal_oauth2(keys, id, oauth2.as_ref())?,
-        })
+            tls: seal_tls(keys, id, tls.as_ref())?,
+        })))
     }
 }
 
@@ -161,28 +182,26 @@ macro_rules! secret_store_on {
                     let mut tries = 0;
                     while let Some(current) = row.take() {
                         tries += 1;
-                        let (secret, previous_secrets, headers, oauth2) =
-                            match current.reseal(&self.keys) {
-                                Reseal::Current => {
-                                    batch.current += 1;
-                                    break;
-                                }
-                                Reseal::Unreadable(error) => {
-                                    batch.unreadable.push((id.clone(), error.to_string()));
-                                    break;
-                                }
-                                Reseal::Rewrite { secret, previous_secrets, headers, oauth2 } => {
-                                    (secret, previous_secrets, headers, oauth2)
-                                }
-                            };
+                        let resealed = match current.reseal(&self.keys) {
+                            Reseal::Current => {
+                                batch.current += 1;
+                                break;
+                            }
+                            Reseal::Unreadable(error) => {
+                                batch.unreadable.push((id.clone(), error.to_string()));
+                                break;
+                            }
+                            Reseal::Rewrite(resealed) => resealed,
+                        };
                         let done = sqlx::query(
                             "UPDATE subscriptions SET secret = $1, previous_secrets = $2, \
-                             headers = $3, oauth2 = $4 WHERE id = $5 AND version = $6",
+                             headers = $3, oauth2 = $4, tls = $5 WHERE id = $6 AND version = $7",
                         )
-                        .bind(&secret)
-                        .bind(&previous_secrets)
-                        .bind(&headers)
-                        .bind(&oauth2)
+                        .bind(&resealed.secret)
+                        .bind(&resealed.previous_secrets)
+                        .bind(&resealed.headers)
+                        .bind(&resealed.oauth2)
+                        .bind(&resealed.tls)
                         .bind(&id)
                         .bind(current.version)
                         .execute(&self.pool)

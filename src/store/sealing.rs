@@ -85,6 +85,7 @@ pub enum FieldName<'a> {
     /// A header, by its lower-cased name.
     Header(&'a str),
     OAuth2ClientSecret,
+    TlsClientKey,
 }
 
 impl Field<'_> {
@@ -94,6 +95,7 @@ impl Field<'_> {
             FieldName::PreviousSecret => "previous_secret".to_owned(),
             FieldName::Header(header) => format!("header:{}", header.to_ascii_lowercase()),
             FieldName::OAuth2ClientSecret => "oauth2_client_secret".to_owned(),
+            FieldName::TlsClientKey => "tls_client_key".to_owned(),
         };
         format!("hookgate:subscriptions:{}:{name}", self.subscription).into_bytes()
     }

@@ -14,8 +14,8 @@ use super::{Error, Result, SubscriptionChange};
 use crate::domain::filter::Filter;
 use crate::domain::subscription::{is_secret_header, REDACTED};
 use crate::domain::{
-    OAuth2, PreviousSecret, RateLimit, Subscription, SubscriptionId, SubscriptionPatch,
-    SubscriptionStatus, TenantId,
+    EndpointTls, OAuth2, PreviousSecret, RateLimit, Subscription, SubscriptionId,
+    SubscriptionPatch, SubscriptionStatus, TenantId,
 };
 
 #[derive(sqlx::FromRow)]
@@ -42,6 +42,7 @@ pub(super) struct SubscriptionRow {
     secret_headers: Json<Vec<String>>,
     content_filter: Option<Json<serde_json::Value>>,
     oauth2: Option<Json<OAuth2>>,
+    tls: Option<Json<EndpointTls>>,
 }
 
 impl SubscriptionRow {
@@ -94,6 +95,16 @@ impl SubscriptionRow {
             });
             OAuth2 { client_secret, ..o }
         });
+        let tls = self.tls.map(|Json(tls)| {
+            let field = Field { subscription: id, name: FieldName::TlsClientKey };
+            let client_key = tls.client_key.as_deref().map(|key| {
+                keys.open(key, field).unwrap_or_else(|e| {
+                    unreadable.get_or_insert(e);
+                    REDACTED.to_owned()
+                })
+            });
+            EndpointTls { client_key, ..tls }
+        });
         let filter = self.content_filter.map(|Json(json)| Arc::new(Filter::stored(json, id)));
         Ok(SubscriptionChange {
             version: self.version,
@@ -123,6 +134,7 @@ impl SubscriptionRow {
                 version: self.version,
                 unreadable: unreadable.map(|e| format!("a secret {e}")),
                 oauth2,
+                tls,
             },
         })
     }
@@ -169,6 +181,7 @@ pub(super) struct SealedSecrets {
     pub previous_secrets: Json<Vec<PreviousSecret>>,
     pub headers: Json<BTreeMap<String, String>>,
     pub oauth2: Option<Json<OAuth2>>,
+    pub tls: Option<Json<EndpointTls>>,
 }
 
 impl SealedSecrets {
@@ -183,8 +196,23 @@ impl SealedSecrets {
             previous_secrets: Json(seal_previous(keys, id, &s.previous_secrets)?),
             headers: Json(seal_headers(keys, id, &s.headers, &s.secret_headers)?),
             oauth2: seal_oauth2(keys, id, s.oauth2.as_ref())?,
+            tls: seal_tls(keys, id, s.tls.as_ref())?,
         })
     }
+}
+
+pub(super) fn seal_tls(
+    keys: &SecretKeys,
+    id: &str,
+    tls: Option<&EndpointTls>,
+) -> Result<Option<Json<EndpointTls>>> {
+    let Some(tls) = tls else { return Ok(None) };
+    let field = Field { subscription: id, name: FieldName::TlsClientKey };
+    let client_key = match &tls.client_key {
+        Some(key) => Some(keys.seal(key, field).map_err(secret_error(id))?),
+        None => None,
+    };
+    Ok(Some(Json(EndpointTls { client_key, ..tls.clone() })))
 }
 
 pub(super) fn seal_oauth2(

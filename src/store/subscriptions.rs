@@ -12,8 +12,8 @@ use sqlx::QueryBuilder;
 
 use super::sql::{column_list, push_scope, SqlStore, BUMP_VERSION};
 use super::subscription_rows::{
-    seal_oauth2, seal_previous, seal_secret, PatchedHeaders, SealedSecrets, StoredHeaders,
-    SubscriptionRow,
+    seal_oauth2, seal_previous, seal_secret, seal_tls, PatchedHeaders, SealedSecrets,
+    StoredHeaders, SubscriptionRow,
 };
 use super::{Error, Page, Result};
 use crate::domain::{
@@ -161,7 +161,7 @@ pub trait Subscriptions: Send + Sync {
 
 /// A subscription row's columns, in the order `insert` binds them (and
 /// `SubscriptionRow` reads them, by name).
-const SUBSCRIPTION_COLUMNS: [&str; 22] = [
+const SUBSCRIPTION_COLUMNS: [&str; 23] = [
     "id",
     "tenant_id",
     "url",
@@ -184,6 +184,7 @@ const SUBSCRIPTION_COLUMNS: [&str; 22] = [
     "secret_headers",
     "content_filter",
     "oauth2",
+    "tls",
 ];
 
 fn columns() -> String {
@@ -228,7 +229,8 @@ macro_rules! subscriptions_on {
                         .push_bind(&sealed.previous_secrets)
                         .push_bind(Json(&s.secret_headers))
                         .push_bind(s.filter.as_ref().map(|f| Json(f.as_json())))
-                        .push_bind(&sealed.oauth2);
+                        .push_bind(&sealed.oauth2)
+                        .push_bind(&sealed.tls);
                 });
                 insert
             }
@@ -512,6 +514,10 @@ macro_rules! subscriptions_on {
                 }
                 if let Some(metadata) = &patch.metadata {
                     update.push(", metadata = ").push_bind(Json(metadata));
+                }
+                if let Some(tls) = &patch.tls {
+                    let sealed = seal_tls(&self.keys, id.as_str(), tls.as_ref())?;
+                    update.push(", tls = ").push_bind(sealed);
                 }
                 if let Some(oauth2) = &patch.oauth2 {
                     let sealed = seal_oauth2(&self.keys, id.as_str(), oauth2.as_ref())?;

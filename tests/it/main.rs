@@ -27,6 +27,7 @@ mod lifecycle;
 mod liveness;
 mod logs;
 mod metrics;
+mod mtls;
 mod oauth2;
 mod openapi;
 mod ops;

@@ -13,7 +13,8 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use hookgate::domain::{
-    OAuth2, PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch, TenantId,
+    EndpointTls, OAuth2, PreviousSecret, Scope, Subscription, SubscriptionId, SubscriptionPatch,
+    TenantId,
 };
 use hookgate::store::{Guarded, SecretKeys, SecretRotation, Store};
 use rand::RngCore;
@@ -46,7 +47,8 @@ fn generated_secret() -> String {
 /// every column that may hold a secret.
 async fn raw_rows(url: &str) -> Vec<(String, String)> {
     let sql = "SELECT id, secret || ' ' || CAST(previous_secrets AS TEXT) || ' ' || \
-               CAST(headers AS TEXT) || ' ' || COALESCE(CAST(oauth2 AS TEXT), '') \
+               CAST(headers AS TEXT) || ' ' || COALESCE(CAST(oauth2 AS TEXT), '') || ' ' || \
+               COALESCE(CAST(tls AS TEXT), '') \
                FROM subscriptions ORDER BY id";
     if url.starts_with("sqlite:") {
         let mut db = sqlx::SqliteConnection::connect(url).await.expect("open SQLite");
@@ -110,9 +112,15 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
         scope: None,
         audience: None,
     });
+    s.tls = Some(EndpointTls {
+        client_certificate: Some("certificate-in-clear".into()),
+        client_key: Some("tls-key-credential".into()),
+        ca_certificates: None,
+    });
     store.create_subscription(&s).await.expect("create");
     let sealed = ["sealed-credential", "marked-credential", "oauth2-credential"];
     assert_nothing_in_clear(&db.url, &[&secret, sealed[0], sealed[1], sealed[2]]).await;
+    assert_nothing_in_clear(&db.url, &["tls-key-credential"]).await;
     let rows = raw_rows(&db.url).await;
     let row = &rows.iter().find(|(id, _)| id == s.id.as_str()).expect("row").1;
     assert!(row.starts_with("enc:v1:a:"), "{row}");
@@ -125,6 +133,8 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     assert_eq!(read.headers["Authorization"], "Bearer sealed-credential");
     assert_eq!(read.headers["X-Marked"], "marked-credential");
     assert_eq!(read.oauth2.as_ref().map(|o| o.client_secret.as_str()), Some("oauth2-credential"));
+    let tls = read.tls.as_ref().expect("TLS settings");
+    assert_eq!(tls.client_key.as_deref(), Some("tls-key-credential"));
     let early =
         store.get_subscription(Scope::All, &before_key.id).await.expect("read").expect("found");
     assert_eq!(early.headers["Authorization"], "Bearer before-the-key");
@@ -183,6 +193,7 @@ async fn the_store_seals_what_it_writes_and_reseals_to_the_first_key(backend: Ba
     assert_eq!(read.secret, rotated.secret);
     assert_eq!(read.headers["X-Visible"], "now-secret-value");
     assert_eq!(read.oauth2.map(|o| o.client_secret), Some("oauth2-credential".to_owned()));
+    assert_eq!(read.tls.and_then(|t| t.client_key), Some("tls-key-credential".to_owned()));
     let only_a = connect(keys(&a)).await;
     let unreadable =
         only_a.get_subscription(Scope::All, &s.id).await.expect("read").expect("found");
