@@ -20,10 +20,8 @@ pub(crate) struct Stages {
     pub(crate) deliver: f64,
 }
 
-/// One event's times: sent (µs), and the create times of its first and
-/// last record (ms; more than one on the deliveries topic when it fanned
-/// out to several subscriptions).
-type Written = HashMap<u64, (i64, i64, i64)>;
+/// One event's times: sent (µs) and the create time of its record (ms).
+type Written = HashMap<u64, (i64, i64)>;
 
 /// The stages of each event type of `arrived` (when each of its events
 /// arrived at the receiver, by `n`, in µs), reading each topic once.
@@ -46,8 +44,8 @@ pub(crate) async fn measure(
         let mut api = Vec::new();
         let mut fan_out = Vec::new();
         let mut deliver = Vec::new();
-        for (n, (sent_us, published_ms, _)) in published {
-            let (Some((_, queued_ms, _)), Some(arrived_us)) = (delivered.get(n), arrived.get(n))
+        for (n, (sent_us, published_ms)) in published {
+            let (Some((_, queued_ms)), Some(arrived_us)) = (delivered.get(n), arrived.get(n))
             else {
                 continue;
             };
@@ -63,35 +61,6 @@ pub(crate) async fn measure(
         by_type.insert(event_type.clone(), stages);
     }
     Ok(by_type)
-}
-
-/// The fan-out stage of each event of `types` (by type, in the order of
-/// their `n`): from its publish record to the last of its delivery
-/// records, in ms.
-pub(crate) async fn fan_out_spans(
-    brokers: &str,
-    publish_topic: &str,
-    deliveries_topic: &str,
-    types: Vec<String>,
-) -> anyhow::Result<HashMap<String, Vec<f64>>> {
-    let published = read_all(brokers, publish_topic, types.clone()).await?;
-    let delivered = read_all(brokers, deliveries_topic, types).await?;
-    let mut spans = HashMap::new();
-    for (event_type, published) in published {
-        let Some(delivered) = delivered.get(&event_type) else { continue };
-        let mut ns: Vec<&u64> = published.keys().collect();
-        ns.sort_unstable();
-        let of_type: Vec<f64> = ns
-            .into_iter()
-            .filter_map(|n| {
-                let (_, published_ms, _) = published.get(n)?;
-                let (_, _, last_ms) = delivered.get(n)?;
-                Some((last_ms - published_ms) as f64)
-            })
-            .collect();
-        spans.insert(event_type, of_type);
-    }
-    Ok(spans)
 }
 
 fn median_ms(mut us: Vec<i64>) -> f64 {
@@ -146,9 +115,7 @@ async fn read_all(
                 serde_json::from_slice(message.payload().unwrap_or(b"{}"))?;
             if let (Some(n), Some(sent_us)) = (data["n"].as_u64(), data["sent_us"].as_i64()) {
                 let of_type = written.entry(event_type.clone()).or_default();
-                let times = of_type.entry(n).or_insert((sent_us, created_ms, created_ms));
-                times.1 = times.1.min(created_ms);
-                times.2 = times.2.max(created_ms);
+                of_type.entry(n).or_insert((sent_us, created_ms));
             }
         }
         Ok(written)
