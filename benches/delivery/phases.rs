@@ -28,8 +28,8 @@ use crate::{ceiling, stages};
 const SUSTAINED_EVENTS: f64 = 10_000.0;
 const SUSTAINED_SUBSCRIPTIONS: u64 = 5;
 const FAN_OUT: u64 = 10_000;
-/// Events to each set of the fan-out phase, one set after the other.
-const FAN_OUT_ROUNDS: u64 = 3;
+/// Events to each set of the fan-out phase, the sets in turn.
+const FAN_OUT_ROUNDS: u64 = 4;
 /// Subscriptions cached when the memory is read.
 const CACHED: usize = 100_000;
 /// Events a batch request of the batch phase carries (the API's most).
@@ -321,7 +321,13 @@ impl Phases<'_> {
         let (mut plain, mut filtered) = (Vec::new(), Vec::new());
         let mut all_reached = true;
         for round in 1..=FAN_OUT_ROUNDS {
-            for (event_type, took) in [(PLAIN, &mut plain), (FILTERED, &mut filtered)] {
+            // In turn first: the second of a pair meets the first's attempt
+            // log still being written.
+            let mut pair = [(PLAIN, &mut plain), (FILTERED, &mut filtered)];
+            if round % 2 == 0 {
+                pair.reverse();
+            }
+            for (event_type, took) in pair {
                 let started = Instant::now();
                 self.publish(event_type, round as usize).await;
                 let owed = FAN_OUT * round;
