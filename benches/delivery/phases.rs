@@ -333,7 +333,8 @@ impl Phases<'_> {
                 let owed = FAN_OUT * round;
                 let reached =
                     self.receiver.wait_until(event_type, owed, Duration::from_secs(60)).await;
-                all_reached &= reached == owed;
+                // At least once: a retried delivery may arrive twice.
+                all_reached &= reached >= owed;
                 took.push(started.elapsed().as_secs_f64());
             }
         }
