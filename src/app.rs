@@ -131,7 +131,8 @@ pub async fn start(
         .map_err(StartError::Http)?
         .with_limits(config.limits)
         .with_quotas(config.quotas)
-        .with_liveness(Arc::clone(&liveness));
+        .with_liveness(Arc::clone(&liveness))
+        .with_public_url(api_config.public_url.as_ref());
         let serve = api::serve(listener, state, config.server, shutdown.clone());
         running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));
     } else {

@@ -327,7 +327,12 @@ impl ServiceArgs {
         let kafka = KafkaConfig::from_env(self.kafka.kafka_brokers.clone());
         Ok(AppConfig {
             api: api
-                .map(|(api, _)| api.admin_tokens().map(|admin_tokens| ApiConfig { admin_tokens }))
+                .map(|(api, _)| {
+                    api.admin_tokens().map(|admin_tokens| ApiConfig {
+                        admin_tokens,
+                        public_url: api.public_url.clone(),
+                    })
+                })
                 .transpose()
                 .map_err(Failure::Config)?,
             dispatcher: delivery.map(DispatcherConfig::from_args),
@@ -428,7 +433,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
     });
     let kafka = KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() };
     let config = AppConfig {
-        api: Some(ApiConfig { admin_tokens: vec![admin_token.clone()] }),
+        api: Some(ApiConfig::with_admin_tokens(vec![admin_token.clone()])),
         dispatcher: Some(dispatcher),
         limits: (&args.limits).into(),
         // Locally, webhooks go to local receivers, unless told otherwise.

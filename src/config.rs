@@ -119,6 +119,10 @@ pub struct ApiArgs {
         required = true
     )]
     pub admin_token: Vec<String>,
+    /// Where clients reach the API (`https://hooks.example.com`), for the
+    /// portal links it hands out; unset: the host the admin's request named.
+    #[arg(long, env = "HOOKGATE_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<url::Url>,
 }
 
 /// Where webhooks (deliveries and test sends) may go: for the API and
@@ -539,11 +543,22 @@ pub struct Topics {
 #[derive(Clone)]
 pub struct ApiConfig {
     pub admin_tokens: Vec<String>,
+    pub public_url: Option<url::Url>,
+}
+
+impl ApiConfig {
+    /// The given admin tokens, and no public URL.
+    pub fn with_admin_tokens(admin_tokens: Vec<String>) -> Self {
+        Self { admin_tokens, public_url: None }
+    }
 }
 
 impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiConfig").field("admin_tokens", &"***").finish()
+        f.debug_struct("ApiConfig")
+            .field("admin_tokens", &"***")
+            .field("public_url", &self.public_url)
+            .finish()
     }
 }
 
@@ -772,6 +787,18 @@ impl KafkaConfig {
             .collect();
         Self { brokers, properties }
     }
+}
+
+/// An http(s) URL with nothing after its path: what links are made from.
+fn public_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("an http:// or https:// URL with a host".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("a URL without credentials, query or fragment".to_owned());
+    }
+    Ok(url)
 }
 
 fn non_empty(value: &str) -> Result<String, String> {

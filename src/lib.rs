@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod listen;
 pub mod metrics;
 pub mod ops;
+pub mod portal;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -113,7 +113,7 @@ fn config(
     let kafka = KafkaConfig::from_env(services.kafka_brokers.clone());
     let topics = Topics::under_prefix(&format!("bench-{run_id}"), 6, 1);
     AppConfig {
-        api: Some(ApiConfig { admin_tokens: vec![TOKEN.to_owned()] }),
+        api: Some(ApiConfig::with_admin_tokens(vec![TOKEN.to_owned()])),
         dispatcher: Some(DispatcherConfig {
             request_timeout: REQUEST_TIMEOUT,
             retry_schedule: RetrySchedule(vec![Duration::from_secs(30)]),

@@ -301,9 +301,9 @@ pub async fn get(
                 .store
                 .list_attempts(
                     &AttemptFilter {
-                        scope: Scope::Tenant(tenant),
                         subscription: Some(subscription),
                         event_id: Some(event_id),
+                        ..AttemptFilter::within(Scope::Tenant(tenant))
                     },
                     Page { after: None, limit: MAX_PAGE },
                 )

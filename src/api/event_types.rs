@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Admin;
+use super::auth::{Admin, Caller};
 use super::extract::{FromPath, Json, Path, Query};
 use super::pagination::{list_of, PageParams};
 use super::problem::{ApiError, FieldError};
@@ -95,6 +95,17 @@ pub struct EventTypeOut {
     /// The only tenants that may see it; `null`: every tenant.
     visible_to: Option<Vec<String>>,
     created_at: DateTime<Utc>,
+}
+
+impl EventTypeOut {
+    /// A tenant is not told which other tenants may see a type.
+    fn for_caller(t: EventType, caller: &Caller) -> Self {
+        let mut out = Self::from(t);
+        if matches!(caller, Caller::Tenant(_)) {
+            out.visible_to = None;
+        }
+        out
+    }
 }
 
 impl From<EventType> for EventTypeOut {
@@ -284,33 +295,75 @@ async fn visible_to(
 #[utoipa::path(get, path = "/v1/event-types", tag = "event-types", operation_id = "list_event_types",
     params(PageParams),
     responses(
-        (status = 200, description = "A page of event types, by name", body = EventTypeList),
-        BadQuery, NotAdmin,
+        (status = 200, description = "A page of event types, by name: for a tenant key, the types it may see (the catalogue it subscribes from), without `visible_to`", body = EventTypeList),
+        BadQuery,
     ))]
 pub async fn list(
     State(state): State<AppState>,
-    _: Admin,
+    caller: Caller,
     Query(page): Query<PageParams>,
 ) -> Result<axum::Json<EventTypeList>, ApiError> {
     let page = page.request()?;
-    let rows = state.store.list_event_types(page.store_page()).await?;
+    let rows = match &caller {
+        Caller::Admin => state.store.list_event_types(page.store_page()).await?,
+        Caller::Tenant(tenant) => visible_page(&state, tenant, &page).await?,
+    };
     let (rows, next_cursor) = page.finish(rows, |t| t.name.as_str());
-    Ok(axum::Json(EventTypeList { data: rows.into_iter().map(Into::into).collect(), next_cursor }))
+    let data = rows.into_iter().map(|t| EventTypeOut::for_caller(t, &caller)).collect();
+    Ok(axum::Json(EventTypeList { data, next_cursor }))
+}
+
+/// The most stored pages one tenant's page of the catalogue reads.
+const MAX_SCANNED_PAGES: usize = 50;
+
+/// A page of the types `tenant` may see: stored pages are read until it is
+/// full (the extra row that tells of a next page included), or the types
+/// run out, or `MAX_SCANNED_PAGES` were read (the page then ends early,
+/// and its cursor goes on from the last type read).
+async fn visible_page(
+    state: &AppState,
+    tenant: &TenantId,
+    page: &super::pagination::PageRequest,
+) -> Result<Vec<EventType>, ApiError> {
+    let wanted = page.limit() + 1;
+    let mut after = page.store_page().after.map(str::to_owned);
+    let mut visible = Vec::new();
+    for _ in 0..MAX_SCANNED_PAGES {
+        let store_page =
+            crate::store::Page { after: after.as_deref(), limit: crate::store::MAX_PAGE };
+        let rows = state.store.list_event_types(store_page).await?;
+        let exhausted = (rows.len() as i64) < crate::store::MAX_PAGE;
+        after = rows.last().map(|t| t.name.clone());
+        visible.extend(rows.into_iter().filter(|t| t.is_visible_to(tenant)));
+        if visible.len() >= wanted || exhausted {
+            visible.truncate(wanted);
+            return Ok(visible);
+        }
+    }
+    Ok(visible)
 }
 
 #[utoipa::path(get, path = "/v1/event-types/{name}", tag = "event-types", operation_id = "get_event_type",
     params(("name" = String, Path, description = "Event type name")),
     responses(
-        (status = 200, description = "The event type", body = EventTypeOut),
-        NotAdmin, NoEventType,
+        (status = 200, description = "The event type (for a tenant key, one it may see, without `visible_to`)", body = EventTypeOut),
+        NoEventType,
     ))]
 pub async fn get(
     State(state): State<AppState>,
-    _: Admin,
+    caller: Caller,
     Path(EventTypeName(name)): Path<EventTypeName>,
 ) -> Result<axum::Json<EventTypeOut>, ApiError> {
-    let event_type = state.store.get_event_type(&name).await?;
-    Ok(axum::Json(event_type.ok_or_else(|| ApiError::not_found("event type", &name))?.into()))
+    let event_type = state
+        .store
+        .get_event_type(&name)
+        .await?
+        .filter(|t| match &caller {
+            Caller::Admin => true,
+            Caller::Tenant(tenant) => t.is_visible_to(tenant),
+        })
+        .ok_or_else(|| ApiError::not_found("event type", &name))?;
+    Ok(axum::Json(EventTypeOut::for_caller(event_type, &caller)))
 }
 
 /// Checks that `schema` is a JSON Schema and compiles it.

@@ -17,6 +17,7 @@ pub mod health;
 pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
+pub mod portal_links;
 pub mod precondition;
 pub mod problem;
 pub mod quota;
@@ -80,6 +81,9 @@ pub struct AppState {
     pub limiters: Arc<quota::Limiters>,
     /// The health of the dispatcher stages run beside the API (`serve`).
     pub liveness: Arc<Liveness>,
+    /// Where clients reach this API (`HOOKGATE_PUBLIC_URL`), for the links
+    /// it hands out; unset: the host a request named.
+    pub public_url: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -109,6 +113,7 @@ impl AppState {
             limits: SubscriptionLimits::default(),
             limiters: quota::Limiters::new(Quotas::default()),
             liveness: Liveness::new(),
+            public_url: None,
         })
     }
 
@@ -127,6 +132,10 @@ impl AppState {
     pub fn with_liveness(self, liveness: Arc<Liveness>) -> Self {
         Self { liveness, ..self }
     }
+
+    pub fn with_public_url(self, public_url: Option<&url::Url>) -> Self {
+        Self { public_url: public_url.map(|url| url.as_str().trim_end_matches('/').into()), ..self }
+    }
 }
 
 /// Every resource's routes and operations: a new resource is its file's
@@ -135,6 +144,7 @@ fn resources() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
         .merge(tenants::router())
+        .merge(portal_links::router())
         .merge(subscriptions::router())
         .merge(subscription_actions::router())
         .merge(event_types::router())
@@ -150,7 +160,13 @@ pub(crate) fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (routes, doc)
 }
 
+/// The API and, under `/portal`, the portal that calls it.
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    api.clone().merge(crate::portal::router(state, api))
+}
+
+fn api_router(state: AppState) -> Router {
     let (routes, doc) = documented();
     // Rendered once: the document is the same for every request.
     let doc = bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
@@ -190,15 +206,15 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Serves until `shutdown` is cancelled within `limits` (`server::serve`),
-/// then finishes the requests under way. Purges expired idempotency keys
-/// and idle rate buckets meanwhile.
+/// then finishes the requests under way. Purges expired idempotency keys,
+/// portal links and sessions, and idle rate buckets meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let purge = tokio::spawn(purge_idempotency_keys(Arc::clone(&state.store), shutdown.clone()));
+    let purge = tokio::spawn(purge_expired(Arc::clone(&state.store), shutdown.clone()));
     let clean_up = tokio::spawn(Arc::clone(&state.limiters).clean_up(shutdown.clone()));
     let served = crate::server::serve(listener, router(state), limits, shutdown).await;
     purge.abort();
@@ -206,7 +222,7 @@ pub async fn serve(
     served
 }
 
-async fn purge_idempotency_keys(store: Arc<dyn Store>, shutdown: CancellationToken) {
+async fn purge_expired(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(idempotency::PURGE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -218,6 +234,11 @@ async fn purge_idempotency_keys(store: Arc<dyn Store>, shutdown: CancellationTok
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
             Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
+        }
+        match store.purge_portal(Utc::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired portal links and sessions purged"),
+            Err(error) => tracing::warn!(%error, "portal link and session purge failed"),
         }
     }
 }

@@ -14,9 +14,10 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::dead_letters::{filter_of, FilterFields};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
+use super::pagination::{list_of, PageParams};
 use super::problem::{ApiError, FieldError};
-use super::responses::{problems, JsonErrors, NoTenant};
+use super::responses::{problems, BadQuery, JsonErrors, NoTenant};
 use super::{validate, AppState};
 use crate::domain::{DeadLetterStatus, Replay, ReplayId, ReplayStatus};
 
@@ -220,6 +221,25 @@ pub async fn get(
     answer(state.store.get_replay(caller.scope(), &id).await, &id)
 }
 
+list_of!(ReplayList, ReplayOut);
+
+#[utoipa::path(get, path = "/v1/replays", tag = "dead-letters", operation_id = "list_replays",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of bulk replays, newest first (a tenant key: its own)", body = ReplayList),
+        BadQuery,
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<PageParams>,
+) -> Result<axum::Json<ReplayList>, ApiError> {
+    let page = page.request()?;
+    let rows = state.store.list_replays(caller.scope(), page.store_page()).await?;
+    let (rows, next_cursor) = page.finish(rows, |r| r.id.as_str());
+    Ok(axum::Json(ReplayList { data: rows.into_iter().map(Into::into).collect(), next_cursor }))
+}
+
 #[utoipa::path(post, path = "/v1/replays/{id}/cancel", tag = "dead-letters", operation_id = "cancel_replay",
     params(("id" = String, Path, description = "Replay id (`rpl_…`)")),
     responses(
@@ -235,5 +255,5 @@ pub async fn cancel(
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create)).routes(routes!(get)).routes(routes!(cancel))
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get)).routes(routes!(cancel))
 }

@@ -13,12 +13,14 @@ use super::auth::Caller;
 use super::extract::{OptionalJson, Path, Query};
 use super::pagination::{list_of, PageParams, PageRequest};
 use super::precondition::{etag_header, IfMatch};
-use super::problem::ApiError;
+use super::problem::{ApiError, FieldError};
 use super::responses::{problems, BadIfMatch, BadJsonOrIfMatch, BadQuery, Invalid, NotJson};
 use super::subscriptions::{visible, written, ETag, IfMatchParam, NoSubscription};
 use super::{validate, AppState};
 use crate::delivery::Target;
-use crate::domain::{Attempt, Audience, Event, EventId, Scope, SignatureScheme, SubscriptionId};
+use crate::domain::{
+    Attempt, Audience, Event, EventId, Outcome, Scope, SignatureScheme, SubscriptionId,
+};
 use crate::store::{AttemptFilter, SecretRotation};
 use crate::trace::TraceHeaders;
 
@@ -212,10 +214,24 @@ pub async fn send_test(
     Ok(axum::Json(attempt.into()))
 }
 
+/// The filters of a subscription's attempts (its page is `PageParams`).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAttempts {
+    /// `success` or `failed`.
+    outcome: Option<String>,
+    /// Made at or after this time (RFC 3339).
+    from: Option<String>,
+    /// Made before this time (RFC 3339).
+    to: Option<String>,
+    /// `oldest` (default) or `newest` first.
+    order: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions", operation_id = "list_subscription_attempts",
-    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), PageParams),
+    params(("id" = String, Path, description = "Subscription id (`sub_…`)"), PageParams, ListAttempts),
     responses(
-        (status = 200, description = "A page of the subscription's attempts, oldest first", body = AttemptList),
+        (status = 200, description = "A page of the subscription's attempts, oldest first unless `order=newest`", body = AttemptList),
         BadQuery, NoSubscription,
     ))]
 pub async fn attempts(
@@ -223,13 +239,54 @@ pub async fn attempts(
     caller: Caller,
     Path(id): Path<SubscriptionId>,
     Query(page): Query<PageParams>,
+    Query(params): Query<ListAttempts>,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
-    let page = page.request()?;
+    let mut errors = Vec::new();
+    let page = match page.request() {
+        Ok(page) => Some(page),
+        Err(ApiError::InvalidQuery(more)) => {
+            errors.extend(more);
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    let outcome = match params.outcome.as_deref() {
+        None => None,
+        Some("success") => Some(Outcome::Success),
+        Some("failed") => Some(Outcome::Failed),
+        Some(_) => {
+            errors.push(FieldError::new("outcome", "`success` or `failed`"));
+            None
+        }
+    };
+    let mut time = |field: &str, raw: Option<&str>| {
+        let parsed = DateTime::parse_from_rfc3339(raw?).map(|t| t.with_timezone(&Utc));
+        if parsed.is_err() {
+            errors.push(FieldError::new(field, "not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)"));
+        }
+        parsed.ok()
+    };
+    let since = time("from", params.from.as_deref());
+    let until = time("to", params.to.as_deref());
+    let newest_first = match params.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(_) => {
+            errors.push(FieldError::new("order", "`oldest` or `newest`"));
+            false
+        }
+    };
+    let Some(page) = page.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::InvalidQuery(errors));
+    };
     let subscription = visible(&state, &caller, &id).await?;
     let filter = AttemptFilter {
-        scope: Scope::Tenant(&subscription.tenant_id),
         subscription: Some(&subscription.id),
-        event_id: None,
+        outcome,
+        since,
+        until,
+        newest_first,
+        ..AttemptFilter::within(Scope::Tenant(&subscription.tenant_id))
     };
     attempt_page(&state, &filter, &page).await
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod ids;
 pub mod operational;
 pub mod park;
+pub mod portal;
 pub mod signature;
 pub mod subscription;
 pub mod tenant;

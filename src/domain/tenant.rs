@@ -95,6 +95,13 @@ pub struct EventType {
     pub created_at: DateTime<Utc>,
 }
 
+impl EventType {
+    /// Whether `tenant` may see (and subscribe to) this type.
+    pub fn is_visible_to(&self, tenant: &TenantId) -> bool {
+        self.visible_to.as_ref().is_none_or(|tenants| tenants.contains(tenant))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,27 @@ pub struct AttemptFilter<'a> {
     pub scope: Scope<'a>,
     pub subscription: Option<&'a SubscriptionId>,
     pub event_id: Option<&'a str>,
+    pub outcome: Option<Outcome>,
+    /// Made at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Made before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Newest first (the page's `after` is then the id to go below).
+    pub newest_first: bool,
 }
 
 impl<'a> AttemptFilter<'a> {
-    /// Every attempt in `scope`.
+    /// Every attempt in `scope`, oldest first.
     pub fn within(scope: Scope<'a>) -> Self {
-        Self { scope, subscription: None, event_id: None }
+        Self {
+            scope,
+            subscription: None,
+            event_id: None,
+            outcome: None,
+            since: None,
+            until: None,
+            newest_first: false,
+        }
     }
 }
 
@@ -126,10 +141,21 @@ macro_rules! attempts_on {
                 if let Some(event_id) = filter.event_id {
                     query.push(" AND event_id = ").push_bind(event_id);
                 }
-                if let Some(after) = page.after {
-                    query.push(" AND id > ").push_bind(after);
+                if let Some(outcome) = filter.outcome {
+                    query.push(" AND outcome = ").push_bind(outcome.as_str());
                 }
-                query.push(" ORDER BY id LIMIT ").push_bind(page.limit);
+                if let Some(since) = filter.since {
+                    query.push(" AND created_at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    query.push(" AND created_at < ").push_bind(until);
+                }
+                let (below, order) =
+                    if filter.newest_first { (" < ", " DESC") } else { (" > ", "") };
+                if let Some(after) = page.after {
+                    query.push(" AND id").push(below).push_bind(after);
+                }
+                query.push(" ORDER BY id").push(order).push(" LIMIT ").push_bind(page.limit);
                 let rows: Vec<AttemptRow> = query.build_query_as().fetch_all(&self.pool).await?;
                 rows.into_iter().map(AttemptRow::into_attempt).collect()
             }

@@ -7,7 +7,8 @@
 //! discard them; the replay runner claims replay jobs by lease.
 //!
 //! One file and one narrow trait per table group (`tenants`, `subscriptions`,
-//! `event_types`, `attempts`, `idempotency`, `dead_letters`, `replays`, plus
+//! `event_types`, `attempts`, `idempotency`, `dead_letters`, `replays`,
+//! `portal`, plus
 //! `retention` and `resealing`); `Store` is all of them, so callers hold an
 //! `Arc<dyn Store>`. Two backends run the same SQL (`sql.rs`): PostgreSQL
 //! (production and the test suite) and SQLite (`hookgate dev`).
@@ -18,6 +19,7 @@ mod dead_letters;
 mod event_types;
 mod health;
 mod idempotency;
+mod portal;
 mod postgres;
 mod replays;
 pub mod resealing;
@@ -37,6 +39,7 @@ pub use dead_letters::DeadLetters;
 pub use event_types::{EventTypeChange, EventTypes};
 pub use health::{Health, HealthReport};
 pub use idempotency::{Idempotency, IdempotencyRecord};
+pub use portal::Portal;
 pub use replays::{replay_claim, Replays};
 pub use resealing::{ResealBatch, SecretStore};
 pub use retention::{Purgeable, Retention};
@@ -126,6 +129,7 @@ pub trait Store:
     + Idempotency
     + DeadLetters
     + Replays
+    + Portal
     + Retention
     + SecretStore
     + Send
@@ -144,6 +148,7 @@ impl<T> Store for T where
         + Idempotency
         + DeadLetters
         + Replays
+        + Portal
         + Retention
         + SecretStore
         + Send

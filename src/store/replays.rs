@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::QueryBuilder;
 
 use super::sql::{column_list, push_scope, SqlStore};
-use super::{Error, Result};
+use super::{Error, Page, Result};
 use crate::domain::{
     DeadLetterFilter, DeadLetterId, DeadLetterStatus, Replay, ReplayId, ReplayStatus, Scope,
     TenantId,
@@ -25,6 +25,9 @@ pub trait Replays: Send + Sync {
 
     /// A job in `scope`: another tenant's is not found.
     async fn get_replay(&self, scope: Scope<'_>, id: &ReplayId) -> Result<Option<Replay>>;
+
+    /// Jobs in `scope`, newest first (`page.after`: the id to go below).
+    async fn list_replays(&self, scope: Scope<'_>, page: Page<'_>) -> Result<Vec<Replay>>;
 
     /// Takes the running job whose lease is free or expired that waited
     /// longest (least recently updated).
@@ -217,6 +220,18 @@ macro_rules! replays_on {
                 let row: Option<ReplayRow> =
                     query.build_query_as().fetch_optional(&self.pool).await?;
                 row.map(ReplayRow::into_replay).transpose()
+            }
+
+            async fn list_replays(&self, scope: Scope<'_>, page: Page<'_>) -> Result<Vec<Replay>> {
+                let select = format!("SELECT {} FROM replays WHERE 1 = 1", columns());
+                let mut query = QueryBuilder::<$db>::new(select);
+                push_scope(&mut query, scope);
+                if let Some(after) = page.after {
+                    query.push(" AND id < ").push_bind(after);
+                }
+                query.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+                let rows: Vec<ReplayRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(ReplayRow::into_replay).collect()
             }
 
             async fn claim_replay(

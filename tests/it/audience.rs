@@ -240,3 +240,60 @@ async fn changing_who_may_see_a_type_holds_for_the_events_published_after() {
     assert_eq!(status, 403, "a tenant key changes no event type");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_key_lists_the_catalogue_it_may_see_and_not_who_else_may() {
+    let app = TestApp::spawn("audience-catalogue").await;
+    let (tenant_a, key_a) = app.tenant_with_key("a").await;
+    let (_, key_b) = app.tenant_with_key("b").await;
+    for body in [
+        json!({"name": "order.created", "schema": {"type": "object"}}),
+        json!({"name": "secret.report", "visible_to": [tenant_a]}),
+        json!({"name": "zeta.done"}),
+    ] {
+        let (status, answer) =
+            app.call(Method::POST, "/v1/event-types", ADMIN_TOKEN, Some(body)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .filter(|name| !name.starts_with("hookgate."))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (status, page_a) = app.call(Method::GET, "/v1/event-types", &key_a, None).await;
+    assert_eq!(status, 200, "{page_a}");
+    assert_eq!(names(&page_a), ["order.created", "secret.report", "zeta.done"]);
+    assert!(
+        page_a["data"].as_array().expect("data").iter().all(|t| t["visible_to"].is_null()),
+        "a tenant is not told who else may see a type: {page_a}"
+    );
+    let (_, page_b) = app.call(Method::GET, "/v1/event-types", &key_b, None).await;
+    assert_eq!(names(&page_b), ["order.created", "zeta.done"], "tenant B");
+    // One type a page: the hidden type is skipped, the cursor goes on.
+    let mut seen = Vec::new();
+    let mut path = "/v1/event-types?limit=1".to_owned();
+    for _ in 0..20 {
+        let (status, page) = app.call(Method::GET, &path, &key_b, None).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page["data"].as_array().expect("data").len() <= 1);
+        seen.extend(names(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/event-types?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["order.created", "zeta.done"]);
+    let (status, _) = app.call(Method::GET, "/v1/event-types/secret.report", &key_b, None).await;
+    assert_eq!(status, 404, "a type B may not see is not there for B");
+    let (status, one) = app.call(Method::GET, "/v1/event-types/secret.report", &key_a, None).await;
+    assert_eq!((status, one["visible_to"].clone()), (200, json!(null)));
+    let (status, _) =
+        app.call(Method::POST, "/v1/event-types", &key_a, Some(json!({"name": "mine.too"}))).await;
+    assert_eq!(status, 403, "registering stays the admins'");
+    app.stop().await;
+}

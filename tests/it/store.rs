@@ -585,3 +585,85 @@ async fn attempts_are_filtered_by_scope_and_paged_by_id(backend: Backend) {
     assert_eq!(store.list_attempts(&everyone, page(None, 10)).await.expect("list").len(), 3);
 }
 both_backends!(attempts_are_filtered_by_scope_and_paged_by_id);
+
+async fn attempts_filter_by_outcome_and_time_and_list_newest_first(backend: Backend) {
+    let (_db, store) = TestDb::with_store(backend).await;
+    let sub = subscription("https://example.com/filtered");
+    let start = stored_now();
+    let mut attempts = Vec::new();
+    for (n, outcome) in [(1, Outcome::Failed), (2, Outcome::Failed), (3, Outcome::Success)] {
+        let mut made = attempt(&sub, "evt_f", n, outcome);
+        made.created_at = start + chrono::Duration::seconds(i64::from(n));
+        attempts.push(made);
+    }
+    store.insert_attempts(&attempts).await.expect("insert");
+    let of_sub = AttemptFilter { subscription: Some(&sub.id), ..AttemptFilter::within(Scope::All) };
+    let ns = |rows: Vec<Attempt>| rows.iter().map(|a| a.attempt).collect::<Vec<_>>();
+    let failed = AttemptFilter { outcome: Some(Outcome::Failed), ..of_sub };
+    assert_eq!(ns(store.list_attempts(&failed, page(None, 10)).await.expect("list")), [1, 2]);
+    let window = AttemptFilter {
+        since: Some(start + chrono::Duration::seconds(2)),
+        until: Some(start + chrono::Duration::seconds(3)),
+        ..of_sub
+    };
+    assert_eq!(ns(store.list_attempts(&window, page(None, 10)).await.expect("list")), [2]);
+    let newest = AttemptFilter { newest_first: true, ..of_sub };
+    let first = store.list_attempts(&newest, page(None, 2)).await.expect("list");
+    assert_eq!(ns(first.clone()), [3, 2]);
+    let rest =
+        store.list_attempts(&newest, page(Some(first[1].id.as_str()), 2)).await.expect("list");
+    assert_eq!(ns(rest), [1]);
+}
+both_backends!(attempts_filter_by_outcome_and_time_and_list_newest_first);
+
+async fn a_portal_link_opens_once_before_it_expires_and_sessions_end(backend: Backend) {
+    use hookgate::domain::portal::{PortalLink, PortalScope, PortalSecret, PortalSession};
+    let (_db, store) = TestDb::with_store(backend).await;
+    let tenant =
+        Tenant { id: TenantId::generate(), name: "Acme".to_owned(), created_at: stored_now() };
+    store.create_tenant(&tenant).await.expect("tenant");
+    let at = stored_now();
+    let link = |read_only, expires_in: i64| PortalLink {
+        tenant_id: tenant.id.clone(),
+        read_only,
+        created_at: at,
+        expires_at: at + chrono::Duration::seconds(expires_in),
+    };
+    let fresh = PortalSecret::link_token();
+    let stale = PortalSecret::link_token();
+    store.create_portal_link(&fresh.hash, &link(true, 600)).await.expect("fresh link");
+    store.create_portal_link(&stale.hash, &link(false, 60)).await.expect("stale link");
+    let later = at + chrono::Duration::seconds(120);
+    let opened = store.redeem_portal_link(&fresh.hash, later).await.expect("redeem");
+    let opened = opened.expect("an unused, unexpired link opens");
+    assert_eq!((opened.tenant_id.clone(), opened.read_only), (tenant.id.clone(), true));
+    assert!(store.redeem_portal_link(&fresh.hash, later).await.expect("again").is_none(), "once");
+    assert!(
+        store.redeem_portal_link(&stale.hash, later).await.expect("stale").is_none(),
+        "expired"
+    );
+    assert!(store.redeem_portal_link("not-a-hash", later).await.expect("unknown").is_none());
+
+    let session = PortalSecret::session();
+    let scope = PortalScope::Tenant { tenant: tenant.id.clone(), read_only: true };
+    let stored = PortalSession {
+        scope: scope.clone(),
+        csrf_token: "c".repeat(64),
+        created_at: at,
+        expires_at: at + chrono::Duration::hours(1),
+    };
+    store.create_portal_session(&session.hash, &stored).await.expect("session");
+    let admin = PortalSecret::session();
+    let admin_session = PortalSession { scope: PortalScope::Admin, ..stored.clone() };
+    store.create_portal_session(&admin.hash, &admin_session).await.expect("admin session");
+    let found = store.portal_session(&session.hash, later).await.expect("read").expect("found");
+    assert_eq!((found.scope, found.csrf_token), (scope, "c".repeat(64)));
+    let found = store.portal_session(&admin.hash, later).await.expect("read").expect("found");
+    assert_eq!(found.scope, PortalScope::Admin);
+    let after_expiry = at + chrono::Duration::hours(2);
+    assert!(store.portal_session(&session.hash, after_expiry).await.expect("read").is_none());
+    store.end_portal_session(&admin.hash).await.expect("end");
+    assert!(store.portal_session(&admin.hash, later).await.expect("read").is_none(), "ended");
+    assert_eq!(store.purge_portal(after_expiry).await.expect("purge"), 3, "two links, one session");
+}
+both_backends!(a_portal_link_opens_once_before_it_expires_and_sessions_end);

@@ -63,7 +63,7 @@ impl ForTests for DispatcherConfig {
 pub fn app_config(database_url: &str, topics: Topics) -> AppConfig {
     let kafka = KafkaConfig { brokers: kafka_brokers(), properties: Vec::new() };
     AppConfig {
-        api: Some(ApiConfig { admin_tokens: vec![ADMIN_TOKEN.to_owned()] }),
+        api: Some(ApiConfig::with_admin_tokens(vec![ADMIN_TOKEN.to_owned()])),
         egress: EgressRules::private_allowed(),
         migrate: true,
         ..AppConfig::new(database_url.to_owned(), kafka, topics)

@@ -1,0 +1,182 @@
+//! The portal's links and sessions (`domain::portal`), by the hash of their
+//! secret. Redeeming a link marks it used in the same statement that reads
+//! it, so a link opens one session however many browsers race for it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::sql::SqlStore;
+use super::Result;
+use crate::domain::portal::{PortalLink, PortalScope, PortalSession};
+use crate::domain::TenantId;
+
+#[async_trait]
+pub trait Portal: Send + Sync {
+    async fn create_portal_link(&self, token_hash: &str, link: &PortalLink) -> Result<()>;
+
+    /// The link, marked used, if it was unused and unexpired at `now`.
+    async fn redeem_portal_link(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PortalLink>>;
+
+    async fn create_portal_session(&self, id_hash: &str, session: &PortalSession) -> Result<()>;
+
+    /// The session, if unexpired at `now`.
+    async fn portal_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PortalSession>>;
+
+    async fn end_portal_session(&self, id_hash: &str) -> Result<()>;
+
+    /// Removes links and sessions that expired before `before`; answers how many.
+    async fn purge_portal(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+#[derive(sqlx::FromRow)]
+struct LinkRow {
+    tenant_id: String,
+    read_only: bool,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    tenant_id: Option<String>,
+    read_only: bool,
+    csrf_token: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<SessionRow> for PortalSession {
+    fn from(row: SessionRow) -> Self {
+        let scope = match row.tenant_id {
+            Some(tenant) => PortalScope::Tenant {
+                tenant: TenantId::from_trusted(tenant),
+                read_only: row.read_only,
+            },
+            None => PortalScope::Admin,
+        };
+        Self {
+            scope,
+            csrf_token: row.csrf_token,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+/// `Portal` on one backend (see `sql.rs`).
+macro_rules! portal_on {
+    ($db:ty) => {
+        #[async_trait]
+        impl Portal for SqlStore<$db> {
+            async fn create_portal_link(&self, token_hash: &str, link: &PortalLink) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO portal_links (token_hash, tenant_id, read_only, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(token_hash)
+                .bind(link.tenant_id.as_str())
+                .bind(link.read_only)
+                .bind(link.created_at)
+                .bind(link.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn redeem_portal_link(
+                &self,
+                token_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<PortalLink>> {
+                let row: Option<LinkRow> = sqlx::query_as(
+                    "UPDATE portal_links SET used_at = $2 \
+                     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                     RETURNING tenant_id, read_only, created_at, expires_at",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| PortalLink {
+                    tenant_id: TenantId::from_trusted(row.tenant_id),
+                    read_only: row.read_only,
+                    created_at: row.created_at,
+                    expires_at: row.expires_at,
+                }))
+            }
+
+            async fn create_portal_session(
+                &self,
+                id_hash: &str,
+                session: &PortalSession,
+            ) -> Result<()> {
+                let (tenant, read_only) = match &session.scope {
+                    PortalScope::Tenant { tenant, read_only } => {
+                        (Some(tenant.as_str()), *read_only)
+                    }
+                    PortalScope::Admin => (None, false),
+                };
+                sqlx::query(
+                    "INSERT INTO portal_sessions (id_hash, tenant_id, read_only, csrf_token, \
+                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(id_hash)
+                .bind(tenant)
+                .bind(read_only)
+                .bind(&session.csrf_token)
+                .bind(session.created_at)
+                .bind(session.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn portal_session(
+                &self,
+                id_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<PortalSession>> {
+                let row: Option<SessionRow> = sqlx::query_as(
+                    "SELECT tenant_id, read_only, csrf_token, created_at, expires_at \
+                     FROM portal_sessions WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn end_portal_session(&self, id_hash: &str) -> Result<()> {
+                sqlx::query("DELETE FROM portal_sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_portal(&self, before: DateTime<Utc>) -> Result<u64> {
+                let links = sqlx::query("DELETE FROM portal_links WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                let sessions = sqlx::query("DELETE FROM portal_sessions WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(links.rows_affected() + sessions.rows_affected())
+            }
+        }
+    };
+}
+
+portal_on!(sqlx::Postgres);
+portal_on!(sqlx::Sqlite);

@@ -1,0 +1,76 @@
+//! The consumer portal in a real browser: tests/portal/stories.mjs drives
+//! headless Chromium (Debian's) with Playwright through the stories of
+//! issue 16, against an app this test starts on the real broker and
+//! database; axe-core checks every page it visits, and it saves the
+//! screenshots in `docs/portal/`.
+//!
+//! A test binary of its own: a browser is heavy on two cores, and cargo
+//! runs test binaries one after another.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, unreachable_pub)]
+
+#[allow(dead_code, unused_imports)]
+#[path = "it/harness/mod.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookgate::domain::portal::{PortalLink, PortalSecret};
+use hookgate::domain::TenantId;
+use serde_json::json;
+
+use crate::harness::{TestApp, ADMIN_TOKEN};
+
+/// The whole run of the stories, browser start included.
+const STORIES_DEADLINE: Duration = Duration::from_secs(240);
+
+fn chromium() -> String {
+    std::env::var("HOOKGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_manage_their_webhooks_in_a_real_browser() {
+    let app = TestApp::spawn("portal").await;
+    // An expired link, made in the store: the API makes none that short.
+    let (status, tenant) = app
+        .call(reqwest::Method::POST, "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": "Initech"})))
+        .await;
+    assert_eq!(status, 201, "{tenant}");
+    let expired = PortalSecret::link_token();
+    let now = Utc::now();
+    let link = PortalLink {
+        tenant_id: TenantId::parse(tenant["id"].as_str().unwrap()).unwrap(),
+        read_only: false,
+        created_at: now - chrono::Duration::hours(2),
+        expires_at: now - chrono::Duration::hours(1),
+    };
+    app.store.create_portal_link(&expired.hash, &link).await.expect("expired link stored");
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let stories = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "--test-concurrency=1", "stories.mjs"])
+        .current_dir(format!("{root}/tests/portal"))
+        .env("PORTAL_BASE", &app.base_url)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("EXPIRED_LINK", format!("{}/portal/login?token={}", app.base_url, expired.text))
+        .env("CHROMIUM", chromium())
+        .env("SCREENSHOTS", format!("{root}/docs/portal"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(STORIES_DEADLINE, stories)
+        .await
+        .expect("the stories end in time")
+        .expect("node runs (scripts/test-env installs tests/portal's packages)");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "the portal's stories failed:\n{report}");
+    assert!(
+        report.contains("pass 6") && report.contains("fail 0"),
+        "all six stories ran:\n{report}"
+    );
+    app.stop().await;
+}
