@@ -133,7 +133,8 @@ pub async fn start(
         .with_quotas(config.quotas)
         .with_liveness(Arc::clone(&liveness))
         .with_public_url(api_config.public_url.as_ref());
-        let serve = api::serve(listener, state, config.server, shutdown.clone());
+        let app = crate::portal::with_api(state.clone());
+        let serve = api::serve(listener, state, app, config.server, shutdown.clone());
         running.roles.push(("API server", tokio::spawn(async { Ok(serve.await?) })));
     } else {
         // A dispatcher alone still answers probes and scrapes.

@@ -69,8 +69,8 @@ async fn tenants_manage_their_webhooks_in_a_real_browser() {
     );
     assert!(output.status.success(), "the portal's stories failed:\n{report}");
     assert!(
-        report.contains("pass 6") && report.contains("fail 0"),
-        "all six stories ran:\n{report}"
+        report.contains("pass 7") && report.contains("fail 0"),
+        "all seven stories ran:\n{report}"
     );
     app.stop().await;
 }

@@ -160,13 +160,7 @@ pub(crate) fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (routes, doc)
 }
 
-/// The API and, under `/portal`, the portal that calls it.
 pub fn router(state: AppState) -> Router {
-    let api = api_router(state.clone());
-    api.clone().merge(crate::portal::router(state, api))
-}
-
-fn api_router(state: AppState) -> Router {
     let (routes, doc) = documented();
     // Rendered once: the document is the same for every request.
     let doc = bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
@@ -205,18 +199,20 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Serves until `shutdown` is cancelled within `limits` (`server::serve`),
-/// then finishes the requests under way. Purges expired idempotency keys,
+/// Serves `app` (this API's `router`, with what else the role serves
+/// beside it: `crate::portal::with_api`) until `shutdown` is cancelled within
+/// `limits` (`server::serve`), then finishes the requests under way. Purges expired idempotency keys,
 /// portal links and sessions, and idle rate buckets meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    app: Router,
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_expired(Arc::clone(&state.store), shutdown.clone()));
     let clean_up = tokio::spawn(Arc::clone(&state.limiters).clean_up(shutdown.clone()));
-    let served = crate::server::serve(listener, router(state), limits, shutdown).await;
+    let served = crate::server::serve(listener, app, limits, shutdown).await;
     purge.abort();
     clean_up.abort();
     served

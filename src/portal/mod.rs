@@ -54,7 +54,13 @@ const ICON: &str = include_str!("assets/icon.svg");
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-pub fn router(app: AppState, api: Router) -> Router {
+/// The REST API and, under `/portal`, the portal that calls it.
+pub fn with_api(state: AppState) -> Router {
+    let api = crate::api::router(state.clone());
+    api.clone().merge(router(state, api))
+}
+
+fn router(app: AppState, api: Router) -> Router {
     let secure_cookies = app.public_url.as_deref().is_some_and(|url| url.starts_with("https://"));
     let state = PortalState { app, api, secure_cookies };
     Router::new()

@@ -243,6 +243,47 @@ test('the tenant rotates the secret and the next webhook carries both signatures
   secret = fresh;
 });
 
+test('the tenant edits, pauses, resumes and deletes a subscription, and a bad field is explained', async () => {
+  await page.goto(`${BASE}/portal/subscriptions/new`);
+  await page.getByLabel('Endpoint URL').fill('ftp://example.com/hook');
+  await page.getByLabel('order.shipped').check();
+  await page.getByRole('button', { name: 'Create' }).click();
+  const alert = page.getByRole('alert');
+  await alert.waitFor();
+  assert.match(await alert.innerText(), /url/i, 'the field is named');
+  assert.ok(!(await page.content()).includes('urn:hookgate:problem'), 'no raw problem JSON');
+  assert.equal(await page.getByLabel('Endpoint URL').inputValue(), 'ftp://example.com/hook', 'what was typed stays');
+  await audit(page, 'new subscription refused');
+  await page.getByLabel('Endpoint URL').fill(hooks.url);
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('link', { name: 'Go to the subscription' }).click();
+  const second = page.url().split('/').pop();
+
+  await page.getByRole('link', { name: 'Edit' }).click();
+  await audit(page, 'edit subscription');
+  await page.getByLabel('Description').fill('Shipping updates');
+  await page.getByLabel('Deliveries per second (empty: unlimited)').fill('25');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Your changes were saved.').waitFor();
+  let stored = (await api('GET', `/v1/subscriptions/${second}`)).json;
+  assert.equal(stored.description, 'Shipping updates');
+  assert.deepEqual(stored.rate_limit, { per_second: 25, burst: 25 });
+
+  await page.getByRole('button', { name: 'Pause' }).click();
+  await page.getByText('The subscription is paused', { exact: false }).waitFor();
+  assert.equal((await api('GET', `/v1/subscriptions/${second}`)).json.status, 'paused');
+  await page.getByRole('button', { name: 'Resume' }).click();
+  await page.getByText('The subscription is active again.').waitFor();
+  assert.equal((await api('GET', `/v1/subscriptions/${second}`)).json.status, 'active');
+
+  await page.getByText('Delete this subscription').click();
+  await page.getByRole('button', { name: 'Delete the subscription' }).click();
+  await page.getByText('The subscription was deleted.').waitFor();
+  assert.equal((await api('GET', `/v1/subscriptions/${second}`)).status, 404);
+  stored = (await api('GET', `/v1/subscriptions/${subscription}`)).json;
+  assert.equal(stored.status, 'active', 'the first subscription is untouched');
+});
+
 test('a failing receiver makes dead letters; the tenant dry-runs a bulk replay, replays and watches it finish', async () => {
   hooks.fail = true;
   const ids = [];
