@@ -304,27 +304,30 @@ pub async fn list(
     Query(page): Query<PageParams>,
 ) -> Result<axum::Json<EventTypeList>, ApiError> {
     let page = page.request()?;
-    let rows = match &caller {
-        Caller::Admin => state.store.list_event_types(page.store_page()).await?,
+    let (rows, scanned_to) = match &caller {
+        Caller::Admin => (state.store.list_event_types(page.store_page()).await?, None),
         Caller::Tenant(tenant) => visible_page(&state, tenant, &page).await?,
     };
     let (rows, next_cursor) = page.finish(rows, |t| t.name.as_str());
+    let next_cursor =
+        next_cursor.or_else(|| scanned_to.map(|name| super::pagination::encode(&name)));
     let data = rows.into_iter().map(|t| EventTypeOut::for_caller(t, &caller)).collect();
     Ok(axum::Json(EventTypeList { data, next_cursor }))
 }
 
 /// The most stored pages one tenant's page of the catalogue reads.
-const MAX_SCANNED_PAGES: usize = 50;
+const MAX_SCANNED_PAGES: usize = 10;
 
-/// A page of the types `tenant` may see: stored pages are read until it is
-/// full (the extra row that tells of a next page included), or the types
-/// run out, or `MAX_SCANNED_PAGES` were read (the page then ends early,
-/// and its cursor goes on from the last type read).
+/// A page of the types `tenant` may see, and where the next page starts
+/// when the scan stopped before the types ran out: stored pages are read
+/// until the page is full (with the extra row that tells of a next page),
+/// or the types run out, or `MAX_SCANNED_PAGES` were read (the page then
+/// ends early, and its cursor goes on from the last type read).
 async fn visible_page(
     state: &AppState,
     tenant: &TenantId,
     page: &super::pagination::PageRequest,
-) -> Result<Vec<EventType>, ApiError> {
+) -> Result<(Vec<EventType>, Option<String>), ApiError> {
     let wanted = page.limit() + 1;
     let mut after = page.store_page().after.map(str::to_owned);
     let mut visible = Vec::new();
@@ -337,10 +340,10 @@ async fn visible_page(
         visible.extend(rows.into_iter().filter(|t| t.is_visible_to(tenant)));
         if visible.len() >= wanted || exhausted {
             visible.truncate(wanted);
-            return Ok(visible);
+            return Ok((visible, None));
         }
     }
-    Ok(visible)
+    Ok((visible, after))
 }
 
 #[utoipa::path(get, path = "/v1/event-types/{name}", tag = "event-types", operation_id = "get_event_type",

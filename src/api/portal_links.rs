@@ -1,6 +1,7 @@
 //! `POST /v1/tenants/{id}/portal-links` (admin): a one-time link into the
 //! tenant's portal (`crate::portal`). The token is shown once, in the
 //! answer; only its hash is stored, and opening the link uses it up.
+//! `DELETE /v1/tenants/{id}/portal-access` withdraws what was handed out.
 
 use axum::extract::State;
 use axum::http::header::HOST;
@@ -96,6 +97,29 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{id}/portal-access", tag = "tenants", operation_id = "revoke_portal_access",
+    params(("id" = String, Path, description = "Tenant id (`ten_…`)")),
+    responses(
+        (status = 204, description = "The tenant's portal sessions are ended and its unused links void (its keys are untouched)"),
+        NotAdmin, NoTenant,
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant_id): Path<TenantId>,
+) -> Result<StatusCode, ApiError> {
+    if matches!(&caller, Caller::Tenant(own) if *own != tenant_id) {
+        return Err(ApiError::not_found("tenant", &tenant_id));
+    }
+    caller.require_admin()?;
+    if !state.store.tenant_exists(&tenant_id).await? {
+        return Err(ApiError::not_found("tenant", &tenant_id));
+    }
+    let revoked = state.store.revoke_portal_access(&tenant_id).await?;
+    tracing::info!(tenant_id = %tenant_id, revoked, "portal access revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Where the portal is reached: the configured public URL, or else the
 /// host the admin called (over plain HTTP: behind a TLS proxy, configure
 /// `HOOKGATE_PUBLIC_URL`).
@@ -119,7 +143,7 @@ fn is_host(value: &str) -> bool {
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create))
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(revoke))
 }
 
 #[cfg(test)]

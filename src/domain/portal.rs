@@ -17,8 +17,9 @@ const SESSION_PREFIX: &str = "hgs_";
 pub enum PortalScope {
     /// One tenant's portal; `read_only` refuses every change.
     Tenant { tenant: TenantId, read_only: bool },
-    /// The admin view, opened with an admin token.
-    Admin,
+    /// The admin view, opened with the admin token of this SHA-256 (hex):
+    /// it ends when that token is no longer configured.
+    Admin { token_hash: String },
 }
 
 /// A stored link: what redeeming it opens.

@@ -113,7 +113,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Links carry one-time tokens: they are not passed on to other sites.
     // (`no-referrer` would make the browser send `Origin: null` with forms.)
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.entry(REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
     headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     response
 }

@@ -7,13 +7,14 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request, State};
-use axum::http::header::{COOKIE, HOST, SET_COOKIE};
+use axum::http::header::{COOKIE, HOST, REFERRER_POLICY, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use maud::{html, Markup};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::bridge::Api;
@@ -42,12 +43,12 @@ impl Viewer {
     pub(super) fn tenant(&self) -> Option<&TenantId> {
         match &self.scope {
             PortalScope::Tenant { tenant, .. } => Some(tenant),
-            PortalScope::Admin => None,
+            PortalScope::Admin { .. } => None,
         }
     }
 
     pub(super) fn is_admin(&self) -> bool {
-        self.scope == PortalScope::Admin
+        matches!(self.scope, PortalScope::Admin { .. })
     }
 
     pub(super) fn read_only(&self) -> bool {
@@ -55,15 +56,28 @@ impl Viewer {
     }
 }
 
+/// The one cookie of that name; two (one planted by a sibling domain, say)
+/// count as none, so that nobody can choose the session a browser uses.
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| value);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// Whether `token` is one of the configured admin tokens, compared by their
+/// SHA-256 so that neither their text nor their length shows in the timing.
+pub(super) fn is_admin_token(known: &[String], token: &str) -> bool {
+    let sent = Sha256::digest(token.as_bytes());
+    known.iter().fold(false, |found, known| {
+        found | bool::from(Sha256::digest(known.as_bytes()).ct_eq(&sent))
+    })
 }
 
 impl FromRequestParts<PortalState> for Viewer {
@@ -84,7 +98,15 @@ impl FromRequestParts<PortalState> for Viewer {
             .ok_or(PortalError::SignedOut)?;
         let caller = match &session.scope {
             PortalScope::Tenant { tenant, .. } => Caller::Tenant(tenant.clone()),
-            PortalScope::Admin => Caller::Admin,
+            // An admin session lasts while its token is configured.
+            PortalScope::Admin { token_hash } => {
+                let configured =
+                    state.app.admin_tokens.iter().any(|t| hash_secret(t) == *token_hash);
+                if !configured {
+                    return Err(PortalError::SignedOut);
+                }
+                Caller::Admin
+            }
         };
         Ok(Self {
             scope: session.scope,
@@ -143,9 +165,12 @@ fn same_origin(headers: &HeaderMap, public_url: Option<&str>) -> Result<(), Port
     if let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) {
         let expected = match public_url {
             Some(url) => url::Url::parse(url).ok().map(|u| u.origin().ascii_serialization()),
-            None => {
-                headers.get(HOST).and_then(|h| h.to_str().ok()).map(|host| format!("http://{host}"))
-            }
+            // Behind a TLS proxy the browser's origin is https.
+            None => headers.get(HOST).and_then(|h| h.to_str().ok()).and_then(|host| {
+                [format!("http://{host}"), format!("https://{host}")]
+                    .into_iter()
+                    .find(|expected| expected == origin)
+            }),
         };
         if expected.as_deref() != Some(origin) {
             return Err(refused());
@@ -228,7 +253,7 @@ pub(super) async fn login_page(Query(query): Query<LinkQuery>) -> Response {
     let Some(token) = query.token.filter(|t| !t.is_empty() && t.len() <= 128) else {
         return PortalError::BadLink.into_response();
     };
-    page::bare(
+    let page = page::bare(
         "Open your webhook portal",
         html! {
             p { "This link opens your webhook portal once. It cannot be used again." }
@@ -237,8 +262,9 @@ pub(super) async fn login_page(Query(query): Query<LinkQuery>) -> Response {
                 button type="submit" class="primary" { "Open the portal" }
             }
         },
-    )
-    .into_response()
+    );
+    // The token is in this page's URL: its stylesheet is not told it.
+    ([(REFERRER_POLICY, "no-referrer")], page).into_response()
 }
 
 /// `POST /portal/login`: uses the link up and starts the session.
@@ -261,6 +287,15 @@ async fn redeem(
     same_origin(headers, state.app.public_url.as_deref())?;
     let form = read_form(request.into_body()).await?;
     let token = form.get("token").ok_or(PortalError::BadLink)?;
+    // A session already in this browser ends: one browser, one session.
+    if let Some(cookie) = cookie_value(headers, COOKIE_NAME) {
+        state
+            .app
+            .store
+            .end_portal_session(&hash_secret(cookie))
+            .await
+            .map_err(PortalError::store)?;
+    }
     let now = Utc::now();
     let link = state
         .app
@@ -272,6 +307,7 @@ async fn redeem(
     tracing::info!(tenant_id = %link.tenant_id, read_only = link.read_only, "portal link used");
     start_session(
         state,
+        headers,
         PortalScope::Tenant { tenant: link.tenant_id, read_only: link.read_only },
         "/portal/subscriptions",
     )
@@ -280,6 +316,7 @@ async fn redeem(
 
 async fn start_session(
     state: &PortalState,
+    headers: &HeaderMap,
     scope: PortalScope,
     to: &str,
 ) -> Result<Response, PortalError> {
@@ -301,9 +338,17 @@ async fn start_session(
         "{COOKIE_NAME}={}; Path=/portal; HttpOnly; SameSite=Strict; Max-Age={}{}",
         secret.text,
         SESSION_HOURS * 3600,
-        if state.secure_cookies { "; Secure" } else { "" },
+        if state.secure_cookies || behind_tls(headers) { "; Secure" } else { "" },
     );
     Ok(see_other_with_cookie(to, &cookie))
+}
+
+/// A proxy says the browser came over TLS (whoever else says so only makes
+/// their own cookie stricter).
+fn behind_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 fn see_other_with_cookie(to: &str, cookie: &str) -> Response {
@@ -371,17 +416,14 @@ pub(super) async fn admin_login(State(state): State<PortalState>, request: Reque
         Err(error) => return error.into_response(),
     };
     let token = form.get("token").unwrap_or_default();
-    let is_admin =
-        state.app.admin_tokens.iter().fold(false, |found, known| {
-            found | bool::from(known.as_bytes().ct_eq(token.as_bytes()))
-        });
-    if !is_admin {
+    if !is_admin_token(&state.app.admin_tokens, token) {
         state.app.limiters.auth_failed(peer);
         let page = admin_login_form(Some("That is not an admin token."));
         return (StatusCode::UNAUTHORIZED, page).into_response();
     }
     tracing::info!("portal admin session started");
-    match start_session(&state, PortalScope::Admin, "/portal/admin").await {
+    let scope = PortalScope::Admin { token_hash: hash_secret(token) };
+    match start_session(&state, &parts.headers, scope, "/portal/admin").await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -405,6 +447,18 @@ mod tests {
         assert_eq!(cookie_value(&map, COOKIE_NAME), Some("hgs_x"));
         assert_eq!(cookie_value(&map, "c"), Some("3"));
         assert_eq!(cookie_value(&headers(&[("cookie", "hookgate_portalx=1")]), COOKIE_NAME), None);
+        let planted =
+            headers(&[("cookie", "hookgate_portal=hgs_mine; hookgate_portal=hgs_theirs")]);
+        assert_eq!(cookie_value(&planted, COOKIE_NAME), None, "two are none");
+    }
+
+    #[test]
+    fn admin_tokens_match_exactly() {
+        let known = ["a-token-of-sixteen".to_owned(), "another-admin-token".to_owned()];
+        assert!(is_admin_token(&known, "another-admin-token"));
+        assert!(!is_admin_token(&known, "another-admin-toke"));
+        assert!(!is_admin_token(&known, ""));
+        assert!(!is_admin_token(&[], "a-token-of-sixteen"));
     }
 
     #[test]
@@ -422,6 +476,8 @@ mod tests {
         let own = ("origin", "http://127.0.0.1:8080");
         assert!(same_origin(&headers(&[host, own]), None).is_ok());
         assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:9999")]), None).is_err());
+        let tls = ("origin", "https://127.0.0.1:8080");
+        assert!(same_origin(&headers(&[host, tls]), None).is_ok(), "behind a TLS proxy");
         assert!(same_origin(&headers(&[host, ("origin", "null")]), None).is_err());
         let public = Some("https://hooks.example.com/");
         assert!(same_origin(&headers(&[("origin", "https://hooks.example.com")]), public).is_ok());

@@ -240,9 +240,9 @@ fn settings_body(form: &Form, update: bool) -> Result<Value, Problem> {
     if description.is_some() || update {
         body.insert("description".to_owned(), json!(description));
     }
-    let mut number = |field: &str, name: &str| -> Option<u64> {
+    let mut number = |field: &str, name: &str| -> Option<u32> {
         let raw = form.get(name)?;
-        match raw.parse::<u64>() {
+        match raw.parse::<u32>() {
             Ok(n) => Some(n),
             Err(_) => {
                 errors.push(FieldProblem {
@@ -256,6 +256,12 @@ fn settings_body(form: &Form, update: bool) -> Result<Value, Problem> {
     let per_second = number("rate_limit", "per_second");
     let burst = number("rate_limit", "burst");
     let max_in_flight = number("max_in_flight", "max_in_flight");
+    if per_second.is_none() && burst.is_some() {
+        errors.push(FieldProblem {
+            field: "rate_limit".to_owned(),
+            message: "a burst needs a rate: give deliveries per second too".to_owned(),
+        });
+    }
     match per_second {
         Some(per_second) => {
             body.insert(
@@ -435,7 +441,7 @@ async fn detail_page(
             @if !viewer.read_only() { a class="button" href={ (here) "/edit" } { "Edit" } }
             @if status == "active" {
                 (action(viewer, &format!("{here}/pause"), "Pause", ""))
-            } @else {
+            } @else if status == "paused" || status == "disabled" {
                 (action(viewer, &format!("{here}/resume"), "Resume", ""))
             }
             (action(viewer, &format!("{here}/test"), "Send a test event", "primary"))

@@ -32,6 +32,10 @@ pub trait Portal: Send + Sync {
 
     async fn end_portal_session(&self, id_hash: &str) -> Result<()>;
 
+    /// Ends a tenant's sessions and unused links (its portal access is
+    /// withdrawn); answers how many.
+    async fn revoke_portal_access(&self, tenant: &TenantId) -> Result<u64>;
+
     /// Removes links and sessions that expired before `before`; answers how many.
     async fn purge_portal(&self, before: DateTime<Utc>) -> Result<u64>;
 }
@@ -47,6 +51,7 @@ struct LinkRow {
 #[derive(sqlx::FromRow)]
 struct SessionRow {
     tenant_id: Option<String>,
+    admin_token_hash: Option<String>,
     read_only: bool,
     csrf_token: String,
     created_at: DateTime<Utc>,
@@ -60,7 +65,7 @@ impl From<SessionRow> for PortalSession {
                 tenant: TenantId::from_trusted(tenant),
                 read_only: row.read_only,
             },
-            None => PortalScope::Admin,
+            None => PortalScope::Admin { token_hash: row.admin_token_hash.unwrap_or_default() },
         };
         Self {
             scope,
@@ -118,18 +123,20 @@ macro_rules! portal_on {
                 id_hash: &str,
                 session: &PortalSession,
             ) -> Result<()> {
-                let (tenant, read_only) = match &session.scope {
+                let (tenant, admin, read_only) = match &session.scope {
                     PortalScope::Tenant { tenant, read_only } => {
-                        (Some(tenant.as_str()), *read_only)
+                        (Some(tenant.as_str()), None, *read_only)
                     }
-                    PortalScope::Admin => (None, false),
+                    PortalScope::Admin { token_hash } => (None, Some(token_hash.as_str()), false),
                 };
                 sqlx::query(
-                    "INSERT INTO portal_sessions (id_hash, tenant_id, read_only, csrf_token, \
-                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO portal_sessions (id_hash, tenant_id, admin_token_hash, \
+                     read_only, csrf_token, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(id_hash)
                 .bind(tenant)
+                .bind(admin)
                 .bind(read_only)
                 .bind(&session.csrf_token)
                 .bind(session.created_at)
@@ -145,7 +152,7 @@ macro_rules! portal_on {
                 now: DateTime<Utc>,
             ) -> Result<Option<PortalSession>> {
                 let row: Option<SessionRow> = sqlx::query_as(
-                    "SELECT tenant_id, read_only, csrf_token, created_at, expires_at \
+                    "SELECT tenant_id, admin_token_hash, read_only, csrf_token, created_at, expires_at \
                      FROM portal_sessions WHERE id_hash = $1 AND expires_at > $2",
                 )
                 .bind(id_hash)
@@ -161,6 +168,20 @@ macro_rules! portal_on {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn revoke_portal_access(&self, tenant: &TenantId) -> Result<u64> {
+                let links = sqlx::query(
+                    "DELETE FROM portal_links WHERE tenant_id = $1 AND used_at IS NULL",
+                )
+                .bind(tenant.as_str())
+                .execute(&self.pool)
+                .await?;
+                let sessions = sqlx::query("DELETE FROM portal_sessions WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(links.rows_affected() + sessions.rows_affected())
             }
 
             async fn purge_portal(&self, before: DateTime<Utc>) -> Result<u64> {

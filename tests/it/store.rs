@@ -654,16 +654,26 @@ async fn a_portal_link_opens_once_before_it_expires_and_sessions_end(backend: Ba
     };
     store.create_portal_session(&session.hash, &stored).await.expect("session");
     let admin = PortalSecret::session();
-    let admin_session = PortalSession { scope: PortalScope::Admin, ..stored.clone() };
+    let admin_scope = PortalScope::Admin { token_hash: "ab".repeat(32) };
+    let admin_session = PortalSession { scope: admin_scope.clone(), ..stored.clone() };
     store.create_portal_session(&admin.hash, &admin_session).await.expect("admin session");
     let found = store.portal_session(&session.hash, later).await.expect("read").expect("found");
     assert_eq!((found.scope, found.csrf_token), (scope, "c".repeat(64)));
     let found = store.portal_session(&admin.hash, later).await.expect("read").expect("found");
-    assert_eq!(found.scope, PortalScope::Admin);
+    assert_eq!(found.scope, admin_scope);
     let after_expiry = at + chrono::Duration::hours(2);
     assert!(store.portal_session(&session.hash, after_expiry).await.expect("read").is_none());
     store.end_portal_session(&admin.hash).await.expect("end");
     assert!(store.portal_session(&admin.hash, later).await.expect("read").is_none(), "ended");
-    assert_eq!(store.purge_portal(after_expiry).await.expect("purge"), 3, "two links, one session");
+    let unused = PortalSecret::link_token();
+    store.create_portal_link(&unused.hash, &link(false, 600)).await.expect("unused link");
+    assert_eq!(
+        store.revoke_portal_access(&tenant.id).await.expect("revoke"),
+        3,
+        "the unused links (one of them expired) and the session"
+    );
+    assert!(store.redeem_portal_link(&unused.hash, later).await.expect("redeem").is_none());
+    assert!(store.portal_session(&session.hash, later).await.expect("read").is_none());
+    assert_eq!(store.purge_portal(after_expiry).await.expect("purge"), 1, "the used link");
 }
 both_backends!(a_portal_link_opens_once_before_it_expires_and_sessions_end);

@@ -284,33 +284,39 @@ test('the tenant edits, pauses, resumes and deletes a subscription, and a bad fi
   assert.equal(stored.status, 'active', 'the first subscription is untouched');
 });
 
-test('a failing receiver makes dead letters; the tenant dry-runs a bulk replay, replays and watches it finish', async () => {
+test('a failing receiver makes dead letters; the tenant discards one, dry-runs a bulk replay, replays and watches it finish', async () => {
   hooks.fail = true;
-  const ids = [];
-  for (const n of [101, 102, 103]) {
+  const ids = [101, 102, 103, 104];
+  for (const n of ids) {
     const published = await api('POST', '/v1/events', { type: 'order.created', tenant_id: tenant, data: { order_id: n } });
     assert.equal(published.status, 202);
-    ids.push(n);
   }
-  await eventually('three dead letters', async () => {
+  await eventually('four dead letters', async () => {
     const { json } = await api('GET', `/v1/dead-letters?tenant_id=${tenant}&status=pending`);
-    return json.data.length === 3;
+    return json.data.length === 4;
   });
   hooks.fail = false;
 
   await page.getByRole('link', { name: 'Dead letters' }).click();
   await page.getByLabel('Status').selectOption('pending');
   await page.getByRole('button', { name: 'Filter' }).click();
-  assert.equal(await page.locator('main table tbody tr').count(), 3);
+  assert.equal(await page.locator('main table tbody tr').count(), 4);
   await audit(page, 'dead letters');
   await shot(page, 'dead-letters');
   await page.locator('main table tbody tr a').first().click();
   await page.getByRole('heading', { name: 'Payload' }).waitFor();
-  assert.match(await page.locator('main').innerText(), /down for maintenance|500/);
+  const shown = await page.locator('main').innerText();
+  assert.match(shown, /500/, 'the last status is shown');
+  const discarded = Number(shown.match(/"order_id": (\d+)/)[1]);
+  assert.ok(ids.includes(discarded));
   await audit(page, 'dead letter');
-  await page.goBack();
+  await page.getByRole('button', { name: 'Discard' }).click();
+  await page.getByText('The dead letter was discarded.').waitFor();
 
+  await page.getByLabel('Status').selectOption('pending');
+  await page.getByRole('button', { name: 'Filter' }).click();
   await page.getByRole('link', { name: 'Replay the pending ones that match…' }).click();
+  await audit(page, 'bulk replay');
   const beforeDryRun = hooks.got.length;
   await page.getByRole('button', { name: 'Dry run: count them' }).click();
   await page.getByText('3 pending dead letters match.').waitFor();
@@ -325,10 +331,13 @@ test('a failing receiver makes dead letters; the tenant dry-runs a bulk replay, 
   assert.equal(await progress.getAttribute('max'), '3');
   await audit(page, 'replay progress');
   await shot(page, 'replay');
+  const kept = ids.filter((n) => n !== discarded);
   await eventually('the replayed webhooks', () => {
     const replayed = new Set(hooks.got.slice(before).map((h) => h.json?.data?.order_id));
-    return ids.every((n) => replayed.has(n));
+    return kept.every((n) => replayed.has(n));
   });
+  assert.ok(!hooks.got.slice(before).some((h) => h.json?.data?.order_id === discarded),
+    'the discarded one is not sent again');
 });
 
 test('used and expired links, another tenant\'s ids and cross-site posts are refused', async () => {
@@ -395,6 +404,16 @@ test('used and expired links, another tenant\'s ids and cross-site posts are ref
   });
   assert.equal(refused.status(), 403);
   assert.equal((await api('GET', `/v1/subscriptions/${subscription}`)).json.status, 'active');
+
+  // Signing out ends the session.
+  await viewer.getByRole('button', { name: 'Sign out' }).click();
+  await viewer.getByRole('heading', { name: 'Signed out' }).waitFor();
+  await audit(viewer, 'signed out');
+  assert.equal((await viewer.goto(`${BASE}/portal/subscriptions`)).status(), 401);
+  await audit(viewer, 'not signed in');
+  const missing = await used.goto(`${BASE}/portal/no-such-page`);
+  assert.equal(missing.status(), 404);
+  await audit(used, 'no such page');
 });
 
 test('the admin view lists tenants, keys, event types and replays, and makes portal links', async () => {
@@ -420,10 +439,23 @@ test('the admin view lists tenants, keys, event types and replays, and makes por
   await audit(admin, 'admin replays');
   await admin.getByRole('link', { name: 'Event types' }).click();
   await admin.getByRole('heading', { name: 'order.shipped' }).waitFor();
+  await audit(admin, 'admin event types');
+  // A tenant's session does not reach the admin view.
+  const tenantTab = await newPage();
+  await openLink(tenantTab, await portalLink(tenant));
+  assert.equal((await tenantTab.goto(`${BASE}/portal/admin`)).status(), 403);
+  assert.equal((await tenantTab.goto(`${BASE}/portal/admin/replays`)).status(), 403);
   // The link the admin made opens the tenant's portal.
   const tenantView = await newPage();
   await openLink(tenantView, made);
   assert.match(await tenantView.locator('main').innerText(), /Orders to our ERP/);
+  // Withdrawn: the tenant's sessions end, and its unused links open nothing.
+  const unused = await portalLink(tenant);
+  assert.equal((await api('DELETE', `/v1/tenants/${tenant}/portal-access`)).status, 204);
+  assert.equal((await tenantView.goto(`${BASE}/portal/subscriptions`)).status(), 401);
+  await tenantView.goto(unused);
+  await tenantView.getByRole('button', { name: 'Open the portal' }).click();
+  await tenantView.getByRole('heading', { name: 'This link cannot be used' }).waitFor();
 });
 
 test('every page passed axe-core and the Content Security Policy', () => {
