@@ -13,7 +13,10 @@
 #[path = "it/harness/mod.rs"]
 mod harness;
 
+use std::process::Stdio;
 use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
 
 use chrono::Utc;
 use hookgate::domain::portal::{PortalLink, PortalSecret};
@@ -28,6 +31,16 @@ const STORIES_DEADLINE: Duration = Duration::from_secs(600);
 
 fn chromium() -> String {
     std::env::var("HOOKGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
+
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut text = String::new();
+    if let Some(mut pipe) = pipe {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes).await;
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    text
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,7 +62,7 @@ async fn tenants_manage_their_webhooks_in_a_real_browser() {
     app.store.create_portal_link(&expired.hash, &link).await.expect("expired link stored");
 
     let root = env!("CARGO_MANIFEST_DIR");
-    let stories = tokio::process::Command::new("node")
+    let mut stories = tokio::process::Command::new("node")
         .args([
             "--test",
             "--test-reporter=spec",
@@ -63,18 +76,27 @@ async fn tenants_manage_their_webhooks_in_a_real_browser() {
         .env("EXPIRED_LINK", format!("{}/portal/login?token={}", app.base_url, expired.text))
         .env("CHROMIUM", chromium())
         .env("SCREENSHOTS", format!("{root}/docs/portal"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(STORIES_DEADLINE, stories)
-        .await
-        .expect("the stories end in time")
+        .spawn()
         .expect("node runs (scripts/test-env installs tests/portal's packages)");
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "the portal's stories failed:\n{report}");
+    // Read as it comes, so that a run cut off still shows how far it got.
+    let stdout = tokio::spawn(read_all(stories.stdout.take()));
+    let stderr = tokio::spawn(read_all(stories.stderr.take()));
+    let status = match tokio::time::timeout(STORIES_DEADLINE, stories.wait()).await {
+        Ok(status) => Some(status.expect("node ran")),
+        Err(_) => {
+            let _ = stories.kill().await;
+            None
+        }
+    };
+    let report =
+        format!("{}\n{}", stdout.await.unwrap_or_default(), stderr.await.unwrap_or_default());
+    let status = status.unwrap_or_else(|| {
+        panic!("the stories did not end within {STORIES_DEADLINE:?}:\n{report}")
+    });
+    assert!(status.success(), "the portal's stories failed:\n{report}");
     assert!(
         report.contains("pass 7") && report.contains("fail 0"),
         "all seven stories ran:\n{report}"

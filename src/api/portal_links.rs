@@ -60,20 +60,13 @@ pub async fn create(
     Path(tenant_id): Path<TenantId>,
     OptionalJson(req): OptionalJson<CreatePortalLink>,
 ) -> Result<(StatusCode, axum::Json<PortalLinkOut>), ApiError> {
-    // Like keys: another tenant's id is not there for a tenant key.
-    if matches!(&caller, Caller::Tenant(own) if *own != tenant_id) {
-        return Err(ApiError::not_found("tenant", &tenant_id));
-    }
-    caller.require_admin()?;
+    admin_of_existing(&state, &caller, &tenant_id).await?;
     let lifetime = req.expires_in.unwrap_or(DEFAULT_LIFETIME_SECS);
     if !(MIN_LIFETIME_SECS..=MAX_LIFETIME_SECS).contains(&lifetime) {
         return Err(ApiError::field(
             "expires_in",
             format!("{MIN_LIFETIME_SECS} to {MAX_LIFETIME_SECS} seconds"),
         ));
-    }
-    if !state.store.tenant_exists(&tenant_id).await? {
-        return Err(ApiError::not_found("tenant", &tenant_id));
     }
     let base = portal_base(state.public_url.as_deref(), &headers)?;
     let now = super::now();
@@ -108,16 +101,28 @@ pub async fn revoke(
     caller: Caller,
     Path(tenant_id): Path<TenantId>,
 ) -> Result<StatusCode, ApiError> {
-    if matches!(&caller, Caller::Tenant(own) if *own != tenant_id) {
-        return Err(ApiError::not_found("tenant", &tenant_id));
-    }
-    caller.require_admin()?;
-    if !state.store.tenant_exists(&tenant_id).await? {
-        return Err(ApiError::not_found("tenant", &tenant_id));
-    }
+    admin_of_existing(&state, &caller, &tenant_id).await?;
     let revoked = state.store.revoke_portal_access(&tenant_id).await?;
     tracing::info!(tenant_id = %tenant_id, revoked, "portal access revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Portal access is the admins' to give: like keys, another tenant's id is
+/// not there for a tenant key (its own answers 403), nor is a tenant that
+/// does not exist.
+async fn admin_of_existing(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &TenantId,
+) -> Result<(), ApiError> {
+    if matches!(caller, Caller::Tenant(own) if own != tenant) {
+        return Err(ApiError::not_found("tenant", tenant));
+    }
+    caller.require_admin()?;
+    if !state.store.tenant_exists(tenant).await? {
+        return Err(ApiError::not_found("tenant", tenant));
+    }
+    Ok(())
 }
 
 /// Where the portal is reached: the configured public URL, or else the

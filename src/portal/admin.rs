@@ -1,14 +1,14 @@
 //! The admin view, behind an admin token: tenants with their keys, a
 //! portal link for any tenant, the event types, and every bulk replay.
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Path, Query};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup};
 use serde_json::json;
 
-use super::bridge::{with_query, Problem};
-use super::dead_letters::replay_table;
+use super::bridge::{with_query, Cursor, Problem};
+use super::dead_letters::replay_page;
 use super::page::{notice, page, text, time, Section};
 use super::session::{csrf_field, Change, Viewer};
 use super::{PortalError, PortalState};
@@ -30,21 +30,10 @@ fn admin_only(viewer: &Viewer) -> Result<(), PortalError> {
     }
 }
 
-fn cursor_of(query: Option<&str>) -> String {
-    query
-        .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "cursor")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_default()
-}
-
-async fn tenants(viewer: Viewer, RawQuery(query): RawQuery) -> Result<Markup, PortalError> {
+async fn tenants(viewer: Viewer, Query(cursor): Query<Cursor>) -> Result<Markup, PortalError> {
     admin_only(&viewer)?;
-    let cursor = cursor_of(query.as_deref());
-    let answer =
-        viewer.api.get(&with_query("/v1/tenants", &[("limit", "50"), ("cursor", &cursor)])).await?;
+    let path = with_query("/v1/tenants", &[("limit", "50"), ("cursor", cursor.value())]);
+    let answer = viewer.api.get(&path).await?;
     let rows = answer["data"].as_array().cloned().unwrap_or_default();
     let body = html! {
         table {
@@ -142,11 +131,7 @@ async fn portal_link(
     tenant_page(&viewer, &id, Some(&link)).await
 }
 
-async fn replays(viewer: Viewer, RawQuery(query): RawQuery) -> Result<Markup, PortalError> {
+async fn replays(viewer: Viewer, cursor: Query<Cursor>) -> Result<Markup, PortalError> {
     admin_only(&viewer)?;
-    let cursor = cursor_of(query.as_deref());
-    let answer =
-        viewer.api.get(&with_query("/v1/replays", &[("limit", "50"), ("cursor", &cursor)])).await?;
-    let body = replay_table(&answer, "/portal/admin/replays");
-    Ok(page(&viewer, Section::DeadLetters, "Bulk replays", body))
+    replay_page(&viewer, &cursor, "/portal/admin/replays").await
 }

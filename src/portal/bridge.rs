@@ -143,6 +143,18 @@ impl Api {
     }
 }
 
+/// A page's `cursor` from its query: where a list goes on.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Cursor {
+    cursor: Option<String>,
+}
+
+impl Cursor {
+    pub(super) fn value(&self) -> &str {
+        self.cursor.as_deref().unwrap_or_default()
+    }
+}
+
 /// `path?query`, the query made from `pairs` whose value is not empty.
 pub(super) fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());

@@ -3,7 +3,7 @@
 //! a running replay's progress (it reloads itself, without a script, until
 //! the replay ends).
 
-use axum::extract::{Path, Query, RawQuery};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -11,7 +11,7 @@ use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::bridge::{with_query, Problem};
+use super::bridge::{with_query, Cursor, Problem};
 use super::page::{self, action, json_block, notice, option, page, problem, text, time, Section};
 use super::session::{csrf_field, Change, Viewer};
 use super::subscriptions::as_rfc3339;
@@ -395,27 +395,24 @@ async fn progress(viewer: Viewer, Path(raw): Path<String>) -> Result<Markup, Por
 }
 
 /// The viewer's bulk replays, newest first.
-async fn replays(viewer: Viewer, RawQuery(query): RawQuery) -> Result<Markup, PortalError> {
-    let cursor = query
-        .as_deref()
-        .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "cursor")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_default();
-    let answer =
-        viewer.api.get(&with_query("/v1/replays", &[("limit", "50"), ("cursor", &cursor)])).await?;
-    Ok(page(
-        &viewer,
-        Section::DeadLetters,
-        "Bulk replays",
-        replay_table(&answer, "/portal/replays"),
-    ))
+async fn replays(viewer: Viewer, Query(cursor): Query<Cursor>) -> Result<Markup, PortalError> {
+    replay_page(&viewer, &cursor, "/portal/replays").await
+}
+
+/// A page of the bulk replays the viewer may see (a tenant its own, an
+/// admin every tenant's), at `here`.
+pub(super) async fn replay_page(
+    viewer: &Viewer,
+    cursor: &Cursor,
+    here: &str,
+) -> Result<Markup, PortalError> {
+    let path = with_query("/v1/replays", &[("limit", "50"), ("cursor", cursor.value())]);
+    let answer = viewer.api.get(&path).await?;
+    Ok(page(viewer, Section::DeadLetters, "Bulk replays", replay_table(&answer, here)))
 }
 
 /// A page of replays as a table, with a link to the next page.
-pub(super) fn replay_table(answer: &Value, here: &str) -> Markup {
+fn replay_table(answer: &Value, here: &str) -> Markup {
     let rows = answer["data"].as_array().cloned().unwrap_or_default();
     html! {
         @if rows.is_empty() { p { "No bulk replays yet." } } @else {

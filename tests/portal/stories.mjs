@@ -33,6 +33,7 @@ async function api(method, path, body) {
     method,
     headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
   });
   const text = await response.text();
   return { status: response.status, json: text ? JSON.parse(text) : null };
@@ -71,6 +72,7 @@ async function receiver() {
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   state.url = `http://127.0.0.1:${server.address().port}/hook`;
   state.close = () => new Promise((r) => server.close(r));
+  state.closeAllConnections = () => server.closeAllConnections();
   return state;
 }
 
@@ -84,7 +86,11 @@ async function attackerSite(host, action, fields) {
     res.end(`<!doctype html><title>prize</title><form method="post" action="${action}">${inputs}<button>Win a prize</button></form>`);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://${host}:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) };
+  const close = () => {
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  };
+  return { url: `http://${host}:${server.address().port}/`, close };
 }
 
 let browser;
@@ -112,6 +118,7 @@ async function shot(page, name) {
 async function newPage() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
   page.on('console', (message) => {
     if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) {
       problems.push(`CSP: ${message.text()}`);
@@ -163,12 +170,13 @@ before(async () => {
   }
   hooks = await receiver();
   page = await newPage();
-});
+}, { timeout: 60_000 });
 
 after(async () => {
   await browser?.close();
+  hooks?.closeAllConnections?.();
   await hooks?.close();
-});
+}, { timeout: 30_000 });
 
 test('an admin makes a portal link; the tenant subscribes, sends a test and sees the attempt', async () => {
   await openLink(page, await portalLink(tenant));
