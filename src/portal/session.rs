@@ -297,21 +297,19 @@ async fn redeem(
             .map_err(PortalError::store)?;
     }
     let now = Utc::now();
-    let link = state
+    let secret = PortalSecret::session();
+    let expires_at = now + chrono::Duration::hours(SESSION_HOURS);
+    let session = state
         .app
         .store
-        .redeem_portal_link(&hash_secret(token), now)
+        .open_portal_session(&hash_secret(token), now, &secret.hash, &random_hex(), expires_at)
         .await
         .map_err(PortalError::store)?
         .ok_or(PortalError::BadLink)?;
-    tracing::info!(tenant_id = %link.tenant_id, read_only = link.read_only, "portal link used");
-    start_session(
-        state,
-        headers,
-        PortalScope::Tenant { tenant: link.tenant_id, read_only: link.read_only },
-        "/portal/subscriptions",
-    )
-    .await
+    if let PortalScope::Tenant { tenant, read_only } = &session.scope {
+        tracing::info!(tenant_id = %tenant, read_only, "portal link used");
+    }
+    Ok(session_cookie(state, headers, &secret, "/portal/subscriptions"))
 }
 
 async fn start_session(
@@ -334,13 +332,23 @@ async fn start_session(
         .create_portal_session(&secret.hash, &session)
         .await
         .map_err(PortalError::store)?;
+    Ok(session_cookie(state, headers, &secret, to))
+}
+
+/// Sets the session's cookie, and sends the browser on to `to`.
+fn session_cookie(
+    state: &PortalState,
+    headers: &HeaderMap,
+    secret: &PortalSecret,
+    to: &str,
+) -> Response {
     let cookie = format!(
         "{COOKIE_NAME}={}; Path=/portal; HttpOnly; SameSite=Strict; Max-Age={}{}",
         secret.text,
         SESSION_HOURS * 3600,
         if state.secure_cookies || behind_tls(headers) { "; Secure" } else { "" },
     );
-    Ok(see_other_with_cookie(to, &cookie))
+    see_other_with_cookie(to, &cookie)
 }
 
 /// A proxy says the browser came over TLS (whoever else says so only makes

@@ -1,6 +1,7 @@
 //! The portal's links and sessions (`domain::portal`), by the hash of their
-//! secret. Redeeming a link marks it used in the same statement that reads
-//! it, so a link opens one session however many browsers race for it.
+//! secret. Opening a link marks it used in the statement that reads it, and
+//! starts its session in the same transaction: a link opens one session
+//! however many browsers race for it, and is never spent without one.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,12 +15,17 @@ use crate::domain::TenantId;
 pub trait Portal: Send + Sync {
     async fn create_portal_link(&self, token_hash: &str, link: &PortalLink) -> Result<()>;
 
-    /// The link, marked used, if it was unused and unexpired at `now`.
-    async fn redeem_portal_link(
+    /// Uses the link up, if it is unused and unexpired at `now`, and opens
+    /// its session (`session_hash`, `csrf_token`, until `expires_at`) in the
+    /// same transaction, so that a link is never spent without a session.
+    async fn open_portal_session(
         &self,
         token_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<PortalLink>>;
+        session_hash: &str,
+        csrf_token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<PortalSession>>;
 
     async fn create_portal_session(&self, id_hash: &str, session: &PortalSession) -> Result<()>;
 
@@ -44,8 +50,6 @@ pub trait Portal: Send + Sync {
 struct LinkRow {
     tenant_id: String,
     read_only: bool,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -96,25 +100,46 @@ macro_rules! portal_on {
                 Ok(())
             }
 
-            async fn redeem_portal_link(
+            async fn open_portal_session(
                 &self,
                 token_hash: &str,
                 now: DateTime<Utc>,
-            ) -> Result<Option<PortalLink>> {
+                session_hash: &str,
+                csrf_token: &str,
+                expires_at: DateTime<Utc>,
+            ) -> Result<Option<PortalSession>> {
+                let mut tx = self.pool.begin().await?;
                 let row: Option<LinkRow> = sqlx::query_as(
                     "UPDATE portal_links SET used_at = $2 \
                      WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-                     RETURNING tenant_id, read_only, created_at, expires_at",
+                     RETURNING tenant_id, read_only",
                 )
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                Ok(row.map(|row| PortalLink {
-                    tenant_id: TenantId::from_trusted(row.tenant_id),
-                    read_only: row.read_only,
-                    created_at: row.created_at,
-                    expires_at: row.expires_at,
+                let Some(link) = row else { return Ok(None) };
+                sqlx::query(
+                    "INSERT INTO portal_sessions (id_hash, tenant_id, read_only, csrf_token, \
+                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(session_hash)
+                .bind(&link.tenant_id)
+                .bind(link.read_only)
+                .bind(csrf_token)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(PortalSession {
+                    scope: PortalScope::Tenant {
+                        tenant: TenantId::from_trusted(link.tenant_id),
+                        read_only: link.read_only,
+                    },
+                    csrf_token: csrf_token.to_owned(),
+                    created_at: now,
+                    expires_at,
                 }))
             }
 

@@ -634,25 +634,30 @@ async fn a_portal_link_opens_once_before_it_expires_and_sessions_end(backend: Ba
     store.create_portal_link(&fresh.hash, &link(true, 600)).await.expect("fresh link");
     store.create_portal_link(&stale.hash, &link(false, 60)).await.expect("stale link");
     let later = at + chrono::Duration::seconds(120);
-    let opened = store.redeem_portal_link(&fresh.hash, later).await.expect("redeem");
-    let opened = opened.expect("an unused, unexpired link opens");
-    assert_eq!((opened.tenant_id.clone(), opened.read_only), (tenant.id.clone(), true));
-    assert!(store.redeem_portal_link(&fresh.hash, later).await.expect("again").is_none(), "once");
-    assert!(
-        store.redeem_portal_link(&stale.hash, later).await.expect("stale").is_none(),
-        "expired"
-    );
-    assert!(store.redeem_portal_link("not-a-hash", later).await.expect("unknown").is_none());
-
     let session = PortalSecret::session();
+    let until = at + chrono::Duration::hours(1);
+    let csrf = "c".repeat(64);
+    let open = |token: &str, session: &str| {
+        let (store, token, session, csrf) =
+            (Arc::clone(&store), token.to_owned(), session.to_owned(), csrf.clone());
+        async move { store.open_portal_session(&token, later, &session, &csrf, until).await }
+    };
+    let opened = open(&fresh.hash, &session.hash).await.expect("open");
+    let opened = opened.expect("an unused, unexpired link opens a session");
     let scope = PortalScope::Tenant { tenant: tenant.id.clone(), read_only: true };
+    assert_eq!((opened.scope.clone(), opened.expires_at), (scope.clone(), until));
+    let second = PortalSecret::session();
+    assert!(open(&fresh.hash, &second.hash).await.expect("again").is_none(), "once");
+    assert!(store.portal_session(&second.hash, later).await.expect("read").is_none());
+    assert!(open(&stale.hash, &second.hash).await.expect("stale").is_none(), "expired");
+    assert!(open("not-a-hash", &second.hash).await.expect("unknown").is_none());
+    assert!(store.portal_session(&second.hash, later).await.expect("read").is_none(), "none made");
     let stored = PortalSession {
         scope: scope.clone(),
-        csrf_token: "c".repeat(64),
+        csrf_token: csrf.clone(),
         created_at: at,
-        expires_at: at + chrono::Duration::hours(1),
+        expires_at: until,
     };
-    store.create_portal_session(&session.hash, &stored).await.expect("session");
     let admin = PortalSecret::session();
     let admin_scope = PortalScope::Admin { token_hash: "ab".repeat(32) };
     let admin_session = PortalSession { scope: admin_scope.clone(), ..stored.clone() };
@@ -672,7 +677,7 @@ async fn a_portal_link_opens_once_before_it_expires_and_sessions_end(backend: Ba
         3,
         "the unused links (one of them expired) and the session"
     );
-    assert!(store.redeem_portal_link(&unused.hash, later).await.expect("redeem").is_none());
+    assert!(open(&unused.hash, &second.hash).await.expect("open").is_none());
     assert!(store.portal_session(&session.hash, later).await.expect("read").is_none());
     assert_eq!(store.purge_portal(after_expiry).await.expect("purge"), 1, "the used link");
 }
