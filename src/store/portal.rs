@@ -46,6 +46,10 @@ pub trait Portal: Send + Sync {
     async fn purge_portal(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
+/// A session row, whichever way it is opened.
+const INSERT_SESSION: &str = "INSERT INTO portal_sessions (id_hash, tenant_id, admin_token_hash, \
+     read_only, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
 #[derive(sqlx::FromRow)]
 struct LinkRow {
     tenant_id: String,
@@ -120,11 +124,10 @@ macro_rules! portal_on {
                 .await?;
                 let Some(link) = row else { return Ok(None) };
                 sqlx::query(
-                    "INSERT INTO portal_sessions (id_hash, tenant_id, read_only, csrf_token, \
-                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
+INSERT_SESSION)
                 .bind(session_hash)
                 .bind(&link.tenant_id)
+                .bind(None::<&str>)
                 .bind(link.read_only)
                 .bind(csrf_token)
                 .bind(now)
@@ -154,11 +157,7 @@ macro_rules! portal_on {
                     }
                     PortalScope::Admin { token_hash } => (None, Some(token_hash.as_str()), false),
                 };
-                sqlx::query(
-                    "INSERT INTO portal_sessions (id_hash, tenant_id, admin_token_hash, \
-                     read_only, csrf_token, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
+                sqlx::query(INSERT_SESSION)
                 .bind(id_hash)
                 .bind(tenant)
                 .bind(admin)
