@@ -29,6 +29,17 @@ use crate::harness::{TestApp, ADMIN_TOKEN};
 /// 90 s of its own, so a stuck one fails with its name.
 const STORIES_DEADLINE: Duration = Duration::from_secs(420);
 
+/// How many of Playwright's last logged calls a failure shows.
+const CALLS_SHOWN: usize = 60;
+
+/// The runner's own lines, then the last of Playwright's calls (`pw:api`
+/// lines, which the runner passes on among them): where a story stuck.
+fn report(output: &str) -> String {
+    let (calls, own): (Vec<&str>, Vec<&str>) = output.lines().partition(|l| l.contains(" pw:api "));
+    let last = &calls[calls.len().saturating_sub(CALLS_SHOWN)..];
+    format!("{}\n\nPlaywright's last calls:\n{}", own.join("\n"), last.join("\n"))
+}
+
 fn chromium() -> String {
     std::env::var("HOOKGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }
@@ -68,6 +79,8 @@ async fn tenants_manage_their_webhooks_in_a_real_browser() {
             "--test-reporter=spec",
             "--test-concurrency=1",
             "--test-timeout=360000",
+            // Ends when the stories have, whatever a stuck browser holds open.
+            "--test-force-exit",
             "stories.mjs",
         ])
         .current_dir(format!("{root}/tests/portal"))
@@ -76,6 +89,11 @@ async fn tenants_manage_their_webhooks_in_a_real_browser() {
         .env("EXPIRED_LINK", format!("{}/portal/login?token={}", app.base_url, expired.text))
         .env("CHROMIUM", chromium())
         .env("SCREENSHOTS", format!("{root}/docs/portal"))
+        // Playwright logs each call it makes: the tail shows where a story stuck.
+        .env("DEBUG", "pw:api")
+        // Its own process group, so that a stuck run is killed with the
+        // runner's child that runs the file.
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -87,12 +105,19 @@ async fn tenants_manage_their_webhooks_in_a_real_browser() {
     let status = match tokio::time::timeout(STORIES_DEADLINE, stories.wait()).await {
         Ok(status) => Some(status.expect("node ran")),
         Err(_) => {
+            if let Some(pid) = stories.id() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status()
+                    .await;
+            }
             let _ = stories.kill().await;
             None
         }
     };
-    let report =
+    let output =
         format!("{}\n{}", stdout.await.unwrap_or_default(), stderr.await.unwrap_or_default());
+    let report = report(&output);
     let status = status.unwrap_or_else(|| {
         panic!("the stories did not end within {STORIES_DEADLINE:?}:\n{report}")
     });
