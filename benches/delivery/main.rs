@@ -71,6 +71,10 @@ struct Args {
     /// Instead of the set: the soak, this long (`10m`), at 2,000 events/s.
     #[arg(long, value_parser = humantime::parse_duration)]
     soak: Option<std::time::Duration>,
+    /// Only the ceiling and the sustained phase, for profiling the
+    /// dispatcher's hot path (`perf record` beside it); no isolation phases.
+    #[arg(long)]
+    sustained_only: bool,
     /// Passed by `cargo bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
     let work = async {
         match args.soak {
             Some(duration) => run_soak(&services, duration, &args.out).await,
-            None => run(&services, args.scale, args.runs, &args.out).await,
+            None => run(&services, args.scale, args.runs, args.sustained_only, &args.out).await,
         }
     };
     let code = match runtime.block_on(work) {
@@ -134,6 +138,7 @@ async fn run(
     services: &Services,
     scale: f64,
     runs: u32,
+    sustained_only: bool,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
     let scale = scale.clamp(0.01, 10.0);
@@ -141,7 +146,12 @@ async fn run(
     for n in 1..=runs {
         println!("\nrun {n} of {runs}");
         let run_id = ulid::Ulid::new().to_string().to_lowercase();
-        let mut figures = phases::run(services, &run_id, scale).await?;
+        if sustained_only {
+            let figures = phases::run(services, &run_id, scale, true).await?;
+            report::print_table(&figures);
+            continue;
+        }
+        let mut figures = phases::run(services, &run_id, scale, false).await?;
         let isolated = isolation::run(services, &format!("{run_id}_iso"), scale).await?;
         figures.extend(isolated.figures());
         report::print_table(&figures);
@@ -149,6 +159,9 @@ async fn run(
         results.push(report::Run { figures, isolation: isolated });
         // Written after every run: an interrupted set keeps what it measured.
         report::write(out, scale, &results)?;
+    }
+    if sustained_only {
+        return Ok(());
     }
     if runs > 1 {
         report::print_summary(&results);

@@ -44,6 +44,7 @@ pub(crate) async fn run(
     services: &Services,
     run_id: &str,
     scale: f64,
+    sustained_only: bool,
 ) -> anyhow::Result<Vec<Figure>> {
     let receiver = Deliveries::start().await;
     // The most the sustained phase may have under way: its subscriptions at
@@ -59,7 +60,10 @@ pub(crate) async fn run(
         scale,
         ceiling,
     };
-    let figures = phases.all().await;
+    let figures = match sustained_only {
+        true => phases.ceiling_and_sustained().await,
+        false => phases.all().await,
+    };
     // The receiver outlives the app: its drain may still deliver.
     env.stop().await?;
     drop(receiver);
@@ -168,9 +172,17 @@ struct Phases<'a> {
 }
 
 impl Phases<'_> {
-    async fn all(&self) -> anyhow::Result<Vec<Figure>> {
+    fn ceiling(&self) -> Figure {
         let ceiling = "ceiling: a minimal signing sender to the same receiver";
-        let mut figures = vec![Figure::new(ceiling, self.ceiling, "deliveries/s", "-", true)];
+        Figure::new(ceiling, self.ceiling, "deliveries/s", "-", true)
+    }
+
+    async fn ceiling_and_sustained(&self) -> anyhow::Result<Vec<Figure>> {
+        Ok(vec![self.ceiling(), self.sustained().await?])
+    }
+
+    async fn all(&self) -> anyhow::Result<Vec<Figure>> {
+        let mut figures = vec![self.ceiling()];
         figures.push(self.publish_api().await);
         figures.push(self.publish_batches().await?);
         figures.push(self.sustained().await?);

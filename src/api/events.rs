@@ -355,7 +355,7 @@ pub async fn observe_publish(
     request: Request,
     next: Next,
 ) -> Response {
-    let span = tracing::info_span!("publish", otel.kind = "server", http.request.method = "POST",
+    let span = tracing::debug_span!("publish", otel.kind = "server", http.request.method = "POST",
         http.route = %request.uri().path(), http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty);
     let parent = TraceHeaders::from_http(request.headers());

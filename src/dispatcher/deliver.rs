@@ -388,7 +388,7 @@ impl Deliver {
                 return Outcome::Left(false);
             };
             let attempt = delivery.attempt;
-            let span = tracing::info_span!("deliver", otel.kind = "client", subscription_id = %delivery.subscription_id,
+            let span = tracing::debug_span!("deliver", otel.kind = "client", subscription_id = %delivery.subscription_id,
                 event_id = %delivery.event.id, event_type = %delivery.event.event_type, attempt,
                 http.response.status_code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
             TraceHeaders::adopt(delivery.trace.as_ref(), &span);

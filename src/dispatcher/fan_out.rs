@@ -127,7 +127,7 @@ impl FanOut {
         }
         // A child of the publisher's span (a new trace when the record has
         // none); every delivery record carries it on to its attempts.
-        let span = tracing::info_span!("fan-out", otel.kind = "consumer", event_id = %event.id,
+        let span = tracing::debug_span!("fan-out", otel.kind = "consumer", event_id = %event.id,
             event_type = %event.event_type, subscriptions = targets.len());
         TraceHeaders::adopt(trace.as_ref(), &span);
         let trace = Some(TraceHeaders::onward(trace.as_ref(), &span));

@@ -84,12 +84,21 @@ async fn write_batches(
         if received == 0 {
             break;
         }
-        next_write = tokio::time::Instant::now() + GATHER;
+        let began = tokio::time::Instant::now();
+        // Gathered only when the queue is drained: behind, every moment
+        // waited is throughput lost.
+        next_write = if rx.is_empty() { began + GATHER } else { began };
         let mut tries = 0;
         loop {
             tries += 1;
             match store.record_attempts(&batch).await {
                 Ok(changes) => {
+                    tracing::debug!(
+                        rows = batch.len(),
+                        took_ms = began.elapsed().as_millis() as u64,
+                        queued = rx.len(),
+                        "attempt log batch written"
+                    );
                     if let Some(after) = &after {
                         after.written(&batch, changes).await;
                     }
