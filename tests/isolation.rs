@@ -142,8 +142,7 @@ async fn a_tarpit_tenant_at_its_largest_max_in_flight_leaves_another_tenants_p99
         }
         if tokio::time::Instant::now() > end {
             // What the stages say, so that a stall names its place.
-            let text = app.client.get(app.url("/metrics")).send().await.expect("metrics");
-            let text = text.text().await.expect("text");
+            let text = metrics_text(&app).await;
             let names = [
                 "hookgate_consumer_lag",
                 "hookgate_paused_partitions",
@@ -534,10 +533,15 @@ async fn deleting_a_subscription_stops_every_delivery_to_it_within_a_second() {
 }
 
 /// One sample of the app's `/metrics`, 0 when absent.
-async fn metric(app: &TestApp, line_start: &str) -> f64 {
+async fn metrics_text(app: &TestApp) -> String {
     let metrics = app.client.get(app.url("/metrics")).send().await.expect("metrics");
-    let text = metrics.text().await.expect("text");
-    text.lines()
+    metrics.text().await.expect("text")
+}
+
+async fn metric(app: &TestApp, line_start: &str) -> f64 {
+    metrics_text(app)
+        .await
+        .lines()
         .filter(|l| l.starts_with(line_start))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

@@ -106,7 +106,8 @@ fn main() -> ExitCode {
     let work = async {
         match args.soak {
             Some(duration) => run_soak(&services, duration, &args.out).await,
-            None => run(&services, args.scale, args.runs, args.sustained_only, &args.out).await,
+            None if args.sustained_only => run_sustained(&services, args.scale, args.runs).await,
+            None => run(&services, args.scale, args.runs, &args.out).await,
         }
     };
     let code = match runtime.block_on(work) {
@@ -134,11 +135,20 @@ async fn run_soak(
     Ok(())
 }
 
+/// The ceiling and the sustained phase, `runs` times; tables only.
+async fn run_sustained(services: &Services, scale: f64, runs: u32) -> anyhow::Result<()> {
+    for n in 1..=runs {
+        println!("\nrun {n} of {runs}");
+        let run_id = ulid::Ulid::new().to_string().to_lowercase();
+        report::print_table(&phases::run(services, &run_id, scale.clamp(0.01, 10.0), true).await?);
+    }
+    Ok(())
+}
+
 async fn run(
     services: &Services,
     scale: f64,
     runs: u32,
-    sustained_only: bool,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
     let scale = scale.clamp(0.01, 10.0);
@@ -146,11 +156,6 @@ async fn run(
     for n in 1..=runs {
         println!("\nrun {n} of {runs}");
         let run_id = ulid::Ulid::new().to_string().to_lowercase();
-        if sustained_only {
-            let figures = phases::run(services, &run_id, scale, true).await?;
-            report::print_table(&figures);
-            continue;
-        }
         let mut figures = phases::run(services, &run_id, scale, false).await?;
         let isolated = isolation::run(services, &format!("{run_id}_iso"), scale).await?;
         figures.extend(isolated.figures());
@@ -159,9 +164,6 @@ async fn run(
         results.push(report::Run { figures, isolation: isolated });
         // Written after every run: an interrupted set keeps what it measured.
         report::write(out, scale, &results)?;
-    }
-    if sustained_only {
-        return Ok(());
     }
     if runs > 1 {
         report::print_summary(&results);

@@ -167,6 +167,9 @@ async function portalLink(tenant, body = {}) {
 
 // ------------------------------------------------------------ the stories
 
+/** Each story's own bound, so that a stuck one fails with its name. */
+const STORY = { timeout: 90_000 };
+
 let tenant;
 let other;
 let hooks;
@@ -201,7 +204,7 @@ after(async () => {
     .catch((error) => console.error(String(error)));
 }, { timeout: 30_000 });
 
-test('an admin makes a portal link; the tenant subscribes, sends a test and sees the attempt', { timeout: 90_000 }, async () => {
+test('an admin makes a portal link; the tenant subscribes, sends a test and sees the attempt', STORY, async () => {
   await openLink(page, await portalLink(tenant));
   await audit(page, 'subscriptions (empty)');
   await page.getByRole('link', { name: 'New subscription' }).click();
@@ -252,7 +255,7 @@ test('an admin makes a portal link; the tenant subscribes, sends a test and sees
   await shot(page, 'event-types');
 });
 
-test('the tenant rotates the secret and the next webhook carries both signatures', { timeout: 90_000 }, async () => {
+test('the tenant rotates the secret and the next webhook carries both signatures', STORY, async () => {
   await page.goto(`${BASE}/portal/subscriptions/${subscription}`);
   await page.getByLabel('Grace period').selectOption('86400');
   await page.getByRole('button', { name: 'Rotate the secret' }).click();
@@ -274,7 +277,7 @@ test('the tenant rotates the secret and the next webhook carries both signatures
   secret = fresh;
 });
 
-test('the tenant edits, pauses, resumes and deletes a subscription, and a bad field is explained', { timeout: 90_000 }, async () => {
+test('the tenant edits, pauses, resumes and deletes a subscription, and a bad field is explained', STORY, async () => {
   await page.goto(`${BASE}/portal/subscriptions/new`);
   await page.getByLabel('Endpoint URL').fill('ftp://example.com/hook');
   await page.getByLabel('order.shipped').check();
@@ -315,7 +318,7 @@ test('the tenant edits, pauses, resumes and deletes a subscription, and a bad fi
   assert.equal(stored.status, 'active', 'the first subscription is untouched');
 });
 
-test('a failing receiver makes dead letters; the tenant discards one, dry-runs a bulk replay, replays and watches it finish', { timeout: 90_000 }, async () => {
+test('a failing receiver makes dead letters; the tenant discards one, dry-runs a bulk replay, replays and watches it finish', STORY, async () => {
   hooks.fail = true;
   const ids = [101, 102, 103, 104];
   for (const n of ids) {
@@ -371,7 +374,7 @@ test('a failing receiver makes dead letters; the tenant discards one, dry-runs a
     'the discarded one is not sent again');
 });
 
-test('used and expired links, another tenant\'s ids and cross-site posts are refused', { timeout: 90_000 }, async () => {
+test('used and expired links, another tenant\'s ids and cross-site posts are refused', STORY, async () => {
   // A used link.
   const link = await portalLink(tenant);
   const used = await newPage();
@@ -449,7 +452,7 @@ test('used and expired links, another tenant\'s ids and cross-site posts are ref
   await audit(again, 'no such page');
 });
 
-test('the admin view lists tenants, keys, event types and replays, and makes portal links', { timeout: 90_000 }, async () => {
+test('the admin view lists tenants, keys, event types and replays, and makes portal links', STORY, async () => {
   const admin = await newPage();
   await admin.goto(`${BASE}/portal/admin/login`);
   await admin.getByLabel('Admin token').fill('not-the-token-at-all');
