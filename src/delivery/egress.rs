@@ -171,28 +171,55 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     }
 }
 
-/// Resolves names, keeping only the addresses the rules allow.
-#[derive(Debug)]
+/// Resolves names, keeping only the addresses the rules allow: for
+/// reqwest's pools (`Resolve`) and for hyper-util's (`tower::Service`).
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
     rules: Arc<EgressRules>,
 }
 
+type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GuardedResolver {
+    async fn allowed(
+        rules: Arc<EgressRules>,
+        host: String,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
+        let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+        let is_proxy = rules.proxy.as_ref().and_then(url::Url::host_str) == Some(host.as_str());
+        let allowed: Vec<SocketAddr> =
+            resolved.filter(|a| is_proxy || rules.allows_ip(a.ip())).collect();
+        if allowed.is_empty() {
+            return Err(Box::new(ForbiddenDestination));
+        }
+        Ok(allowed)
+    }
+}
+
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let rules = Arc::clone(&self.rules);
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let is_proxy = rules.proxy.as_ref().and_then(url::Url::host_str) == Some(host.as_str());
-            let allowed: Vec<SocketAddr> =
-                resolved.filter(|a| is_proxy || rules.allows_ip(a.ip())).collect();
-            if allowed.is_empty() {
-                return Err(
-                    Box::new(ForbiddenDestination) as Box<dyn std::error::Error + Send + Sync>
-                );
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
+        let allowed = Self::allowed(Arc::clone(&self.rules), name.as_str().to_owned());
+        Box::pin(async move { Ok(Box::new(allowed.await?.into_iter()) as Addrs) })
+    }
+}
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, ResolveError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ResolveError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allowed = Self::allowed(Arc::clone(&self.rules), name.as_str().to_owned());
+        Box::pin(async move { Ok(allowed.await?.into_iter()) })
     }
 }
 

@@ -32,8 +32,10 @@ pub struct Webhook<'a> {
 
 /// The POST of `webhook` to `target`; `None` when its URL does not parse.
 /// Where it may go is for the client to check (`egress`).
-pub fn build(target: &Target, webhook: &Webhook<'_>) -> Option<reqwest::Request> {
-    let mut request = reqwest::Request::new(Method::POST, target.url()?.clone());
+pub fn build(target: &Target, webhook: &Webhook<'_>) -> Option<http::Request<Bytes>> {
+    let mut request = http::Request::new(webhook.body.clone());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.uri()?.clone();
     let timestamp = webhook.signed_at.timestamp();
     let signature = target.sign(webhook.id.as_str(), timestamp, &webhook.body, webhook.signed_at);
     let headers = request.headers_mut();
@@ -59,7 +61,6 @@ pub fn build(target: &Target, webhook: &Webhook<'_>) -> Option<reqwest::Request>
     for (name, value) in &target.headers {
         headers.append(name.clone(), value.clone());
     }
-    *request.body_mut() = Some(reqwest::Body::from(webhook.body.clone()));
     Some(request)
 }
 
@@ -85,7 +86,7 @@ mod tests {
         Target::new(subscription).expect("a valid target")
     }
 
-    fn header<'a>(request: &'a reqwest::Request, name: &str) -> Vec<&'a str> {
+    fn header<'a>(request: &'a http::Request<Bytes>, name: &str) -> Vec<&'a str> {
         let values = request.headers().get_all(name).iter();
         values.map(|v| v.to_str().expect("text")).collect()
     }
@@ -100,8 +101,8 @@ mod tests {
         let request = build(&target, &webhook).expect("the URL parses");
 
         assert_eq!(request.method(), Method::POST);
-        assert_eq!(request.url().as_str(), "http://127.0.0.1:1/");
-        assert_eq!(request.body().and_then(reqwest::Body::as_bytes), Some(&body[..]));
+        assert_eq!(request.uri(), "http://127.0.0.1:1/");
+        assert_eq!(request.body(), &body);
         assert_eq!(header(&request, "content-type"), ["application/json"]);
         assert_eq!(header(&request, "user-agent"), [USER_AGENT_VALUE]);
         assert_eq!(header(&request, "webhook-id"), ["msg_1"], "never the row's");
