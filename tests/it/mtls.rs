@@ -169,6 +169,9 @@ async fn the_right_client_certificate_gets_through_and_none_or_an_unknown_ca_doe
     assert_eq!(status, 201, "{untrusted}");
     let attempt = test_send(&app, &untrusted).await;
     assert_eq!(attempt["outcome"], "failed", "{attempt}");
+    // Refused for the certificate (hyper-util's pool checks it too).
+    let error = attempt["error"].as_str().unwrap_or_default();
+    assert!(error.contains("certificate"), "{attempt}");
     assert_eq!(receiver.count(), 2, "neither got a request through");
     app.stop().await;
 }
