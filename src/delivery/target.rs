@@ -36,14 +36,6 @@ pub struct Target {
     patterns: Vec<EventTypePattern>,
     /// The parsed URL (`None`: it does not parse, and nothing is sent).
     url: Option<url::Url>,
-    /// The same, as the request's (parsed once, not per attempt).
-    uri: Option<http::Uri>,
-}
-
-fn parse(url: &str) -> Option<(url::Url, http::Uri)> {
-    let url = url::Url::parse(url).ok()?;
-    let uri = url.as_str().parse().ok()?;
-    Some((url, uri))
 }
 
 impl Target {
@@ -66,16 +58,16 @@ impl Target {
                 ))
             })
             .collect();
-        let (url, uri) = parse(&subscription.url).unzip();
-        Ok(Self { subscription, keys, headers, patterns, url, uri })
+        let url = url::Url::parse(&subscription.url).ok();
+        Ok(Self { subscription, keys, headers, patterns, url })
     }
 
     /// The same subscription sending to `url` instead (a replay's override);
     /// `None` when the URL is not one.
     pub fn redirected(&self, url: &str) -> Option<Self> {
-        let (parsed, uri) = parse(url)?;
+        let parsed = url::Url::parse(url).ok()?;
         let subscription = Subscription { url: url.to_owned(), ..self.subscription.clone() };
-        Some(Self { subscription, url: Some(parsed), uri: Some(uri), ..self.clone() })
+        Some(Self { subscription, url: Some(parsed), ..self.clone() })
     }
 
     /// The event types it wants, parsed.
@@ -123,10 +115,6 @@ impl Target {
     /// The destination, parsed (`None`: the URL does not parse).
     pub fn url(&self) -> Option<&url::Url> {
         self.url.as_ref()
-    }
-
-    pub fn uri(&self) -> Option<&http::Uri> {
-        self.uri.as_ref()
     }
 }
 
