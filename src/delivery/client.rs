@@ -329,29 +329,25 @@ impl Client {
         pool: &Pool<'_>,
         request: http::Request<Bytes>,
     ) -> Result<Answer, DeliveryError> {
-        tokio::time::timeout(self.request_timeout, self.exchange_untimed(pool, request))
+        let exchange = async {
+            match pool {
+                Pool::Direct(direct) => {
+                    let request = request.map(Full::new);
+                    let response = direct.request(request).await.map_err(|e| self.classify(&e))?;
+                    Ok(self.read(response).await)
+                }
+                Pool::Reqwest(http) => {
+                    let request = reqwest::Request::try_from(request)
+                        .map_err(|e| DeliveryError::Request(source_chain(&e.without_url())))?;
+                    let response =
+                        http.execute(request).await.map_err(|e| self.classify_reqwest(e))?;
+                    Ok(self.read(http::Response::from(response)).await)
+                }
+            }
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
             .await
             .map_err(|_| DeliveryError::Timeout(self.request_timeout))?
-    }
-
-    async fn exchange_untimed(
-        &self,
-        pool: &Pool<'_>,
-        request: http::Request<Bytes>,
-    ) -> Result<Answer, DeliveryError> {
-        match pool {
-            Pool::Direct(direct) => {
-                let response =
-                    direct.request(request.map(Full::new)).await.map_err(|e| self.classify(&e))?;
-                Ok(self.read(response).await)
-            }
-            Pool::Reqwest(http) => {
-                let request = reqwest::Request::try_from(request)
-                    .map_err(|e| DeliveryError::Request(source_chain(&e.without_url())))?;
-                let response = http.execute(request).await.map_err(|e| self.classify_reqwest(e))?;
-                Ok(self.read(http::Response::from(response)).await)
-            }
-        }
     }
 
     /// The status, `Retry-After` and at most `excerpts.cap` bytes of the body.

@@ -3,9 +3,10 @@
 //!
 //! subscription row → `target` (secrets, headers, URL parsed once) →
 //! `request` (signed POST: `webhook_id`, Standard Webhooks headers, trace
-//! context, custom headers; no I/O) → `client` (with an `oauth2` token where
-//! the subscription asks, through the `egress` rules, the response body
-//! capped) → `Sent` (status, latency, excerpt,
+//! context, custom headers; no I/O) → `client` (hyper-util's pool, reqwest's
+//! for an egress proxy or a subscription's own TLS settings; with an `oauth2`
+//! token where the subscription asks, through the `egress` rules, the
+//! response body capped) → `Sent` (status, latency, excerpt,
 //! `DeliveryError`) → the caller, which records the attempt where it keeps
 //! attempts and decides what follows.
 //!
