@@ -429,7 +429,7 @@ async fn dev(args: DevArgs) -> Result<(), Failure> {
     let admin_token = args.admin_token.unwrap_or_else(|| {
         let mut bytes = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut bytes);
-        format!("hg_admin_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("hg_admin_{}", hex::encode(bytes))
     });
     let kafka = KafkaConfig { brokers: mock.bootstrap_servers(), properties: Vec::new() };
     let config = AppConfig {

@@ -92,7 +92,7 @@ where
     hash.update(route.as_bytes());
     hash.update([0]);
     hash.update(body);
-    let request_hash: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let request_hash = hex::encode(hash.finalize());
 
     let now = Utc::now();
     let claimed =

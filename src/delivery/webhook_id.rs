@@ -13,8 +13,11 @@ pub fn webhook_id(event_id: &str, subscription: &SubscriptionId) -> WebhookId {
     hash.update([0]);
     hash.update(subscription.as_str().as_bytes());
     let digest = hash.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    WebhookId::from_trusted(format!("{}{hex}", WebhookId::PREFIX))
+    // Made for every attempt: one allocation, not one a byte.
+    let mut id = String::with_capacity(WebhookId::PREFIX.len() + 32);
+    id.push_str(WebhookId::PREFIX);
+    id.push_str(&hex::encode(&digest[..16]));
+    WebhookId::from_trusted(id)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::Notify;
@@ -63,10 +63,12 @@ impl From<Option<Job>> for Begun {
 }
 
 pub trait Handler: Send + Sync + 'static {
-    /// Runs in the order records are read.
+    /// Runs in the order records are read. The record is librdkafka's,
+    /// not a copy: what outlives `begin` is decoded from it, or detached
+    /// (`BorrowedMessage::detach`) where the whole record goes on.
     fn begin(
         self: &Arc<Self>,
-        message: OwnedMessage,
+        message: &BorrowedMessage<'_>,
         ticket: &Ticket,
     ) -> impl Future<Output = Begun> + Send;
 }
@@ -339,7 +341,7 @@ impl<H: Handler> Stage<H> {
             };
             stage.heartbeat.read();
             let message = match message {
-                Ok(message) => message.detach(),
+                Ok(message) => message,
                 Err(error) if crate::kafka::is_fatal(&error) => {
                     // Retrying cannot fix it: the process ends (exit code 1),
                     // and its supervisor sees why.
@@ -368,7 +370,8 @@ impl<H: Handler> Stage<H> {
             if load.is_full() {
                 paused.pause(&stage.consumer, stage.name, partition.clone(), Arc::clone(load) as _);
             }
-            let begun = stage.handler.begin(message, &ticket).await;
+            let begun = stage.handler.begin(&message, &ticket).await;
+            drop(message);
             if let Some(pressure) = begun.pressure {
                 paused.pause(&stage.consumer, stage.name, partition, pressure);
             }
@@ -749,7 +752,7 @@ impl Pressure for Both {
 }
 
 /// What a record takes in memory, near enough: payload, key and headers.
-fn record_size(message: &OwnedMessage) -> usize {
+fn record_size(message: &impl Message) -> usize {
     let headers = message.headers().map_or(0, |headers| {
         headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum()
     });

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -121,13 +121,14 @@ enum Woken {
 }
 
 impl Handler for Deliver {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, ticket: &Ticket) -> Begun {
-        let position = RecordPosition::of(&message);
+    async fn begin(self: &Arc<Self>, message: &BorrowedMessage<'_>, ticket: &Ticket) -> Begun {
+        let position = RecordPosition::of(message);
         let stage = Arc::clone(self);
         let delivery = match Delivery::decode(message.headers(), message.payload(), &position) {
             Ok(delivery) => delivery,
             Err(error) => {
                 let reason = error.to_string();
+                let message = message.detach();
                 return Some(Box::pin(
                     async move { stage.dead_letters.poison(&message, &reason).await },
                 ) as _)

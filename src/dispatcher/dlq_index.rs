@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,14 +47,14 @@ pub struct DlqIndexer {
 }
 
 impl Handler for DlqIndexer {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Begun {
+    async fn begin(self: &Arc<Self>, message: &BorrowedMessage<'_>, _ticket: &Ticket) -> Begun {
         self.start(message).await.into()
     }
 }
 
 impl DlqIndexer {
-    async fn start(self: &Arc<Self>, message: OwnedMessage) -> Option<Job> {
-        let entry = entry_of(&message);
+    async fn start(self: &Arc<Self>, message: &BorrowedMessage<'_>) -> Option<Job> {
+        let entry = entry_of(message);
         if Utc::now()
             .checked_sub_signed(self.retention)
             .is_some_and(|cutoff| entry.dead_at < cutoff)
@@ -137,7 +137,7 @@ impl DlqIndexer {
 /// topic (other producers, poison records), so every field is optional but
 /// the reason (`Unknown` when it names none hookgate gives), and text is
 /// cut to what the store takes.
-pub fn entry_of(message: &OwnedMessage) -> NewDeadLetter {
+pub fn entry_of(message: &impl Message) -> NewDeadLetter {
     let position = RecordPosition::of(message);
     let pairs = message.headers().and_then(envelope::header_list).unwrap_or_default();
     // The last one: `dlq::poison` appends its headers after the record's own.

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
 use rdkafka::error::KafkaError;
@@ -44,14 +44,14 @@ pub struct FanOut {
 }
 
 impl Handler for FanOut {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Begun {
+    async fn begin(self: &Arc<Self>, message: &BorrowedMessage<'_>, _ticket: &Ticket) -> Begun {
         self.start(message).await.into()
     }
 }
 
 impl FanOut {
-    async fn start(self: &Arc<Self>, message: OwnedMessage) -> Option<Job> {
-        let position = RecordPosition::of(&message);
+    async fn start(self: &Arc<Self>, message: &BorrowedMessage<'_>) -> Option<Job> {
+        let position = RecordPosition::of(message);
         let operational = message.topic() == self.operational_topic;
         // The headers listed once, for the event and its trace context.
         let decoded = envelope::listed(message.headers()).map_err(|p| p.to_string()).and_then(|pairs| {
@@ -72,6 +72,7 @@ impl FanOut {
             Ok(decoded) => decoded,
             Err(reason) => {
                 let dead_letters = self.dead_letters.clone();
+                let message = message.detach();
                 return Some(Box::pin(async move { dead_letters.poison(&message, &reason).await }));
             }
         };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -49,13 +49,14 @@ pub fn tier_pattern(prefix: &str) -> String {
 }
 
 impl Handler for DelayLine {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, ticket: &Ticket) -> Begun {
-        let position = RecordPosition::of(&message);
+    async fn begin(self: &Arc<Self>, message: &BorrowedMessage<'_>, ticket: &Ticket) -> Begun {
+        let position = RecordPosition::of(message);
         let line = Arc::clone(self);
         let delivery = match Delivery::decode(message.headers(), message.payload(), &position) {
             Ok(delivery) => delivery,
             Err(error) => {
                 let reason = error.to_string();
+                let message = message.detach();
                 return Some(Box::pin(
                     async move { line.dead_letters.poison(&message, &reason).await },
                 ) as _)

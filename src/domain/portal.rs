@@ -74,7 +74,7 @@ impl std::fmt::Debug for PortalSecret {
 pub fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The stored form of a link token or session cookie.

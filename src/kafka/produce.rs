@@ -151,11 +151,14 @@ impl Producer {
         headers: OwnedHeaders,
         payload: &[u8],
     ) -> Result<DeliveryFuture, KafkaError> {
+        // A refused record comes back whole: its headers are built once,
+        // not copied for each try (a copy is a librdkafka allocation a header).
+        let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
         loop {
-            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers.clone());
             match self.inner.send_result(record) {
                 Ok(acknowledgement) => return Ok(acknowledgement),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), refused)) => {
+                    record = refused;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((error, _)) => return Err(error),

@@ -19,7 +19,7 @@ use hookgate::kafka::topics::{ensure_topics, TopicSpec};
 use hookgate::kafka::{KafkaConfig, Producer};
 use hookgate::metrics::Metrics;
 use hookgate::ops::{self, Ops};
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::Message;
 use serde_json::json;
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 struct Wedged;
 
 impl Handler for Wedged {
-    async fn begin(self: &Arc<Self>, message: OwnedMessage, _ticket: &Ticket) -> Begun {
+    async fn begin(self: &Arc<Self>, message: &BorrowedMessage<'_>, _ticket: &Ticket) -> Begun {
         if message.offset() == 0 {
             std::future::pending::<()>().await;
         }
@@ -58,7 +58,7 @@ struct Slow {
 }
 
 impl Handler for Slow {
-    async fn begin(self: &Arc<Self>, _message: OwnedMessage, _ticket: &Ticket) -> Begun {
+    async fn begin(self: &Arc<Self>, _message: &BorrowedMessage<'_>, _ticket: &Ticket) -> Begun {
         let done = Arc::clone(&self.done);
         Some(Box::pin(async move {
             tokio::time::sleep(STALL_AFTER + Duration::from_millis(500)).await;
