@@ -1,5 +1,7 @@
--- The attempt log's indexed ids compare bytewise: ids are ASCII, made by
--- hookgate, and their order is the ULID's (time) order, never a locale's.
+-- The attempt log's indexed ids compare bytewise: attempt and subscription
+-- ids are hookgate's, and their order is the ULID's (time) order, never a
+-- locale's; event ids (a producer's `ce_id` may be one) are only compared
+-- for equality.
 -- Under the database's default collation each index insert ran the
 -- locale's comparison (a copy and `strcoll` per key compared); at tens of
 -- thousands of attempts a second that was a fifth of PostgreSQL's CPU.
