@@ -371,7 +371,6 @@ impl<H: Handler> Stage<H> {
                 paused.pause(&stage.consumer, stage.name, partition.clone(), Arc::clone(load) as _);
             }
             let begun = stage.handler.begin(&message, &ticket).await;
-            drop(message);
             if let Some(pressure) = begun.pressure {
                 paused.pause(&stage.consumer, stage.name, partition, pressure);
             }
