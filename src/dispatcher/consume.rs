@@ -365,14 +365,15 @@ impl<H: Handler> Stage<H> {
                 &whole_stage
             };
             let held = load.take(record_size(&message));
-            let partition = (message.topic().to_owned(), message.partition());
-            let ticket = stage.tracker.begin(&partition.0, partition.1, message.offset());
+            let ticket =
+                stage.tracker.begin(message.topic(), message.partition(), message.offset());
+            let partition = || (message.topic().to_owned(), message.partition());
             if load.is_full() {
-                paused.pause(&stage.consumer, stage.name, partition.clone(), Arc::clone(load) as _);
+                paused.pause(&stage.consumer, stage.name, partition(), Arc::clone(load) as _);
             }
             let begun = stage.handler.begin(&message, &ticket).await;
             if let Some(pressure) = begun.pressure {
-                paused.pause(&stage.consumer, stage.name, partition, pressure);
+                paused.pause(&stage.consumer, stage.name, partition(), pressure);
             }
             match begun.job {
                 None => {
